@@ -1,0 +1,374 @@
+"""Command line: ``attrib features | cache | probe | report``.
+
+Option names are part of the contract in DESIGN.md; each command's --help explains what it does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import click
+
+from attrib import __version__
+
+DEFAULT_CACHE = "cache"
+
+
+class AttribError(click.ClickException):
+    """Shown to the user as 'Error: <message>' with exit status 1, no traceback."""
+
+
+def _fail(exc: BaseException) -> AttribError:
+    return AttribError(str(exc))
+
+
+def _banner(text: str) -> None:
+    line = "!" * min(100, max(60, len(text) + 8))
+    click.secho(f"{line}\n!!! {text}\n{line}", fg="red", bold=True, err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="attrib")
+def main() -> None:
+    """attrib: which generator made this image? Open-set origin attribution from frozen CLIP features.
+
+    \b
+    Stage 1  attrib features   images -> CLIP -> CLS token of every block, cached once (HDF5 shards)
+    Stage 2  attrib probe      cached features -> linear probes + open-set scores -> results.jsonl
+             attrib report     results.jsonl -> tables (Markdown, CSV) and plots
+             attrib cache      ls | info | verify | find  the feature sets in a cache folder
+    """
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+
+
+# --------------------------------------------------------------------------------------- features
+@main.command()
+@click.option("--dataset", type=click.Choice(["demo", "genimage", "folder", "list"]), default="demo",
+              show_default=True, help="demo: built-in offline demo (built on first use); genimage: GenImage "
+              "folders under --root; folder: one sub-folder of --root per source; list: --list file.")
+@click.option("--root", type=click.Path(), default=None,
+              help="Dataset folder (demo default: data/demo). Paths in the cache are relative to it.")
+@click.option("--list", "list_file", type=click.Path(), default=None,
+              help="For --dataset list: a file of path<TAB>source[<TAB>subset] lines.")
+@click.option("--model", default="ViT-B-16", show_default=True,
+              help="open_clip model name, hf-hub:org/repo, timm:<name>, or attrib-tiny (built-in tiny ViT).")
+@click.option("--pretrained", default="laion2b_s34b_b88k", show_default=True,
+              help="Weights: an open_clip tag (laion2b_s34b_b88k, openai, ...), a checkpoint file, or "
+              "random-init. Ignored for hf-hub models; optional for attrib-tiny and timm.")
+@click.option("--fallback-model", default=None, metavar="NAME",
+              help="If the weights are neither cached nor downloadable, warn loudly and use this model with "
+              "random weights instead (make demo uses attrib-tiny). Default: fail.")
+@click.option("--view", default="none", show_default=True,
+              help="Perturbation before the model's transform, e.g. jpeg:75, blur:1, noise:5, resize:0.5, "
+              "rotate:10, brightness:1.2, contrast:0.8, saturation:0.5; join with '+'. Each view is its own "
+              "feature set.")
+@click.option("--cache", "cache_dir", type=click.Path(), default=DEFAULT_CACHE, show_default=True,
+              help="Cache root; the feature set goes to CACHE/<dataset>__<model>__<weights>[__<view>]-<hash>.")
+@click.option("--out", type=click.Path(), default=None, help="Exact feature-set folder (overrides --cache naming).")
+@click.option("--shard-size", type=click.IntRange(min=1), default=None,
+              help="Images per HDF5 shard (the unit of resume and of rank splitting). [default: 10000, or "
+              "the existing feature set's]")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="DataLoader worker processes decoding images. [default: min(8, CPUs - 1)]")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
+              show_default=True, help="auto = fp16 autocast on GPU, fp32 on CPU.")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Quick trial: only N images, spread evenly over the list (its own feature set).")
+@click.option("--max-per-source", type=click.IntRange(min=1), default=None,
+              help="At most N images per (source, subset), a seeded sample (its own feature set).")
+@click.option("--sample-seed", type=int, default=0, show_default=True, help="Seed of --max-per-source.")
+@click.option("--rank", type=click.IntRange(min=0), default=None,
+              help="This process's rank: it extracts shards k with k % world-size == rank. [default: "
+              "$RANK or $SLURM_PROCID, else 0]")
+@click.option("--world-size", type=click.IntRange(min=1), default=None,
+              help="Number of processes sharing the work. [default: $WORLD_SIZE or $SLURM_NTASKS, else 1]")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def features(dataset, root, list_file, model, pretrained, fallback_model, view, cache_dir, out, shard_size,
+             batch_size, workers, device, precision, limit, max_per_source, sample_seed, rank, world_size,
+             quiet):
+    """Stage 1: extract the CLS token of every block (one forward per batch) into the feature cache.
+
+    Reruns skip finished shards, so an interrupted run resumes where it stopped. Corrupt images are
+    recorded as failed rows, never a crash. The last line printed is the feature-set folder.
+
+    \b
+    Examples:
+      attrib features --dataset demo --model attrib-tiny
+      attrib features --dataset genimage --root /data/GenImage --max-per-source 6000
+      torchrun --nproc-per-node 8 -m attrib features --dataset genimage --root /data/GenImage
+    """
+    from attrib.data import CatalogError, open_dataset
+    from attrib.data.catalog import sample_per_source
+    from attrib.extract.backbone import (RANDOM_INIT, RANDOM_INIT_LABEL, TINY, BackboneError,
+                                         WeightsUnavailable, load_backbone)
+    from attrib.extract.runner import ExtractError, RunConfig, dist_from_env, even_subset, extract
+    from attrib.extract.views import View, ViewError
+    from attrib.store import StoreError
+
+    env_rank, env_world, _ = dist_from_env()
+    rank = env_rank if rank is None else rank
+    world_size = env_world if world_size is None else world_size
+    progress = not quiet
+    try:
+        v = View.parse(view)
+        images, name = open_dataset(dataset, root, list_file, progress=progress)
+        extra = {"dataset_kind": dataset}
+        if max_per_source:
+            images = sample_per_source(images, max_per_source, sample_seed)
+            extra.update(max_per_source=max_per_source, sample_seed=sample_seed)
+        if limit:
+            images = even_subset(images, limit)
+            extra["limit"] = limit
+        try:
+            backbone = load_backbone(model, pretrained or None)
+        except WeightsUnavailable as exc:
+            if not fallback_model:
+                raise
+            _banner(f"{exc}")
+            _banner(f"FALLING BACK to {fallback_model} with random weights: {RANDOM_INIT_LABEL}")
+            backbone = load_backbone(fallback_model, None if fallback_model == TINY else RANDOM_INIT)
+            extra["requested"] = {"model": model, "pretrained": pretrained, "reason": str(exc)}
+        if backbone.random_init:
+            _banner(f"{backbone.spec['model']} has random weights: {RANDOM_INIT_LABEL}")
+        click.echo(f"{len(images)} images from {name} ({images.root}); model {backbone.spec['model']} "
+                   f"weights {backbone.spec['weights']}; {backbone.n_blocks} blocks x {backbone.width} dims; "
+                   f"view {v.spec}", err=True)
+        cfg = RunConfig(batch_size=batch_size, workers=workers, device=device, precision=precision,
+                        shard_size=shard_size, rank=rank, world_size=world_size, progress=progress)
+        summary = extract(images, backbone, cache_dir, name, v, cfg, out=out, manifest_extra=extra)
+    except (CatalogError, BackboneError, WeightsUnavailable, ExtractError, ViewError, StoreError) as exc:
+        raise _fail(exc) from None
+    click.echo(f"done: {summary}", err=True)
+    if backbone.random_init:
+        click.secho(f"note: {RANDOM_INIT_LABEL}", fg="red", err=True)
+    click.echo(str(summary.feature_set.path))
+
+
+# ------------------------------------------------------------------------------------------ cache
+@main.group()
+def cache() -> None:
+    """Inspect feature sets: ls, info, verify, find."""
+
+
+def _open_fs(path: str):
+    from attrib.store import FeatureSet, StoreError
+
+    try:
+        return FeatureSet.open(path)
+    except StoreError as exc:
+        raise _fail(exc) from None
+
+
+@cache.command("ls")
+@click.argument("cache_dir", required=False, default=DEFAULT_CACHE, type=click.Path())
+def cache_ls(cache_dir: str) -> None:
+    """List the feature sets under CACHE_DIR (default: cache/), newest first."""
+    from attrib.store import list_feature_sets
+
+    sets = list_feature_sets(cache_dir)
+    if not sets:
+        click.echo(f"no feature sets in {cache_dir}/ (make one with `attrib features`)")
+        return
+    for fs in sets:
+        done = len(fs.shards_done())
+        state = "complete" if done == fs.n_shards else f"{done}/{fs.n_shards} shards"
+        label = f"  [{fs.label}]" if fs.label else ""
+        click.echo(f"{fs.path}  {fs.n_images} images  {fs.n_blocks}x{fs.width}  {state}{label}")
+
+
+@cache.command("info")
+@click.argument("feature_set", type=click.Path())
+def cache_info(feature_set: str) -> None:
+    """Print the manifest and per-source image counts of FEATURE_SET."""
+    fs = _open_fs(feature_set)
+    m = dict(fs.manifest)
+    if fs.label:
+        click.secho(f"WARNING: {fs.label}", fg="red", bold=True)
+    click.echo(json.dumps(m, indent=2))
+    done = len(fs.shards_done())
+    click.echo(f"shards: {done}/{fs.n_shards} complete, {fs.nbytes() / 1e6:.1f} MB")
+    click.echo("images per (source, subset):")
+    for (src, sub), n in fs.images.counts().items():
+        click.echo(f"  {src:28s} {sub:6s} {n}")
+
+
+@cache.command("verify")
+@click.argument("feature_set", type=click.Path())
+@click.option("--max-failed", type=int, default=50, show_default=True, help="Failed images to list.")
+def cache_verify(feature_set: str, max_failed: int) -> None:
+    """Check FEATURE_SET: every shard opens, rows cover the image list once, features finite in ok rows.
+
+    Failed images are listed with their error. Exit status 1 when something is wrong.
+    """
+    fs = _open_fs(feature_set)
+    rep = fs.verify()
+    click.echo(f"{fs.path}: {rep.n_images} images in {rep.n_shards} shards")
+    for k in rep.missing:
+        click.echo(f"  MISSING shard {k} ({fs.shard_path(k).name}): rerun `attrib features` with the same options")
+    for k, why in rep.broken:
+        click.echo(f"  BROKEN {'shard ' + str(k) if k >= 0 else 'feature set'}: {why}")
+    if rep.nonfinite:
+        click.echo(f"  NON-FINITE features in {len(rep.nonfinite)} ok rows, e.g. {rep.nonfinite[:10]}")
+    click.echo(f"  {len(rep.failed)} images failed to decode (recorded, excluded from probes)")
+    for row, path, err in rep.failed[:max_failed]:
+        click.echo(f"    row {row}: {path}: {err}")
+    if len(rep.failed) > max_failed:
+        click.echo(f"    ... and {len(rep.failed) - max_failed} more")
+    if not rep.ok:
+        raise AttribError("verification failed")
+    click.echo("OK")
+
+
+@cache.command("find")
+@click.option("--cache", "cache_dir", default=DEFAULT_CACHE, show_default=True, type=click.Path())
+@click.option("--dataset", default=None, help="Dataset name (demo, genimage, or a folder/list name).")
+@click.option("--model", default=None, help="Model as given to `attrib features` (a fallback's request counts).")
+@click.option("--pretrained", default=None, help="Weights as given to `attrib features`.")
+@click.option("--view", default=None, help="View spec.")
+@click.option("--max-per-source", type=int, default=None,
+              help="Match feature sets sampled with this --max-per-source (default: unsampled ones).")
+@click.option("--limit", type=int, default=None, help="Match --limit trials with this N (default: no limit).")
+def cache_find(cache_dir, dataset, model, pretrained, view, max_per_source, limit) -> None:
+    """Print the newest complete feature set matching the filters (used by `make probe`)."""
+    from attrib.extract.views import View
+    from attrib.store import list_feature_sets
+
+    want_view = View.parse(view).spec if view is not None else None
+    for fs in list_feature_sets(cache_dir):
+        m = fs.manifest
+        req = m.get("requested") or {}
+        models = {m.get("model"), req.get("model")}
+        weights = {m.get("weights"), m.get("pretrained"), req.get("pretrained"),
+                   Path(m.get("checkpoint") or "-").name, m.get("checkpoint")}
+        if dataset and dataset not in (m.get("dataset"), m.get("dataset_kind")):
+            continue
+        if model and model not in models:
+            continue
+        if pretrained and pretrained not in weights and Path(pretrained).name not in weights:
+            continue
+        if want_view and m.get("view") != want_view:
+            continue
+        if m.get("max_per_source") != max_per_source or m.get("limit") != limit:
+            continue
+        if not fs.complete:
+            continue
+        click.echo(str(fs.path))
+        return
+    raise AttribError(f"no complete feature set in {cache_dir}/ matches dataset={dataset} model={model} "
+                      f"pretrained={pretrained} view={view}; run `make features` (or `attrib features`) first")
+
+
+# ------------------------------------------------------------------------------------------ probe
+def _parse_int_list(spec: str, what: str) -> list[int | None]:
+    out: list[int | None] = []
+    for tok in spec.split(","):
+        tok = tok.strip()
+        if tok == "all":
+            out.append(None)
+        elif tok.isdigit() and int(tok) > 0:
+            out.append(int(tok))
+        else:
+            raise AttribError(f"{what} {spec!r}: use positive integers and 'all', comma-separated")
+    return out
+
+
+def _parse_splits(spec: str, available: dict) -> list:
+    if not available:
+        raise AttribError("this feature set has no built-in splits (only demo and genimage do)")
+    if spec == "all":
+        return list(available.values())
+    names: list[str] = []
+    for tok in spec.split(","):
+        tok = tok.strip()
+        if "-" in tok and all(p.isdigit() for p in tok.split("-", 1)):
+            a, b = map(int, tok.split("-", 1))
+            names.extend(str(i) for i in range(a, b + 1))
+        else:
+            names.append(tok)
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise AttribError(f"--splits {spec!r}: no split {', '.join(missing)}; available: {', '.join(available)}")
+    return [available[n] for n in names]
+
+
+@main.command()
+@click.option("--features", "features_path", required=True, type=click.Path(),
+              help="Feature-set folder (printed by `attrib features`; see `attrib cache ls`).")
+@click.option("--splits", default="all", show_default=True,
+              help="Built-in splits to run: all, 1-5, 1,3 (GenImage: the paper's five; demo: three).")
+@click.option("--protocol", type=click.Choice(["clean", "paper"]), default="clean", show_default=True,
+              help="clean: C chosen on known-class validation accuracy only. paper: C chosen by validation "
+              "AUROC against the unknown generators' validation images, as the paper's code does.")
+@click.option("--layers", default="all", show_default=True,
+              help="Blocks (0-based): all | 8 | 6-10 | 2,5,8 | concat:9,10,11; join specs with ';'.")
+@click.option("--heads", default="logreg", show_default=True, help="Comma-separated heads: logreg.")
+@click.option("--scores", default="msp", show_default=True, help="Comma-separated open-set scores: msp.")
+@click.option("--shots", default="all", show_default=True,
+              help="Training images per class: e.g. 1,2,5,10,50,100,500,all.")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Seeds per shots value (each seed draws its own shots subset and validation split).")
+@click.option("--train-per-class", type=click.IntRange(min=1), default=4000, show_default=True)
+@click.option("--val-per-class", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--test-per-class", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option("--out", "out_dir", required=True, type=click.Path(), help="Results folder (results.jsonl, tables, plots).")
+@click.option("--quiet", is_flag=True, help="No progress bar, no table.")
+def probe(features_path, splits, protocol, layers, heads, scores, shots, seeds, train_per_class,
+          val_per_class, test_per_class, out_dir, quiet):
+    """Stage 2: fit probes on cached features and measure closed-set accuracy, AUROC and OSCR.
+
+    Appends one JSON line per (split, layer, head, score, shots, seed) to OUT/results.jsonl (a rerun
+    skips finished lines), then writes the report (table.md, table.csv, plots) and prints the table.
+
+    \b
+    Example:
+      attrib probe --features cache/demo__attrib-tiny__random-init-1a2b3c4d --out results/demo
+    """
+    from attrib.probe.protocol import ProtocolError, builtin_splits
+    from attrib.probe.report import write_report
+    from attrib.probe.study import StudyConfig, StudyError, parse_layers, run_study
+    from attrib.store import StoreError
+
+    fs = _open_fs(features_path)
+    if fs.label:
+        _banner(f"{fs.id}: {fs.label}")
+    try:
+        cfg = StudyConfig(
+            splits=_parse_splits(splits, builtin_splits(fs.manifest.get("dataset_kind", fs.manifest["dataset"]))),
+            layers=parse_layers(layers, fs.n_blocks),
+            heads=[h.strip() for h in heads.split(",")], scores=[s.strip() for s in scores.split(",")],
+            shots=_parse_int_list(shots, "--shots"), seeds=seeds, protocol=protocol,
+            train_per_class=train_per_class, val_per_class=val_per_class, test_per_class=test_per_class)
+        results = run_study(fs, cfg, out_dir, progress=not quiet)
+        paths = write_report(results.parent)
+    except (StudyError, ProtocolError, StoreError) as exc:
+        raise _fail(exc) from None
+    if not quiet:
+        click.echo(paths["markdown"].read_text())
+    click.echo(f"results: {results}", err=True)
+    for k, p in paths.items():
+        click.echo(f"{k}: {p}", err=True)
+
+
+@main.command()
+@click.argument("results_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out_dir", type=click.Path(), default=None, help="Where to write (default: RESULTS_DIR).")
+def report(results_dir: str, out_dir: str | None) -> None:
+    """Aggregate RESULTS_DIR/results.jsonl into table.md, table.csv and plots; print the table."""
+    from attrib.probe.report import write_report
+    from attrib.probe.study import StudyError
+
+    try:
+        paths = write_report(results_dir, out_dir)
+    except StudyError as exc:
+        raise _fail(exc) from None
+    click.echo(paths["markdown"].read_text())
+    for k, p in paths.items():
+        click.echo(f"{k}: {p}", err=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,115 @@
+"""Safe image decoding: the one place that knows Pillow's quirks.
+
+A two-day extraction must never die on one bad file, and must never silently feed the model a wrong
+picture (a 16-bit PNG clipped to white, a CMYK JPEG with inverted colours, a photo lying on its side).
+So every image goes through :func:`load_rgb`, which either returns an honest 8-bit RGB image or raises
+:class:`ImageDecodeError` with a message that ends up in the cache's ``error`` column.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps
+
+# Larger than any real photograph or generator output (GenImage tops out near 4k x 4k), far below what
+# would exhaust memory in a DataLoader worker. Bigger images are recorded as failures, not decoded.
+MAX_PIXELS = 64_000_000
+# A file this large is not a picture we want to decode in a worker either (guards e.g. a 40 GB TIFF).
+MAX_BYTES = 256 * 1024 * 1024
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is a failure, never a half-grey picture
+
+
+class ImageDecodeError(Exception):
+    """The file is not an image we can decode faithfully; the message says why."""
+
+
+def _to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
+    """Scale integer or float pixel data of any depth to 0..255 without clipping."""
+    if mode.startswith("I;16"):
+        return (arr.astype(np.uint32) >> 8).astype(np.uint8)
+    if mode == "F":
+        hi = float(np.nanmax(arr)) if arr.size else 1.0
+        scale = 255.0 if hi <= 1.0 else 255.0 / 65535.0
+        return np.clip(np.nan_to_num(arr) * scale, 0, 255).astype(np.uint8)
+    hi = int(arr.max(initial=0))  # mode "I": 32-bit ints, often 16-bit data in disguise
+    if hi <= 255:
+        return arr.clip(0, 255).astype(np.uint8)
+    if hi <= 65535:
+        return (arr.clip(0, 65535).astype(np.uint32) >> 8).astype(np.uint8)
+    return (arr.clip(0, None).astype(np.float64) * (255.0 / hi)).astype(np.uint8)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB the way a human would see the image.
+
+    Alpha is dropped (not composited), which is what the reference CLIP pipeline does with
+    ``convert('RGB')``; 16-bit and float data are rescaled rather than clipped.
+    """
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        arr = _to_uint8(np.asarray(img), mode)
+        return Image.fromarray(arr, mode="L").convert("RGB")
+    if mode == "P" and "transparency" in img.info:
+        return img.convert("RGBA").convert("RGB")
+    return img.convert("RGB")
+
+
+def load_rgb(path: str | os.PathLike, data: bytes | None = None) -> Image.Image:
+    """Decode ``path`` (or ``data`` already read from it) to an upright 8-bit RGB image.
+
+    Raises :class:`ImageDecodeError` for anything that is not a faithful picture: missing, empty,
+    oversized, truncated or unidentifiable files.
+    """
+    path = Path(path)
+    if data is None:
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise ImageDecodeError(f"cannot read file: {exc.strerror or exc}") from None
+        if size == 0:
+            raise ImageDecodeError("empty file (0 bytes)")
+        if size > MAX_BYTES:
+            raise ImageDecodeError(f"file too large ({size} bytes > {MAX_BYTES})")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ImageDecodeError(f"cannot read file: {exc.strerror or exc}") from None
+    elif len(data) == 0:
+        raise ImageDecodeError("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > MAX_PIXELS:
+                raise ImageDecodeError(f"image too large ({w}x{h} = {w * h} pixels > {MAX_PIXELS})")
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)  # animated GIF / multi-page TIFF: the first frame is the picture
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return to_rgb(img)
+    except ImageDecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"image too large (decompression-bomb guard): {exc}") from None
+    except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError, struct.error, ...
+        msg = str(exc) or type(exc).__name__
+        raise ImageDecodeError(f"{type(exc).__name__}: {msg}") from None
+
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jfif", ".ppm", ".pgm"}
+)
+
+
+def is_image_name(name: str) -> bool:
+    """Cheap test on the file name only: listing millions of files must not open any of them."""
+    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES

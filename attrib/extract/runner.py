@@ -1,0 +1,340 @@
+"""The extraction loop: images -> DataLoader workers -> one forward per batch -> shards on disk.
+
+Why this shape: decoding and resizing run in worker processes while the model runs, and finished shards
+are written by a background thread, so the accelerator (or the CPU's matrix units) never waits on I/O.
+The unit of work is a shard (see :mod:`attrib.store`): a killed run resumes at the first missing shard,
+and ranks split shards by ``k % world_size == rank`` with no other coordination.
+
+Bad images never stop a run: each one becomes a row with ``ok=False``, zero features and the error text.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import sys
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from attrib.data.catalog import ImageList
+from attrib.data.images import ImageDecodeError, load_rgb
+from attrib.extract.backbone import Backbone
+from attrib.extract.views import View
+from attrib.store import DEFAULT_SHARD_SIZE, FeatureSet, feature_set_name
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class ExtractError(RuntimeError):
+    """The run cannot start as asked (device missing, bad rank, ...); the message says what to change."""
+
+
+@dataclass
+class RunConfig:
+    batch_size: int = 64
+    workers: int | None = None  # None: min(8, cpu_count - 1)
+    device: str = "auto"
+    precision: str = "auto"
+    shard_size: int | None = None  # None: the existing feature set's, else DEFAULT_SHARD_SIZE
+    rank: int = 0
+    world_size: int = 1
+    progress: bool = True
+
+
+@dataclass
+class RunSummary:
+    feature_set: FeatureSet
+    images: int
+    failed: int
+    seconds: float
+    bytes_written: int
+    shards_written: int
+    shards_left: int
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else float("nan")
+
+    def __str__(self) -> str:
+        mb = self.bytes_written / 1e6
+        s = (f"{self.images} images ({self.failed} failed) in {self.seconds:.1f} s = {self.images_per_s:.1f} img/s; "
+             f"{self.shards_written} shards, {mb:.1f} MB written")
+        if self.shards_left:
+            s += f"; {self.shards_left} shards still missing (other ranks, or rerun to finish)"
+        return s
+
+
+def dist_from_env() -> tuple[int, int, int | None]:
+    """(rank, world_size, local_rank) as set by torchrun (RANK, WORLD_SIZE) or srun (SLURM_PROCID, ...)."""
+    env = os.environ
+    if "WORLD_SIZE" in env:
+        return int(env.get("RANK", 0)), int(env["WORLD_SIZE"]), _int_or_none(env.get("LOCAL_RANK"))
+    if "SLURM_NTASKS" in env and "SLURM_PROCID" in env:
+        return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), _int_or_none(env.get("SLURM_LOCALID"))
+    return 0, 1, None
+
+
+def _int_or_none(v: str | None) -> int | None:
+    return int(v) if v not in (None, "") else None
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ExtractError("--device cuda: no CUDA device is visible to torch; use --device cpu or auto")
+        if device == "cuda":
+            _, _, local = dist_from_env()
+            if local is not None:
+                return torch.device("cuda", local % torch.cuda.device_count())
+    elif device != "cpu":
+        raise ExtractError(f"--device {device!r}: use auto, cpu, cuda or cuda:N")
+    return torch.device(device)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision not in PRECISIONS:
+        raise ExtractError(f"--precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ExtractError("--precision bf16: this GPU does not support bfloat16; use fp16 or fp32")
+    return precision
+
+
+def default_workers() -> int:
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+class ImageRows(Dataset):
+    """Row index -> (row, tensor, error). A bad image yields a zero tensor and its error text."""
+
+    def __init__(self, images: ImageList, transform: Any, view: View, shape: tuple[int, ...]):
+        self.images, self.transform, self.view, self.shape = images, transform, view, shape
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, row: int) -> tuple[int, torch.Tensor, str]:
+        try:
+            img = load_rgb(self.images.abspath(row))
+            img = self.view(img, self.images.paths[row])
+            x = self.transform(img)
+            if tuple(x.shape) != self.shape:
+                raise ValueError(f"transform gave shape {tuple(x.shape)}, expected {self.shape}")
+            return row, x, ""
+        except ImageDecodeError as exc:
+            return row, torch.zeros(self.shape), str(exc)
+        except Exception as exc:  # a view or transform failing on an odd image must not stop the run
+            return row, torch.zeros(self.shape), f"{type(exc).__name__}: {exc}"
+
+
+def _input_shape(backbone: Backbone) -> tuple[int, int, int]:
+    pp = backbone.spec["preprocess"]
+    if "input_size" in pp:  # timm
+        return tuple(int(v) for v in pp["input_size"])  # type: ignore[return-value]
+    size = pp["size"]
+    h, w = (size, size) if isinstance(size, int) else size
+    return (3, int(h), int(w))
+
+
+def _versions() -> dict[str, str]:
+    import h5py
+    import open_clip
+    import timm
+
+    import attrib
+
+    return {"attrib": attrib.__version__, "torch": torch.__version__, "open_clip": open_clip.__version__,
+            "timm": timm.__version__, "h5py": h5py.__version__, "python": sys.version.split()[0]}
+
+
+def build_manifest(images: ImageList, backbone: Backbone, dataset: str, view: View, shard_size: int,
+                   precision: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything needed to reproduce (or refuse to mix) these features."""
+    spec = backbone.spec
+    from attrib.extract.backbone import RANDOM_INIT_LABEL
+
+    m = {
+        "dataset": dataset, "root": images.root,
+        "family": spec["family"], "model": spec["model"], "weights": spec["weights"],
+        "weights_sha256": spec["weights_sha256"], "checkpoint": spec["checkpoint"],
+        "quick_gelu": spec["quick_gelu"], "preprocess": spec["preprocess"],
+        "n_blocks": spec["n_blocks"], "width": spec["width"], "embed_dim": spec["embed_dim"],
+        "view": view.spec, "shard_size": shard_size, "precision": precision,
+        "label": RANDOM_INIT_LABEL if backbone.random_init else "",
+        "versions": _versions(),
+    }
+    m.update(extra or {})
+    return m
+
+
+def _clean_stale_tmp(path: Path) -> None:
+    """Remove temporary shard files left by killed processes of this host (other hosts' are kept)."""
+    host = socket.gethostname()
+    for tmp in path.glob(".shard-*.tmp-*"):
+        parts = tmp.name.split(".tmp-", 1)[1].split("-")
+        if len(parts) >= 3 and "-".join(parts[:-2]) == host:
+            try:
+                os.kill(int(parts[-2]), 0)
+            except (ProcessLookupError, ValueError):
+                tmp.unlink(missing_ok=True)
+            except PermissionError:
+                pass
+
+
+class _ShardWriter:
+    """Writes finished shards on a background thread so the forward pass never waits on the disk."""
+
+    def __init__(self, fs: FeatureSet):
+        self.fs = fs
+        self.q: queue.Queue = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.bytes = 0
+        self.thread = threading.Thread(target=self._run, name="attrib-shard-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            if self.error is not None:
+                continue
+            try:
+                path = self.fs.write_shard(*item)
+                self.bytes += path.stat().st_size
+            except BaseException as exc:  # surfaced on the main thread
+                self.error = exc
+
+    def put(self, *item: Any) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put(item)
+
+    def close(self) -> None:
+        self.q.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def extract(images: ImageList, backbone: Backbone, cache: str | os.PathLike, dataset: str,
+            view: View | None = None, config: RunConfig | None = None, out: str | os.PathLike | None = None,
+            manifest_extra: dict[str, Any] | None = None) -> RunSummary:
+    """Extract every missing shard of this rank into the feature set for (images, backbone, view).
+
+    The feature set lives at ``out`` if given, else at ``cache/<feature_set_name>``. Returns a summary;
+    ``summary.feature_set`` is complete when ``summary.shards_left == 0``.
+    """
+    from tqdm import tqdm
+
+    cfg = config or RunConfig()
+    view = view or View()
+    if not 0 <= cfg.rank < cfg.world_size:
+        raise ExtractError(f"--rank {cfg.rank} must be in [0, --world-size {cfg.world_size})")
+    if cfg.batch_size < 1:
+        raise ExtractError(f"--batch-size must be >= 1, got {cfg.batch_size}")
+    if len(images) == 0:
+        raise ExtractError("the image list is empty: nothing to extract")
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+
+    shard_size = cfg.shard_size or DEFAULT_SHARD_SIZE
+    manifest = build_manifest(images, backbone, dataset, view, shard_size, precision, manifest_extra)
+    path = Path(out) if out else Path(cache) / feature_set_name(manifest)
+    if cfg.shard_size is None and (path / "manifest.json").exists():
+        # Resuming without --shard-size (or --precision auto): adopt the cached run parameters.
+        prev = FeatureSet.open(path).manifest
+        manifest["shard_size"] = prev.get("shard_size", shard_size)
+        if cfg.precision == "auto" and (prev.get("precision") == "fp32" or device.type == "cuda"):
+            manifest["precision"] = precision = prev.get("precision", precision)
+    fs = FeatureSet.create(path, manifest, images)
+    _clean_stale_tmp(fs.path)
+
+    todo = fs.shards_todo(cfg.rank, cfg.world_size)
+    batches = []
+    for k in todo:
+        start, stop = fs.shard_range(k)
+        batches.extend(list(range(b, min(b + cfg.batch_size, stop))) for b in range(start, stop, cfg.batch_size))
+    n_todo = sum(len(b) for b in batches)
+
+    backbone.to(device)
+    shape = _input_shape(backbone)
+    workers = default_workers() if cfg.workers is None else cfg.workers
+    loader = DataLoader(
+        ImageRows(images, backbone.transform, view, shape), batch_sampler=batches, num_workers=workers,
+        pin_memory=device.type == "cuda", prefetch_factor=4 if workers > 0 else None,
+        persistent_workers=False,
+    )
+    autocast = (torch.autocast(device.type, dtype=_DTYPES[precision]) if precision in _DTYPES
+                else nullcontext())
+    L, D, E = fs.n_blocks, fs.width, fs.embed_dim
+
+    writer = _ShardWriter(fs)
+    t0 = time.perf_counter()
+    failed = 0
+    shards_written = 0
+    bar = tqdm(total=n_todo, unit="img", desc=f"extract {fs.id}" + (f" [rank {cfg.rank}/{cfg.world_size}]"
+               if cfg.world_size > 1 else ""), disable=not cfg.progress, dynamic_ncols=True, smoothing=0.05)
+    cur_k, buf = -1, None
+    try:
+        for rows, x, errors in loader:
+            k = int(rows[0]) // fs.shard_size
+            if k != cur_k:
+                start, stop = fs.shard_range(k)
+                n = stop - start
+                buf = (np.zeros((n, L, D), np.float16), np.zeros((n, E), np.float16),
+                       np.zeros(n, bool), [""] * n, start, 0)
+                cur_k = k
+            cls_b, emb_b, ok_b, err_b, start, filled = buf
+            x = x.to(device, non_blocking=True)
+            with autocast:
+                cls, emb = backbone.features(x)
+            cls = cls.float().cpu().numpy()
+            emb = emb.float().cpu().numpy()
+            local = rows.numpy() - start
+            good = np.array([e == "" for e in errors])
+            cls_b[local[good]] = cls[good]
+            emb_b[local[good]] = emb[good]
+            ok_b[local] = good
+            for i, e in zip(local, errors):
+                err_b[i] = e
+            failed += int((~good).sum())
+            filled += len(rows)
+            buf = (cls_b, emb_b, ok_b, err_b, start, filled)
+            if filled == len(ok_b):
+                writer.put(k, cls_b, emb_b, ok_b, err_b)
+                shards_written += 1
+                buf = None
+            bar.update(len(rows))
+            if failed:
+                bar.set_postfix(failed=failed, refresh=False)
+    finally:
+        bar.close()
+        writer.close()
+    seconds = time.perf_counter() - t0
+    left = len(fs.shards_todo(0, 1))
+    return RunSummary(fs, n_todo, failed, seconds, writer.bytes, shards_written, left)
+
+
+def even_subset(images: ImageList, limit: int) -> ImageList:
+    """``--limit N``: N rows spread evenly over the sorted list, so a trial still sees every source."""
+    if limit <= 0:
+        raise ExtractError(f"--limit must be positive, got {limit}")
+    if limit >= len(images):
+        return images
+    idx = np.unique(np.floor(np.linspace(0, len(images) - 1, limit)).astype(int))
+    return images.take(idx.tolist())
+

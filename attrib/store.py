@@ -1,0 +1,458 @@
+"""The feature cache: the one contract between ``extract`` (writes) and ``probe`` (reads).
+
+A *feature set* is a folder holding everything one extraction produced::
+
+    manifest.json    what was extracted, by which model and weights, from which image list
+    images.tsv       the image list, one row per image: row, path, source, subset
+    shard-00000.h5   rows [0, S): row int64 (n,), cls float16 (n, L, D), embed float16 (n, E),
+    shard-00001.h5   ok bool (n,), error str (n,); attribute complete=1
+    ...
+
+Why this shape: extraction of millions of images takes days and many processes, so the unit of work and
+of durability is a shard. A shard is written to a temporary file, fsynced and renamed into place, so a
+shard that exists is complete; a killed run loses at most the shards in flight, and any number of
+processes can split shards by ``k % world_size == rank`` without talking to each other. ``cls`` is
+chunked (rows, 1, D) so that reading one block (what every probe does) touches only that block's bytes.
+Features are stored uncompressed: fp16 activations do not compress, and gzip makes reads 10-20x slower.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import re
+import socket
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import h5py
+import numpy as np
+
+from attrib.data.catalog import ImageList
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+IMAGES = "images.tsv"
+DTYPE = "float16"
+DEFAULT_SHARD_SIZE = 10_000
+
+# Fields that say *what* the features are: they name the folder (through a hash) and must match when a
+# run resumes into an existing feature set.
+IDENTITY_FIELDS = ("dataset", "images_sha256", "family", "model", "weights", "weights_sha256",
+                   "quick_gelu", "preprocess", "view")
+# Fields that must also match to add shards to an existing feature set (they shape or change the arrays).
+COMPAT_FIELDS = IDENTITY_FIELDS + ("format_version", "n_images", "n_blocks", "width", "embed_dim", "dtype",
+                                   "shard_size", "precision")
+
+
+class StoreError(RuntimeError):
+    """The cache on disk is missing, incomplete, or not what the caller asked for."""
+
+
+class ManifestMismatch(StoreError):
+    """An existing feature set was made with different settings; the message lists each field."""
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+_-]+", "_", text).strip("_") or "x"
+
+
+def identity_hash(manifest: dict[str, Any]) -> str:
+    ident = {k: manifest.get(k) for k in IDENTITY_FIELDS}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def feature_set_name(manifest: dict[str, Any]) -> str:
+    """``<dataset>__<model>__<weights>[__<view>]-<hash8>``: readable, and unique per identity."""
+    parts = [manifest["dataset"], manifest["model"], manifest["weights"]]
+    if manifest.get("view", "none") != "none":
+        parts.append(manifest["view"])
+    return "__".join(_slug(p) for p in parts) + "-" + identity_hash(manifest)
+
+
+def diff_manifests(old: dict[str, Any], new: dict[str, Any], fields: Iterable[str] = COMPAT_FIELDS) -> list[str]:
+    return [f"{k}: cache has {old.get(k)!r}, this run has {new.get(k)!r}"
+            for k in fields if old.get(k) != new.get(k)]
+
+
+def _tmp_name(path: Path) -> Path:
+    """Hidden temporary sibling of ``path``, named by host and pid so stale ones can be told apart."""
+    return path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _write_atomic(path: Path, data: bytes, exclusive: bool = False) -> bool:
+    """Write ``data`` to ``path`` through a fsynced temporary file.
+
+    With ``exclusive``, an existing ``path`` is left alone and False is returned (hard link semantics),
+    so that concurrent creators agree on one winner.
+    """
+    tmp = _tmp_name(path)
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        if exclusive:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+        else:
+            os.replace(tmp, path)
+            tmp = None
+        _fsync_dir(path.parent)
+        return True
+    finally:
+        if tmp is not None and tmp.exists():
+            tmp.unlink()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class ShardStatus:
+    index: int
+    path: Path
+    start: int
+    stop: int
+    ok: bool
+    problem: str = ""
+
+
+@dataclass
+class VerifyReport:
+    path: Path
+    n_images: int
+    n_shards: int
+    missing: list[int] = field(default_factory=list)
+    broken: list[tuple[int, str]] = field(default_factory=list)
+    failed: list[tuple[int, str, str]] = field(default_factory=list)  # (row, path, error)
+    nonfinite: list[int] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.broken or self.nonfinite)
+
+
+class FeatureSet:
+    """A feature set on disk. Use :meth:`open` to read, :meth:`create` to start or resume writing."""
+
+    def __init__(self, path: str | os.PathLike, manifest: dict[str, Any]):
+        self.path = Path(path)
+        self.manifest = manifest
+        self._images: ImageList | None = None
+
+    # ------------------------------------------------------------------------------- open / create
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "FeatureSet":
+        path = Path(path)
+        mpath = path / MANIFEST
+        if not mpath.is_file():
+            raise StoreError(f"{path} is not a feature set (no {MANIFEST}); list them with `attrib cache ls`")
+        try:
+            manifest = json.loads(mpath.read_text())
+        except ValueError as exc:
+            raise StoreError(f"{mpath}: unreadable manifest ({exc})") from None
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise StoreError(f"{mpath}: format version {manifest.get('format_version')}, this attrib reads "
+                             f"{FORMAT_VERSION}")
+        return cls(path, manifest)
+
+    @classmethod
+    def create(cls, path: str | os.PathLike, manifest: dict[str, Any], images: ImageList) -> "FeatureSet":
+        """Create the feature set at ``path``, or reopen it if it exists with a compatible manifest.
+
+        Safe to call from many processes at once: the first manifest to land wins, the others are
+        compared against it.
+        """
+        path = Path(path)
+        manifest = {"format_version": FORMAT_VERSION, "dtype": DTYPE, **manifest}
+        manifest.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        manifest["n_images"] = len(images)
+        manifest["images_sha256"] = images.sha256()
+        if (path / MANIFEST).exists():
+            existing = cls.open(path)
+            existing._check_compatible(manifest)
+            return existing
+        path.mkdir(parents=True, exist_ok=True)
+        # The manifest is claimed first (exclusively): only the process that created the feature set
+        # writes images.tsv, so a loser with a different image list can never overwrite it.
+        if not _write_atomic(path / MANIFEST, json.dumps(manifest, indent=2).encode(), exclusive=True):
+            existing = cls.open(path)
+            existing._check_compatible(manifest)
+            existing._images = images
+            return existing
+        buf = io.StringIO()
+        images.write_tsv(buf)
+        _write_atomic(path / IMAGES, buf.getvalue().encode("utf-8"))
+        fs = cls(path, manifest)
+        fs._images = images
+        return fs
+
+    def _check_compatible(self, new: dict[str, Any]) -> None:
+        diffs = diff_manifests(self.manifest, new)
+        if diffs:
+            raise ManifestMismatch(
+                f"{self.path} was extracted with different settings:\n  - " + "\n  - ".join(diffs) +
+                "\nUse another --cache/--out folder, or rerun with the cached settings.")
+
+    # ---------------------------------------------------------------------------------- properties
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def n_images(self) -> int:
+        return int(self.manifest["n_images"])
+
+    @property
+    def n_blocks(self) -> int:
+        return int(self.manifest["n_blocks"])
+
+    @property
+    def width(self) -> int:
+        return int(self.manifest["width"])
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.manifest["embed_dim"])
+
+    @property
+    def shard_size(self) -> int:
+        return int(self.manifest["shard_size"])
+
+    @property
+    def n_shards(self) -> int:
+        return -(-self.n_images // self.shard_size)
+
+    @property
+    def label(self) -> str:
+        """Warning label users must see next to any number computed from these features ('' if none)."""
+        return self.manifest.get("label", "")
+
+    @property
+    def images(self) -> ImageList:
+        if self._images is None:
+            self._images = ImageList.read_tsv(self.path / IMAGES, root=self.manifest.get("root", ""))
+        return self._images
+
+    def shard_range(self, k: int) -> tuple[int, int]:
+        start = k * self.shard_size
+        return start, min(start + self.shard_size, self.n_images)
+
+    def shard_path(self, k: int) -> Path:
+        return self.path / f"shard-{k:05d}.h5"
+
+    def shards_done(self) -> list[int]:
+        return [k for k in range(self.n_shards) if self.shard_path(k).exists()]
+
+    def shards_todo(self, rank: int = 0, world_size: int = 1) -> list[int]:
+        return [k for k in range(self.n_shards) if k % world_size == rank and not self.shard_path(k).exists()]
+
+    @property
+    def complete(self) -> bool:
+        return all(self.shard_path(k).exists() for k in range(self.n_shards))
+
+    def require_complete(self) -> None:
+        missing = [k for k in range(self.n_shards) if not self.shard_path(k).exists()]
+        if missing:
+            raise StoreError(f"{self.path} is incomplete: {len(missing)} of {self.n_shards} shards missing "
+                             f"(first: {self.shard_path(missing[0]).name}). Rerun `attrib features` with the "
+                             "same options to finish it.")
+
+    # -------------------------------------------------------------------------------------- write
+    def write_shard(self, k: int, cls: np.ndarray, embed: np.ndarray, ok: np.ndarray,
+                    error: Sequence[str]) -> Path:
+        """Write shard ``k`` atomically; a shard that another process finished first is left alone."""
+        start, stop = self.shard_range(k)
+        n = stop - start
+        L, D, E = self.n_blocks, self.width, self.embed_dim
+        if cls.shape != (n, L, D) or embed.shape != (n, E) or len(ok) != n or len(error) != n:
+            raise StoreError(f"shard {k}: got cls {cls.shape}, embed {embed.shape}, {len(ok)} ok flags; "
+                             f"expected ({n}, {L}, {D}), ({n}, {E}), {n}")
+        final = self.shard_path(k)
+        if final.exists():
+            return final
+        tmp = _tmp_name(final)
+        rows_per_chunk = max(1, min(n, max(64, (1 << 20) // (2 * D))))
+        try:
+            with h5py.File(tmp, "w") as f:
+                f.create_dataset("row", data=np.arange(start, stop, dtype=np.int64))
+                f.create_dataset("cls", data=cls.astype(DTYPE, copy=False), chunks=(rows_per_chunk, 1, D))
+                f.create_dataset("embed", data=embed.astype(DTYPE, copy=False),
+                                 chunks=(max(1, min(n, (1 << 20) // (2 * E))), E))
+                f.create_dataset("ok", data=np.asarray(ok, dtype=bool))
+                f.create_dataset("error", data=[str(e) for e in error], dtype=h5py.string_dtype("utf-8"))
+                f.attrs["complete"] = 1
+                f.attrs["feature_set"] = self.id
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+            _fsync_dir(self.path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return final
+
+    # --------------------------------------------------------------------------------------- read
+    def _select(self, rows: Sequence[int] | np.ndarray | None) -> tuple[np.ndarray | None, Iterator]:
+        """Group requested rows by shard: yields (k, local_index_or_None, output_positions)."""
+        if rows is None:
+            self.require_complete()
+            return None, ((k, None, slice(*self.shard_range(k))) for k in range(self.n_shards))
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.ndim != 1:
+            raise ValueError("rows must be a 1-d sequence of row indices")
+        if rows.size and (rows.min() < 0 or rows.max() >= self.n_images):
+            raise IndexError(f"row index out of range [0, {self.n_images})")
+        shard = rows // self.shard_size
+        order = np.argsort(shard, kind="stable")
+
+        def groups():
+            bounds = np.flatnonzero(np.diff(shard[order])) + 1
+            for pos in np.split(order, bounds):
+                if pos.size:
+                    k = int(shard[pos[0]])
+                    if not self.shard_path(k).exists():
+                        raise StoreError(f"{self.shard_path(k)} is missing: the feature set is incomplete. "
+                                         "Rerun `attrib features` with the same options to finish it.")
+                    yield k, rows[pos] - k * self.shard_size, pos
+        return rows, groups()
+
+    def _read(self, dataset: str, width: int, rows, block: int | None = None) -> np.ndarray:
+        sel, groups = self._select(rows)
+        n = self.n_images if sel is None else len(sel)
+        out = np.empty((n, width), dtype=np.float32)
+        for k, local, pos in groups:
+            with h5py.File(self.shard_path(k), "r") as f:
+                ds = f[dataset]
+                if local is None:
+                    data = ds[:, block, :] if block is not None else ds[:]
+                    out[pos] = data
+                    continue
+                lo, hi = int(local.min()), int(local.max()) + 1  # one contiguous read, then pick
+                data = ds[lo:hi, block, :] if block is not None else ds[lo:hi]
+                out[pos] = data[local - lo]
+        return out
+
+    def block(self, layer: int, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """CLS token after block ``layer`` (0-based) as float32 (n, D); reads only that block."""
+        if not -self.n_blocks <= layer < self.n_blocks:
+            raise IndexError(f"block {layer} out of range: this feature set has blocks 0..{self.n_blocks - 1}")
+        return self._read("cls", self.width, rows, block=layer % self.n_blocks)
+
+    def embed(self, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """Final projected embedding as float32 (n, E)."""
+        return self._read("embed", self.embed_dim, rows)
+
+    def status(self) -> tuple[np.ndarray, list[str]]:
+        """(ok flags, error texts) for every row, read from all shards."""
+        self.require_complete()
+        ok = np.zeros(self.n_images, dtype=bool)
+        errors = [""] * self.n_images
+        for k in range(self.n_shards):
+            start, stop = self.shard_range(k)
+            with h5py.File(self.shard_path(k), "r") as f:
+                ok[start:stop] = f["ok"][:]
+                bad = np.flatnonzero(~ok[start:stop])
+                if bad.size:
+                    err = f["error"]
+                    for i in bad:
+                        e = err[int(i)]
+                        errors[start + int(i)] = e.decode() if isinstance(e, bytes) else str(e)
+        return ok, errors
+
+    def rows(self, paths: Iterable[str]) -> np.ndarray:
+        """Row indices of ``paths`` (relative to the dataset root); unknown paths are an error naming them."""
+        out, missing = [], []
+        for p in paths:
+            r = self.images.index(p)
+            if r is None:
+                missing.append(p)
+            else:
+                out.append(r)
+        if missing:
+            raise KeyError(f"{len(missing)} path(s) not in {self.id}: " + ", ".join(missing[:20]) +
+                           (" ..." if len(missing) > 20 else ""))
+        return np.asarray(out, dtype=np.int64)
+
+    # ------------------------------------------------------------------------------------- verify
+    def verify(self) -> VerifyReport:
+        """Check every shard: opens, complete, right rows and shapes, finite features in ok rows."""
+        rep = VerifyReport(self.path, self.n_images, self.n_shards)
+        if not (self.path / IMAGES).is_file():
+            rep.broken.append((-1, f"{IMAGES} missing"))
+            return rep
+        if len(self.images) != self.n_images:
+            rep.broken.append((-1, f"{IMAGES} has {len(self.images)} rows, manifest says {self.n_images}"))
+        if self.images.sha256() != self.manifest.get("images_sha256"):
+            rep.broken.append((-1, f"{IMAGES} does not match the manifest's images_sha256"))
+        L, D, E = self.n_blocks, self.width, self.embed_dim
+        for k in range(self.n_shards):
+            p = self.shard_path(k)
+            if not p.exists():
+                rep.missing.append(k)
+                continue
+            start, stop = self.shard_range(k)
+            n = stop - start
+            try:
+                with h5py.File(p, "r") as f:
+                    problems = []
+                    if f.attrs.get("complete") != 1:
+                        problems.append("not marked complete")
+                    if not np.array_equal(f["row"][:], np.arange(start, stop)):
+                        problems.append(f"rows are not exactly {start}..{stop - 1}")
+                    if f["cls"].shape != (n, L, D) or f["embed"].shape != (n, E):
+                        problems.append(f"shapes cls {f['cls'].shape} embed {f['embed'].shape}")
+                    if f["ok"].shape != (n,) or f["error"].shape != (n,):
+                        problems.append("ok/error length")
+                    if problems:
+                        rep.broken.append((k, "; ".join(problems)))
+                        continue
+                    ok = f["ok"][:]
+                    finite = np.ones(n, dtype=bool)
+                    for layer in range(L):
+                        finite &= np.isfinite(f["cls"][:, layer, :]).all(axis=1)
+                    finite &= np.isfinite(f["embed"][:]).all(axis=1)
+                    rep.nonfinite.extend(int(start + i) for i in np.flatnonzero(ok & ~finite))
+                    for i in np.flatnonzero(~ok):
+                        e = f["error"][int(i)]
+                        rep.failed.append((start + int(i), self.images.paths[start + int(i)],
+                                           e.decode() if isinstance(e, bytes) else str(e)))
+            except (OSError, KeyError) as exc:
+                rep.broken.append((k, f"cannot read: {exc}"))
+        return rep
+
+    def nbytes(self) -> int:
+        return sum(p.stat().st_size for p in self.path.glob("shard-*.h5"))
+
+
+def list_feature_sets(cache: str | os.PathLike) -> list[FeatureSet]:
+    """Every feature set directly under ``cache``, newest first."""
+    cache = Path(cache)
+    if not cache.is_dir():
+        return []
+    out = []
+    for d in cache.iterdir():
+        if (d / MANIFEST).is_file():
+            try:
+                out.append(FeatureSet.open(d))
+            except StoreError:
+                continue
+    return sorted(out, key=lambda fs: ((fs.path / MANIFEST).stat().st_mtime, fs.id), reverse=True)

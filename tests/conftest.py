@@ -1,0 +1,45 @@
+"""Shared fixtures: real images on disk, a real tiny open_clip model saved as a checkpoint."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """attrib-tiny's random weights saved as a .safetensors checkpoint, loaded like real weights."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    from attrib.extract.backbone import TINY, register_tiny
+
+    register_tiny()
+    torch.manual_seed(123)
+    model = open_clip.create_model(TINY)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny-weights.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> Path:
+    """A small demo dataset (real files written by the demo builder), shared by the session."""
+    from attrib.data.demo import build_demo
+
+    return build_demo(tmp_path_factory.mktemp("demo") / "demo", per_class=24)
+
+
+def write_png(path: Path, seed: int = 0, size: int = 48, mode: str = "RGB") -> Path:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    Image.fromarray(arr).convert(mode).save(path)
+    return path
