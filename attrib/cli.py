@@ -327,7 +327,7 @@ def probe(features_path, splits, protocol, layers, heads, scores, shots, seeds, 
     Example:
       attrib probe --features cache/demo__attrib-tiny__random-init-1a2b3c4d --out results/demo
     """
-    from attrib.probe.protocol import ProtocolError, builtin_splits
+    from attrib.data.splits import SplitError, builtin_splits
     from attrib.probe.report import write_report
     from attrib.probe.study import StudyConfig, StudyError, parse_layers, run_study
     from attrib.store import StoreError
@@ -344,7 +344,7 @@ def probe(features_path, splits, protocol, layers, heads, scores, shots, seeds, 
             train_per_class=train_per_class, val_per_class=val_per_class, test_per_class=test_per_class)
         results = run_study(fs, cfg, out_dir, progress=not quiet)
         paths = write_report(results.parent)
-    except (StudyError, ProtocolError, StoreError) as exc:
+    except (StudyError, SplitError, StoreError) as exc:
         raise _fail(exc) from None
     if not quiet:
         click.echo(paths["markdown"].read_text())

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from attrib.probe.heads import DEFAULT_CS, LogisticProbe
+from attrib.probe.heads import DEFAULT_CS, HEADS, LogisticProbe
 from attrib.probe.metrics import auroc, open_set_summary
-from attrib.probe.protocol import (DEFAULT_TEST_PER_CLASS, DEFAULT_TRAIN_PER_CLASS, DEFAULT_VAL_PER_CLASS,
-                                   Split, SplitRows, split_rows)
+from attrib.data.splits import (DEFAULT_TEST_PER_CLASS, DEFAULT_TRAIN_PER_CLASS, DEFAULT_VAL_PER_CLASS,
+                                Split, SplitRows, split_rows)
 from attrib.probe.scorers import SCORERS
 from attrib.store import FeatureSet
 
@@ -90,9 +90,9 @@ class StudyConfig:
     def validate(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise StudyError(f"--protocol {self.protocol!r}: use one of {', '.join(PROTOCOLS)}")
-        bad = [h for h in self.heads if h != "logreg"]
+        bad = [h for h in self.heads if h not in HEADS]
         if bad:
-            raise StudyError(f"--heads: {', '.join(bad)} not available; available: logreg")
+            raise StudyError(f"--heads: {', '.join(bad)} not available; available: {', '.join(HEADS)}")
         bad = [s for s in self.scores if s not in SCORERS]
         if bad:
             raise StudyError(f"--scores: {', '.join(bad)} not available; available: {', '.join(SCORERS)}")
@@ -118,8 +118,7 @@ def _shots(rows: SplitRows, shots: int | None, seed: int) -> tuple[np.ndarray, n
 def _select_logreg(Xtr, ytr, Xva, yva, Xvu, Cs, protocol):
     """Fit the C path and keep the C with the best validation accuracy (clean) or AUROC (paper)."""
     best, best_val, best_head = None, -np.inf, None
-    for C in Cs:
-        head = LogisticProbe(C=C).fit(Xtr, ytr)
+    for C, head in zip(Cs, LogisticProbe.fit_path(Xtr, ytr, Cs)):
         if protocol == "paper":
             msp_k = SCORERS["msp"](head).score_samples(Xva)
             msp_u = SCORERS["msp"](head).score_samples(Xvu)

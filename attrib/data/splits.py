@@ -1,4 +1,4 @@
-"""Open-set protocol: which cached rows train, validate and test a split, and how labels are assigned.
+"""Open-set splits: which cached rows train, validate and test a split, and how labels are assigned.
 
 A split names its known generators (class 0 is always ``real``, then the known generators in the
 split's order) and its unknown generators. Rows come from the feature set's image list:
@@ -26,7 +26,7 @@ DEFAULT_TEST_PER_CLASS = 2000
 VAL_FRACTION = 0.2
 
 
-class ProtocolError(ValueError):
+class SplitError(ValueError):
     """A split cannot be built from this image list; the message names the source or class."""
 
 
@@ -89,9 +89,9 @@ def split_rows(images: ImageList, ok: np.ndarray, split: Split, seed: int = 0,
     """Build the rows of ``split`` (see the module docstring for the protocol)."""
     overlap = set(split.known) & set(split.unknown)
     if overlap:
-        raise ProtocolError(f"split {split.name}: {sorted(overlap)} are both known and unknown")
+        raise SplitError(f"split {split.name}: {sorted(overlap)} are both known and unknown")
     if REAL in split.unknown:
-        raise ProtocolError(f"split {split.name}: '{REAL}' is always a known class")
+        raise SplitError(f"split {split.name}: '{REAL}' is always a known class")
     by_src: dict[str, dict[str, list[int]]] = {}
     for i, (s, sub) in enumerate(zip(images.sources, images.subsets)):
         if ok[i]:
@@ -104,7 +104,7 @@ def split_rows(images: ImageList, ok: np.ndarray, split: Split, seed: int = 0,
     def parts(src: str) -> tuple[list[int], list[int], list[int]]:
         subs = by_src.get(src)
         if not subs:
-            raise ProtocolError(f"split {split.name}: source {src!r} has no usable images in this feature set "
+            raise SplitError(f"split {split.name}: source {src!r} has no usable images in this feature set "
                                 f"(sources present: {', '.join(sorted(by_src)) or 'none'})")
         if "train" in subs or "val" in subs or "test" in subs:
             pool = _shuffled(subs.get("train", []), images, seed)
@@ -124,7 +124,7 @@ def split_rows(images: ImageList, ok: np.ndarray, split: Split, seed: int = 0,
         a, b, c = parts(src)
         for name, rs in (("train", a), ("validation", b), ("test", c)):
             if not rs:
-                raise ProtocolError(f"split {split.name}: known class {src!r} has no {name} images")
+                raise SplitError(f"split {split.name}: known class {src!r} has no {name} images")
         tr += a; ytr += [label] * len(a)
         va += b; yva += [label] * len(b)
         te += c; yte += [label] * len(c)
@@ -132,7 +132,7 @@ def split_rows(images: ImageList, ok: np.ndarray, split: Split, seed: int = 0,
     for src in split.unknown:
         _, b, c = parts(src)
         if not c:
-            raise ProtocolError(f"split {split.name}: unknown generator {src!r} has no test images")
+            raise SplitError(f"split {split.name}: unknown generator {src!r} has no test images")
         vu += b; vus += [src] * len(b)
         tu += c; tus += [src] * len(c)
     arr = lambda x: np.asarray(x, dtype=np.int64)  # noqa: E731

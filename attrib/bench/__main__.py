@@ -1,0 +1,5 @@
+import sys
+
+from attrib.bench import main
+
+sys.exit(main())
