@@ -327,7 +327,7 @@ def probe(features_path, splits, protocol, layers, heads, scores, shots, seeds, 
     Example:
       attrib probe --features cache/demo__attrib-tiny__random-init-1a2b3c4d --out results/demo
     """
-    from attrib.data.splits import SplitError, builtin_splits
+    from attrib.data.splits import SampledSplits, SplitError, builtin_splits
     from attrib.probe.report import write_report
     from attrib.probe.study import StudyConfig, StudyError, parse_layers, run_study
     from attrib.store import StoreError
@@ -336,12 +336,14 @@ def probe(features_path, splits, protocol, layers, heads, scores, shots, seeds, 
     if fs.label:
         _banner(f"{fs.id}: {fs.label}")
     try:
+        chosen = _parse_splits(splits, builtin_splits(fs.manifest.get("dataset_kind", fs.manifest["dataset"])))
+        ok, _ = fs.status()
+        source = SampledSplits(fs.images, ok, {sp.name: sp for sp in chosen}, train_per_class=train_per_class,
+                               val_per_class=val_per_class, test_per_class=test_per_class)
         cfg = StudyConfig(
-            splits=_parse_splits(splits, builtin_splits(fs.manifest.get("dataset_kind", fs.manifest["dataset"]))),
-            layers=parse_layers(layers, fs.n_blocks),
+            splits=source, layers=parse_layers(layers, fs.n_blocks),
             heads=[h.strip() for h in heads.split(",")], scores=[s.strip() for s in scores.split(",")],
-            shots=_parse_int_list(shots, "--shots"), seeds=seeds, protocol=protocol,
-            train_per_class=train_per_class, val_per_class=val_per_class, test_per_class=test_per_class)
+            shots=_parse_int_list(shots, "--shots"), seeds=seeds, protocol=protocol)
         results = run_study(fs, cfg, out_dir, progress=not quiet)
         paths = write_report(results.parent)
     except (StudyError, SplitError, StoreError) as exc:

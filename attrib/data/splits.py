@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -139,3 +140,41 @@ def split_rows(images: ImageList, ok: np.ndarray, split: Split, seed: int = 0,
     obj = lambda x: np.asarray(x, dtype=object)  # noqa: E731
     return SplitRows(split, arr(tr), arr(ytr), arr(va), arr(yva), arr(te), arr(yte),
                      arr(vu), obj(vus), arr(tu), obj(tus), notes)
+
+
+class SplitSource(Protocol):
+    """Where a study gets its splits: named splits, each giving rows for a seed.
+
+    Sampled splits (built-in, or defined by a YAML/JSON file) draw their rows by seed; fixed splits (the
+    paper's POSE files) return the same rows for every seed. Studies only use this interface.
+    """
+
+    def names(self) -> list[str]: ...
+
+    def split(self, name: str) -> Split: ...
+
+    def rows(self, name: str, seed: int) -> SplitRows: ...
+
+
+class SampledSplits:
+    """Splits whose rows are drawn from an image list by seed, with per-class caps (see :func:`split_rows`)."""
+
+    def __init__(self, images: ImageList, ok: np.ndarray, splits: dict[str, Split],
+                 train_per_class: int | None = DEFAULT_TRAIN_PER_CLASS,
+                 val_per_class: int | None = DEFAULT_VAL_PER_CLASS,
+                 test_per_class: int | None = DEFAULT_TEST_PER_CLASS):
+        self.images, self.ok, self._splits = images, ok, dict(splits)
+        self.caps = dict(train_per_class=train_per_class, val_per_class=val_per_class,
+                         test_per_class=test_per_class)
+        self._cache: dict[tuple[str, int], SplitRows] = {}
+
+    def names(self) -> list[str]:
+        return list(self._splits)
+
+    def split(self, name: str) -> Split:
+        return self._splits[name]
+
+    def rows(self, name: str, seed: int) -> SplitRows:
+        if (name, seed) not in self._cache:
+            self._cache[(name, seed)] = split_rows(self.images, self.ok, self._splits[name], seed=seed, **self.caps)
+        return self._cache[(name, seed)]

@@ -18,8 +18,7 @@ import numpy as np
 
 from attrib.probe.heads import DEFAULT_CS, HEADS, LogisticProbe
 from attrib.probe.metrics import auroc, open_set_summary
-from attrib.data.splits import (DEFAULT_TEST_PER_CLASS, DEFAULT_TRAIN_PER_CLASS, DEFAULT_VAL_PER_CLASS,
-                                Split, SplitRows, split_rows)
+from attrib.data.splits import SplitRows, SplitSource
 from attrib.probe.scorers import SCORERS
 from attrib.store import FeatureSet
 
@@ -75,16 +74,13 @@ def layer_name(layer: tuple[int, ...]) -> str:
 
 @dataclass
 class StudyConfig:
-    splits: list[Split]
+    splits: SplitSource
     layers: list[tuple[int, ...]]
     heads: list[str] = field(default_factory=lambda: ["logreg"])
     scores: list[str] = field(default_factory=lambda: ["msp"])
     shots: list[int | None] = field(default_factory=lambda: [None])
     seeds: int = 1
     protocol: str = "clean"
-    train_per_class: int | None = DEFAULT_TRAIN_PER_CLASS
-    val_per_class: int | None = DEFAULT_VAL_PER_CLASS
-    test_per_class: int | None = DEFAULT_TEST_PER_CLASS
     Cs: list[float] = field(default_factory=lambda: list(DEFAULT_CS))
 
     def validate(self) -> None:
@@ -158,11 +154,9 @@ def run_study(fs: FeatureSet, cfg: StudyConfig, out_dir: str | os.PathLike, prog
     out_dir.mkdir(parents=True, exist_ok=True)
     results = out_dir / RESULTS
     done = _done_keys(results)
-    ok, _ = fs.status()
-    jobs = [(sp, layer, shots, seed) for sp in cfg.splits for layer in cfg.layers for shots in cfg.shots
-            for seed in range(cfg.seeds)]
+    jobs = [(cfg.splits.split(name), layer, shots, seed) for name in cfg.splits.names()
+            for layer in cfg.layers for shots in cfg.shots for seed in range(cfg.seeds)]
     bar = tqdm(total=len(jobs), desc="probe", unit="job", disable=not progress)
-    split_cache: dict[tuple[str, int], SplitRows] = {}
     with open(results, "a") as out:
         for sp, layer, shots, seed in jobs:
             keys = [(sp.name, layer_name(layer), h, s, str(shots if shots is not None else "all"), seed)
@@ -170,12 +164,7 @@ def run_study(fs: FeatureSet, cfg: StudyConfig, out_dir: str | os.PathLike, prog
             if all(k in done for k in keys):
                 bar.update()
                 continue
-            if (sp.name, seed) not in split_cache:
-                split_cache[(sp.name, seed)] = split_rows(fs.images, ok, sp, seed=seed,
-                                                          train_per_class=cfg.train_per_class,
-                                                          val_per_class=cfg.val_per_class,
-                                                          test_per_class=cfg.test_per_class)
-            rows = split_cache[(sp.name, seed)]
+            rows = cfg.splits.rows(sp.name, seed)
             t0 = time.perf_counter()
             tr, ytr = _shots(rows, shots, seed)
             X = {k: _features(fs, layer, r) for k, r in
