@@ -194,8 +194,8 @@ def test_list_dataset_end_to_end(tmp_path: Path, tiny_checkpoint: Path) -> None:
                            str(tiny_checkpoint), "--cache", str(tmp_path / "cache")])
     assert code == 0, out
     fs = FeatureSet.open(out.strip().splitlines()[-1])
-    assert fs.manifest["dataset"] == "list" and list(fs.images) == [("imgs/a.png", "ganA", "train"),
-                                                                     ("imgs/b.png", "real", "val")]
+    assert fs.manifest["dataset"] == "list"
+    assert list(fs.images) == [("imgs/a.png", "ganA", "train"), ("imgs/b.png", "real", "val")]
     (tmp_path / "bad.tsv").write_text("imgs/a.png\tganA\nimgs/a.png\treal\n")
     code, out = _features(["--dataset", "list", "--list", str(tmp_path / "bad.tsv"), "--cache", str(tmp_path / "c")])
     assert code == 1 and "bad.tsv:2: duplicate path 'imgs/a.png' (first on line 1)" in out

@@ -641,7 +641,7 @@ class PoseSplits:
         if self.known_test == "val":
             parts["test"] = parts["val"]
             notes.append(f"split {split.name}: known classes are tested on {files['val'].name}, the file "
-                               f"that also selects hyperparameters (as the paper's code does)")
+                         f"that also selects hyperparameters (as the paper's code does)")
         for kind, what in (("ambiguous", "match several images of the feature set (give fuller paths)"),
                            ("duplicate", "are listed twice within the split"),
                            ("label", "have a label that contradicts the image's source folder")):
@@ -649,16 +649,16 @@ class PoseSplits:
                 raise SplitError(f"--splits-dir {self.dir}: {len(problems[kind])} entries of split {split.name} "
                                  f"{what}:" + _listing(problems[kind][:SHOW], len(problems[kind])))
         if problems["missing"]:
-            msg = (f"{len(problems['missing'])} images named by split {split.name} are not in this feature "
-                   f"set ({self.images.root or 'no root'}):" + _listing(problems["missing"][:SHOW],
-                                                                         len(problems["missing"])))
+            missing = problems["missing"]
+            msg = (f"{len(missing)} images named by split {split.name} are not in this feature set "
+                   f"({self.images.root or 'no root'}):" + _listing(missing[:SHOW], len(missing)))
             if not self.allow_missing:
                 raise SplitError(msg + "\nExtract them (e.g. `attrib features --dataset genimage --root DIR "
                                  f"--splits-dir {self.dir}`), or pass --allow-missing to run without them.")
             notes.append(msg)
         if problems["failed"]:
             notes.append(f"split {split.name}: {len(problems['failed'])} listed images failed to decode at "
-                               f"extraction and are excluded (e.g. {problems['failed'][0]})")
+                         f"extraction and are excluded (e.g. {problems['failed'][0]})")
 
         def capped(part: str, cap: int | None) -> list[tuple[int, int]]:
             kept, count = [], {}
@@ -684,7 +684,7 @@ class PoseSplits:
         absent_unknown = [n for i, n in enumerate(split.unknown) if i not in {lab for _, lab in tu}]
         if absent_unknown:
             notes.append(f"split {split.name}: no test images of unknown generator(s) "
-                               f"{', '.join(absent_unknown)} in {files['test_out'].name}")
+                         f"{', '.join(absent_unknown)} in {files['test_out'].name}")
         unk = split.unknown
         self._notes.extend(notes)
         return SplitRows(
