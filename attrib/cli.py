@@ -47,11 +47,14 @@ def main() -> None:
 @main.command()
 @click.option("--dataset", type=click.Choice(["demo", "genimage", "folder", "list"]), default="demo",
               show_default=True, help="demo: built-in offline demo (built on first use); genimage: GenImage "
-              "folders under --root; folder: one sub-folder of --root per source; list: --list file.")
+              "under --root (<generator>/[<archive>/]{train,val}/{ai,nature}/); folder: one sub-folder of --root "
+              "per source ('real' = real images; train/val/test sub-folders optional); list: --list file.")
 @click.option("--root", type=click.Path(), default=None,
-              help="Dataset folder (demo default: data/demo). Paths in the cache are relative to it.")
+              help="Dataset folder (demo default: data/demo). Paths in the cache are relative to it. With "
+              "--dataset list: the folder relative paths start from (default: the list file's folder).")
 @click.option("--list", "list_file", type=click.Path(), default=None,
-              help="For --dataset list: a file of path<TAB>source[<TAB>subset] lines.")
+              help="For --dataset list: a file of path<TAB>source[<TAB>subset] lines ('#' comments, optional "
+              "header line; a feature set's images.tsv works).")
 @click.option("--model", default="ViT-B-16", show_default=True,
               help="open_clip model name, hf-hub:org/repo, timm:<name>, or attrib-tiny (built-in tiny ViT).")
 @click.option("--pretrained", default="laion2b_s34b_b88k", show_default=True,
@@ -79,8 +82,13 @@ def main() -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Quick trial: only N images, spread evenly over the list (its own feature set).")
 @click.option("--max-per-source", type=click.IntRange(min=1), default=None,
-              help="At most N images per (source, subset), a seeded sample (its own feature set).")
+              help="At most N images per (source, subset), a seeded sample that does not depend on listing "
+              "order (a larger N only adds images). A different N is a different image list, hence its own "
+              "feature set. 5000 covers the default probe caps (4000 train + 1000 val, 4000 test).")
 @click.option("--sample-seed", type=int, default=0, show_default=True, help="Seed of --max-per-source.")
+@click.option("--splits-dir", "only_splits_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Extract only the images named in the split files (POSE format) under this folder, e.g. "
+              "the paper's GenImage splits: one pass over exactly the images `attrib probe --splits-dir` needs.")
 @click.option("--rank", type=click.IntRange(min=0), default=None,
               help="This process's rank: it extracts shards k with k % world-size == rank. [default: "
               "$RANK or $SLURM_PROCID, else 0]")
@@ -88,8 +96,8 @@ def main() -> None:
               help="Number of processes sharing the work. [default: $WORLD_SIZE or $SLURM_NTASKS, else 1]")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def features(dataset, root, list_file, model, pretrained, fallback_model, view, cache_dir, out, shard_size,
-             batch_size, workers, device, precision, limit, max_per_source, sample_seed, rank, world_size,
-             quiet):
+             batch_size, workers, device, precision, limit, max_per_source, sample_seed, only_splits_dir, rank,
+             world_size, quiet):
     """Stage 1: extract the CLS token of every block (one forward per batch) into the feature cache.
 
     Reruns skip finished shards, so an interrupted run resumes where it stopped. Corrupt images are
@@ -98,11 +106,15 @@ def features(dataset, root, list_file, model, pretrained, fallback_model, view, 
     \b
     Examples:
       attrib features --dataset demo --model attrib-tiny
-      attrib features --dataset genimage --root /data/GenImage --max-per-source 6000
+      attrib features --dataset genimage --root /data/GenImage --max-per-source 5000
+      attrib features --dataset genimage --root /data/GenImage --splits-dir /data/GenImage-splits
+      attrib features --dataset folder --root /data/my_generators
+      attrib features --dataset list --list images.tsv --root /data
       torchrun --nproc-per-node 8 -m attrib features --dataset genimage --root /data/GenImage
     """
     from attrib.data import CatalogError, open_dataset
     from attrib.data.catalog import sample_per_source
+    from attrib.data.splits import SplitError, restrict_to_pose
     from attrib.extract.backbone import (RANDOM_INIT, RANDOM_INIT_LABEL, TINY, BackboneError,
                                          WeightsUnavailable, load_backbone)
     from attrib.extract.runner import ExtractError, RunConfig, dist_from_env, even_subset, extract
@@ -117,12 +129,19 @@ def features(dataset, root, list_file, model, pretrained, fallback_model, view, 
         v = View.parse(view)
         images, name = open_dataset(dataset, root, list_file, progress=progress)
         extra = {"dataset_kind": dataset}
+        if only_splits_dir:
+            images = restrict_to_pose(images, only_splits_dir)
+            extra["splits_dir"] = str(Path(only_splits_dir).resolve())
         if max_per_source:
             images = sample_per_source(images, max_per_source, sample_seed)
             extra.update(max_per_source=max_per_source, sample_seed=sample_seed)
         if limit:
             images = even_subset(images, limit)
             extra["limit"] = limit
+        # The image list's identity must name the feature-set folder (DESIGN: one folder per image list):
+        # build_manifest leaves images_sha256 to FeatureSet.create, after the folder name is chosen, so a
+        # different --max-per-source/--limit/--splits-dir would land in the same folder and be refused.
+        extra["images_sha256"] = images.sha256()
         try:
             backbone = load_backbone(model, pretrained or None)
         except WeightsUnavailable as exc:
@@ -140,7 +159,7 @@ def features(dataset, root, list_file, model, pretrained, fallback_model, view, 
         cfg = RunConfig(batch_size=batch_size, workers=workers, device=device, precision=precision,
                         shard_size=shard_size, rank=rank, world_size=world_size, progress=progress)
         summary = extract(images, backbone, cache_dir, name, v, cfg, out=out, manifest_extra=extra)
-    except (CatalogError, BackboneError, WeightsUnavailable, ExtractError, ViewError, StoreError) as exc:
+    except (CatalogError, SplitError, BackboneError, WeightsUnavailable, ExtractError, ViewError, StoreError) as exc:
         raise _fail(exc) from None
     click.echo(f"done: {summary}", err=True)
     if backbone.random_init:
@@ -276,30 +295,61 @@ def _parse_int_list(spec: str, what: str) -> list[int | None]:
     return out
 
 
-def _parse_splits(spec: str, available: dict) -> list:
+class _PerClass(click.ParamType):
+    """A per-class cap: a positive integer, or ``all`` for no cap."""
+
+    name = "N|all"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, int) or value == "all":
+            return value
+        if str(value).isdigit() and int(value) > 0:
+            return int(value)
+        self.fail(f"{value!r}: use a positive integer or 'all'", param, ctx)
+
+
+def _split_source(fs, splits: str, splits_dir: str | None, split_file: str | None, caps: dict,
+                  known_test: str, allow_missing: bool):
+    """The SplitSource of `attrib probe`: POSE files (--splits-dir), a YAML/JSON file, or built-in splits."""
+    from attrib.data.splits import (POSE_PER_CLASS, PoseSplits, SampledSplits, builtin_splits, load_split_file,
+                                    select_splits)
+
+    kind = fs.manifest.get("dataset_kind", fs.manifest["dataset"])
+    ok, _ = fs.status()
+    defined = load_split_file(split_file) if split_file else None
+    cap = {k: None if v == "all" else v for k, v in caps.items()}
+    if splits_dir:
+        pose_caps = {k: POSE_PER_CLASS if caps[k] is None else cap[k] for k in caps}
+        return PoseSplits(fs.images, ok, splits_dir, defined, kind, known_test=known_test,
+                          allow_missing=allow_missing, only=splits, **pose_caps)
+    available = defined if defined is not None else builtin_splits(kind)
     if not available:
-        raise AttribError("this feature set has no built-in splits (only demo and genimage do)")
-    if spec == "all":
-        return list(available.values())
-    names: list[str] = []
-    for tok in spec.split(","):
-        tok = tok.strip()
-        if "-" in tok and all(p.isdigit() for p in tok.split("-", 1)):
-            a, b = map(int, tok.split("-", 1))
-            names.extend(str(i) for i in range(a, b + 1))
-        else:
-            names.append(tok)
-    missing = [n for n in names if n not in available]
-    if missing:
-        raise AttribError(f"--splits {spec!r}: no split {', '.join(missing)}; available: {', '.join(available)}")
-    return [available[n] for n in names]
+        raise AttribError(f"feature set {fs.id} ({kind}) has no built-in splits (only demo and genimage do): "
+                          f"name known and unknown sources with --split-file FILE, or use --splits-dir DIR")
+    chosen = select_splits(available, splits)
+    sampled_caps = {k: v for k, v in cap.items() if caps[k] is not None}
+    return SampledSplits(fs.images, ok, chosen, **sampled_caps)
 
 
 @main.command()
 @click.option("--features", "features_path", required=True, type=click.Path(),
               help="Feature-set folder (printed by `attrib features`; see `attrib cache ls`).")
 @click.option("--splits", default="all", show_default=True,
-              help="Built-in splits to run: all, 1-5, 1,3 (GenImage: the paper's five; demo: three).")
+              help="Which splits to run: all, 1-5, 1,3, or names (GenImage: the paper's five; demo: three; with "
+              "--split-file or --splits-dir: theirs, where N also finds splitN).")
+@click.option("--splits-dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="The paper's own split files (POSE format, e.g. split1_train/annotations/split1_train.txt, "
+              "path<TAB>label), read as they are: fixed rows, the same for every seed. Class names come from "
+              "the built-in splits (splitN = split N) or from --split-file.")
+@click.option("--split-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="YAML or JSON file naming each split's known and unknown sources (see README); works "
+              "with any dataset. Rows are sampled by seed, or taken from --splits-dir.")
+@click.option("--known-test", type=click.Choice(["test", "val"]), default="test", show_default=True,
+              help="With --splits-dir: test known classes on splitN_test.txt, or on splitN_val.txt as the "
+              "paper's code does (the file that also selects C).")
+@click.option("--allow-missing", is_flag=True,
+              help="With --splits-dir: run even if some listed images are not in the feature set (they are "
+              "reported, first 20 and the count). Default: that is an error.")
 @click.option("--protocol", type=click.Choice(["clean", "paper"]), default="clean", show_default=True,
               help="clean: C chosen on known-class validation accuracy only. paper: C chosen by validation "
               "AUROC against the unknown generators' validation images, as the paper's code does.")
@@ -311,23 +361,29 @@ def _parse_splits(spec: str, available: dict) -> list:
               help="Training images per class: e.g. 1,2,5,10,50,100,500,all.")
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Seeds per shots value (each seed draws its own shots subset and validation split).")
-@click.option("--train-per-class", type=click.IntRange(min=1), default=4000, show_default=True)
-@click.option("--val-per-class", type=click.IntRange(min=1), default=1000, show_default=True)
-@click.option("--test-per-class", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option("--train-per-class", type=_PerClass(), default=None, metavar="N|all",
+              help="Cap on training images per class (or 'all'). [default: 4000, as in the paper's code]")
+@click.option("--val-per-class", type=_PerClass(), default=None, metavar="N|all",
+              help="Cap on validation images per class, unknown generators included (or 'all'). [default: "
+              "1000; --splits-dir: 4000, first in file order, as in the paper's code]")
+@click.option("--test-per-class", type=_PerClass(), default=None, metavar="N|all",
+              help="Cap on test images per class, unknown generators included (or 'all'). [default: 4000]")
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Results folder (results.jsonl, tables, plots).")
 @click.option("--quiet", is_flag=True, help="No progress bar, no table.")
-def probe(features_path, splits, protocol, layers, heads, scores, shots, seeds, train_per_class,
-          val_per_class, test_per_class, out_dir, quiet):
+def probe(features_path, splits, splits_dir, split_file, known_test, allow_missing, protocol, layers, heads,
+          scores, shots, seeds, train_per_class, val_per_class, test_per_class, out_dir, quiet):
     """Stage 2: fit probes on cached features and measure closed-set accuracy, AUROC and OSCR.
 
     Appends one JSON line per (split, layer, head, score, shots, seed) to OUT/results.jsonl (a rerun
     skips finished lines), then writes the report (table.md, table.csv, plots) and prints the table.
 
     \b
-    Example:
+    Examples:
       attrib probe --features cache/demo__attrib-tiny__random-init-1a2b3c4d --out results/demo
+      attrib probe --features cache/genimage__... --splits-dir /data/GenImage-splits --out results/paper-files
+      attrib probe --features cache/my_generators__... --split-file splits.yaml --out results/mine
     """
-    from attrib.data.splits import SampledSplits, SplitError, builtin_splits
+    from attrib.data.splits import SplitError
     from attrib.probe.report import write_report
     from attrib.probe.study import StudyConfig, StudyError, parse_layers, run_study
     from attrib.store import StoreError
@@ -336,10 +392,11 @@ def probe(features_path, splits, protocol, layers, heads, scores, shots, seeds, 
     if fs.label:
         _banner(f"{fs.id}: {fs.label}")
     try:
-        chosen = _parse_splits(splits, builtin_splits(fs.manifest.get("dataset_kind", fs.manifest["dataset"])))
-        ok, _ = fs.status()
-        source = SampledSplits(fs.images, ok, {sp.name: sp for sp in chosen}, train_per_class=train_per_class,
-                               val_per_class=val_per_class, test_per_class=test_per_class)
+        source = _split_source(fs, splits, splits_dir, split_file, {
+            "train_per_class": train_per_class, "val_per_class": val_per_class, "test_per_class": test_per_class},
+            known_test, allow_missing)
+        for note in source.notes():
+            click.secho(f"note: {note}", fg="yellow", err=True)
         cfg = StudyConfig(
             splits=source, layers=parse_layers(layers, fs.n_blocks),
             heads=[h.strip() for h in heads.split(",")], scores=[s.strip() for s in scores.split(",")],

@@ -7,17 +7,18 @@ the same list (and the same sha256), whatever order the file system lists them i
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import os
+import posixpath
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from attrib.data.images import is_image_name
+from attrib.data.images import IMAGE_SUFFIXES, is_image_name
 
 REAL = "real"
 TSV_HEADER = ("row", "path", "source", "subset")
@@ -137,85 +138,154 @@ def _relpath(path: str, root: str) -> str:
     return os.path.relpath(path, root).replace(os.sep, "/")
 
 
-def walk_images(top: str | os.PathLike) -> Iterator[str]:
-    """Yield every image file under ``top`` (recursively) by name only, with ``os.scandir``.
+# Folders that hold no images of the dataset: archive tools' metadata (``__MACOSX`` ships inside some
+# GenImage zips, with ``._*.png`` resource forks that are not images).
+SKIP_DIRS = frozenset({"__MACOSX", "@eaDir", "$RECYCLE.BIN", "System Volume Information"})
 
-    Never opens a file, so listing millions of images costs one ``getdents`` per folder. Hidden files
-    and folders (macOS ``._*`` resource forks, ``.ipynb_checkpoints``) are skipped.
+
+def scan_images(top: str | os.PathLike) -> Iterator[tuple[str, list[str]]]:
+    """Yield ``(relative folder, image file names)`` for every folder under ``top`` that holds images.
+
+    Only names are looked at, with ``os.scandir`` (one ``getdents`` per folder, no ``stat`` on file
+    systems that report entry types), so listing millions of images takes about a minute. Relative
+    folders use forward slashes (``''`` for ``top`` itself); callers build paths by concatenation,
+    which is several times faster than ``os.path.relpath`` per file. Hidden entries (``.``-prefixed:
+    macOS ``._*`` forks, ``.ipynb_checkpoints``) and :data:`SKIP_DIRS` are skipped; symlinked folders
+    are followed once (a link loop is listed once, not forever).
     """
-    stack = [os.fspath(top)]
+    top = os.fspath(top)
+    stack = [(top, "")]
+    seen: set[tuple[int, int]] = set()
     while stack:
-        d = stack.pop()
+        d, rel = stack.pop()
         try:
-            entries = list(os.scandir(d))
+            it = os.scandir(d)
         except OSError as exc:
             raise CatalogError(f"cannot list folder {d}: {exc.strerror or exc}") from None
-        for e in entries:
-            if e.name.startswith("."):
-                continue
-            if e.is_dir(follow_symlinks=True):
-                stack.append(e.path)
-            elif is_image_name(e.name):
-                yield e.path
+        names = []
+        with it:
+            for e in it:
+                name = e.name
+                if name[0] == "." or name in SKIP_DIRS:
+                    continue
+                try:
+                    is_dir = e.is_dir(follow_symlinks=True)
+                except OSError:
+                    continue  # a dangling link
+                if is_dir:
+                    if e.is_symlink():
+                        st = e.stat(follow_symlinks=True)
+                        if (st.st_dev, st.st_ino) in seen:
+                            continue
+                        seen.add((st.st_dev, st.st_ino))
+                    stack.append((e.path, f"{rel}/{name}" if rel else name))
+                elif name[name.rfind("."):].lower() in IMAGE_SUFFIXES:  # is_image_name, inlined: hot loop
+                    names.append(name)
+        if names:
+            yield rel, names
+
+
+def walk_images(top: str | os.PathLike) -> Iterator[str]:
+    """Every image file under ``top`` (full paths), by name only; see :func:`scan_images`."""
+    top = os.fspath(top)
+    for rel, names in scan_images(top):
+        base = os.path.join(top, rel) if rel else top
+        for n in names:
+            yield os.path.join(base, n)
+
+
+def _bar(desc: str, progress: bool):
+    from tqdm import tqdm
+
+    return tqdm(desc=desc, unit=" files", disable=not progress, mininterval=0.5, unit_scale=True)
 
 
 def read_folder(root: str | os.PathLike, progress: bool = False) -> ImageList:
     """``--dataset folder``: each top-level folder of ``root`` is a source (``real`` means real images).
 
-    The subset is the first path component below the source that is ``train``, ``val`` or ``test``,
-    else ``all``.
+    Images may sit at any depth below their source folder. The subset is the first folder below the
+    source named ``train``, ``val`` or ``test`` (``<root>/<source>/train/...``), else ``all``; see
+    :mod:`attrib.data.splits` for how each is used.
     """
     root = os.fspath(root)
     if not os.path.isdir(root):
         raise CatalogError(f"--root {root!r} is not a folder")
-    rows = []
-    sources = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    with os.scandir(root) as it:
+        sources = sorted(e.name for e in it if e.is_dir() and e.name[0] != "." and e.name not in SKIP_DIRS)
     if not sources:
-        raise CatalogError(f"{root}: no source folders found (expected <root>/<source>/.../*.png)")
-    from tqdm import tqdm
-    bar = tqdm(desc="listing images", unit=" files", disable=not progress)
+        raise CatalogError(f"{root}: no source folders found (expected <root>/<source>/.../*.png, "
+                           f"e.g. <root>/real/a.jpg and <root>/my_generator/b.png)")
+    rows = []
+    loose = [n for n in os.listdir(root) if is_image_name(n)]
+    bar = _bar("listing images", progress)
     for source in sources:
-        for path in walk_images(os.path.join(root, source)):
-            rel = _relpath(path, root)
-            parts = rel.split("/")[1:-1]
-            subset = next((p for p in parts if p in ("train", "val", "test")), "all")
-            rows.append((rel, source, subset))
-            bar.update()
+        for rel, names in scan_images(os.path.join(root, source)):
+            parts = rel.split("/") if rel else []
+            subset = next((p for p in parts if p in FOLDER_SUBSETS), "all")
+            prefix = f"{source}/{rel}/" if rel else f"{source}/"
+            rows.extend((prefix + n, source, subset) for n in names)
+            bar.update(len(names))
     bar.close()
     if not rows:
         raise CatalogError(f"{root}: no image files found under {', '.join(sources)}")
+    if loose and progress:
+        print(f"note: {len(loose)} image files directly in {root} belong to no source folder and are "
+              f"ignored (e.g. {loose[0]})", file=sys.stderr)
     return ImageList.from_rows(rows, root, where=root)
 
 
-def read_list(list_file: str | os.PathLike, root: str | os.PathLike | None = None) -> ImageList:
-    """``--dataset list``: one ``path<TAB>source[<TAB>subset]`` per line; ``#`` starts a comment.
+FOLDER_SUBSETS = ("train", "val", "test")
+LIST_HEADER_NAMES = ("row", "path", "source", "subset")
 
-    Relative paths are relative to ``root`` (default: the list file's folder).
+
+def read_list(list_file: str | os.PathLike, root: str | os.PathLike | None = None) -> ImageList:
+    """``--dataset list``: one ``path<TAB>source[<TAB>subset]`` per line.
+
+    Blank lines and lines starting with ``#`` are skipped. A first line naming its columns (``path``,
+    ``source``, optionally ``subset`` and ``row``, in any order) is a header, so a feature set's own
+    ``images.tsv`` is a valid list. Relative paths are relative to ``root`` (default: the list file's
+    folder); the subset defaults to ``all``. Errors name the file and line.
     """
     list_file = os.fspath(list_file)
     if not os.path.isfile(list_file):
         raise CatalogError(f"--list {list_file!r} does not exist")
     root = os.fspath(root) if root else os.path.dirname(os.path.abspath(list_file))
+    cols: dict[str, int] | None = None
     rows = []
     seen: dict[str, int] = {}
-    with open(list_file, encoding="utf-8", newline="") as f:
-        for lineno, line in enumerate(csv.reader(f, delimiter="\t"), start=1):
-            if not line or not "".join(line).strip() or line[0].startswith("#"):
+    with open(list_file, encoding="utf-8-sig", newline="") as f:
+        for lineno, line in enumerate(f, start=1):
+            line = line.rstrip("\r\n")
+            if not line.strip() or line.lstrip().startswith("#"):
                 continue
+            fields = [x.strip() for x in line.split("\t")]
             where = f"{list_file}:{lineno}"
-            if len(line) not in (2, 3):
-                raise CatalogError(f"{where}: expected path<TAB>source[<TAB>subset], got {len(line)} fields: {line!r}")
-            path, source = line[0].strip(), line[1].strip()
-            subset = line[2].strip() if len(line) == 3 else "all"
-            rel = _relpath(path, root) if os.path.isabs(path) else path.replace(os.sep, "/")
+            if cols is None and not rows:
+                if "path" in fields and "source" in fields and set(fields) <= set(LIST_HEADER_NAMES):
+                    cols = {name: i for i, name in enumerate(fields)}
+                    continue
+            if cols is not None:
+                if len(fields) != len(cols):
+                    raise CatalogError(f"{where}: expected {len(cols)} tab-separated fields "
+                                       f"({', '.join(cols)}), got {len(fields)}: {line!r}")
+                path, source = fields[cols["path"]], fields[cols["source"]]
+                subset = fields[cols["subset"]] if "subset" in cols else "all"
+            else:
+                if len(fields) not in (2, 3):
+                    raise CatalogError(f"{where}: expected path<TAB>source[<TAB>subset], got {len(fields)} "
+                                       f"tab-separated fields: {line!r}")
+                path, source = fields[0], fields[1]
+                subset = fields[2] if len(fields) == 3 else "all"
+            _check_field(path, "path", where)
+            _check_field(source, "source", where)
+            _check_field(subset, "subset", where)
+            rel = _relpath(path, root) if os.path.isabs(path) else posixpath.normpath(path.replace("\\", "/"))
             if rel in seen:
                 raise CatalogError(f"{where}: duplicate path {rel!r} (first on line {seen[rel]})")
             seen[rel] = lineno
-            _check_field(source, "source", where)
-            _check_field(subset, "subset", where)
             rows.append((rel, source, subset))
     if not rows:
-        raise CatalogError(f"{list_file}: no images listed")
+        raise CatalogError(f"{list_file}: no images listed (expected path<TAB>source[<TAB>subset] lines)")
     return ImageList.from_rows(rows, root, where=list_file)
 
 
@@ -240,3 +310,81 @@ def sample_per_source(images: ImageList, max_per_source: int, seed: int = 0) -> 
 
 def resolve_root(root: str | os.PathLike) -> str:
     return str(Path(root).expanduser().resolve())
+
+
+MISSING = -1
+AMBIGUOUS = -2
+
+
+class PathMatcher:
+    """Find the row of an image list that a path written elsewhere (a split file, a list made on another
+    machine) refers to.
+
+    Split files name images with whatever root their author had (``./dataset/GenImage/ADM/...``,
+    ``/data/GenImage/ADM/...``), while the image list holds paths relative to *this* dataset root. A
+    path matches, in this order:
+
+    1. exactly, after normalisation (``\\`` to ``/``, ``./`` dropped, an absolute path under the root
+       made relative);
+    2. after dropping leading folders of the given path (the longest tail that is a listed path);
+    3. after prepending a folder prefix learned from an earlier unique match (the list's root lies
+       above the split file's root);
+    4. by a layout-independent ``key`` (for GenImage: generator, subset, ai/nature and file name, so the
+       flat and the archive-nested layouts match each other).
+
+    Steps 2-4 never guess: a path that fits several listed images is :data:`AMBIGUOUS`, one that fits
+    none is :data:`MISSING`.
+    """
+
+    LEARN_BUDGET = 8  # full scans of the list spent on learning prefixes (step 3) before giving up
+
+    def __init__(self, images: ImageList, key=None):
+        self.images = images
+        self.key = key
+        self.root = images.root.replace(os.sep, "/").rstrip("/") if images.root else ""
+        self._prefixes: list[str] = []
+        self._budget = self.LEARN_BUDGET
+        self._keys: dict[str, int] | None = None
+
+    def _normalise(self, path: str) -> str:
+        p = path.strip().replace("\\", "/")
+        if self.root and p.startswith(self.root + "/"):
+            p = p[len(self.root) + 1:]
+        p = posixpath.normpath(p)
+        return p.lstrip("/") if p != "." else ""
+
+    def match(self, path: str) -> int:
+        rel = self._normalise(path)
+        index = self.images.index
+        row = index(rel)
+        if row is not None:
+            return row
+        parts = rel.split("/")
+        for k in range(1, len(parts)):
+            row = index("/".join(parts[k:]))
+            if row is not None:
+                return row
+        for prefix in self._prefixes:
+            row = index(prefix + rel)
+            if row is not None:
+                return row
+        if self._budget > 0:
+            self._budget -= 1
+            tail = "/" + rel
+            hits = [i for i, p in enumerate(self.images.paths) if p.endswith(tail)]
+            if len(hits) > 1:
+                return AMBIGUOUS
+            if hits:
+                self._prefixes.append(self.images.paths[hits[0]][: -len(rel)])
+                return hits[0]
+        if self.key is not None:
+            k = self.key(rel)
+            if k is not None:
+                if self._keys is None:
+                    self._keys = {}
+                    for i, p in enumerate(self.images.paths):
+                        kp = self.key(p)
+                        if kp is not None:
+                            self._keys[kp] = AMBIGUOUS if kp in self._keys else i
+                return self._keys.get(k, MISSING)
+        return MISSING

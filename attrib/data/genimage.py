@@ -1,8 +1,18 @@
 """GenImage facts: generator folders, their canonical names, and the paper's five open-set splits.
 
-GenImage ships one archive per generator; unpacked, a generator folder holds either
-``train/{ai,nature}`` and ``val/{ai,nature}`` directly, or one more level named after the archive
-(``BigGAN/imagenet_ai_0419_biggan/train/ai``). Both layouts map to the same image list.
+GenImage (Zhu et al., NeurIPS 2023) ships one archive per generator. Unpacked, a generator folder holds
+either ``train/{ai,nature}`` and ``val/{ai,nature}`` directly (the layout the paper's repository
+documents), or one more level named after the archive::
+
+    ADM/imagenet_ai_0508_adm/train/ai/*.PNG          stable_diffusion_v_1_4/imagenet_ai_0419_sdv4/...
+    BigGAN/imagenet_ai_0419_biggan/...               stable_diffusion_v_1_5/imagenet_ai_0424_sdv5/...
+    glide/imagenet_glide/...                         VQDM/imagenet_ai_0419_vqdm/...
+    Midjourney/imagenet_midjourney/...               wukong/imagenet_ai_0424_wukong/...
+
+Re-packaged copies (e.g. "tiny GenImage" on Kaggle) put the archive folders at the top with no
+generator folder above them. All of these give the same sources: ``ai`` images are named after their
+generator (canonical spelling below), ``nature`` images are ``real``. ``val/`` is GenImage's held-out
+part and serves as the test set (see :mod:`attrib.data.splits`).
 """
 
 from __future__ import annotations
@@ -11,28 +21,37 @@ import os
 import re
 import sys
 
-from attrib.data.catalog import REAL, CatalogError, ImageList, walk_images
+from attrib.data.catalog import REAL, SKIP_DIRS, CatalogError, ImageList, _bar, scan_images
 
 GENERATORS = (
     "ADM", "BigGAN", "glide", "Midjourney",
     "stable_diffusion_v_1_4", "stable_diffusion_v_1_5", "VQDM", "wukong",
 )
 
-# Folder-name spellings seen in GenImage releases (top-level folders and archive folders), lower-cased.
-_ALIASES = {
-    "adm": "ADM", "imagenet_ai_0508_adm": "ADM",
-    "biggan": "BigGAN", "imagenet_ai_0419_biggan": "BigGAN",
-    "glide": "glide", "imagenet_glide": "glide",
-    "midjourney": "Midjourney", "imagenet_midjourney": "Midjourney",
-    "stable_diffusion_v_1_4": "stable_diffusion_v_1_4", "sdv4": "stable_diffusion_v_1_4",
-    "sdv1.4": "stable_diffusion_v_1_4", "imagenet_ai_0419_sdv4": "stable_diffusion_v_1_4",
-    "stable_diffusion_v_1_5": "stable_diffusion_v_1_5", "sdv5": "stable_diffusion_v_1_5",
-    "sdv1.5": "stable_diffusion_v_1_5", "imagenet_ai_0424_sdv5": "stable_diffusion_v_1_5",
-    "vqdm": "VQDM", "imagenet_ai_0419_vqdm": "VQDM",
-    "wukong": "wukong", "imagenet_ai_0424_wukong": "wukong",
+# The archive (and unpacked folder) name of each generator in the GenImage release.
+ARCHIVES = {
+    "ADM": "imagenet_ai_0508_adm", "BigGAN": "imagenet_ai_0419_biggan", "glide": "imagenet_glide",
+    "Midjourney": "imagenet_midjourney", "stable_diffusion_v_1_4": "imagenet_ai_0419_sdv4",
+    "stable_diffusion_v_1_5": "imagenet_ai_0424_sdv5", "VQDM": "imagenet_ai_0419_vqdm",
+    "wukong": "imagenet_ai_0424_wukong",
 }
 
-# The paper's open-set splits: known = real + 4 generators, unknown = the other 4.
+# Other spellings seen in papers and re-packaged copies (lower-cased); archive names map through ARCHIVES.
+_ALIASES = {
+    **{g.lower(): g for g in GENERATORS},
+    **{a: g for g, a in ARCHIVES.items()},
+    "sdv4": "stable_diffusion_v_1_4", "sdv1.4": "stable_diffusion_v_1_4", "sd14": "stable_diffusion_v_1_4",
+    "sd_v1_4": "stable_diffusion_v_1_4", "stable_diffusion_v1_4": "stable_diffusion_v_1_4",
+    "sdv5": "stable_diffusion_v_1_5", "sdv1.5": "stable_diffusion_v_1_5", "sd15": "stable_diffusion_v_1_5",
+    "sd_v1_5": "stable_diffusion_v_1_5", "stable_diffusion_v1_5": "stable_diffusion_v_1_5",
+    "vq-diffusion": "VQDM", "vqdiffusion": "VQDM",
+}
+
+SUBSETS = ("train", "val")
+KINDS = ("ai", "nature")
+
+# The paper's open-set splits: known = real + 4 generators, unknown = the other 4. The order of the
+# known generators is the label order of the paper's split files (label 0 = real, then these).
 SPLITS: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {
     1: (("wukong", "Midjourney", "VQDM", "stable_diffusion_v_1_4"),
         ("stable_diffusion_v_1_5", "BigGAN", "ADM", "glide")),
@@ -48,49 +67,106 @@ SPLITS: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {
 
 
 def canonical_generator(folder: str) -> str | None:
-    """Canonical generator name for a GenImage folder name, or None when it is not one."""
+    """Canonical generator name for a GenImage folder or archive name, or None when it is not one."""
     name = folder.strip().lower()
+    if name.endswith((".zip", ".tar")):
+        name = name.rsplit(".", 1)[0]
     if name in _ALIASES:
         return _ALIASES[name]
     m = re.fullmatch(r"imagenet_(?:ai_\d+_)?(.+)", name)
     return _ALIASES.get(m.group(1)) if m else None
 
 
-def read_genimage(root: str | os.PathLike, progress: bool = False) -> ImageList:
-    """List every image under ``<generator>/[<archive>/]{train,val}/{ai,nature}/`` without opening any.
+def _layout_position(parts: list[str]) -> int | None:
+    """Index of ``train``/``val`` in a folder path of the form ``.../{train,val}/{ai,nature}/...``."""
+    for i in range(len(parts) - 1):
+        if parts[i] in SUBSETS and parts[i + 1] in KINDS:
+            return i
+    return None
 
-    ``ai`` images get the canonical generator name as source (folders with other names keep their
-    name, so custom generators in this layout work too), ``nature`` images the source ``real``.
+
+def _generator(folders: list[str], where: str) -> str:
+    """The generator named by the folders above ``train/``/``val/`` (outermost first).
+
+    The folder nearest to ``train/`` that is a known GenImage name wins (so a dataset root one level too
+    high still works); with none, the outermost folder is the generator (custom generators in the same
+    layout). Two different GenImage names on one path are an error: the archive is in the wrong folder.
     """
-    from tqdm import tqdm
+    named = [(f, g) for f in folders if (g := canonical_generator(f)) is not None]
+    if len({g for _, g in named}) > 1:
+        raise CatalogError(f"{where}: folders {', '.join(f for f, _ in named)} name different generators "
+                           f"({', '.join(g for _, g in named)}); move the archive into its own generator folder")
+    return named[-1][1] if named else folders[0]
 
+
+def genimage_key(path: str) -> str | None:
+    """``<generator>/<subset>/<ai|nature>/<rest>`` for a path in either GenImage layout, whatever its root.
+
+    Lets a split file written for the flat layout (``ADM/train/ai/x.PNG``) find an image listed in the
+    nested one (``ADM/imagenet_ai_0508_adm/train/ai/x.PNG``) and vice versa.
+    """
+    parts = path.replace("\\", "/").split("/")
+    i = _layout_position(parts[:-1])
+    if i is None or i == 0:
+        return None
+    folders = [p for p in parts[:i] if p not in ("", ".", "..")]
+    if not folders:
+        return None
+    named = [g for f in folders if (g := canonical_generator(f)) is not None]
+    gen = named[-1] if named else folders[-1]
+    return "/".join([gen] + parts[i:])
+
+
+def read_genimage(root: str | os.PathLike, progress: bool = False) -> ImageList:
+    """List every image under ``[<generator>/][<archive>/]{train,val}/{ai,nature}/`` without opening any.
+
+    Rows are ``(path relative to root, source, subset)``: source = canonical generator for ``ai``
+    images (unknown folder names are kept as they are, so custom generators in this layout work too),
+    ``real`` for ``nature`` images; subset = ``train`` or ``val``. Image files elsewhere (previews,
+    stray copies) are skipped and counted in a note; so are generators that are missing.
+    """
     root = os.fspath(root)
     if not os.path.isdir(root):
         raise CatalogError(f"--root {root!r} is not a folder")
-    tops = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
-    rows = []
-    empty = []
-    bar = tqdm(desc="listing GenImage", unit=" files", disable=not progress, mininterval=1.0)
+    with os.scandir(root) as it:
+        tops = sorted(e.name for e in it if e.is_dir() and e.name[0] != "." and e.name not in SKIP_DIRS)
+    rows: list[tuple[str, str, str]] = []
+    skipped: list[str] = []
+    n_skipped = 0
+    found: set[str] = set()
+    bar = _bar("listing GenImage", progress)
     for top in tops:
-        gen = canonical_generator(top) or top  # unknown names are kept: custom generators in this layout
-        before = len(rows)
-        for path in walk_images(os.path.join(root, top)):
-            rel = os.path.relpath(path, root).replace(os.sep, "/")
-            parts = rel.split("/")[1:-1]
-            subset = next((p for p in parts if p in ("train", "val")), None)
-            kind = next((p for p in parts if p in ("ai", "nature")), None)
-            if subset is None or kind is None:
-                continue  # README files, previews etc. outside {train,val}/{ai,nature}
-            rows.append((rel, gen if kind == "ai" else REAL, subset))
-            bar.update()
-        if len(rows) == before:
-            empty.append(top)
+        for rel, names in scan_images(os.path.join(root, top)):
+            folder = f"{top}/{rel}" if rel else top
+            parts = folder.split("/")
+            i = _layout_position(parts)
+            if i is None:
+                n_skipped += len(names)
+                if len(skipped) < 3:
+                    skipped.append(f"{folder}/{names[0]}")
+                continue
+            # i == 0: --root is itself one generator's folder (ADM/ holding train/ and val/)
+            above = parts[:i] or [os.path.basename(os.path.abspath(root))]
+            gen = _generator(above, os.path.join(root, folder))
+            source = gen if parts[i + 1] == "ai" else REAL
+            if source != REAL:
+                found.add(gen)
+            subset = parts[i]
+            prefix = folder + "/"
+            rows.extend((prefix + n, source, subset) for n in names)
+            bar.update(len(names))
     bar.close()
     if not rows:
         raise CatalogError(
-            f"{root}: no images under <generator>/[<archive>/]{{train,val}}/{{ai,nature}}/ "
+            f"{root}: no images under [<generator>/][<archive>/]{{train,val}}/{{ai,nature}}/ "
             f"(expected generator folders such as {', '.join(GENERATORS[:3])}, ...; found: "
-            f"{', '.join(tops) or 'nothing'})")
-    if empty and progress:
-        print(f"note: no images in GenImage layout under: {', '.join(empty)}", file=sys.stderr)
+            f"{', '.join(tops[:12]) or 'nothing'}{' ...' if len(tops) > 12 else ''})")
+    if progress:
+        if n_skipped:
+            print(f"note: {n_skipped} image files outside {{train,val}}/{{ai,nature}}/ were skipped, e.g. "
+                  f"{', '.join(skipped)}", file=sys.stderr)
+        missing = [g for g in GENERATORS if g not in found]
+        if missing and len(missing) < len(GENERATORS):
+            print(f"note: no images of GenImage generator(s) {', '.join(missing)} under {root}; splits "
+                  f"that need them will fail", file=sys.stderr)
     return ImageList.from_rows(rows, root, where=root)
