@@ -171,6 +171,14 @@ class SavedHead:
         return self.info.get("label", "")
 
     @property
+    def head_name(self) -> str:
+        return self.info.get("head_name", "")
+
+    @property
+    def score_name(self) -> str:
+        return self.info.get("score_name", "")
+
+    @property
     def n_features(self) -> int:
         return int(self.info["n_features"])
 
@@ -252,8 +260,11 @@ def save_head(folder: str | os.PathLike, head: ProbeHead, scorer: Any, *, head_n
         "classes": list(map(str, classes)), "layer": [int(b) for b in layer],
         "n_features": int(check_X.shape[1]), "threshold": float(threshold),
         "feature_set": feature_set, "label": manifest.get("label", ""), "manifest": manifest,
-        **(info or {}),
     }
+    clash = sorted(set(info or {}) & (set(doc) | {"npz_sha256", "json_sha256"}))
+    if clash:
+        raise HeadFileError(f"save_head: info keys {clash} are reserved")
+    doc.update(info or {})
     arrays["check.X"] = check_X
     arrays["check.proba"] = head.predict_proba(check_X)
     arrays["check.score"] = np.asarray(scorer.score_samples(check_X), dtype=np.float64)
@@ -304,6 +315,7 @@ def load_head(folder: str | os.PathLike) -> SavedHead:
     head = decode_estimator(doc["head"], HEADS, "head", arrays, where)
     scorer = decode_estimator(doc["scorer"], SCORERS, "scorer", arrays, where, head=head)
     info = {k: v for k, v in doc.items() if k not in ("head", "scorer")}
+    info.update(head_name=doc["head"]["name"], score_name=doc["scorer"]["name"])
     saved = SavedHead(head, scorer, tuple(doc["classes"]), tuple(doc["layer"]), float(doc["threshold"]),
                       info, folder)
     X = arrays["check.X"]

@@ -630,5 +630,5 @@ def save_chosen_head(fs: FeatureSet, cfg: StudyConfig, folder: str | os.PathLike
         save_head(folder, sel.head, scorer, head_name=best["head"], score_name=best["score"],
                   classes=[sp.classes[c] for c in np.asarray(sel.head.classes_).tolist()], layer=layer,
                   threshold=threshold, feature_set=fs.id, manifest=fs.manifest, check_X=X_va[:8],
-                  info={k: v for k, v in summary.items() if k not in ("threshold", "layer")})
+                  info={k: v for k, v in summary.items() if k not in ("threshold", "layer", "head", "score")})
     return summary
