@@ -395,7 +395,8 @@ def probe(features_path, splits, protocol, layers, heads, scores, shots, seeds, 
         raise _fail(exc) from None
     if not quiet:
         click.echo(rep.main)
-    click.echo(f"results: {run.results} ({run.written} new lines, {run.skipped_done} already done)", err=True)
+    click.echo(f"results: {run.results} ({run.written} new lines in {run.seconds:.1f} s, {run.skipped_done} already "
+               "done)", err=True)
     for k, p in rep.paths.items():
         click.echo(f"{k}: {p}", err=True)
     if saved:
@@ -403,6 +404,8 @@ def probe(features_path, splits, protocol, layers, heads, scores, shots, seeds, 
         click.echo(f"saved head: {opts['save_head_dir']}  layer {saved['layer']}, {saved['head']}+{saved['score']} "
                    f"{saved['hparams']}, chosen by {saved['choice']['criterion']}; threshold {saved['threshold']:.6g} "
                    f"(validation: accuracy {100 * v['accuracy']:.2f}%, known accepted {100 * v['tpr']:.2f}%)", err=True)
+        if fs.label:
+            click.secho(f"WARNING: the saved head was trained on {fs.label}", fg="red", err=True)
     if run.errors:
         for e in run.errors[:20]:
             click.echo(f"FAILED {e}", err=True)

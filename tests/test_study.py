@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -318,3 +317,16 @@ def test_parallel_jobs_give_identical_results(fs: FeatureSet, tmp_path: Path) ->
     two = run_study(fs, _cfg(fs, jobs=2, **cfg), tmp_path / "two", progress=False)
     assert one.written == two.written == 2 * 2 * 2 * 2
     assert _strip(read_results(tmp_path / "one")) == _strip(read_results(tmp_path / "two"))
+
+
+def test_one_writer_per_folder_and_no_duplicate_lines(fs: FeatureSet, tmp_path: Path) -> None:
+    import fcntl
+
+    cfg = _cfg(fs, layers=[(2,), (2,)], scores=["msp", "msp"], shots=[2, 2, None], seeds=1)
+    run = run_study(fs, cfg, tmp_path, progress=False)
+    assert run.written == 2 * 1 * 1 * 2 == len({line_key(d) for d in read_results(tmp_path)})
+    with open(tmp_path / ".lock", "w") as held:  # as a second `attrib probe` still running would
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(StudyError, match="another `attrib probe` is writing"):
+            run_study(fs, _cfg(fs, layers=[(1,)], scores=["msp"], shots=[None], seeds=1), tmp_path,
+                      progress=False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ("extract", "probe")
+BENCHES = ("extract", "probe", "study")
 
 
 def main(argv: list[str] | None = None) -> int:

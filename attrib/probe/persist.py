@@ -197,7 +197,9 @@ class SavedHead:
 
     # --------------------------------------------------------------------------- outputs
     def _check(self, X: np.ndarray) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float32)
+        X = np.asarray(X)
+        if X.dtype.kind not in "f":
+            X = X.astype(np.float32)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise HeadFileError(f"expected features of shape (n, {self.n_features}) (layer "
                                 f"{','.join(map(str, self.layer))}), got {X.shape}")

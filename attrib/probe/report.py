@@ -277,7 +277,8 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | No
     if not results:
         raise StudyError(f"{results_dir}: results.jsonl has no finished lines yet")
     rows = aggregate(results)
-    highlight = max(rows, key=lambda r: (np.nan_to_num(r["oscr"], nan=-1.0), -rows.index(r)))
+    best = max(range(len(rows)), key=lambda i: (np.nan_to_num(rows[i]["oscr"], nan=-1.0), -i))
+    highlight = rows[best]
     rep.highlight = method_name(highlight)
     fsets = sorted({r["feature_set"] for r in results})
     n_splits, n_seeds = len({str(r["split"]) for r in results}), len({int(r["seed"]) for r in results})

@@ -23,6 +23,8 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -138,6 +140,8 @@ class StudyConfig:
     tpr: float = DEFAULT_TPR
 
     def validate(self) -> None:
+        self.heads, self.scores = list(dict.fromkeys(self.heads)), list(dict.fromkeys(self.scores))
+        self.layers, self.shots = list(dict.fromkeys(self.layers)), list(dict.fromkeys(self.shots))
         if self.protocol not in PROTOCOLS:
             raise StudyError(f"--protocol {self.protocol!r}: use one of {', '.join(PROTOCOLS)}")
         for opt, names, registry in (("--heads", self.heads, HEADS), ("--scores", self.scores, SCORERS)):
@@ -246,6 +250,17 @@ def feature_cache(fs: FeatureSet, rows: np.ndarray, blocks: Iterable[int], progr
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def counted_warnings():
+    """Count warnings by class instead of printing them (e.g. lbfgs stopping at max_iter for a large
+    C, dozens of times per study): they go into the result line, the console stays readable."""
+    counts: Counter = Counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield counts
+    counts.update(type(w.message).__name__ for w in caught)
+
+
 # ------------------------------------------------------------------------------------------- a job
 @dataclass
 class Job:
@@ -319,7 +334,8 @@ def run_job(job: Job, cache: FeatureCache) -> tuple[list[dict], list[str]]:
         values = path_values(head_cls, job.grid)
         t1 = time.perf_counter()
         try:
-            cands = fit_candidates(head_cls, X["train"], y_tr, X["val"], rows.y_val, values)
+            with counted_warnings() as fit_warnings:
+                cands = fit_candidates(head_cls, X["train"], y_tr, X["val"], rows.y_val, values)
         except Exception as exc:  # noqa: BLE001 - one failing head must not end a long study
             errors.append(f"split {sp.name} layer {layer_name(job.layer)} head {head_name}: fitting failed: "
                           f"{type(exc).__name__}: {exc}")
@@ -362,6 +378,7 @@ def run_job(job: Job, cache: FeatureCache) -> tuple[list[dict], list[str]]:
                 "protocol": protocol, "hparams": sel.hparams, "selection": sel.summary(), **metrics,
                 "classes": list(sp.classes), "known": list(sp.known), "unknown": list(sp.unknown), "n": n,
                 "rows": job.meta["rows"], "train_rows": train_digest,
+                "warnings": dict(fit_warnings),
                 "config": {"path": _path_summary(head_cls, values), "head_params": _params(sel.head),
                            "score_params": _params(scorer), "tpr": job.tpr},
                 "seconds": {"read": round(t_read, 4), "fit_path": round(t_fit, 4),
@@ -462,21 +479,46 @@ class StudyRun:
     skipped_done: int = 0
     errors: list[str] = field(default_factory=list)
     skipped_pairs: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
 
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
+@contextlib.contextmanager
+def _exclusive(out_dir: Path):
+    """One study at a time per results folder: two writers would duplicate and interleave lines."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        yield
+        return
+    with open(out_dir / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise StudyError(f"another `attrib probe` is writing to {out_dir}; wait for it or use another "
+                             "--out") from None
+        yield
+
+
 def run_study(fs: FeatureSet, cfg: StudyConfig, out_dir: str | os.PathLike, progress: bool = True,
               log: Callable[[str], None] = _stderr) -> StudyRun:
     """Run every missing line of the study into ``out_dir/results.jsonl``."""
-    from joblib import Parallel, delayed
-    from tqdm import tqdm
-
     cfg.validate()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    with _exclusive(out_dir):
+        return _run_study(fs, cfg, out_dir, progress, log)
+
+
+def _run_study(fs: FeatureSet, cfg: StudyConfig, out_dir: Path, progress: bool,
+               log: Callable[[str], None]) -> StudyRun:
+    from joblib import Parallel, delayed
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
     results = out_dir / RESULTS
     run = StudyRun(results)
     torn = _repair_tail(results)
@@ -519,6 +561,7 @@ def run_study(fs: FeatureSet, cfg: StudyConfig, out_dir: str | os.PathLike, prog
                     if job.todo:
                         jobs.append(job)
     if not jobs:
+        run.seconds = time.perf_counter() - t0
         return run
 
     needed = np.concatenate([np.concatenate([j.rows.train, j.rows.val, j.rows.test, j.rows.val_unknown,
@@ -536,6 +579,7 @@ def run_study(fs: FeatureSet, cfg: StudyConfig, out_dir: str | os.PathLike, prog
                 run.errors.extend(errors)
                 bar.update()
         bar.close()
+    run.seconds = time.perf_counter() - t0
     return run
 
 
@@ -589,8 +633,9 @@ def save_chosen_head(fs: FeatureSet, cfg: StudyConfig, folder: str | os.PathLike
             X_tr, X_va = cache.take(layer, tr_rows), cache.take(layer, rows.val)
             for head_name in dict.fromkeys(h for h, _ in pairs):
                 head_cls = HEADS[head_name]
-                sel = select_clean(fit_candidates(head_cls, X_tr, y_tr, X_va, rows.y_val,
-                                                  path_values(head_cls, cfg.grid)), head_cls.path_param)
+                with counted_warnings() as caught:
+                    sel = select_clean(fit_candidates(head_cls, X_tr, y_tr, X_va, rows.y_val,
+                                                      path_values(head_cls, cfg.grid)), head_cls.path_param)
                 fitted[(layer, head_name)] = sel
                 for h, score_name in pairs:
                     if h != head_name:
@@ -599,9 +644,11 @@ def save_chosen_head(fs: FeatureSet, cfg: StudyConfig, folder: str | os.PathLike
                              "hparams": sel.hparams, "val_accuracy": sel.val["val_accuracy"],
                              "val_logloss": sel.val["val_logloss"]}
                     if folds:
-                        entry["pseudo_oscr"] = pseudo_open_set_oscr(
-                            lambda: clone(sel.head), lambda hd: SCORERS[score_name](head=hd), X_tr, y_tr,
-                            X_va, rows.y_val, folds)
+                        with counted_warnings() as caught_folds:
+                            entry["pseudo_oscr"] = pseudo_open_set_oscr(
+                                lambda: clone(sel.head), lambda hd: SCORERS[score_name](head=hd), X_tr, y_tr,
+                                X_va, rows.y_val, folds)
+                    entry["warnings"] = dict(caught + (caught_folds if folds else Counter()))
                     table.append(entry)
         keys = [(e.get("pseudo_oscr", 0.0), e["val_accuracy"], -e["val_logloss"]) for e in table]
         best = table[best_index(keys)]
