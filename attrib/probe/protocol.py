@@ -17,7 +17,8 @@ looks at an unknown generator before the test.
     images against the unknown generators' validation images (for MSP this is exactly the paper's
     code). Ties are broken by validation accuracy, then log-loss, then path order, so a score that does
     not depend on the head (e.g. a k-NN distance) falls back to the clean choice instead of the
-    strongest regularisation.
+    strongest regularisation. (The paper's script sweeps C only on the first block it runs and reuses
+    it for later blocks; here every block is swept, the same when a single block is run.)
 
 Scorer hyperparameters are their defaults under both protocols.
 """
