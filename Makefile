@@ -33,6 +33,7 @@ HEADS       ?= logreg
 SCORES      ?= msp
 SHOTS       ?= all
 SEEDS       ?= 1
+JOBS        ?= 1
 RESULTS     ?= results/$(DATASET)
 
 opt = $(if $(strip $(2)),$(1) $(2))
@@ -45,7 +46,7 @@ FEATURE_ARGS = --dataset $(DATASET) $(call opt,--root,$(ROOT)) $(call opt,--list
 FIND_ARGS = --cache $(CACHE) --dataset $(DATASET) --model $(MODEL) --pretrained "$(PRETRAINED)" --view $(VIEW) \
 	$(call opt,--limit,$(LIMIT)) $(call opt,--max-per-source,$(MAX_PER_SOURCE))
 PROBE_ARGS = --splits $(SPLITS) --protocol $(PROTOCOL) --layers "$(LAYERS)" --heads $(HEADS) \
-	--scores $(SCORES) --shots $(SHOTS) --seeds $(SEEDS) --out $(RESULTS)
+	--scores $(SCORES) --shots $(SHOTS) --seeds $(SEEDS) --jobs $(JOBS) --out $(RESULTS)
 
 .PHONY: help install demo features probe report test bench clean-demo
 

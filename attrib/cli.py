@@ -331,6 +331,22 @@ def _split_source(fs, splits: str, splits_dir: str | None, split_file: str | Non
     return SampledSplits(fs.images, ok, chosen, **sampled_caps)
 
 
+class _RegistryOption(click.Option):
+    """An option whose --help lists what is registered now (heads, scores), imported only for --help."""
+
+    def __init__(self, *args, registry: str, **kwargs):
+        self.registry = registry
+        super().__init__(*args, **kwargs)
+
+    def get_help_record(self, ctx):
+        import importlib
+
+        module, name = self.registry.rsplit(".", 1)
+        names = ", ".join(getattr(importlib.import_module(module), name))
+        self.help = (self.help or "").replace("{names}", names)
+        return super().get_help_record(ctx)
+
+
 @main.command()
 @click.option("--features", "features_path", required=True, type=click.Path(),
               help="Feature-set folder (printed by `attrib features`; see `attrib cache ls`).")
@@ -351,12 +367,16 @@ def _split_source(fs, splits: str, splits_dir: str | None, split_file: str | Non
               help="With --splits-dir: run even if some listed images are not in the feature set (they are "
               "reported, first 20 and the count). Default: that is an error.")
 @click.option("--protocol", type=click.Choice(["clean", "paper"]), default="clean", show_default=True,
-              help="clean: C chosen on known-class validation accuracy only. paper: C chosen by validation "
-              "AUROC against the unknown generators' validation images, as the paper's code does.")
+              help="clean: each head's C / k chosen on known-class validation data only (accuracy, then "
+              "log-loss). paper: chosen by validation AUROC against the unknown generators' validation "
+              "images, as the paper's code does (optimistic; for replication).")
 @click.option("--layers", default="all", show_default=True,
               help="Blocks (0-based): all | 8 | 6-10 | 2,5,8 | concat:9,10,11; join specs with ';'.")
-@click.option("--heads", default="logreg", show_default=True, help="Comma-separated heads: logreg.")
-@click.option("--scores", default="msp", show_default=True, help="Comma-separated open-set scores: msp.")
+@click.option("--heads", default="logreg", show_default=True, cls=_RegistryOption,
+              registry="attrib.probe.heads.HEADS", help="Comma-separated heads, or all: {names}.")
+@click.option("--scores", default="msp", show_default=True, cls=_RegistryOption,
+              registry="attrib.probe.scorers.SCORERS",
+              help="Comma-separated open-set scores, or all: {names}. Pairs a score cannot use are skipped.")
 @click.option("--shots", default="all", show_default=True,
               help="Training images per class: e.g. 1,2,5,10,50,100,500,all.")
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
@@ -368,29 +388,47 @@ def _split_source(fs, splits: str, splits_dir: str | None, split_file: str | Non
               "1000; --splits-dir: 4000, first in file order, as in the paper's code]")
 @click.option("--test-per-class", type=_PerClass(), default=None, metavar="N|all",
               help="Cap on test images per class, unknown generators included (or 'all'). [default: 4000]")
+@click.option("--grid", multiple=True, metavar="NAME=V1,V2,...",
+              help="Values to sweep for a head's path hyperparameter instead of its default, e.g. "
+              "C=0.01,0.1,1,10 or k=1,5,10 (repeatable). [default: C = 10^linspace(-6, 5, 45); k = 1..20]")
+@click.option("--jobs", type=click.IntRange(min=-1), default=1, show_default=True,
+              help="Parallel processes over (split, layer, shots, seed) jobs (-1 = all CPUs). Results are "
+              "identical for any value.")
+@click.option("--save-head", "save_head_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Also fit and save a head for later use (attrib predict): clean protocol, one split; the "
+              "best layer/head/score on validation data unless one of each is given. .npz + JSON, no pickle.")
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Results folder (results.jsonl, tables, plots).")
 @click.option("--quiet", is_flag=True, help="No progress bar, no table.")
 def probe(features_path, splits, splits_dir, split_file, known_test, allow_missing, protocol, layers, heads,
-          scores, shots, seeds, train_per_class, val_per_class, test_per_class, out_dir, quiet):
-    """Stage 2: fit probes on cached features and measure closed-set accuracy, AUROC and OSCR.
+          scores, shots, seeds, train_per_class, val_per_class, test_per_class, out_dir, quiet, **opts):
+    """Stage 2: fit probes on cached features and measure closed-set accuracy, AUROC, OSCR and more.
 
     Appends one JSON line per (split, layer, head, score, shots, seed) to OUT/results.jsonl (a rerun
-    skips finished lines), then writes the report (table.md, table.csv, plots) and prints the table.
+    skips finished lines, so an interrupted study resumes), then writes the report (table.md,
+    table.csv, per_unknown.csv, plots) and prints the main table.
 
     \b
     Examples:
       attrib probe --features cache/demo__attrib-tiny__random-init-1a2b3c4d --out results/demo
+      attrib probe --features cache/<set> --layers 7 --shots 1,5,10,all --seeds 5 --jobs 4 --out results/shots
+      attrib probe --features cache/<set> --splits 1 --layers 4-9 --save-head heads/split1 --out results/s1
       attrib probe --features cache/genimage__... --splits-dir /data/GenImage-splits --out results/paper-files
       attrib probe --features cache/my_generators__... --split-file splits.yaml --out results/mine
     """
     from attrib.data.splits import SplitError
+    from attrib.probe.heads import HEADS
+    from attrib.probe.persist import HeadFileError
+    from attrib.probe.protocol import SelectionError
     from attrib.probe.report import write_report
-    from attrib.probe.study import StudyConfig, StudyError, parse_layers, run_study
+    from attrib.probe.scorers import SCORERS
+    from attrib.probe.study import (StudyConfig, StudyError, expand_names, parse_grid, parse_layers, run_study,
+                                    save_chosen_head)
     from attrib.store import StoreError
 
     fs = _open_fs(features_path)
     if fs.label:
         _banner(f"{fs.id}: {fs.label}")
+    log = lambda msg: click.echo(msg, err=True)  # noqa: E731
     try:
         source = _split_source(fs, splits, splits_dir, split_file, {
             "train_per_class": train_per_class, "val_per_class": val_per_class, "test_per_class": test_per_class},
@@ -399,33 +437,58 @@ def probe(features_path, splits, splits_dir, split_file, known_test, allow_missi
             click.secho(f"note: {note}", fg="yellow", err=True)
         cfg = StudyConfig(
             splits=source, layers=parse_layers(layers, fs.n_blocks),
-            heads=[h.strip() for h in heads.split(",")], scores=[s.strip() for s in scores.split(",")],
-            shots=_parse_int_list(shots, "--shots"), seeds=seeds, protocol=protocol)
-        results = run_study(fs, cfg, out_dir, progress=not quiet)
-        paths = write_report(results.parent)
-    except (StudyError, SplitError, StoreError) as exc:
+            heads=expand_names(heads, HEADS), scores=expand_names(scores, SCORERS),
+            shots=_parse_int_list(shots, "--shots"), seeds=seeds, protocol=protocol,
+            grid=parse_grid(opts["grid"]), jobs=opts["jobs"])
+        cfg.validate()
+        if opts["save_head_dir"] and len(cfg.splits.names()) != 1:  # fail before a long study, not after
+            raise StudyError(f"--save-head: a saved head knows the classes of one split; name it with --splits "
+                             f"(this study has splits {', '.join(cfg.splits.names())})")
+        run = run_study(fs, cfg, out_dir, progress=not quiet, log=log)
+        rep = write_report(run.results.parent)
+        saved = save_chosen_head(fs, cfg, opts["save_head_dir"], progress=not quiet, log=log) \
+            if opts["save_head_dir"] else None
+    except (StudyError, SplitError, StoreError, SelectionError, HeadFileError) as exc:
         raise _fail(exc) from None
     if not quiet:
-        click.echo(paths["markdown"].read_text())
-    click.echo(f"results: {results}", err=True)
-    for k, p in paths.items():
+        click.echo(rep.main)
+    click.echo(f"results: {run.results} ({run.written} new lines in {run.seconds:.1f} s, {run.skipped_done} already "
+               "done)", err=True)
+    for k, p in rep.paths.items():
         click.echo(f"{k}: {p}", err=True)
+    if saved:
+        v = saved["validation"]
+        click.echo(f"saved head: {opts['save_head_dir']}  layer {saved['layer']}, {saved['head']}+{saved['score']} "
+                   f"{saved['hparams']}, chosen by {saved['choice']['criterion']}; threshold {saved['threshold']:.6g} "
+                   f"(validation: accuracy {100 * v['accuracy']:.2f}%, known accepted {100 * v['tpr']:.2f}%)", err=True)
+        if fs.label:
+            click.secho(f"WARNING: the saved head was trained on {fs.label}", fg="red", err=True)
+    if run.errors:
+        for e in run.errors[:20]:
+            click.echo(f"FAILED {e}", err=True)
+        raise AttribError(f"{len(run.errors)} result line(s) failed (listed above) and were not written; rerun "
+                          "the same command to retry them")
 
 
 @main.command()
 @click.argument("results_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "out_dir", type=click.Path(), default=None, help="Where to write (default: RESULTS_DIR).")
 def report(results_dir: str, out_dir: str | None) -> None:
-    """Aggregate RESULTS_DIR/results.jsonl into table.md, table.csv and plots; print the table."""
+    """Aggregate RESULTS_DIR/results.jsonl into tables and plots; print the main table.
+
+    Writes table.md (main table in the paper's shape, all metrics, unknown generators), table.csv,
+    per_unknown.csv, metrics_by_layer.png, metrics_by_shots.png (with several shots values) and
+    confusion.png. Numbers are mean ± std over splits and seeds, in %.
+    """
     from attrib.probe.report import write_report
     from attrib.probe.study import StudyError
 
     try:
-        paths = write_report(results_dir, out_dir)
+        rep = write_report(results_dir, out_dir)
     except StudyError as exc:
         raise _fail(exc) from None
-    click.echo(paths["markdown"].read_text())
-    for k, p in paths.items():
+    click.echo(rep.main)
+    for k, p in rep.paths.items():
         click.echo(f"{k}: {p}", err=True)
 
 

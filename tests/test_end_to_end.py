@@ -10,6 +10,7 @@ import numpy as np
 from click.testing import CliRunner
 
 from attrib.cli import main
+from attrib.probe.persist import load_head
 from attrib.store import FeatureSet
 
 
@@ -44,7 +45,19 @@ def test_features_probe_report(demo_root: Path, tiny_checkpoint: Path, tmp_path:
     assert len((res_dir / "results.jsonl").read_text().splitlines()) == 12  # resumed: nothing redone
     report = _run(["report", str(res_dir)])
     assert "| 3 | logreg | msp | all | clean | 3 |" in report
+    for name in ("per_unknown.csv", "table.csv", "confusion.png"):
+        assert (res_dir / name).stat().st_size > 100
     del table, rerun
+
+    # a head to keep: one split, two blocks, a short C grid, two processes
+    head_dir = tmp_path / "head"
+    _run(["probe", "--features", str(fs_path), "--splits", "2", "--layers", "2-3", "--grid", "C=0.1,1",
+          "--jobs", "2", "--save-head", str(head_dir), "--out", str(tmp_path / "r2"), "--quiet"])
+    saved = load_head(head_dir)
+    assert saved.feature_set == fs.id and saved.manifest == fs.manifest and saved.layer in ((2,), (3,))
+    assert saved.classes[0] == "real" and len(saved.classes) == 5 and saved.info["hparams"]["C"] in (0.1, 1)
+    X = saved.features(fs, np.arange(10))
+    assert set(saved.decide(X)) <= set(saved.classes) | {"unknown"}
 
 
 def test_offline_fallback_is_labelled(demo_root: Path, tmp_path: Path, monkeypatch) -> None:

@@ -1,7 +1,8 @@
-"""Reports: aggregate ``results.jsonl`` into the paper's table shape, CSV, Markdown and plots.
+"""Reports: aggregate ``results.jsonl`` into the paper's table shape (Markdown, CSV) and plots.
 
-Numbers are shown as percentages, mean ± std over splits and seeds, one row per method
-(layer, head, score, shots). Results computed from random-init features carry their label everywhere.
+A *method* is (layer, head, score, shots, protocol); its numbers are the mean ± std over every split and
+seed it ran on, in percent. The std is the population std (ddof=0) over those runs. Results computed
+from random-init features keep their warning label in every output: tables, CSV rows and plot titles.
 """
 
 from __future__ import annotations
@@ -9,109 +10,320 @@ from __future__ import annotations
 import csv
 import os
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from attrib.probe.study import read_results
+from attrib.probe.study import StudyError, read_results
 
-METRICS = ("accuracy", "auroc", "oscr")
+PAPER_METRICS = ("accuracy", "auroc", "oscr")
+METRICS = ("accuracy", "macro_f1", "auroc", "fpr95", "aupr_in", "aupr_out", "oscr")
+NAMES = {"accuracy": "closed-set acc.", "macro_f1": "macro-F1", "auroc": "AUROC", "fpr95": "FPR@95TPR ↓",
+         "aupr_in": "AUPR-in", "aupr_out": "AUPR-out", "oscr": "OSCR"}
 GROUP = ("layer", "head", "score", "shots", "protocol")
 
 
 def _layer_sort(layer: str) -> tuple:
-    return (1, layer) if layer.startswith("concat") else (0, int(layer))
+    return (1, 0, layer) if layer.startswith("concat") else (0, int(layer), "")
+
+
+def _shots_sort(s: str) -> tuple:
+    return (1, 0) if s == "all" else (0, int(s))
+
+
+def method_name(r: dict[str, Any]) -> str:
+    return f"{r['layer']} / {r['head']}+{r['score']} / shots {r['shots']} / {r['protocol']}"
+
+
+def _values(rs: list[dict], key: str) -> np.ndarray:
+    return np.array([np.nan if r.get(key) is None else r[key] for r in rs], dtype=float)
+
+
+def _hparams(rs: list[dict]) -> str:
+    """The chosen path values of a method's runs: one value, or median [min-max] over runs."""
+    by: dict[str, list] = defaultdict(list)
+    for r in rs:
+        for k, v in (r.get("hparams") or {}).items():
+            by[k].append(v)
+    out = []
+    for k, vs in by.items():
+        try:
+            arr = np.array(vs, dtype=float)
+        except (TypeError, ValueError):
+            out.append(f"{k}={'/'.join(sorted(set(map(str, vs))))}")
+            continue
+        out.append(f"{k}={arr[0]:.3g}" if np.all(arr == arr[0]) else
+                   f"{k}={np.median(arr):.3g} [{arr.min():.3g}–{arr.max():.3g}]")
+    return ", ".join(out) or "-"
 
 
 def aggregate(results: list[dict[str, Any]], metrics: tuple[str, ...] = METRICS) -> list[dict[str, Any]]:
-    """One row per method: mean and std (population, over splits x seeds) of each metric, in %."""
+    """One row per method: mean and std over its runs (splits x seeds) of each metric, in %."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in results:
-        groups[tuple(str(r[k]) for k in GROUP)].append(r)
+        groups[tuple(str(r.get(k, "clean" if k == "protocol" else "")) for k in GROUP)].append(r)
     rows = []
     for key, rs in groups.items():
         row: dict[str, Any] = dict(zip(GROUP, key))
         row["n_runs"] = len(rs)
-        row["splits"] = len({r["split"] for r in rs})
+        row["splits"] = len({str(r["split"]) for r in rs})
+        row["seeds"] = len({int(r["seed"]) for r in rs})
+        row["hparams"] = _hparams(rs)
         for m in metrics:
-            vals = np.array([r[m] for r in rs if r.get(m) is not None], dtype=float) * 100
-            row[m] = float(np.nanmean(vals)) if vals.size else float("nan")
-            row[m + "_std"] = float(np.nanstd(vals)) if vals.size else float("nan")
+            vals = _values(rs, m) * 100
+            ok = vals[~np.isnan(vals)]
+            row[m] = float(ok.mean()) if ok.size else float("nan")
+            row[m + "_std"] = float(ok.std()) if ok.size else float("nan")
+        row["_runs"] = rs
         rows.append(row)
-    shots_key = lambda s: (1, 0) if s == "all" else (0, int(s))  # noqa: E731
-    rows.sort(key=lambda r: (r["protocol"], r["head"], r["score"], shots_key(r["shots"]), _layer_sort(r["layer"])))
+    rows.sort(key=lambda r: (r["protocol"], r["head"], r["score"], _shots_sort(r["shots"]), _layer_sort(r["layer"])))
     return rows
 
 
-def markdown_table(rows: list[dict[str, Any]], metrics: tuple[str, ...] = METRICS) -> str:
-    names = {"accuracy": "closed-set acc.", "auroc": "AUROC", "oscr": "OSCR"}
-    head = ["layer", "head", "score", "shots", "protocol", "runs"] + [names.get(m, m) for m in metrics]
+def _cell(mean: float, std: float) -> str:
+    return "n/a" if np.isnan(mean) else f"{mean:.2f} ± {std:.2f}"
+
+
+def markdown_table(rows: list[dict[str, Any]], metrics: tuple[str, ...] = PAPER_METRICS,
+                   hparams: bool = False) -> str:
+    head = ["layer", "head", "score", "shots", "protocol", "runs"] + (["chosen"] if hparams else [])
+    head += [NAMES.get(m, m) for m in metrics]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["layer"], r["head"], r["score"], r["shots"], r["protocol"], str(r["n_runs"])]
-        cells += [f"{r[m]:.2f} ± {r[m + '_std']:.2f}" for m in metrics]
+        cells += [r["hparams"]] if hparams else []
+        cells += [_cell(r[m], r[m + "_std"]) for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def per_unknown(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per method and unknown generator: AUROC (mean ± std over the runs where it was unknown, in %)
+    and the known class it is most often mistaken for (its predictions summed over those runs)."""
+    out = []
+    for row in rows:
+        aurocs: dict[str, list[float]] = defaultdict(list)
+        counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for r in row["_runs"]:
+            for g, v in (r.get("auroc_per_unknown") or {}).items():
+                aurocs[g].append(np.nan if v is None else v * 100)
+            for g, cs in (r.get("unknown_confusion") or {}).items():
+                for name, c in zip(r["classes"], cs):
+                    counts[g][name] += int(c)
+        for g in sorted(aurocs):
+            vals = np.array(aurocs[g], dtype=float)
+            vals = vals[~np.isnan(vals)]
+            total = sum(counts[g].values())
+            top = max(counts[g].items(), key=lambda kv: kv[1], default=("-", 0))  # ties: first seen
+            out.append({**{k: row[k] for k in GROUP}, "generator": g, "runs": len(aurocs[g]),
+                        "auroc": float(vals.mean()) if vals.size else float("nan"),
+                        "auroc_std": float(vals.std()) if vals.size else float("nan"),
+                        "mistaken_for": top[0], "fraction": 100 * top[1] / total if total else float("nan")})
+    return out
 
 
 def _labels(results: list[dict[str, Any]]) -> list[str]:
     return sorted({r.get("label", "") for r in results if r.get("label")})
 
 
-def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> dict[str, Path]:
-    """Write ``table.md``, ``table.csv`` and ``metrics_by_layer.png``; return their paths."""
+def _warnings_md(labels: list[str]) -> list[str]:
+    return [line for lab in labels for line in
+            (f"> **WARNING — {lab}.** These numbers come from untrained weights and say nothing about CLIP.", "")]
+
+
+@dataclass
+class Report:
+    """What :func:`write_report` wrote; ``main`` is the main table as Markdown, warnings included."""
+
+    paths: dict[str, Path] = field(default_factory=dict)
+    main: str = ""
+    labels: list[str] = field(default_factory=list)
+    highlight: str = ""
+
+
+# ---------------------------------------------------------------------------------------- plots
+def _plt():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _metric_grid(plt, labels: list[str], title: str):
+    fig, axes = plt.subplots(2, 4, figsize=(17, 7.5))
+    axes = axes.ravel()
+    axes[-1].axis("off")
+    sup = title + ("\n" + " / ".join(labels) if labels else "")
+    fig.suptitle(sup, color="red" if labels else "black", fontsize=10)
+    return fig, axes
+
+
+def _plot_lines(path: Path, series: dict[str, list[tuple[float, dict]]], xlabel: str, xticks: dict | None,
+                labels: list[str], title: str) -> Path:
+    plt = _plt()
+    fig, axes = _metric_grid(plt, labels, title)
+    for ax, m in zip(axes, METRICS):
+        for name, pts in series.items():
+            pts = sorted(pts, key=lambda p: p[0])
+            x = [p[0] for p in pts]
+            y = np.array([p[1][m] for p in pts])
+            e = np.array([p[1][m + "_std"] for p in pts])
+            ax.errorbar(x, y, yerr=e, marker="o", ms=3, capsize=2, label=name)
+        ax.set_title(NAMES[m])
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("%")
+        ax.grid(alpha=0.3)
+        if xticks:
+            ax.set_xticks(list(xticks), list(xticks.values()))
+        else:
+            from matplotlib.ticker import MaxNLocator
+
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    handles, names = axes[0].get_legend_handles_labels()
+    axes[-1].legend(handles, names, loc="center", fontsize=7, frameon=False)
+    # fixed margins: tight_layout draws the figure twice and doubles the time a report takes
+    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.08, top=0.88, wspace=0.25, hspace=0.4)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_by_layer(rows: list[dict], path: Path, labels: list[str]) -> Path | None:
+    series: dict[str, list] = defaultdict(list)
+    for r in rows:
+        if not r["layer"].startswith("concat"):
+            series[f"{r['head']}+{r['score']} shots={r['shots']} {r['protocol']}"].append((int(r["layer"]) + 1, r))
+    if not series:
+        return None
+    return _plot_lines(path, series, "block (1-based, as in the paper's figures)", None, labels,
+                       "metrics by block (mean ± std over splits and seeds)")
+
+
+def plot_by_shots(rows: list[dict], path: Path, labels: list[str]) -> Path | None:
+    shots = sorted({r["shots"] for r in rows}, key=_shots_sort)
+    if len(shots) < 2:
+        return None
+    pos = {s: i for i, s in enumerate(shots)}
+    series: dict[str, list] = defaultdict(list)
+    for r in rows:
+        series[f"layer {r['layer']} {r['head']}+{r['score']} {r['protocol']}"].append((pos[r["shots"]], r))
+    return _plot_lines(path, series, "training images per class", {i: s for s, i in pos.items()}, labels,
+                       "metrics by shots (mean ± std over splits and seeds)")
+
+
+def plot_confusion(row: dict, path: Path, labels: list[str]) -> Path | None:
+    """Row-normalised confusion of one method, one panel per split (summed over seeds): known classes
+    on top, then each unknown generator (which known class it was taken for)."""
+    by_split: dict[str, list[dict]] = defaultdict(list)
+    for r in row["_runs"]:
+        if r.get("confusion"):
+            by_split[str(r["split"])].append(r)
+    if not by_split:
+        return None
+    plt = _plt()
+    splits = sorted(by_split, key=lambda s: (len(s), s))
+    fig, axes = plt.subplots(1, len(splits), figsize=(4.2 * len(splits) + 1, 5.2), squeeze=False)
+    for ax, s in zip(axes[0], splits):
+        rs = by_split[s]
+        classes = rs[0]["classes"]
+        cm = np.sum([np.array(r["confusion"], dtype=float) for r in rs], axis=0)
+        unknown = list(rs[0].get("unknown_confusion") or {})
+        um = np.array([np.sum([r["unknown_confusion"][g] for r in rs], axis=0) for g in unknown], dtype=float)
+        mat = np.vstack([cm, um]) if len(unknown) else cm
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frac = mat / mat.sum(axis=1, keepdims=True)
+        ax.imshow(np.nan_to_num(frac), vmin=0, vmax=1, cmap="Blues")
+        for (i, j), v in np.ndenumerate(frac):
+            if not np.isnan(v):
+                ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=7,
+                        color="white" if v > 0.6 else "black")
+        if len(unknown):
+            ax.axhline(len(classes) - 0.5, color="red", lw=1.5)
+        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(mat)), list(classes) + [f"{g} (unknown)" for g in unknown], fontsize=7)
+        ax.set_xlabel("predicted (known classes)")
+        ax.set_title(f"split {s} ({len(rs)} seed{'s' if len(rs) > 1 else ''})", fontsize=9)
+    title = f"confusion, % of each row: {method_name(row)}"
+    fig.suptitle(title + ("\n" + " / ".join(labels) if labels else ""), color="red" if labels else "black",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ files
+def _write_csv(path: Path, rows: list[dict], fields: list[str], label: str) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields + ["label"], extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{r[k]:.4f}" if isinstance(r.get(k), float) else r.get(k)) for k in fields} |
+                       {"label": label})
+    return path
+
+
+def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Report:
+    """Write table.md, table.csv, per_unknown.csv and the plots; return what was written."""
     results_dir = Path(results_dir)
     out_dir = Path(out_dir) if out_dir else results_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     results = read_results(results_dir)
+    rep = Report(labels=_labels(results))
+    if not results:
+        raise StudyError(f"{results_dir}: results.jsonl has no finished lines yet")
     rows = aggregate(results)
-    labels = _labels(results)
+    best = max(range(len(rows)), key=lambda i: (np.nan_to_num(rows[i]["oscr"], nan=-1.0), -i))
+    highlight = rows[best]
+    rep.highlight = method_name(highlight)
     fsets = sorted({r["feature_set"] for r in results})
-    paths: dict[str, Path] = {}
+    n_splits, n_seeds = len({str(r["split"]) for r in results}), len({int(r["seed"]) for r in results})
+    label = "; ".join(rep.labels)
 
-    md = [f"# attrib results: {results_dir}", ""]
-    for lab in labels:
-        md += [f"> **WARNING — {lab}.** These numbers come from untrained weights and say nothing about CLIP.", ""]
-    md += [f"Feature set(s): {', '.join(fsets)}", "",
-           "Mean ± std over splits and seeds, in %. Layers are 0-based block indices.", "",
-           markdown_table(rows), ""]
-    paths["markdown"] = out_dir / "table.md"
-    paths["markdown"].write_text("\n".join(md))
+    main = _warnings_md(rep.labels) + [
+        f"Mean ± std over {n_splits} split(s) x {n_seeds} seed(s), in %. Layers are 0-based block indices.", "",
+        markdown_table(rows, PAPER_METRICS)]
+    rep.main = "\n".join(main)
+    unk = per_unknown(rows)
+    hl_unk = [u for u in unk if all(u[k] == highlight[k] for k in GROUP)]
 
-    paths["csv"] = out_dir / "table.csv"
-    with open(paths["csv"], "w", newline="") as f:
-        fields = list(GROUP) + ["n_runs", "splits"] + [x for m in METRICS for x in (m, m + "_std")] + ["label"]
-        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({**r, "label": "; ".join(labels)})
+    rep.paths["csv"] = _write_csv(out_dir / "table.csv", rows, list(GROUP) + ["n_runs", "splits", "seeds", "hparams"]
+                                  + [x for m in METRICS for x in (m, m + "_std")], label)
+    rep.paths["per_unknown_csv"] = _write_csv(out_dir / "per_unknown.csv", unk, list(GROUP) + [
+        "generator", "runs", "auroc", "auroc_std", "mistaken_for", "fraction"], label)
+    plots = {"plot_layers": plot_by_layer(rows, out_dir / "metrics_by_layer.png", rep.labels),
+             "plot_shots": plot_by_shots(rows, out_dir / "metrics_by_shots.png", rep.labels),
+             "plot_confusion": plot_confusion(highlight, out_dir / "confusion.png", rep.labels)}
+    for k in ("plot_layers", "plot_shots", "plot_confusion"):  # drop stale plots a study no longer makes
+        if plots[k] is None:
+            stale = out_dir / {"plot_layers": "metrics_by_layer.png", "plot_shots": "metrics_by_shots.png",
+                               "plot_confusion": "confusion.png"}[k]
+            stale.unlink(missing_ok=True)
+    rep.paths.update({k: p for k, p in plots.items() if p is not None})
 
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 3.4), sharex=True)
-    methods = defaultdict(list)
-    for r in rows:
-        if not r["layer"].startswith("concat"):
-            methods[(r["head"], r["score"], r["shots"], r["protocol"])].append(r)
-    for ax, m in zip(axes, METRICS):
-        for (head, score, shots, proto), rs in sorted(methods.items()):
-            x = np.array([int(r["layer"]) for r in rs]) + 1  # plots count blocks from 1, like the paper
-            y = np.array([r[m] for r in rs])
-            e = np.array([r[m + "_std"] for r in rs])
-            ax.errorbar(x, y, yerr=e, marker="o", ms=3, capsize=2, label=f"{head}+{score} shots={shots}")
-        ax.set_title({"accuracy": "closed-set accuracy", "auroc": "AUROC", "oscr": "OSCR"}[m])
-        ax.set_xlabel("block (1-based)")
-        ax.set_ylabel("%")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    if labels:
-        fig.suptitle(" / ".join(labels), color="red", fontsize=9)
-    fig.tight_layout()
-    paths["plot_layers"] = out_dir / "metrics_by_layer.png"
-    fig.savefig(paths["plot_layers"], dpi=120)
-    plt.close(fig)
-    return paths
+    md = [f"# attrib results: {results_dir}", ""] + _warnings_md(rep.labels) + [
+        f"Feature set(s): {', '.join(fsets)}", "",
+        "## Main table", "",
+        f"Mean ± std (population, over runs) over {n_splits} split(s) x {n_seeds} seed(s), in %. Layers are "
+        "0-based block indices; `clean` = hyperparameters chosen on known-class validation data only, `paper` = "
+        "chosen by validation AUROC against the unknown generators (optimistic).", "",
+        markdown_table(rows, PAPER_METRICS), "",
+        "## All metrics", "",
+        "`chosen` = the path hyperparameter each run selected (median [range] over runs). FPR@95TPR: lower is "
+        "better.", "",
+        markdown_table(rows, METRICS, hparams=True), "",
+        "## Unknown generators", "",
+        f"For `{rep.highlight}` (the method with the highest mean OSCR); every method is in `per_unknown.csv`. "
+        "AUROC of all known test images against that generator's; *mistaken for* = the known class the head "
+        "assigns most of its images to.", "",
+        "| generator | runs | AUROC | mistaken for | % of its images |", "|---|---|---|---|---|"]
+    md += [f"| {u['generator']} | {u['runs']} | {_cell(u['auroc'], u['auroc_std'])} | {u['mistaken_for']} | "
+           f"{u['fraction']:.1f} |" for u in hl_unk]
+    md += ["", "## Files", ""] + [f"- `{p.name}`" for p in rep.paths.values()] + [""]
+    rep.paths = {"markdown": out_dir / "table.md", **rep.paths}
+    rep.paths["markdown"].write_text("\n".join(md))
+    return rep

@@ -1,0 +1,333 @@
+"""Save a fitted head and its open-set scorer for later use, and load it back, without pickle.
+
+Why not pickle (or joblib): loading a pickle runs code, and heads are files people exchange. A saved
+head is a folder with two files:
+
+``head.json``
+    format and version; for the head and the scorer: registry name, class name, hyperparameters
+    (``get_params()``) and learned state (every public attribute ending in ``_``) that is not an
+    array; the class names (sources), the layer, the chosen hyperparameters and how they were chosen,
+    the rejection threshold, the feature set's id and full manifest, and checksums.
+``head.npz``
+    every array of that state (``np.savez``, read back with ``allow_pickle=False``).
+
+Loading looks classes up by name in ``HEADS`` / ``SCORERS`` only, builds them from their saved
+hyperparameters, sets the saved state, and then checks that the loaded head reproduces the outputs it
+gave, at save time, on a few stored feature vectors. The checksums catch a corrupted or edited file
+(they are integrity checks, not signatures: loading is safe anyway because it never runs code).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from attrib import __version__
+from attrib.probe.heads import HEADS, ProbeHead
+from attrib.probe.scorers import SCORERS
+
+FORMAT = "attrib-head"
+FORMAT_VERSION = 1
+JSON_NAME = "head.json"
+NPZ_NAME = "head.npz"
+UNKNOWN = "unknown"
+# Manifest fields that decide what a feature vector means: images given to a saved head must be
+# extracted with the same values (the image list itself is of course different).
+EXTRACTION_FIELDS = ("family", "model", "weights", "weights_sha256", "quick_gelu", "preprocess", "view",
+                     "n_blocks", "width")
+
+
+class HeadFileError(ValueError):
+    """A saved head cannot be written or read; the message names the file and what to do."""
+
+
+# ------------------------------------------------------------------------------------ encoding
+def _encode(value: Any, key: str, arrays: dict[str, np.ndarray]) -> Any:
+    """JSON-ready form of ``value``; arrays go to ``arrays`` under ``key`` and leave a reference."""
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            if not all(isinstance(v, str) for v in value.ravel()):
+                raise HeadFileError(f"{key}: an object array cannot be saved without pickle")
+            value = value.astype(str)
+        arrays[key] = value
+        return {"__array__": key}
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"__float__": repr(value)}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_encode(v, f"{key}.{i}", arrays) for i, v in enumerate(value)]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {"__dict__": {k: _encode(v, f"{key}.{k}", arrays) for k, v in value.items()}}
+    raise HeadFileError(f"{key}: a {type(value).__name__} cannot be saved without pickle (a head or scorer "
+                        "must keep its state in arrays, numbers, strings and lists)")
+
+
+def _decode(value: Any, arrays: dict[str, np.ndarray], where: str) -> Any:
+    if isinstance(value, list):
+        return [_decode(v, arrays, where) for v in value]
+    if isinstance(value, dict):
+        if "__array__" in value:
+            if value["__array__"] not in arrays:
+                raise HeadFileError(f"{where}: array {value['__array__']!r} is missing from {NPZ_NAME}")
+            return arrays[value["__array__"]]
+        if "__float__" in value:
+            return float(value["__float__"])
+        if "__dict__" in value:
+            return {k: _decode(v, arrays, where) for k, v in value["__dict__"].items()}
+        raise HeadFileError(f"{where}: unexpected object {sorted(value)}")
+    return value
+
+
+def _state(est: Any) -> dict[str, Any]:
+    """Learned state, scikit-learn style: public attributes ending in ``_``."""
+    return {k: v for k, v in vars(est).items() if k.endswith("_") and not k.startswith("_")}
+
+
+def encode_estimator(est: Any, name: str, registry: dict[str, type], role: str,
+                     arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    if registry.get(name) is not type(est):
+        raise HeadFileError(f"{role} {type(est).__name__} is not registered as {name!r}; only registered "
+                            f"classes can be saved ({', '.join(registry)})")
+    params = {k: v for k, v in est.get_params(deep=False).items() if k != "head"}
+    return {"name": name, "class": type(est).__name__,
+            "params": _encode(params, f"{role}.params", arrays),
+            "state": _encode(_state(est), f"{role}.state", arrays)}
+
+
+def decode_estimator(doc: dict[str, Any], registry: dict[str, type], role: str,
+                     arrays: dict[str, np.ndarray], where: str, **extra: Any) -> Any:
+    name = doc.get("name")
+    cls = registry.get(name)
+    if cls is None:
+        raise HeadFileError(f"{where}: {role} {name!r} is not available in this attrib (available: "
+                            f"{', '.join(registry)}); update attrib or re-save the head")
+    if cls.__name__ != doc.get("class"):
+        raise HeadFileError(f"{where}: {role} {name!r} is class {cls.__name__} here but was "
+                            f"{doc.get('class')} when saved; re-save the head with this attrib")
+    params = _decode(doc["params"], arrays, where)
+    try:
+        est = cls(**params, **extra)
+    except TypeError as exc:
+        raise HeadFileError(f"{where}: cannot rebuild {role} {name!r} from its saved parameters ({exc}); "
+                            "re-save the head with this attrib") from None
+    for k, v in _decode(doc["state"], arrays, where).items():
+        setattr(est, k, v)
+    return est
+
+
+def _canonical(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------- the object
+@dataclass
+class SavedHead:
+    """A fitted head + scorer + threshold: features in; predictions, scores and decisions out.
+
+    ``classes`` are source names aligned with the columns of :meth:`predict_proba`.
+    """
+
+    head: ProbeHead
+    scorer: Any
+    classes: tuple[str, ...]
+    layer: tuple[int, ...]
+    threshold: float
+    info: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    # ---------------------------------------------------------------------------- metadata
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.info.get("manifest", {})
+
+    @property
+    def feature_set(self) -> str:
+        return self.info.get("feature_set", "")
+
+    @property
+    def label(self) -> str:
+        """Warning label of the features the head was trained on ('' for real weights)."""
+        return self.info.get("label", "")
+
+    @property
+    def head_name(self) -> str:
+        return self.info.get("head_name", "")
+
+    @property
+    def score_name(self) -> str:
+        return self.info.get("score_name", "")
+
+    @property
+    def n_features(self) -> int:
+        return int(self.info["n_features"])
+
+    def extraction_mismatch(self, manifest: dict[str, Any]) -> list[str]:
+        """Differences between the head's feature set and ``manifest`` in what the features mean."""
+        return [f"{k}: head was trained on {self.manifest.get(k)!r}, these features have {manifest.get(k)!r}"
+                for k in EXTRACTION_FIELDS if self.manifest.get(k) != manifest.get(k)]
+
+    def features(self, fs: Any, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """The head's input read from a :class:`~attrib.store.FeatureSet` (its layer, concatenated)."""
+        diffs = self.extraction_mismatch(fs.manifest)
+        if diffs:
+            raise HeadFileError(f"{fs.path} was not extracted like the head's features:\n  - " + "\n  - ".join(diffs))
+        parts = [fs.block(b, rows) for b in self.layer]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+
+    # --------------------------------------------------------------------------- outputs
+    def _check(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X)
+        if X.dtype.kind not in "f":
+            X = X.astype(np.float32)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise HeadFileError(f"expected features of shape (n, {self.n_features}) (layer "
+                                f"{','.join(map(str, self.layer))}), got {X.shape}")
+        return X
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.head.predict_proba(self._check(X))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """The most likely known source of each row (closed set: never ``unknown``)."""
+        names = dict(zip(np.asarray(self.head.classes_).tolist(), self.classes))
+        return np.array([names[c] for c in self.head.predict(self._check(X)).tolist()], dtype=object)
+
+    def score_samples(self, X: np.ndarray) -> np.ndarray:
+        """Open-set score, higher = more likely one of the known sources."""
+        return np.asarray(self.scorer.score_samples(self._check(X)), dtype=np.float64)
+
+    def decide(self, X: np.ndarray, threshold: float | None = None) -> np.ndarray:
+        """The predicted source, or ``unknown`` where the score is below the threshold."""
+        t = self.threshold if threshold is None else float(threshold)
+        return np.where(self.score_samples(X) >= t, self.predict(X), UNKNOWN).astype(object)
+
+    def top_k(self, X: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+        """(sources (n, k), probabilities (n, k)), most likely first; ties in column order."""
+        proba = self.predict_proba(X)
+        k = min(k, proba.shape[1])
+        order = np.argsort(-proba, axis=1, kind="stable")[:, :k]
+        return np.asarray(self.classes, dtype=object)[order], np.take_along_axis(proba, order, axis=1)
+
+    def outputs(self, X: np.ndarray, k: int = 3, threshold: float | None = None) -> dict[str, np.ndarray]:
+        """Everything `attrib predict` writes for each row, computed once."""
+        X = self._check(X)
+        t = self.threshold if threshold is None else float(threshold)
+        pred, score = self.predict(X), self.score_samples(X)
+        names, probs = self.top_k(X, k)
+        return {"prediction": pred, "score": score, "decision": np.where(score >= t, pred, UNKNOWN).astype(object),
+                "top_sources": names, "top_probabilities": probs}
+
+
+# ------------------------------------------------------------------------------------ save / load
+def save_head(folder: str | os.PathLike, head: ProbeHead, scorer: Any, *, head_name: str, score_name: str,
+              classes: Sequence[str], layer: Sequence[int], threshold: float, feature_set: str,
+              manifest: dict[str, Any], check_X: np.ndarray, info: dict[str, Any] | None = None) -> Path:
+    """Write ``folder/head.json`` and ``folder/head.npz``; returns the folder.
+
+    ``classes`` are the source names of the head's class labels, in the order of ``head.classes_``.
+    ``check_X`` are a few feature vectors (e.g. validation ones) whose outputs are stored so that
+    loading can prove the head still computes what it computed here.
+    """
+    folder = Path(folder)
+    if len(classes) != len(head.classes_):
+        raise HeadFileError(f"{len(classes)} class names for a head with {len(head.classes_)} classes")
+    check_X = np.asarray(check_X, dtype=np.float32)
+    arrays: dict[str, np.ndarray] = {}
+    doc: dict[str, Any] = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "attrib": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "head": encode_estimator(head, head_name, HEADS, "head", arrays),
+        "scorer": encode_estimator(scorer, score_name, SCORERS, "scorer", arrays),
+        "classes": list(map(str, classes)), "layer": [int(b) for b in layer],
+        "n_features": int(check_X.shape[1]), "threshold": float(threshold),
+        "feature_set": feature_set, "label": manifest.get("label", ""), "manifest": manifest,
+    }
+    clash = sorted(set(info or {}) & (set(doc) | {"npz_sha256", "json_sha256"}))
+    if clash:
+        raise HeadFileError(f"save_head: info keys {clash} are reserved")
+    doc.update(info or {})
+    arrays["check.X"] = check_X
+    arrays["check.proba"] = head.predict_proba(check_X)
+    arrays["check.score"] = np.asarray(scorer.score_samples(check_X), dtype=np.float64)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    npz = buf.getvalue()
+    doc["npz_sha256"] = hashlib.sha256(npz).hexdigest()
+    try:
+        doc["json_sha256"] = hashlib.sha256(_canonical(doc)).hexdigest()
+    except ValueError as exc:  # NaN/inf outside the encoded state
+        raise HeadFileError(f"cannot save head: {exc}") from None
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_atomic(folder / NPZ_NAME, npz)
+    _write_atomic(folder / JSON_NAME, json.dumps(doc, indent=1, allow_nan=False).encode())
+    return folder
+
+
+def load_head(folder: str | os.PathLike) -> SavedHead:
+    """Read a head saved by :func:`save_head` (or ``attrib probe --save-head``); never runs code."""
+    folder = Path(folder)
+    jpath, npath = folder / JSON_NAME, folder / NPZ_NAME
+    redo = "re-save it with `attrib probe ... --save-head DIR`"
+    for p in (jpath, npath):
+        if not p.is_file():
+            raise HeadFileError(f"{p} is missing: {folder} is not a saved head ({redo})")
+    try:
+        doc = json.loads(jpath.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HeadFileError(f"{jpath}: not valid JSON ({exc}); the file is damaged, {redo}") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise HeadFileError(f"{jpath}: not an attrib head file")
+    if doc.get("format_version") != FORMAT_VERSION:
+        raise HeadFileError(f"{jpath}: head format version {doc.get('format_version')}, this attrib reads "
+                            f"{FORMAT_VERSION}; {redo}")
+    body = {k: v for k, v in doc.items() if k != "json_sha256"}
+    if hashlib.sha256(_canonical(body)).hexdigest() != doc.get("json_sha256"):
+        raise HeadFileError(f"{jpath} does not match its checksum: it was edited or damaged after saving; {redo}")
+    npz = npath.read_bytes()
+    if hashlib.sha256(npz).hexdigest() != doc.get("npz_sha256"):
+        raise HeadFileError(f"{npath} does not match the checksum in {JSON_NAME}: it was modified, damaged, or "
+                            f"comes from another save; {redo}")
+    try:
+        with np.load(io.BytesIO(npz), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (ValueError, OSError) as exc:
+        raise HeadFileError(f"{npath}: unreadable ({exc}); {redo}") from None
+    where = str(jpath)
+    head = decode_estimator(doc["head"], HEADS, "head", arrays, where)
+    scorer = decode_estimator(doc["scorer"], SCORERS, "scorer", arrays, where, head=head)
+    info = {k: v for k, v in doc.items() if k not in ("head", "scorer")}
+    info.update(head_name=doc["head"]["name"], score_name=doc["scorer"]["name"])
+    saved = SavedHead(head, scorer, tuple(doc["classes"]), tuple(doc["layer"]), float(doc["threshold"]),
+                      info, folder)
+    X = arrays["check.X"]
+    try:
+        same = (np.allclose(saved.predict_proba(X), arrays["check.proba"], rtol=1e-5, atol=1e-7)
+                and np.allclose(saved.score_samples(X), arrays["check.score"], rtol=1e-5, atol=1e-7))
+    except Exception as exc:  # noqa: BLE001 - any failure here means the state does not fit the code
+        raise HeadFileError(f"{folder}: the loaded head fails on its own check features ({type(exc).__name__}: "
+                            f"{exc}); saved with attrib {doc.get('attrib')}, this is {__version__}; {redo}") from None
+    if not same:
+        raise HeadFileError(f"{folder}: the loaded head does not reproduce the outputs recorded when it was "
+                            f"saved (attrib {doc.get('attrib')} then, {__version__} now); {redo}")
+    return saved

@@ -1,0 +1,173 @@
+"""Model selection: which value of a head's path hyperparameter (C, k, ...) a result is reported with,
+and which (layer, head, score) a saved head uses.
+
+Why two protocols: the paper's code picks C by the validation AUROC *against the unknown generators'
+validation images*, so its open-set numbers have seen (other images of) the very generators they
+claim not to know. That is needed to replicate its tables, and it is optimistic. ``clean`` never
+looks at an unknown generator before the test.
+
+``clean`` (default)
+    Every hyperparameter is chosen on known-class validation data only. Criterion: the highest
+    validation closed-set accuracy; ties (frequent with few shots or easy data) are broken by the lower
+    validation log-loss (the mean negative log-probability the head gives the true class, probabilities
+    clipped at 1e-15), then by the first value in path order. The chosen head is the same for every
+    open-set score.
+``paper``
+    The path value with the highest validation AUROC of *the score being evaluated*, known validation
+    images against the unknown generators' validation images (for MSP this is exactly the paper's
+    code). Ties are broken by validation accuracy, then log-loss, then path order, so a score that does
+    not depend on the head (e.g. a k-NN distance) falls back to the clean choice instead of the
+    strongest regularisation. (The paper's script sweeps C only on the first block it runs and reuses
+    it for later blocks; here every block is swept, the same when a single block is run.)
+
+Scorer hyperparameters are their defaults under both protocols.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from attrib.probe.heads import ProbeHead
+from attrib.probe.metrics import accuracy, auroc, oscr
+
+PROTOCOLS = ("clean", "paper")
+LOGLOSS_EPS = 1e-15
+
+
+class SelectionError(ValueError):
+    """Model selection impossible with the data given; the message says what is missing."""
+
+
+@dataclass
+class Candidate:
+    """One fitted head along the path, with its known-class validation numbers."""
+
+    value: Any
+    head: ProbeHead
+    val_accuracy: float
+    val_logloss: float
+
+
+@dataclass
+class Selection:
+    """The head a result is reported with, and why it was chosen."""
+
+    head: ProbeHead
+    param: str | None
+    value: Any
+    criterion: str
+    val: dict[str, float] = field(default_factory=dict)
+    index: int = 0
+    n_values: int = 1
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        return {self.param: _plain(self.value)} if self.param else {}
+
+    def summary(self) -> dict[str, Any]:
+        at_edge = self.n_values > 1 and self.index in (0, self.n_values - 1)
+        return {"criterion": self.criterion, **{k: float(v) for k, v in self.val.items()},
+                "index": self.index, "n_values": self.n_values, "at_grid_edge": bool(at_edge)}
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def log_loss(head: ProbeHead, X: np.ndarray, y: np.ndarray) -> float:
+    """Mean negative log-probability of the true class (scikit-learn's log_loss, clipped)."""
+    if not len(y):
+        return float("nan")
+    proba = head.predict_proba(X)
+    classes = np.asarray(head.classes_)
+    col = np.searchsorted(classes, y)
+    col = np.clip(col, 0, len(classes) - 1)
+    p = np.where(classes[col] == y, proba[np.arange(len(y)), col], 0.0)
+    return float(-np.mean(np.log(np.clip(p, LOGLOSS_EPS, 1.0))))
+
+
+def path_values(head_cls: type[ProbeHead], grid: dict[str, Sequence] | None = None) -> list | None:
+    """The values of ``head_cls``'s path hyperparameter to sweep: the grid's, else the head's default."""
+    if head_cls.path_param is None:
+        return None
+    if grid and head_cls.path_param in grid:
+        return list(grid[head_cls.path_param])
+    return list(head_cls.default_path)
+
+
+def fit_candidates(head_cls: type[ProbeHead], X: np.ndarray, y: np.ndarray, X_val: np.ndarray,
+                   y_val: np.ndarray, values: Sequence | None = None, **params) -> list[Candidate]:
+    """Fit the whole path (one call: heads make it fast) and measure each head on known validation data."""
+    heads = head_cls.fit_path(X, y, values, **params)
+    out = []
+    for head in heads:
+        value = getattr(head, head_cls.path_param) if head_cls.path_param else None
+        out.append(Candidate(_plain(value), head, accuracy(y_val, head.predict(X_val)), log_loss(head, X_val, y_val)))
+    return out
+
+
+def best_index(keys: list[tuple]) -> int:
+    """Index of the largest key; the first one among exact ties. NaN counts as the worst."""
+    clean = [tuple(-np.inf if (isinstance(v, float) and np.isnan(v)) else v for v in k) for k in keys]
+    best = 0
+    for i, k in enumerate(clean):
+        if k > clean[best]:
+            best = i
+    return best
+
+
+def select_clean(cands: list[Candidate], param: str | None) -> Selection:
+    """Highest validation accuracy, then lowest validation log-loss, then path order."""
+    i = best_index([(c.val_accuracy, -c.val_logloss) for c in cands])
+    c = cands[i]
+    return Selection(c.head, param, c.value, "val_accuracy", {"val_accuracy": c.val_accuracy,
+                                                              "val_logloss": c.val_logloss}, i, len(cands))
+
+
+def select_paper(cands: list[Candidate], param: str | None, score: Callable[[ProbeHead], Any],
+                 X_val: np.ndarray, X_val_unknown: np.ndarray) -> Selection:
+    """Highest validation AUROC of the score against the unknown generators' validation images.
+
+    ``score(head)`` returns a fitted scorer for that head.
+    """
+    if not len(X_val_unknown):
+        raise SelectionError("--protocol paper needs validation images of the unknown generators, and this "
+                             "split has none; use --protocol clean")
+    aurocs = []
+    for c in cands:
+        scorer = score(c.head)
+        aurocs.append(auroc(scorer.score_samples(X_val), scorer.score_samples(X_val_unknown)))
+    i = best_index([(a, c.val_accuracy, -c.val_logloss) for a, c in zip(aurocs, cands)])
+    c = cands[i]
+    return Selection(c.head, param, c.value, "val_auroc_unknown",
+                     {"val_auroc": aurocs[i], "val_accuracy": c.val_accuracy, "val_logloss": c.val_logloss},
+                     i, len(cands))
+
+
+def pseudo_open_set_oscr(make_head: Callable[[], ProbeHead], make_scorer: Callable[[ProbeHead], Any],
+                         X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
+                         folds: Sequence) -> float:
+    """Open-set quality measured without any unknown generator: mean OSCR over folds that each hide
+    one known class from training and treat its validation images as the unknowns.
+
+    ``make_head()`` returns an unfitted head (hyperparameters already chosen), ``make_scorer(head)`` an
+    unfitted scorer for a fitted head.
+    """
+    values = []
+    for g in folds:
+        tr, va, out = y != g, y_val != g, y_val == g
+        head = make_head().fit(X[tr], y[tr])
+        scorer = make_scorer(head).fit(X[tr], y[tr])
+        correct = head.predict(X_val[va]) == y_val[va]
+        values.append(oscr(scorer.score_samples(X_val[va]), correct, scorer.score_samples(X_val[out])))
+    return float(np.mean(values)) if values else float("nan")
+
+
+def pseudo_folds(y: np.ndarray, protected: Sequence = (0,)) -> list:
+    """Classes that can play the unknown: any but the protected ones (``real``, label 0, is never an
+    unknown generator), and only while at least two classes remain to train on."""
+    classes = [c for c in np.unique(y).tolist() if c not in set(protected)]
+    return classes if len(np.unique(y)) - 1 >= 2 else []

@@ -1,0 +1,332 @@
+"""Studies: one line per combination with every field, shots subsets, protocols, resume after a real
+kill and after a torn line, --jobs N identical to --jobs 1, refusal to mix incompatible results."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from attrib.data.splits import SampledSplits, builtin_splits
+from attrib.probe import protocol as P
+from attrib.probe.heads import HEADS, LogisticProbe
+from attrib.probe.metrics import auroc
+from attrib.probe.scorers import SCORERS
+from attrib.probe.study import (FeatureCache, StudyConfig, StudyError, line_key, parse_grid, parse_layers,
+                                read_results, run_study, shots_subset)
+from attrib.store import FeatureSet
+
+from synthetic_features import CentroidHead, MaxLogitScore, make_feature_set, register
+
+TESTS = Path(__file__).parent
+METRIC_KEYS = ("accuracy", "macro_f1", "auroc", "fpr95", "aupr_in", "aupr_out", "oscr", "recall", "confusion",
+               "auroc_per_unknown", "unknown_predicted_as", "unknown_confusion")
+
+
+@pytest.fixture(scope="module")
+def fs(tmp_path_factory) -> FeatureSet:
+    return make_feature_set(tmp_path_factory.mktemp("synthetic"))
+
+
+@pytest.fixture(autouse=True)
+def _registered(monkeypatch):
+    register(monkeypatch)
+
+
+def _source(fs: FeatureSet, splits=("1", "2"), **caps) -> SampledSplits:
+    ok, _ = fs.status()
+    return SampledSplits(fs.images, ok, {k: v for k, v in builtin_splits("demo").items() if k in splits}, **caps)
+
+
+def _cfg(fs: FeatureSet, **kw) -> StudyConfig:
+    base = dict(splits=_source(fs), layers=parse_layers("0;2;concat:1,2", fs.n_blocks), heads=["centroid"],
+                scores=["msp", "maxlogit_t", "centroid_dist"], shots=[2, None], seeds=2)
+    base.update(kw)
+    return StudyConfig(**base)
+
+
+def _strip(lines: list[dict]) -> dict[tuple, dict]:
+    """Lines by key, without the timings (the only field allowed to differ between identical runs)."""
+    return {line_key(d): {k: v for k, v in d.items() if k != "seconds"} for d in lines}
+
+
+# -------------------------------------------------------------------------------------- options
+def test_parse_options() -> None:
+    assert parse_layers("all", 4) == [(0,), (1,), (2,), (3,)]
+    assert parse_layers("8", 12) == [(8,)] and parse_layers("6-8", 12) == [(6,), (7,), (8,)]
+    assert parse_layers("-1;concat:9,10,11;concat:9-11", 12) == [(11,), (9, 10, 11)]
+    for bad, msg in (("12", "out of range"), ("x", "not a block"), ("5-3", "empty range"),
+                     ("concat:1,1", "repeats")):
+        with pytest.raises(StudyError, match=msg):
+            parse_layers(bad, 12)
+    assert parse_grid(["C=0.01,1,1e2", "k=1,5"]) == {"C": [0.01, 1, 100.0], "k": [1, 5]}
+    with pytest.raises(StudyError, match="NAME=V1"):
+        parse_grid(["C"])
+    with pytest.raises(StudyError, match="not a number"):
+        parse_grid(["C=1,x"])
+
+
+def test_validation_and_unsupported_pairs(fs: FeatureSet) -> None:
+    with pytest.raises(StudyError, match="available: .*logreg"):
+        _cfg(fs, heads=["nope"]).validate()
+    with pytest.raises(StudyError, match="no chosen head sweeps it"):
+        _cfg(fs, grid={"k": [1, 2]}).validate()
+    with pytest.raises(StudyError, match="--jobs"):
+        _cfg(fs, jobs=0).validate()
+    ok, skipped = _cfg(fs, heads=["logreg", "centroid"]).pairs()
+    assert ("logreg", "centroid_dist") in skipped and ("centroid", "centroid_dist") in ok
+    assert ("logreg", "msp") in ok
+
+
+def test_shots_subsets_are_per_class_nested_and_seeded() -> None:
+    y = np.repeat(np.arange(4), [10, 3, 7, 12])
+    a = shots_subset(y, 5, seed=0)
+    assert np.bincount(y[a]).tolist() == [5, 3, 5, 5]  # a class with fewer images keeps them all
+    assert np.array_equal(a, shots_subset(y, 5, seed=0))
+    assert set(shots_subset(y, 2, seed=0)) <= set(a) <= set(shots_subset(y, 7, seed=0))  # nested
+    assert not np.array_equal(a, shots_subset(y, 5, seed=1))
+    assert np.array_equal(shots_subset(y, None, seed=3), np.arange(len(y)))
+
+
+def test_feature_cache_is_memory_mapped_and_exact(fs: FeatureSet, tmp_path: Path) -> None:
+    rows = np.array([5, 1, 200, 77, 5])
+    cache = FeatureCache.build(fs, rows, [1, 2], tmp_path)
+    assert isinstance(np.load(cache.paths[2], mmap_mode="r"), np.memmap)
+    np.testing.assert_array_equal(cache.take((2,), rows), fs.block(2, rows))
+    np.testing.assert_array_equal(cache.take((1, 2), rows[:2]), np.hstack([fs.block(1, rows[:2]),
+                                                                           fs.block(2, rows[:2])]))
+    with pytest.raises(StudyError, match="not read"):
+        cache.take((1,), np.array([6]))
+
+
+# -------------------------------------------------------------------------------------- the study
+def test_one_line_per_combination_with_every_field(fs: FeatureSet, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    cfg = _cfg(fs)
+    run = run_study(fs, cfg, tmp_path / "out", progress=False)
+    lines = read_results(tmp_path / "out")
+    assert run.written == len(lines) == 2 * 3 * 2 * 2 * 3 and not run.errors
+    assert len({line_key(d) for d in lines}) == len(lines)
+    assert list((tmp_path / "tmp").iterdir()) == []  # the memory-mapped arrays are cleaned up
+    for d in lines:
+        assert all(k in d for k in METRIC_KEYS)
+        assert d["hparams"]["temperature"] in CentroidHead.default_path
+        assert d["selection"]["criterion"] == "val_accuracy" and d["config"]["path"]["param"] == "temperature"
+        assert d["config"]["head_params"]["note"] == "x" and set(d["seconds"]) >= {"read", "fit_path", "score"}
+        assert d["classes"][0] == "real" and len(d["classes"]) == 5 and len(d["unknown"]) == 3
+        assert set(d["auroc_per_unknown"]) == set(d["unknown"]) and d["n"]["test_unknown"] > 0
+        per_class = d["n"]["train_per_class"]
+        assert set(per_class.values()) == ({2} if d["shots"] == "2" else set(per_class.values()))
+        if d["shots"] == "all":
+            assert sum(per_class.values()) == d["n"]["train"] > 100
+    # the training subset of a (split, shots, seed) is the same for every layer, head and score
+    subsets: dict[tuple, set] = {}
+    for d in lines:
+        subsets.setdefault((d["split"], d["shots"], d["seed"]), set()).add(d["train_rows"])
+    assert all(len(v) == 1 for v in subsets.values())
+    assert subsets[("1", "2", 0)] != subsets[("1", "2", 1)]
+    # the separable block and the concatenation beat the noisy block
+    acc = {lay: np.mean([d["accuracy"] for d in lines if d["layer"] == lay]) for lay in ("0", "2", "concat:1,2")}
+    assert acc["2"] > acc["0"] + 0.3 and acc["concat:1,2"] > acc["0"] + 0.3
+
+
+def test_logreg_clean_choice_is_the_best_validation_accuracy(fs: FeatureSet, tmp_path: Path) -> None:
+    grid = [0.001, 0.1, 10.0]
+    cfg = _cfg(fs, splits=_source(fs, ("1",)), layers=[(1,)], heads=["logreg"], scores=["msp"], shots=[None],
+               seeds=1, grid={"C": grid})
+    run_study(fs, cfg, tmp_path, progress=False)
+    (line,) = read_results(tmp_path)
+    rows = cfg.splits.rows("1", 0)
+    X, Xv = fs.block(1, rows.train), fs.block(1, rows.val)
+    heads = [LogisticProbe(C=c).fit(X, rows.y_train) for c in grid]
+    keys = [(np.mean(h.predict(Xv) == rows.y_val), -P.log_loss(h, Xv, rows.y_val)) for h in heads]
+    assert line["hparams"] == {"C": grid[P.best_index(keys)]}
+    assert line["selection"]["val_accuracy"] == pytest.approx(keys[P.best_index(keys)][0])
+    assert line["config"]["path"] == {"param": "C", "n": 3, "min": 0.001, "max": 10.0,
+                                      "sha": line["config"]["path"]["sha"]}
+
+
+def test_paper_protocol_picks_the_best_validation_auroc(fs: FeatureSet, tmp_path: Path) -> None:
+    cfg = _cfg(fs, splits=_source(fs, ("1",)), layers=[(1,)], scores=["msp"], shots=[None], seeds=1,
+               protocol="paper", grid={"temperature": [0.01, 0.1, 1.0, 10.0]})
+    run_study(fs, cfg, tmp_path, progress=False)
+    (line,) = read_results(tmp_path)
+    rows = cfg.splits.rows("1", 0)
+    X, Xv, Xu = (fs.block(1, r) for r in (rows.train, rows.val, rows.val_unknown))
+    aurocs = []
+    for t in [0.01, 0.1, 1.0, 10.0]:
+        h = CentroidHead(temperature=t).fit(X, rows.y_train)
+        s = SCORERS["msp"](head=h)
+        aurocs.append(auroc(s.score_samples(Xv), s.score_samples(Xu)))
+    assert line["protocol"] == "paper" and line["selection"]["criterion"] == "val_auroc_unknown"
+    assert line["selection"]["val_auroc"] == pytest.approx(max(aurocs))
+    assert line["hparams"]["temperature"] == [0.01, 0.1, 1.0, 10.0][int(np.argmax(aurocs))]
+
+
+# ------------------------------------------------------------------------------------ selection rules
+def _cand(value, acc, loss):
+    return P.Candidate(value, CentroidHead(temperature=value), acc, loss)
+
+
+def test_clean_rule_breaks_accuracy_ties_by_log_loss_then_order() -> None:
+    sel = P.select_clean([_cand(1, 0.9, 0.5), _cand(2, 0.95, 0.7), _cand(3, 0.95, 0.3), _cand(4, 0.95, 0.3)],
+                         "temperature")
+    assert sel.value == 3 and sel.index == 2 and sel.hparams == {"temperature": 3}
+    assert not sel.summary()["at_grid_edge"]
+    nan_first = P.select_clean([_cand(1, float("nan"), 0.1), _cand(2, 0.5, 0.9)], "temperature")
+    assert nan_first.value == 2
+
+
+def test_paper_rule_falls_back_to_clean_for_head_independent_scores() -> None:
+    cands = [_cand(1, 0.8, 0.9), _cand(2, 0.9, 0.4), _cand(3, 0.9, 0.2)]
+
+    class Constant:
+        def score_samples(self, X):
+            return np.asarray(X)[:, 0]
+
+    sel = P.select_paper(cands, "temperature", lambda head: Constant(), np.array([[2.0], [3.0]]),
+                         np.array([[1.0]]))
+    assert sel.value == 3 and sel.val["val_auroc"] == 1.0  # every AUROC ties: accuracy, then log-loss
+    with pytest.raises(P.SelectionError, match="unknown generators"):
+        P.select_paper(cands, "temperature", lambda head: Constant(), np.zeros((2, 1)), np.zeros((0, 1)))
+
+
+# ---------------------------------------------------------------------------------------- resume
+SLOW_SCRIPT = """
+import os, sys, time
+sys.path.insert(0, {tests!r})
+from synthetic_features import CentroidHead, MaxLogitScore
+from attrib.probe.heads import HEADS
+from attrib.probe.scorers import SCORERS
+from attrib.store import FeatureSet
+import test_study as T
+
+class Slow(MaxLogitScore):
+    def score_samples(self, X):
+        time.sleep(float(os.environ.get("SLOW_SECONDS", "0")))
+        return super().score_samples(X)
+
+HEADS["centroid"] = CentroidHead
+SCORERS["slow"] = Slow
+fs = FeatureSet.open({fs!r})
+T.run_study(fs, T._cfg(fs, scores=["slow", "msp"], shots=[None], seeds=1), {out!r}, progress=False)
+"""
+
+
+def test_resume_after_a_real_kill(fs: FeatureSet, tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "out"
+    script = tmp_path / "study.py"
+    script.write_text(SLOW_SCRIPT.format(tests=str(TESTS), fs=str(fs.path), out=str(out)))
+    env = {**os.environ, "SLOW_SECONDS": "0.15", "PYTHONPATH": str(TESTS)}
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, stderr=subprocess.PIPE)
+    results = out / "results.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if results.exists() and results.read_bytes().count(b"\n") >= 3:
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = results.read_bytes()
+    total = 2 * 3 * 2  # splits x layers x scores
+    assert 3 <= before.count(b"\n") < total  # it really was interrupted mid-way
+
+    class Slow(MaxLogitScore):
+        pass
+
+    monkeypatch.setitem(SCORERS, "slow", Slow)
+    cfg = _cfg(fs, scores=["slow", "msp"], shots=[None], seeds=1)
+    run = run_study(fs, cfg, out, progress=False)
+    after = results.read_bytes()
+    kept = before[: before.rfind(b"\n") + 1]
+    assert after.startswith(kept)  # finished lines are kept as they were, never redone
+    assert run.skipped_done == kept.count(b"\n") and run.written == total - kept.count(b"\n")
+    reference = run_study(fs, cfg, tmp_path / "ref", progress=False)
+    assert reference.written == total
+    assert _strip(read_results(out)) == _strip(read_results(tmp_path / "ref"))
+
+
+def test_resume_after_a_torn_line(fs: FeatureSet, tmp_path: Path) -> None:
+    cfg = _cfg(fs, layers=[(2,)], shots=[None], seeds=1)
+    run_study(fs, cfg, tmp_path, progress=False)
+    path = tmp_path / "results.jsonl"
+    full = path.read_bytes()
+    cut = full.rfind(b"\n", 0, len(full) - 1) + 40  # 40 bytes into the last line
+    path.write_bytes(full[:cut])
+    assert len(read_results(tmp_path)) == full.count(b"\n") - 1  # `attrib report` ignores the torn line
+    logs: list[str] = []
+    run = run_study(fs, cfg, tmp_path, progress=False, log=logs.append)
+    assert run.written == 1 and any("torn last line" in m for m in logs)
+    assert _strip(read_results(tmp_path)) == _strip([json.loads(x) for x in full.splitlines()])
+    # a damaged line that is not the last is an error naming it
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:1] + [b"{oops\n"] + lines[1:]))
+    with pytest.raises(StudyError, match=r"results.jsonl:2: not a result line"):
+        read_results(tmp_path)
+
+
+def test_refuses_to_mix_incompatible_results(fs: FeatureSet, tmp_path: Path) -> None:
+    cfg = _cfg(fs, layers=[(2,)], scores=["msp"], shots=[None], seeds=1)
+    run_study(fs, cfg, tmp_path, progress=False)
+    with pytest.raises(StudyError, match="other rows"):
+        run_study(fs, _cfg(fs, splits=_source(fs, train_per_class=10), layers=[(2,)], scores=["msp"],
+                           shots=[None], seeds=1), tmp_path, progress=False)
+    with pytest.raises(StudyError, match="another temperature grid"):
+        run_study(fs, _cfg(fs, layers=[(2,)], scores=["msp"], shots=[None], seeds=1,
+                           grid={"temperature": [1.0]}), tmp_path, progress=False)
+    other = make_feature_set(tmp_path / "other", seed=1)
+    with pytest.raises(StudyError, match="feature set"):
+        run_study(other, _cfg(other, layers=[(2,)], scores=["msp"], shots=[None], seeds=1), tmp_path,
+                  progress=False)
+    # more layers, shots or protocols can be added to the same folder
+    more = run_study(fs, _cfg(fs, layers=[(2,), (1,)], scores=["msp"], shots=[None], seeds=1,
+                              protocol="paper"), tmp_path, progress=False)
+    assert more.written == 2 * 2 * 1 and more.skipped_done == 0
+
+
+def test_a_failing_score_is_reported_and_retried(fs: FeatureSet, tmp_path: Path, monkeypatch) -> None:
+    class Boom(MaxLogitScore):
+        def score_samples(self, X):
+            raise FloatingPointError("singular covariance")
+
+    monkeypatch.setitem(SCORERS, "boom", Boom)
+    cfg = _cfg(fs, layers=[(2,)], scores=["msp", "boom"], shots=[None], seeds=1)
+    run = run_study(fs, cfg, tmp_path, progress=False)
+    assert run.written == 2 and len(run.errors) == 2 and "singular covariance" in run.errors[0]
+    monkeypatch.setitem(SCORERS, "boom", MaxLogitScore)
+    assert run_study(fs, cfg, tmp_path, progress=False).written == 2
+
+
+# --------------------------------------------------------------------------------------- parallel
+def test_parallel_jobs_give_identical_results(fs: FeatureSet, tmp_path: Path) -> None:
+    cfg = dict(layers=[(1,), (2,)], heads=["logreg", "centroid"], scores=["msp", "maxlogit_t"], shots=[3],
+               seeds=1, grid={"C": [0.1, 1.0]})
+    one = run_study(fs, _cfg(fs, jobs=1, **cfg), tmp_path / "one", progress=False)
+    two = run_study(fs, _cfg(fs, jobs=2, **cfg), tmp_path / "two", progress=False)
+    assert one.written == two.written == 2 * 2 * 2 * 2
+    assert _strip(read_results(tmp_path / "one")) == _strip(read_results(tmp_path / "two"))
+
+
+def test_one_writer_per_folder_and_no_duplicate_lines(fs: FeatureSet, tmp_path: Path) -> None:
+    import fcntl
+
+    cfg = _cfg(fs, layers=[(2,), (2,)], scores=["msp", "msp"], shots=[2, 2, None], seeds=1)
+    run = run_study(fs, cfg, tmp_path, progress=False)
+    assert run.written == 2 * 1 * 1 * 2 == len({line_key(d) for d in read_results(tmp_path)})
+    with open(tmp_path / ".lock", "w") as held:  # as a second `attrib probe` still running would
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(StudyError, match="another `attrib probe` is writing"):
+            run_study(fs, _cfg(fs, layers=[(1,)], scores=["msp"], shots=[None], seeds=1), tmp_path,
+                      progress=False)
