@@ -492,5 +492,65 @@ def report(results_dir: str, out_dir: str | None) -> None:
         click.echo(f"{k}: {p}", err=True)
 
 
+# ---------------------------------------------------------------------------------------- predict
+@main.command()
+@click.option("--head", "head_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="A head saved by `attrib probe ... --save-head DIR`.")
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Predictions file to write.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
+@click.option("--threshold", type=float, default=None,
+              help="Score below which a prediction becomes 'unknown'. [default: the head's, chosen to accept 95% "
+              "of known validation images]")
+@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True, help="Sources listed per image.")
+@click.option("--pretrained", default=None,
+              help="Where the head's checkpoint file is on this machine, if not at the path recorded at training "
+              "time (checked by sha256).")
+@click.option("--cache", "cache_dir", type=click.Path(), default=DEFAULT_CACHE, show_default=True,
+              help="Where the images' features are cached (a rerun, e.g. with another threshold, reuses them).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="DataLoader worker processes decoding images. [default: min(8, CPUs - 1)]")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True,
+              help="auto = fp16 autocast on GPU, fp32 on CPU.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def predict(head_dir, images, out, fmt, threshold, top_k, pretrained, cache_dir, batch_size, workers, device,
+            precision, quiet):
+    """Attribute IMAGES (files, folders searched recursively, or list files of paths) with a saved head.
+
+    Features are extracted with exactly the head's backbone, weights, preprocessing and view (a mismatch
+    is refused), then each image gets one row: path, predicted source, score, decision (the source, or
+    'unknown' below the threshold; 'error' for unreadable files), the top-k sources with probabilities,
+    and the error text.
+
+    \b
+    Example:
+      attrib predict --head heads/split1 suspicious/ more.png --out predictions.csv
+    """
+    from attrib.extract.backbone import BackboneError, WeightsUnavailable
+    from attrib.extract.runner import ExtractError, RunConfig
+    from attrib.predict import PredictError, predict as run_predict
+    from attrib.probe.persist import HeadFileError, load_head
+    from attrib.store import StoreError
+
+    try:
+        saved = load_head(head_dir)
+        if saved.label:
+            _banner(f"this head was trained on {saved.label}")
+        cfg = RunConfig(batch_size=batch_size, workers=workers, device=device, precision=precision,
+                        progress=not quiet)
+        res = run_predict(saved, images, out, cache=cache_dir, fmt=fmt, threshold=threshold, top_k=top_k,
+                          pretrained=pretrained, config=cfg)
+    except (HeadFileError, PredictError, BackboneError, WeightsUnavailable, ExtractError, StoreError) as exc:
+        raise _fail(exc) from None
+    known = res.rows - res.failed - res.unknown
+    click.echo(f"{res.rows} images: {known} attributed to a known source, {res.unknown} unknown, {res.failed} "
+               f"unreadable; features cached in {res.feature_set.path}", err=True)
+    if saved.label:
+        click.secho(f"note: {saved.label}", fg="red", err=True)
+    click.echo(str(res.out))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

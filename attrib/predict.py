@@ -1,0 +1,190 @@
+"""Attribute new images with a saved head: which known generator made each one, or "unknown".
+
+Why it goes through the stage-1 runner and the cache: an analyst's folder can hold 100k images, so the
+features must be extracted in batches with the same failure handling and resume as any extraction, and
+they must be exactly the features the head was trained on (same backbone, weights, preprocessing, view).
+The prediction features land in the cache like any other feature set: rerunning with another threshold,
+or after an interruption, costs no second forward pass.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from attrib.data.catalog import CatalogError, ImageList, walk_images
+from attrib.data.images import is_image_name
+from attrib.extract.backbone import RANDOM_INIT, Backbone, load_backbone
+from attrib.extract.runner import RunConfig, extract
+from attrib.extract.views import View
+from attrib.probe.persist import UNKNOWN, SavedHead
+from attrib.store import FeatureSet
+
+FORMATS = ("csv", "jsonl")
+SOURCE = "unlabelled"
+SUBSET = "predict"
+ERROR = "error"
+CHUNK = 10_000  # rows per head application: bounded memory for any input size
+
+
+class PredictError(ValueError):
+    """Inputs or the head cannot be used as asked; the message names the file and what to do."""
+
+
+def collect_images(inputs: Sequence[str | os.PathLike]) -> ImageList:
+    """Files, folders (searched recursively) and list files (one path per line) -> one image list.
+
+    A file with an image suffix is an image (even if it turns out unreadable: it gets an error row); any
+    other file is read as a list of paths, relative to the list's folder unless absolute. Paths are
+    made absolute so predictions name the files unambiguously; duplicates are kept once.
+    """
+    if not inputs:
+        raise PredictError("no images given: pass files, folders or list files")
+    paths: list[str] = []
+    for item in inputs:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            found = list(walk_images(p))
+            if not found:
+                raise PredictError(f"{p}: no image files in this folder (looked recursively)")
+            paths.extend(os.path.abspath(f) for f in found)
+        elif p.is_file() and is_image_name(p.name):
+            paths.append(os.path.abspath(p))
+        elif p.is_file():
+            paths.extend(_read_list(p))
+        else:
+            raise PredictError(f"{p}: no such file or folder")
+    unique = sorted(set(paths))
+    return ImageList.from_rows([(q, SOURCE, SUBSET) for q in unique], root="", where="predict inputs")
+
+
+def _read_list(path: Path) -> list[str]:
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            entry = line.split("\t", 1)[0]
+            if not is_image_name(entry):
+                raise PredictError(f"{path}:{lineno}: {entry!r} does not look like an image file; a list file "
+                                   "holds one image path per line")
+            q = Path(entry).expanduser()
+            out.append(os.path.abspath(q if q.is_absolute() else path.parent / q))
+    if not out:
+        raise PredictError(f"{path}: no image paths listed")
+    return out
+
+
+def pretrained_for(manifest: dict[str, Any], override: str | None = None) -> str | None:
+    """The ``--pretrained`` value that rebuilds the backbone of a feature set's manifest."""
+    if override:
+        return override
+    if manifest.get("weights") == RANDOM_INIT:
+        return RANDOM_INIT
+    if manifest.get("checkpoint"):
+        ckpt = manifest["checkpoint"]
+        if not os.path.isfile(ckpt):
+            raise PredictError(f"the head's features were extracted with the checkpoint {ckpt}, which is not on "
+                               "this machine: pass --pretrained /path/to/that/file (it is checked by sha256)")
+        return ckpt
+    if manifest.get("family") == "timm" or str(manifest.get("model", "")).startswith(("hf-hub:", "local-dir:")):
+        return None
+    return manifest.get("weights")
+
+
+def head_backbone(saved: SavedHead, pretrained: str | None = None) -> Backbone:
+    """Load exactly the backbone the head's features came from, or fail naming what differs."""
+    m = saved.manifest
+    backbone = load_backbone(m["model"], pretrained_for(m, pretrained))
+    now = {**backbone.spec, "view": m.get("view", "none")}
+    diffs = saved.extraction_mismatch(now)
+    if diffs:
+        raise PredictError("this backbone does not reproduce the head's features:\n  - " + "\n  - ".join(diffs) +
+                           "\nUse the weights the head was trained with (--pretrained).")
+    return backbone
+
+
+@dataclass
+class Prediction:
+    feature_set: FeatureSet
+    rows: int
+    failed: int
+    unknown: int
+    out: Path
+
+
+def _records(saved: SavedHead, fs: FeatureSet, k: int, threshold: float | None) -> Iterable[dict[str, Any]]:
+    ok, errors = fs.status()
+    images = fs.images
+    for start in range(0, len(images), CHUNK):
+        idx = np.arange(start, min(start + CHUNK, len(images)))
+        good = idx[ok[idx]]
+        res = saved.outputs(saved.features(fs, good), k=k, threshold=threshold) if good.size else None
+        pos = {int(r): i for i, r in enumerate(good)}
+        for r in idx.tolist():
+            rec: dict[str, Any] = {"path": images.paths[r]}
+            if r in pos:
+                i = pos[r]
+                rec.update(prediction=str(res["prediction"][i]), score=float(res["score"][i]),
+                           decision=str(res["decision"][i]),
+                           top=[(str(s), float(p)) for s, p in zip(res["top_sources"][i], res["top_probabilities"][i])],
+                           error="")
+            else:
+                rec.update(prediction="", score=None, decision=ERROR, top=[], error=errors[r])
+            yield rec
+
+
+def write_predictions(records: Iterable[dict[str, Any]], out: Path, fmt: str, k: int) -> tuple[int, int, int]:
+    """Write rows to ``out`` (atomically); returns (rows, failed, unknown)."""
+    if fmt not in FORMATS:
+        raise PredictError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    n = failed = unknown = 0
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        if fmt == "csv":
+            w = csv.writer(f)
+            w.writerow(["path", "prediction", "score", "decision"] +
+                       [c for i in range(1, k + 1) for c in (f"top{i}_source", f"top{i}_probability")] + ["error"])
+        for rec in records:
+            n += 1
+            failed += rec["decision"] == ERROR
+            unknown += rec["decision"] == UNKNOWN
+            if fmt == "csv":
+                top = [c for s, p in rec["top"] for c in (s, f"{p:.6f}")]
+                top += [""] * (2 * k - len(top))
+                score = "" if rec["score"] is None else repr(rec["score"])
+                w.writerow([rec["path"], rec["prediction"], score, rec["decision"], *top, rec["error"]])
+            else:
+                rec = {**rec, "top": [{"source": s, "probability": p} for s, p in rec["top"]]}
+                f.write(json.dumps(rec) + "\n")
+    os.replace(tmp, out)
+    return n, failed, unknown
+
+
+def predict(saved: SavedHead, inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *,
+            cache: str | os.PathLike = "cache", fmt: str = "csv", threshold: float | None = None, top_k: int = 3,
+            pretrained: str | None = None, config: RunConfig | None = None) -> Prediction:
+    """Extract features for ``inputs`` like the head's training features, apply head and score, write rows."""
+    if top_k < 1:
+        raise PredictError(f"--top-k must be >= 1, got {top_k}")
+    try:
+        images = collect_images(inputs)
+    except CatalogError as exc:
+        raise PredictError(str(exc)) from None
+    backbone = head_backbone(saved, pretrained)
+    view = View.parse(saved.manifest.get("view", "none"))
+    summary = extract(images, backbone, cache, SUBSET, view, config or RunConfig(),
+                      manifest_extra={"dataset_kind": SUBSET, "images_sha256": images.sha256()})
+    fs = summary.feature_set
+    fs.require_complete()
+    k = min(top_k, len(saved.classes))
+    n, failed, unknown = write_predictions(_records(saved, fs, k, threshold), Path(out), fmt, k)
+    return Prediction(fs, n, failed, unknown, Path(out))

@@ -1,0 +1,125 @@
+"""`attrib predict` end to end on the demo: train on the known classes, attribute held-out images."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from attrib.cli import main
+from attrib.data.splits import SampledSplits, builtin_splits
+from attrib.predict import PredictError, collect_images
+from attrib.probe.persist import load_head
+from attrib.store import FeatureSet
+
+
+def _run(args: list[str], ok: bool = True) -> str:
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    if ok:
+        assert res.exit_code == 0, res.output
+    return res.output
+
+
+@pytest.fixture(scope="module")
+def trained(demo_root: Path, tiny_checkpoint: Path, tmp_path_factory) -> dict:
+    """Features of the demo (tiny checkpoint), a probe on split 1 and the head it saved."""
+    tmp = tmp_path_factory.mktemp("predict")
+    out = _run(["features", "--dataset", "demo", "--root", str(demo_root), "--model", "attrib-tiny",
+                "--pretrained", str(tiny_checkpoint), "--cache", str(tmp / "cache"), "--workers", "0", "--quiet"])
+    fs = FeatureSet.open(out.strip().splitlines()[-1])
+    head = tmp / "head"
+    _run(["probe", "--features", str(fs.path), "--splits", "1", "--layers", "3", "--heads", "logreg",
+          "--scores", "msp", "--grid", "C=0.01,0.1,1,10", "--save-head", str(head), "--out", str(tmp / "results"),
+          "--quiet"])
+    line = json.loads((tmp / "results" / "results.jsonl").read_text().splitlines()[0])
+    ok, _ = fs.status()
+    rows = SampledSplits(fs.images, ok, builtin_splits("demo")).rows("1", 0)
+    return {"tmp": tmp, "fs": fs, "head": head, "line": line, "rows": rows}
+
+
+def _read_csv(path: Path) -> dict[str, dict[str, str]]:
+    with open(path, newline="") as f:
+        return {r["path"]: r for r in csv.DictReader(f)}
+
+
+def test_predictions_equal_the_probes_metrics(trained: dict, tmp_path: Path) -> None:
+    fs, rows, line = trained["fs"], trained["rows"], trained["line"]
+    saved = load_head(trained["head"])
+    abspath = lambda r: str(Path(fs.images.root) / fs.images.paths[r])  # noqa: E731
+    listing = tmp_path / "to_check.txt"
+    listing.write_text("\n".join(abspath(r) for r in np.r_[rows.test, rows.test_unknown]) + "\n")
+
+    out = _run(["predict", "--head", str(trained["head"]), str(listing), "--out", str(tmp_path / "p.csv"),
+                "--cache", str(trained["tmp"] / "cache"), "--workers", "0", "--quiet"])
+    assert out.strip().splitlines()[-1] == str(tmp_path / "p.csv")
+    pred = _read_csv(tmp_path / "p.csv")
+    assert len(pred) == len(rows.test) + len(rows.test_unknown)
+
+    # closed-set accuracy on the known test rows equals the probe's line for the same rows
+    known = [pred[abspath(r)] for r in rows.test]
+    truth = [fs.images.sources[r] for r in rows.test]
+    acc = np.mean([p["prediction"] == t for p, t in zip(known, truth)])
+    assert acc == pytest.approx(line["accuracy"], abs=1e-12)
+
+    # decisions at the saved threshold equal those computed from the cached features of the same rows
+    for part in (rows.test, rows.test_unknown):
+        cached = saved.decide(saved.features(fs, part))
+        got = np.array([pred[abspath(r)]["decision"] for r in part], dtype=object)
+        assert (got == cached).all()
+        scores = np.array([float(pred[abspath(r)]["score"]) for r in part])
+        np.testing.assert_allclose(scores, saved.score_samples(saved.features(fs, part)), atol=1e-4)
+    rejected = np.mean([pred[abspath(r)]["decision"] == "unknown" for r in rows.test_unknown])
+    expect = np.mean(saved.score_samples(saved.features(fs, rows.test_unknown)) < saved.threshold)
+    assert rejected == expect
+    top = known[0]
+    assert top["top1_source"] == top["prediction"] and float(top["top1_probability"]) >= float(top["top2_probability"])
+
+
+def test_folders_broken_files_threshold_and_jsonl(trained: dict, demo_root: Path, tmp_path: Path) -> None:
+    folder = demo_root / "fractal" / "val" / "ai"
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    out = tmp_path / "p.jsonl"
+    _run(["predict", "--head", str(trained["head"]), str(folder), str(broken), "--out", str(out), "--format", "jsonl",
+          "--threshold", "2", "--cache", str(trained["tmp"] / "cache"), "--workers", "0", "--quiet"])
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(recs) == len(list(folder.glob("*.png"))) + 1
+    bad = [r for r in recs if r["path"] == str(broken)][0]
+    assert bad["decision"] == "error" and bad["error"] and bad["prediction"] == "" and bad["score"] is None
+    good = [r for r in recs if r["path"] != str(broken)]
+    # a threshold above any softmax probability rejects everything
+    assert all(r["decision"] == "unknown" and r["error"] == "" and len(r["top"]) == 3 for r in good)
+
+
+def test_a_different_backbone_is_refused(trained: dict, tmp_path: Path, demo_root: Path) -> None:
+    other = tmp_path / "other.safetensors"
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(str(trained["fs"].manifest["checkpoint"]))
+    sd = {k: v + 0.01 if v.is_floating_point() else v for k, v in sd.items()}
+    save_file(sd, str(other))
+    res = CliRunner().invoke(main, ["predict", "--head", str(trained["head"]), str(demo_root / "deconv"),
+                                    "--out", str(tmp_path / "p.csv"), "--pretrained", str(other),
+                                    "--cache", str(tmp_path / "c"), "--quiet"])
+    assert res.exit_code == 1
+    assert "weights_sha256" in res.output and "does not reproduce the head's features" in res.output
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_collect_images_errors(tmp_path: Path) -> None:
+    with pytest.raises(PredictError, match="no such file"):
+        collect_images([tmp_path / "missing"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PredictError, match="no image files"):
+        collect_images([tmp_path / "empty"])
+    lst = tmp_path / "list.txt"
+    lst.write_text("# comment\na.png\nnotes.docx\n")
+    with pytest.raises(PredictError, match=r"list.txt:3: 'notes.docx'"):
+        collect_images([lst])
+    lst.write_text("a.png\nsub/b.jpg\na.png\n")
+    imgs = collect_images([lst])
+    assert imgs.paths == sorted({str(tmp_path / "a.png"), str(tmp_path / "sub" / "b.jpg")})
