@@ -54,9 +54,10 @@ def main() -> None:
               help="For --dataset list: a file of path<TAB>source[<TAB>subset] lines.")
 @click.option("--model", default="ViT-B-16", show_default=True,
               help="open_clip model name, hf-hub:org/repo, timm:<name>, or attrib-tiny (built-in tiny ViT).")
-@click.option("--pretrained", default="laion2b_s34b_b88k", show_default=True,
+@click.option("--pretrained", default=None,
               help="Weights: an open_clip tag (laion2b_s34b_b88k, openai, ...), a checkpoint file, or "
-              "random-init. Ignored for hf-hub models; optional for attrib-tiny and timm.")
+              "random-init. Ignored for hf-hub:/local-dir: models. [default: laion2b_s34b_b88k for ViT-B-16, "
+              "random-init for attrib-tiny, timm's own weights for timm:]")
 @click.option("--fallback-model", default=None, metavar="NAME",
               help="If the weights are neither cached nor downloadable, warn loudly and use this model with "
               "random weights instead (make demo uses attrib-tiny). Default: fail.")
@@ -103,8 +104,8 @@ def features(dataset, root, list_file, model, pretrained, fallback_model, view, 
     """
     from attrib.data import CatalogError, open_dataset
     from attrib.data.catalog import sample_per_source
-    from attrib.extract.backbone import (RANDOM_INIT, RANDOM_INIT_LABEL, TINY, BackboneError,
-                                         WeightsUnavailable, load_backbone)
+    from attrib.extract.backbone import (DEFAULT_MODEL, DEFAULT_PRETRAINED, RANDOM_INIT, RANDOM_INIT_LABEL, TINY,
+                                         BackboneError, WeightsUnavailable, load_backbone)
     from attrib.extract.runner import ExtractError, RunConfig, dist_from_env, even_subset, extract
     from attrib.extract.views import View, ViewError
     from attrib.store import StoreError
@@ -123,6 +124,8 @@ def features(dataset, root, list_file, model, pretrained, fallback_model, view, 
         if limit:
             images = even_subset(images, limit)
             extra["limit"] = limit
+        if not pretrained and model == DEFAULT_MODEL:
+            pretrained = DEFAULT_PRETRAINED
         try:
             backbone = load_backbone(model, pretrained or None)
         except WeightsUnavailable as exc:
