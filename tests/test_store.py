@@ -231,3 +231,51 @@ def test_list_feature_sets_newest_first_and_skips_non_sets(tmp_path: Path) -> No
     (b.path / MANIFEST).write_text(json.dumps(m))
     with pytest.raises(StoreError, match="format version 99"):
         FeatureSet.open(b.path)
+
+
+def test_direct_reads_equal_hdf5_reads_for_any_rows(tmp_path: Path, monkeypatch) -> None:
+    """The fast path (plain reads of the raw chunk bytes) against HDF5's own reader, numpy and torch casts."""
+    import sys
+
+    import torch  # noqa: F401  (loaded: the reader casts with torch)
+
+    import attrib.store as store
+
+    n, W = 7000, 200  # 2621-row chunks: a partial last chunk in every shard
+    fs = FeatureSet.create(tmp_path / "fs", _manifest(width=W, shard_size=3000), _images(n))
+    rng = np.random.default_rng(1)
+    ref = rng.standard_normal((n, L, W)).astype(np.float16)
+    for k in range(fs.n_shards):
+        a, b = fs.shard_range(k)
+        fs.write_shard(k, ref[a:b], ref[a:b, 0, :E], np.ones(b - a, bool), [""] * (b - a))
+    rows = rng.choice(n, 2500, replace=False)
+    calls = []
+    direct = store._read_direct
+    monkeypatch.setattr(store, "_read_direct", lambda *a: calls.append(1) or direct(*a))
+    fast = [fs.block(1), fs.block(2, rows), fs.embed(rows)]
+    assert len(calls) == 3 + 3 + 3  # every shard went through the direct path
+    monkeypatch.setitem(sys.modules, "torch", None)  # numpy's cast instead of torch's
+    numpy_cast = [fs.block(1), fs.block(2, rows), fs.embed(rows)]
+    monkeypatch.setattr(store, "_direct_region", lambda *a: None)
+    slow = [fs.block(1), fs.block(2, rows), fs.embed(rows)]
+    want = [ref[:, 1].astype(np.float32), ref[rows, 2].astype(np.float32), ref[rows, 0, :E].astype(np.float32)]
+    for got in (fast, numpy_cast, slow):
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+
+
+def test_shards_with_another_layout_are_read_through_hdf5(tmp_path: Path) -> None:
+    """A shard written by another tool (interleaved chunks, gzip) is still a valid shard."""
+    fs, cls, emb = _full(tmp_path)
+    start, stop = fs.shard_range(0)
+    with h5py.File(fs.shard_path(0), "r") as f:
+        arrays = {k: f[k][:] for k in ("row", "cls", "embed", "ok", "error")}
+        attrs = dict(f.attrs)
+    fs.shard_path(0).unlink()
+    with h5py.File(fs.shard_path(0), "w") as f:
+        for k, v in arrays.items():
+            f.create_dataset(k, data=v, compression="gzip" if k in ("cls", "embed") else None)
+        f.attrs.update(attrs)
+    np.testing.assert_array_equal(fs.block(1), cls[:, 1].astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(fs.embed([3, 0]), emb[[3, 0]].astype(np.float16).astype(np.float32))
+    assert fs.verify().ok

@@ -48,6 +48,7 @@ class RunConfig:
     shard_size: int | None = None  # None: the existing feature set's, else DEFAULT_SHARD_SIZE
     rank: int = 0
     world_size: int = 1
+    threads: int | None = None  # torch intra-op threads; None = torch's default (all cores)
     progress: bool = True
 
 
@@ -323,6 +324,10 @@ def extract(images: ImageList, backbone: Backbone, cache: str | os.PathLike, dat
         raise ExtractError("the image list is empty: nothing to extract")
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
+    if cfg.threads is not None:
+        if cfg.threads < 1:
+            raise ExtractError(f"--threads must be >= 1, got {cfg.threads}")
+        torch.set_num_threads(cfg.threads)
 
     shard_size = cfg.shard_size or DEFAULT_SHARD_SIZE
     manifest = build_manifest(images, backbone, dataset, view, shard_size, precision, manifest_extra)
