@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
@@ -106,13 +107,14 @@ def test_rerun_writes_only_missing_shards_identically(photos: Path, tiny, tmp_pa
     assert (again.images, again.shards_written) == (0, 0)  # adopts the cached shard size, nothing to do
     fs.shard_path(1).unlink()
     (fs.path / f".shard-00001.h5.tmp-{socket.gethostname()}-999999999-deadbeef").write_bytes(b"x")  # dead pid
+    (fs.path / f".manifest.json.tmp-{socket.gethostname()}-999999999-deadbeef").write_bytes(b"x")
     (fs.path / ".shard-00002.h5.tmp-otherhost-1-cafecafe").write_bytes(b"x")  # another machine's: kept
     resumed = extract(images, tiny, tmp_path, "photos", config=RunConfig(batch_size=4, workers=0, progress=False))
     assert (resumed.images, resumed.shards_written, resumed.shards_left) == (4, 1, 0)
-    with h5py.File(fs.shard_path(1)) as f, h5py.File(__import__("io").BytesIO(before)) as g:
+    with h5py.File(fs.shard_path(1)) as f, h5py.File(io.BytesIO(before)) as g:
         for name in ("row", "cls", "embed", "ok", "error"):
             np.testing.assert_array_equal(f[name][:], g[name][:])
-    assert sorted(p.name for p in fs.path.glob(".shard-*")) == [".shard-00002.h5.tmp-otherhost-1-cafecafe"]
+    assert sorted(p.name for p in fs.path.glob(".*")) == [".shard-00002.h5.tmp-otherhost-1-cafecafe"]
 
 
 def test_sampler_skips_shards_another_process_finished_meanwhile(photos: Path, tiny, tmp_path: Path) -> None:

@@ -235,8 +235,6 @@ def test_list_feature_sets_newest_first_and_skips_non_sets(tmp_path: Path) -> No
 
 def test_direct_reads_equal_hdf5_reads_for_any_rows(tmp_path: Path, monkeypatch) -> None:
     """The fast path (plain reads of the raw chunk bytes) against HDF5's own reader, numpy and torch casts."""
-    import sys
-
     import torch  # noqa: F401  (loaded: the reader casts with torch)
 
     import attrib.store as store
@@ -250,11 +248,14 @@ def test_direct_reads_equal_hdf5_reads_for_any_rows(tmp_path: Path, monkeypatch)
         fs.write_shard(k, ref[a:b], ref[a:b, 0, :E], np.ones(b - a, bool), [""] * (b - a))
     rows = rng.choice(n, 2500, replace=False)
     calls = []
-    direct = store._read_direct
-    monkeypatch.setattr(store, "_read_direct", lambda *a: calls.append(1) or direct(*a))
-    fast = [fs.block(1), fs.block(2, rows), fs.embed(rows)]
-    assert len(calls) == 3 + 3 + 3  # every shard went through the direct path
-    monkeypatch.setitem(sys.modules, "torch", None)  # numpy's cast instead of torch's
+    direct = store._read_rows
+    monkeypatch.setattr(store, "_read_rows", lambda path, *a: calls.append(path.name) or direct(path, *a))
+    fast = []
+    for read in (lambda: fs.block(1), lambda: fs.block(2, rows), lambda: fs.embed(rows)):
+        calls.clear()
+        fast.append(read())
+        assert len(calls) >= 3 and set(calls) == {f"shard-0000{k}.h5" for k in range(3)}  # all direct, in pieces
+    monkeypatch.setattr(store, "TORCH_CAST", False)  # numpy's cast instead of torch's
     numpy_cast = [fs.block(1), fs.block(2, rows), fs.embed(rows)]
     monkeypatch.setattr(store, "_direct_region", lambda *a: None)
     slow = [fs.block(1), fs.block(2, rows), fs.embed(rows)]
@@ -279,3 +280,16 @@ def test_shards_with_another_layout_are_read_through_hdf5(tmp_path: Path) -> Non
     np.testing.assert_array_equal(fs.block(1), cls[:, 1].astype(np.float16).astype(np.float32))
     np.testing.assert_array_equal(fs.embed([3, 0]), emb[[3, 0]].astype(np.float16).astype(np.float32))
     assert fs.verify().ok
+
+
+def test_half_to_float_is_exact_for_every_float16() -> None:
+    from attrib.store import _half_to_float
+
+    every = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16)  # incl. inf, NaN, subnormals
+    out = np.empty(every.shape, np.float32)
+    _half_to_float(every, out)
+    ref = every.astype(np.float32)
+    finite = np.isfinite(ref)
+    np.testing.assert_array_equal(out.view(np.uint32)[finite], ref.view(np.uint32)[finite])  # bit-exact, -0 too
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
+    np.testing.assert_array_equal(out[np.isinf(ref)], ref[np.isinf(ref)])

@@ -192,9 +192,12 @@ def build_manifest(images: ImageList, backbone: Backbone, dataset: str, view: Vi
 
 
 def _clean_stale_tmp(path: Path) -> None:
-    """Remove temporary shard files left by killed processes of this host (other hosts' are kept)."""
+    """Remove temporary files (shards, manifest, image list) left by killed processes of this host.
+
+    A temporary file names its host and pid; another host's, or a live process's, is left alone.
+    """
     host = socket.gethostname()
-    for tmp in path.glob(".shard-*.tmp-*"):
+    for tmp in path.glob(".*.tmp-*"):
         parts = tmp.name.split(".tmp-", 1)[1].split("-")
         if len(parts) >= 3 and "-".join(parts[:-2]) == host:
             try:
