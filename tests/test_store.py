@@ -293,3 +293,14 @@ def test_half_to_float_is_exact_for_every_float16() -> None:
     np.testing.assert_array_equal(out.view(np.uint32)[finite], ref.view(np.uint32)[finite])  # bit-exact, -0 too
     np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
     np.testing.assert_array_equal(out[np.isinf(ref)], ref[np.isinf(ref)])
+
+
+def test_direct_read_of_a_short_file_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    from attrib.store import _read_rows
+
+    (tmp_path / "short.h5").write_bytes(b"\0" * 1000)
+    out = np.zeros((4, 8), np.float32)
+    with pytest.raises(StoreError, match="file ends inside a chunk"):
+        _read_rows(tmp_path / "short.h5", 900, 4, 8, out, slice(0, 4), None)
+    _read_rows(tmp_path / "short.h5", 900, 2, 8, out, slice(0, 2), None)  # 32 bytes at 900: inside
+    assert not out.any()
