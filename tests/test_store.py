@@ -237,7 +237,7 @@ def test_direct_reads_equal_hdf5_reads_for_any_rows(tmp_path: Path, monkeypatch)
     """The fast path (plain reads of the raw chunk bytes) against HDF5's own reader, numpy and torch casts."""
     import torch  # noqa: F401  (loaded: the reader casts with torch)
 
-    import attrib.store as store
+    from attrib import shard_io
 
     n, W = 7000, 200  # 2621-row chunks: a partial last chunk in every shard
     fs = FeatureSet.create(tmp_path / "fs", _manifest(width=W, shard_size=3000), _images(n))
@@ -248,16 +248,16 @@ def test_direct_reads_equal_hdf5_reads_for_any_rows(tmp_path: Path, monkeypatch)
         fs.write_shard(k, ref[a:b], ref[a:b, 0, :E], np.ones(b - a, bool), [""] * (b - a))
     rows = rng.choice(n, 2500, replace=False)
     calls = []
-    direct = store._read_rows
-    monkeypatch.setattr(store, "_read_rows", lambda path, *a: calls.append(path.name) or direct(path, *a))
+    direct = shard_io.read_rows
+    monkeypatch.setattr(shard_io, "read_rows", lambda path, *a: calls.append(path.name) or direct(path, *a))
     fast = []
     for read in (lambda: fs.block(1), lambda: fs.block(2, rows), lambda: fs.embed(rows)):
         calls.clear()
         fast.append(read())
         assert len(calls) >= 3 and set(calls) == {f"shard-0000{k}.h5" for k in range(3)}  # all direct, in pieces
-    monkeypatch.setattr(store, "TORCH_CAST", False)  # numpy's cast instead of torch's
+    monkeypatch.setattr(shard_io, "TORCH_CAST", False)  # numpy's cast instead of torch's
     numpy_cast = [fs.block(1), fs.block(2, rows), fs.embed(rows)]
-    monkeypatch.setattr(store, "_direct_region", lambda *a: None)
+    monkeypatch.setattr(shard_io, "direct_region", lambda *a: None)
     slow = [fs.block(1), fs.block(2, rows), fs.embed(rows)]
     want = [ref[:, 1].astype(np.float32), ref[rows, 2].astype(np.float32), ref[rows, 0, :E].astype(np.float32)]
     for got in (fast, numpy_cast, slow):
@@ -283,11 +283,11 @@ def test_shards_with_another_layout_are_read_through_hdf5(tmp_path: Path) -> Non
 
 
 def test_half_to_float_is_exact_for_every_float16() -> None:
-    from attrib.store import _half_to_float
+    from attrib.shard_io import half_to_float
 
     every = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16)  # incl. inf, NaN, subnormals
     out = np.empty(every.shape, np.float32)
-    _half_to_float(every, out)
+    half_to_float(every, out)
     ref = every.astype(np.float32)
     finite = np.isfinite(ref)
     np.testing.assert_array_equal(out.view(np.uint32)[finite], ref.view(np.uint32)[finite])  # bit-exact, -0 too
@@ -296,11 +296,11 @@ def test_half_to_float_is_exact_for_every_float16() -> None:
 
 
 def test_direct_read_of_a_short_file_is_an_error_not_a_crash(tmp_path: Path) -> None:
-    from attrib.store import _read_rows
+    from attrib.shard_io import ShortFile, read_rows
 
     (tmp_path / "short.h5").write_bytes(b"\0" * 1000)
     out = np.zeros((4, 8), np.float32)
-    with pytest.raises(StoreError, match="file ends inside a chunk"):
-        _read_rows(tmp_path / "short.h5", 960, 4, 8, out, slice(0, 4), None)
-    _read_rows(tmp_path / "short.h5", 960, 2, 8, out, slice(0, 2), None)  # 32 bytes at 960: inside
+    with pytest.raises(ShortFile, match="file ends inside a chunk"):
+        read_rows(tmp_path / "short.h5", 960, 4, 8, out, slice(0, 4), None)
+    read_rows(tmp_path / "short.h5", 960, 2, 8, out, slice(0, 2), None)  # 32 bytes at 960: inside
     assert not out.any()

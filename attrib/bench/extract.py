@@ -166,7 +166,7 @@ def bench_read(args: argparse.Namespace, tmp: Path) -> float:
           f"(written in {write_s:.1f} s = {size / write_s / 1e6:.0f} MB/s incl. checksums and fsync)")
     import torch  # noqa: F401  (loaded, so that the torch-cast path can be measured too)
 
-    import attrib.store as store
+    from attrib import shard_io
 
     def block_speed(cold: bool) -> float:
         if cold:
@@ -189,9 +189,9 @@ def bench_read(args: argparse.Namespace, tmp: Path) -> float:
                 _evict(paths)
             total, t = _raw_read(paths)
             raw.append(total / t)
-            store.TORCH_CAST = False
+            shard_io.TORCH_CAST = False
             numpy_cast.append(block_speed(cold))
-            store.TORCH_CAST = None
+            shard_io.TORCH_CAST = None
             if "torch" in sys.modules:
                 torch_cast.append(block_speed(cold))
         r = statistics.median(raw)
