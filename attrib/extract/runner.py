@@ -1,7 +1,8 @@
 """The extraction loop: images -> DataLoader workers -> one forward per batch -> shards on disk.
 
-Why this shape: decoding and resizing run in worker processes while the model runs, and finished shards
-are written by a background thread, so the accelerator (or the CPU's matrix units) never waits on I/O.
+Why this shape: decoding and resizing run in worker processes while the model runs, each batch's CLS
+tokens are copied to the host asynchronously and handled one batch later, and finished shards are
+written by a background thread, so the accelerator (or the CPU's matrix units) never waits on I/O.
 The unit of work is a shard (see :mod:`attrib.store`): a killed run resumes at the first missing shard,
 and ranks split shards by ``k % world_size == rank`` with no other coordination.
 
