@@ -56,10 +56,12 @@ def main() -> None:
               help="For --dataset list: a file of path<TAB>source[<TAB>subset] lines ('#' comments, optional "
               "header line; a feature set's images.tsv works).")
 @click.option("--model", default="ViT-B-16", show_default=True,
-              help="open_clip model name, hf-hub:org/repo, timm:<name>, or attrib-tiny (built-in tiny ViT).")
-@click.option("--pretrained", default="laion2b_s34b_b88k", show_default=True,
+              help="open_clip model name, hf-hub:org/repo, local-dir:/folder (open_clip_config.json + weights), "
+              "timm:<name>, or attrib-tiny (built-in tiny ViT).")
+@click.option("--pretrained", default=None,
               help="Weights: an open_clip tag (laion2b_s34b_b88k, openai, ...), a checkpoint file, or "
-              "random-init. Ignored for hf-hub models; optional for attrib-tiny and timm.")
+              "random-init. Ignored for hf-hub:/local-dir: models. [default: laion2b_s34b_b88k for ViT-B-16, "
+              "random-init for attrib-tiny, timm's own weights for timm:]")
 @click.option("--fallback-model", default=None, metavar="NAME",
               help="If the weights are neither cached nor downloadable, warn loudly and use this model with "
               "random weights instead (make demo uses attrib-tiny). Default: fail.")
@@ -76,7 +78,11 @@ def main() -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="DataLoader worker processes decoding images. [default: min(8, CPUs - 1)]")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch threads for the forward pass (CPU runs; e.g. cores / ranks when several ranks share a "
+              "machine). [default: torch's, all cores]")
+@click.option("--device", default="auto", show_default=True,
+              help="auto, cpu, cuda or cuda:N. With cuda, ranks started by torchrun use cuda:$LOCAL_RANK.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
               show_default=True, help="auto = fp16 autocast on GPU, fp32 on CPU.")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
@@ -96,27 +102,34 @@ def main() -> None:
               help="Number of processes sharing the work. [default: $WORLD_SIZE or $SLURM_NTASKS, else 1]")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def features(dataset, root, list_file, model, pretrained, fallback_model, view, cache_dir, out, shard_size,
-             batch_size, workers, device, precision, limit, max_per_source, sample_seed, only_splits_dir, rank,
-             world_size, quiet):
+             batch_size, workers, threads, device, precision, limit, max_per_source, sample_seed, only_splits_dir,
+             rank, world_size, quiet):
     """Stage 1: extract the CLS token of every block (one forward per batch) into the feature cache.
 
     Reruns skip finished shards, so an interrupted run resumes where it stopped. Corrupt images are
-    recorded as failed rows, never a crash. The last line printed is the feature-set folder.
+    recorded as failed rows, never a crash. The last line printed is the feature-set folder; the line
+    before it is the summary (images, failed, seconds, img/s, shards and MB written).
+
+    Several processes (ranks) share a run by shards: rank R of W extracts shards k with k % W == R,
+    nothing else is coordinated, so any launcher works (torchrun, srun, a SLURM array with --rank and
+    --world-size, or W shells). Rerun any rank to finish its missing shards.
 
     \b
     Examples:
       attrib features --dataset demo --model attrib-tiny
       attrib features --dataset genimage --root /data/GenImage --max-per-source 5000
       attrib features --dataset genimage --root /data/GenImage --splits-dir /data/GenImage-splits
+      attrib features --dataset genimage --root /data/GenImage --view jpeg:75
       attrib features --dataset folder --root /data/my_generators
       attrib features --dataset list --list images.tsv --root /data
       torchrun --nproc-per-node 8 -m attrib features --dataset genimage --root /data/GenImage
+      srun --ntasks 16 attrib features --dataset genimage --root /data/GenImage
     """
     from attrib.data import CatalogError, open_dataset
     from attrib.data.catalog import sample_per_source
     from attrib.data.splits import SplitError, restrict_to_pose
-    from attrib.extract.backbone import (RANDOM_INIT, RANDOM_INIT_LABEL, TINY, BackboneError,
-                                         WeightsUnavailable, load_backbone)
+    from attrib.extract.backbone import (DEFAULT_MODEL, DEFAULT_PRETRAINED, RANDOM_INIT, RANDOM_INIT_LABEL, TINY,
+                                         BackboneError, WeightsUnavailable, load_backbone)
     from attrib.extract.runner import ExtractError, RunConfig, dist_from_env, even_subset, extract
     from attrib.extract.views import View, ViewError
     from attrib.store import StoreError
@@ -138,10 +151,8 @@ def features(dataset, root, list_file, model, pretrained, fallback_model, view, 
         if limit:
             images = even_subset(images, limit)
             extra["limit"] = limit
-        # The image list's identity must name the feature-set folder (DESIGN: one folder per image list):
-        # build_manifest leaves images_sha256 to FeatureSet.create, after the folder name is chosen, so a
-        # different --max-per-source/--limit/--splits-dir would land in the same folder and be refused.
-        extra["images_sha256"] = images.sha256()
+        if not pretrained and model == DEFAULT_MODEL:
+            pretrained = DEFAULT_PRETRAINED
         try:
             backbone = load_backbone(model, pretrained or None)
         except WeightsUnavailable as exc:
@@ -157,7 +168,8 @@ def features(dataset, root, list_file, model, pretrained, fallback_model, view, 
                    f"weights {backbone.spec['weights']}; {backbone.n_blocks} blocks x {backbone.width} dims; "
                    f"view {v.spec}", err=True)
         cfg = RunConfig(batch_size=batch_size, workers=workers, device=device, precision=precision,
-                        shard_size=shard_size, rank=rank, world_size=world_size, progress=progress)
+                        shard_size=shard_size, rank=rank, world_size=world_size, threads=threads,
+                        progress=progress)
         summary = extract(images, backbone, cache_dir, name, v, cfg, out=out, manifest_extra=extra)
     except (CatalogError, SplitError, BackboneError, WeightsUnavailable, ExtractError, ViewError, StoreError) as exc:
         raise _fail(exc) from None

@@ -182,7 +182,7 @@ def predict(saved: SavedHead, inputs: Sequence[str | os.PathLike], out: str | os
     backbone = head_backbone(saved, pretrained)
     view = View.parse(saved.manifest.get("view", "none"))
     summary = extract(images, backbone, cache, SUBSET, view, config or RunConfig(),
-                      manifest_extra={"dataset_kind": SUBSET, "images_sha256": images.sha256()})
+                      manifest_extra={"dataset_kind": SUBSET})
     fs = summary.feature_set
     fs.require_complete()
     k = min(top_k, len(saved.classes))

@@ -12,8 +12,11 @@ Why this shape: extraction of millions of images takes days and many processes, 
 of durability is a shard. A shard is written to a temporary file, fsynced and renamed into place, so a
 shard that exists is complete; a killed run loses at most the shards in flight, and any number of
 processes can split shards by ``k % world_size == rank`` without talking to each other. ``cls`` is
-chunked (rows, 1, D) so that reading one block (what every probe does) touches only that block's bytes.
-Features are stored uncompressed: fp16 activations do not compress, and gzip makes reads 10-20x slower.
+chunked (rows, 1, D) and written block by block, so the chunks of one block lie next to each other on
+disk: reading one block (what every probe does) is one sequential read of 1/L of the file. Features are
+stored uncompressed: fp16 activations do not compress, and gzip makes reads 10-20x slower. Each shard
+carries a sha256 of its arrays (attribute ``sha256``) so that ``verify`` catches silent corruption, which
+HDF5 itself cannot see in uncompressed data.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import os
 import re
 import socket
 import uuid
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -33,6 +37,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import h5py
 import numpy as np
 
+from attrib import shard_io
 from attrib.data.catalog import ImageList
 
 FORMAT_VERSION = 1
@@ -40,6 +45,7 @@ MANIFEST = "manifest.json"
 IMAGES = "images.tsv"
 DTYPE = "float16"
 DEFAULT_SHARD_SIZE = 10_000
+CHUNK_BYTES = 1 << 20  # ~1 MiB chunks: large enough for sequential reads, small enough for row subsets
 
 # Fields that say *what* the features are: they name the folder (through a hash) and must match when a
 # run resumes into an existing feature set.
@@ -76,8 +82,18 @@ def feature_set_name(manifest: dict[str, Any]) -> str:
 
 
 def diff_manifests(old: dict[str, Any], new: dict[str, Any], fields: Iterable[str] = COMPAT_FIELDS) -> list[str]:
-    return [f"{k}: cache has {old.get(k)!r}, this run has {new.get(k)!r}"
-            for k in fields if old.get(k) != new.get(k)]
+    """One line per differing field (per differing key for nested settings such as ``preprocess``)."""
+    out = []
+    for k in fields:
+        a, b = old.get(k), new.get(k)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(f"{k}.{sub}: cache has {a.get(sub)!r}, this run has {b.get(sub)!r}"
+                       for sub in sorted(set(a) | set(b)) if a.get(sub) != b.get(sub))
+        else:
+            out.append(f"{k}: cache has {a!r}, this run has {b!r}")
+    return out
 
 
 def _tmp_name(path: Path) -> Path:
@@ -98,9 +114,7 @@ def _write_atomic(path: Path, data: bytes, exclusive: bool = False) -> bool:
         os.fsync(f.fileno())
     try:
         if exclusive:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
+            if not _link_exclusive(tmp, path):
                 return False
         else:
             os.replace(tmp, path)
@@ -110,6 +124,31 @@ def _write_atomic(path: Path, data: bytes, exclusive: bool = False) -> bool:
     finally:
         if tmp is not None and tmp.exists():
             tmp.unlink()
+
+
+def _link_exclusive(tmp: Path, path: Path) -> bool:
+    """Publish the complete file ``tmp`` as ``path`` unless ``path`` exists; True if this call did.
+
+    A hard link is atomic and never replaces an existing file, so concurrent writers agree on one winner
+    and a reader never sees a partial file. File systems without hard links fall back to an exclusive
+    create plus copy (a concurrent reader may then briefly see a short file, which it reports).
+    """
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:
+        pass
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as f:
+        f.write(tmp.read_bytes())
+        f.flush()
+        os.fsync(f.fileno())
+    return True
 
 
 def _fsync_dir(path: Path) -> None:
@@ -125,14 +164,21 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-@dataclass
-class ShardStatus:
-    index: int
-    path: Path
-    start: int
-    stop: int
-    ok: bool
-    problem: str = ""
+def _chunk_rows(n: int, width: int) -> int:
+    return max(1, min(n, CHUNK_BYTES // (2 * width)))
+
+
+def shard_checksum(row: np.ndarray, cls: np.ndarray, embed: np.ndarray, ok: np.ndarray,
+                   error: Sequence[str]) -> str:
+    """sha256 over a shard's arrays as stored (int64 rows, fp16 features, bool flags, utf-8 errors)."""
+    h = hashlib.sha256()
+    for arr, dtype in ((row, np.int64), (cls, np.float16), (embed, np.float16), (ok, np.bool_)):
+        a = np.ascontiguousarray(arr, dtype=np.dtype(dtype).newbyteorder("<"))
+        h.update(repr(a.shape).encode())
+        h.update(memoryview(a).cast("B"))
+    for e in error:
+        h.update((e.decode() if isinstance(e, bytes) else str(e)).encode("utf-8") + b"\0")
+    return h.hexdigest()
 
 
 @dataclass
@@ -189,6 +235,7 @@ class FeatureSet:
         if (path / MANIFEST).exists():
             existing = cls.open(path)
             existing._check_compatible(manifest)
+            existing._ensure_images(images)
             return existing
         path.mkdir(parents=True, exist_ok=True)
         # The manifest is claimed first (exclusively): only the process that created the feature set
@@ -196,14 +243,22 @@ class FeatureSet:
         if not _write_atomic(path / MANIFEST, json.dumps(manifest, indent=2).encode(), exclusive=True):
             existing = cls.open(path)
             existing._check_compatible(manifest)
-            existing._images = images
+            existing._ensure_images(images)
             return existing
-        buf = io.StringIO()
-        images.write_tsv(buf)
-        _write_atomic(path / IMAGES, buf.getvalue().encode("utf-8"))
         fs = cls(path, manifest)
-        fs._images = images
+        fs._ensure_images(images)
         return fs
+
+    def _ensure_images(self, images: ImageList) -> None:
+        """Write images.tsv if it is missing (its creator may have been killed right after the manifest).
+
+        The list was checked against the manifest's images_sha256, so every writer writes the same bytes.
+        """
+        if not (self.path / IMAGES).exists():
+            buf = io.StringIO()
+            images.write_tsv(buf)
+            _write_atomic(self.path / IMAGES, buf.getvalue().encode("utf-8"))
+        self._images = images
 
     def _check_compatible(self, new: dict[str, Any]) -> None:
         diffs = diff_manifests(self.manifest, new)
@@ -289,25 +344,36 @@ class FeatureSet:
         final = self.shard_path(k)
         if final.exists():
             return final
+        row = np.arange(start, stop, dtype=np.int64)
+        cls = np.ascontiguousarray(cls, dtype=DTYPE)
+        embed = np.ascontiguousarray(embed, dtype=DTYPE)
+        ok = np.asarray(ok, dtype=bool)
+        error = [str(e) for e in error]
         tmp = _tmp_name(final)
-        rows_per_chunk = max(1, min(n, max(64, (1 << 20) // (2 * D))))
         try:
             with h5py.File(tmp, "w") as f:
-                f.create_dataset("row", data=np.arange(start, stop, dtype=np.int64))
-                f.create_dataset("cls", data=cls.astype(DTYPE, copy=False), chunks=(rows_per_chunk, 1, D))
-                f.create_dataset("embed", data=embed.astype(DTYPE, copy=False),
-                                 chunks=(max(1, min(n, (1 << 20) // (2 * E))), E))
-                f.create_dataset("ok", data=np.asarray(ok, dtype=bool))
-                f.create_dataset("error", data=[str(e) for e in error], dtype=h5py.string_dtype("utf-8"))
-                f.attrs["complete"] = 1
+                f.create_dataset("row", data=row)
+                ds = f.create_dataset("cls", shape=(n, L, D), dtype=DTYPE, chunks=(_chunk_rows(n, D), 1, D))
+                for layer in range(L):  # block by block, flushed: each block's chunks (the partial
+                    ds[:, layer, :] = cls[:, layer, :]  # last one too) end up adjacent on disk
+                    f.flush()
+                f.create_dataset("embed", data=embed, chunks=(_chunk_rows(n, E), E))
+                f.create_dataset("ok", data=ok)
+                f.create_dataset("error", data=error, dtype=h5py.string_dtype("utf-8"))
+                f.attrs["sha256"] = shard_checksum(row, cls, embed, ok, error)
                 f.attrs["feature_set"] = self.id
+                f.attrs["complete"] = 1
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
-            os.replace(tmp, final)
+            try:
+                os.link(tmp, final)  # never replaces a shard that another process finished first
+            except FileExistsError:
+                pass
+            except OSError:  # no hard links on this file system: last complete writer wins, still atomic
+                os.replace(tmp, final)
             _fsync_dir(self.path)
         finally:
-            if tmp.exists():
-                tmp.unlink()
+            tmp.unlink(missing_ok=True)
         return final
 
     # --------------------------------------------------------------------------------------- read
@@ -336,19 +402,41 @@ class FeatureSet:
         return rows, groups()
 
     def _read(self, dataset: str, width: int, rows, block: int | None = None) -> np.ndarray:
+        """Read ``dataset`` (one block of it) for ``rows`` as float32, shard by shard.
+
+        Each shard's rows [lo, hi) are one contiguous byte range (see write_shard), read in pieces on a
+        thread pool, several shards at once (:mod:`attrib.shard_io`); other layouts go through h5py.
+        """
         sel, groups = self._select(rows)
         n = self.n_images if sel is None else len(sel)
         out = np.empty((n, width), dtype=np.float32)
-        for k, local, pos in groups:
-            with h5py.File(self.shard_path(k), "r") as f:
-                ds = f[dataset]
-                if local is None:
-                    data = ds[:, block, :] if block is not None else ds[:]
-                    out[pos] = data
-                    continue
-                lo, hi = int(local.min()), int(local.max()) + 1  # one contiguous read, then pick
-                data = ds[lo:hi, block, :] if block is not None else ds[lo:hi]
-                out[pos] = data[local - lo]
+        pool = shard_io.pool()
+        pending: list[Future] = []
+        try:
+            for k, local, pos in groups:
+                path = self.shard_path(k)
+                size = self.shard_range(k)[1] - self.shard_range(k)[0]
+                lo, hi = (0, size) if local is None else (int(local.min()), int(local.max()) + 1)
+                pick = None if local is None else local - lo
+                with h5py.File(path, "r") as f:
+                    ds = f[dataset]
+                    region = shard_io.direct_region(ds, lo, hi, block) if hi > lo else None
+                    if region is None:  # any other layout: HDF5 reads it
+                        data = ds[lo:hi, block, :] if block is not None else ds[lo:hi]
+                if region is not None:
+                    pending.extend(pool.submit(shard_io.read_rows, path, off, n_rows, width, out, p, pk)
+                                   for off, n_rows, p, pk in shard_io.direct_pieces(region, lo, hi, width, pos, pick))
+                elif data.size < shard_io.PIECE_ELEMENTS:
+                    shard_io.assign(out, pos, data, pick)
+                else:
+                    pending.append(pool.submit(shard_io.assign_pieces, out, pos, data, pick))
+            for fut in pending:
+                fut.result()
+        except shard_io.ShortFile as exc:
+            raise StoreError(f"{exc}; run `attrib cache verify` on {self.path}") from None
+        finally:
+            for fut in pending:
+                fut.cancel() or fut.exception()
         return out
 
     def block(self, layer: int, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
@@ -394,50 +482,64 @@ class FeatureSet:
 
     # ------------------------------------------------------------------------------------- verify
     def verify(self) -> VerifyReport:
-        """Check every shard: opens, complete, right rows and shapes, finite features in ok rows."""
+        """Check every shard: opens, complete, right rows and shapes, checksum, finite features in ok rows."""
         rep = VerifyReport(self.path, self.n_images, self.n_shards)
         if not (self.path / IMAGES).is_file():
             rep.broken.append((-1, f"{IMAGES} missing"))
             return rep
-        if len(self.images) != self.n_images:
-            rep.broken.append((-1, f"{IMAGES} has {len(self.images)} rows, manifest says {self.n_images}"))
-        if self.images.sha256() != self.manifest.get("images_sha256"):
+        try:
+            images = self.images
+        except (OSError, ValueError) as exc:
+            rep.broken.append((-1, f"{IMAGES} unreadable: {exc}"))
+            return rep
+        if len(images) != self.n_images:
+            rep.broken.append((-1, f"{IMAGES} has {len(images)} rows, manifest says {self.n_images}"))
+        if images.sha256() != self.manifest.get("images_sha256"):
             rep.broken.append((-1, f"{IMAGES} does not match the manifest's images_sha256"))
-        L, D, E = self.n_blocks, self.width, self.embed_dim
+        expected = {self.shard_path(k).name for k in range(self.n_shards)}
+        for extra in sorted(self.path.glob("shard-*.h5")):
+            if extra.name not in expected:
+                rep.broken.append((-1, f"unexpected file {extra.name} (not a shard of {self.n_images} images "
+                                       f"in shards of {self.shard_size})"))
         for k in range(self.n_shards):
-            p = self.shard_path(k)
-            if not p.exists():
+            if not self.shard_path(k).exists():
                 rep.missing.append(k)
                 continue
-            start, stop = self.shard_range(k)
-            n = stop - start
             try:
-                with h5py.File(p, "r") as f:
-                    problems = []
-                    if f.attrs.get("complete") != 1:
-                        problems.append("not marked complete")
-                    if not np.array_equal(f["row"][:], np.arange(start, stop)):
-                        problems.append(f"rows are not exactly {start}..{stop - 1}")
-                    if f["cls"].shape != (n, L, D) or f["embed"].shape != (n, E):
-                        problems.append(f"shapes cls {f['cls'].shape} embed {f['embed'].shape}")
-                    if f["ok"].shape != (n,) or f["error"].shape != (n,):
-                        problems.append("ok/error length")
-                    if problems:
-                        rep.broken.append((k, "; ".join(problems)))
-                        continue
-                    ok = f["ok"][:]
-                    finite = np.ones(n, dtype=bool)
-                    for layer in range(L):
-                        finite &= np.isfinite(f["cls"][:, layer, :]).all(axis=1)
-                    finite &= np.isfinite(f["embed"][:]).all(axis=1)
-                    rep.nonfinite.extend(int(start + i) for i in np.flatnonzero(ok & ~finite))
-                    for i in np.flatnonzero(~ok):
-                        e = f["error"][int(i)]
-                        rep.failed.append((start + int(i), self.images.paths[start + int(i)],
-                                           e.decode() if isinstance(e, bytes) else str(e)))
-            except (OSError, KeyError) as exc:
-                rep.broken.append((k, f"cannot read: {exc}"))
+                problem = self._verify_shard(k, rep)
+            except Exception as exc:  # h5py raises OSError, KeyError, ValueError, ... on damaged files
+                problem = f"cannot read: {type(exc).__name__}: {exc}"
+            if problem:
+                rep.broken.append((k, problem))
         return rep
+
+    def _verify_shard(self, k: int, rep: VerifyReport) -> str:
+        start, stop = self.shard_range(k)
+        n, L, D, E = stop - start, self.n_blocks, self.width, self.embed_dim
+        with h5py.File(self.shard_path(k), "r") as f:
+            problems = []
+            if f.attrs.get("complete") != 1:
+                problems.append("not marked complete")
+            for name, shape in (("row", (n,)), ("cls", (n, L, D)), ("embed", (n, E)), ("ok", (n,)),
+                                ("error", (n,))):
+                if name not in f:
+                    problems.append(f"no dataset {name!r}")
+                elif f[name].shape != shape:
+                    problems.append(f"{name} has shape {f[name].shape}, expected {shape}")
+            if problems:
+                return "; ".join(problems)
+            row, cls, embed, ok = f["row"][:], f["cls"][:], f["embed"][:], f["ok"][:]
+            error = [e.decode() if isinstance(e, bytes) else str(e) for e in f["error"][:]]
+            if not np.array_equal(row, np.arange(start, stop)):
+                problems.append(f"rows are not exactly {start}..{stop - 1}")
+            stored = f.attrs.get("sha256")
+            if stored is not None and shard_checksum(row, cls, embed, ok, error) != stored:
+                problems.append("checksum mismatch: the file was modified or corrupted after it was written")
+        finite = np.isfinite(cls).all(axis=(1, 2)) & np.isfinite(embed).all(axis=1)
+        rep.nonfinite.extend(int(start + i) for i in np.flatnonzero(ok & ~finite))
+        for i in np.flatnonzero(~ok):
+            rep.failed.append((start + int(i), self.images.paths[start + int(i)], error[int(i)]))
+        return "; ".join(problems)
 
     def nbytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.glob("shard-*.h5"))

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
-import numpy as np
-import pytest
-from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+# Tests use tiny tensors: one OpenMP thread per process is faster than several spin-waiting threads, and
+# it must be set before numpy / torch start their thread pools (test subprocesses inherit it).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -44,6 +44,7 @@ class ImageList:
     subsets: list[str]
     root: str = ""
     _index: dict[str, int] | None = field(default=None, repr=False, compare=False)
+    _sha256: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not (len(self.paths) == len(self.sources) == len(self.subsets)):
@@ -99,11 +100,16 @@ class ImageList:
                          [self.subsets[i] for i in rows], self.root)
 
     def sha256(self) -> str:
-        """Identity of the list: the exact rows, in order (root excluded, so a moved dataset still matches)."""
-        h = hashlib.sha256()
-        for p, s, sub in self:
-            h.update(f"{p}\t{s}\t{sub}\n".encode("utf-8"))
-        return h.hexdigest()
+        """Identity of the list: the exact rows, in order (root excluded, so a moved dataset still matches).
+
+        Computed once: lists are not modified after construction (``take`` and the readers build new ones).
+        """
+        if self._sha256 is None:
+            h = hashlib.sha256()
+            for p, s, sub in self:
+                h.update(f"{p}\t{s}\t{sub}\n".encode("utf-8"))
+            self._sha256 = h.hexdigest()
+        return self._sha256
 
     def write_tsv(self, dest: str | os.PathLike | io.TextIOBase) -> None:
         if isinstance(dest, io.TextIOBase):

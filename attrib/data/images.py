@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -71,9 +72,12 @@ def load_rgb(path: str | os.PathLike, data: bytes | None = None) -> Image.Image:
     path = Path(path)
     if data is None:
         try:
-            size = path.stat().st_size
+            st = path.stat()
         except OSError as exc:
             raise ImageDecodeError(f"cannot read file: {exc.strerror or exc}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageDecodeError("not a regular file")
+        size = st.st_size
         if size == 0:
             raise ImageDecodeError("empty file (0 bytes)")
         if size > MAX_BYTES:

@@ -9,7 +9,8 @@ Model names:
 - ``ViT-B-16`` (any open_clip config) with ``--pretrained`` = a tag (``laion2b_s34b_b88k``, ``openai``),
   a checkpoint file, or ``random-init``. Tags that were trained with QuickGELU (OpenAI's) get it: a wrong
   activation gives silently wrong features.
-- ``hf-hub:org/repo``: open_clip config and weights from the Hugging Face Hub.
+- ``hf-hub:org/repo``: open_clip config and weights from the Hugging Face Hub (the local cache first);
+  ``local-dir:/path``: the same two files (open_clip_config.json + weights) in a folder.
 - ``timm:<name>``: a timm vision transformer (e.g. ``vit_base_patch14_dinov2.lvd142m``); ``--pretrained``
   is a checkpoint file, ``random-init``, or empty for timm's own weights.
 - ``attrib-tiny``: a 4-block, width-64 ViT on 64 px inputs shipped with attrib, random weights (seeded)
@@ -66,7 +67,8 @@ class Backbone:
 
     def _tap(self, _module: nn.Module, _inputs: Any, output: Any) -> None:
         x = output[0] if isinstance(output, tuple) else output
-        self._taps.append(x[:, 0] if self._batch_first else x[0])
+        # clone: a view would keep the block's whole (B, N, D) token map alive until the forward ends
+        self._taps.append((x[:, 0] if self._batch_first else x[0]).clone())
 
     @property
     def n_blocks(self) -> int:
@@ -113,7 +115,12 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
 
 
 def online(host: str = "huggingface.co", port: int = 443, timeout: float = 3.0) -> bool:
-    """Can we open a TCP connection to ``host``? A cheap check that avoids minutes of download retries."""
+    """Can we open a TCP connection to ``host``? A cheap check that avoids minutes of download retries.
+
+    ``HF_HUB_OFFLINE=1`` means no: the user asked for the local cache only.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
     try:
         socket.create_connection((host, port), timeout=timeout).close()
         return True
@@ -185,6 +192,137 @@ def resolve_tag(model: str, tag: str) -> tuple[str, dict]:
 
 
 # ------------------------------------------------------------------------------------------ loaders
+@dataclass
+class WeightsPlan:
+    """Which weights an open_clip model gets, and how the architecture must be built for them.
+
+    Separate from loading so the decisions that silently change features (QuickGELU, normalisation) can
+    be checked without the weights file.
+    """
+
+    weights: str  # label: tag, checkpoint file name, hf-hub / local-dir, or random-init
+    checkpoint: str | None  # local file to load; None = random init (seeded)
+    create_kwargs: dict[str, Any] = field(default_factory=dict)  # extra open_clip.create_model kwargs
+    tag: str = ""  # the open_clip tag these weights are (given, or recognised from the file's sha256)
+
+
+def tag_create_kwargs(cfg: dict) -> dict[str, Any]:
+    """create_model kwargs that make the architecture match how a pretrained tag was trained.
+
+    OpenAI's weights were trained with QuickGELU; the plain config uses GELU, and with it the weights
+    load without complaint but every feature is wrong. Tags also carry their own mean/std/resize.
+    """
+    kwargs: dict[str, Any] = {}
+    if cfg.get("quick_gelu"):
+        kwargs["force_quick_gelu"] = True
+    pp = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()
+          if k in ("mean", "std", "interpolation", "resize_mode")}
+    if pp:
+        kwargs["force_preprocess_cfg"] = pp
+    return kwargs
+
+
+def tag_for_sha256(model: str, sha256: str) -> tuple[str, dict] | None:
+    """The open_clip tag whose download URL names this file hash (OpenAI's URLs embed the sha256)."""
+    import open_clip
+
+    for tag in open_clip.list_pretrained_tags_by_model(model):
+        cfg = open_clip.get_pretrained_cfg(model, tag)
+        if sha256 and sha256 in cfg.get("url", ""):
+            return tag, cfg
+    return None
+
+
+def plan_open_clip(model: str, pretrained: str | None, resolve: bool = True) -> WeightsPlan:
+    """Decide weights and create_model kwargs for an open_clip model name (not hf-hub / local-dir).
+
+    ``resolve=False`` skips finding the weights file (nothing is read or downloaded); the plan's
+    ``checkpoint`` is then None.
+    """
+    import open_clip
+
+    if not pretrained or pretrained == RANDOM_INIT:
+        if model != TINY and pretrained != RANDOM_INIT:
+            raise BackboneError(f"--model {model} needs --pretrained (a tag such as {DEFAULT_PRETRAINED}, "
+                                f"a checkpoint file, or {RANDOM_INIT} for untrained weights)")
+        return WeightsPlan(RANDOM_INIT, None)
+    if _is_file(pretrained):
+        if not os.path.isfile(pretrained):
+            raise BackboneError(f"--pretrained {pretrained!r}: no such file")
+        checkpoint = os.path.abspath(pretrained)
+        known = tag_for_sha256(model, sha256_file(checkpoint)) if resolve else None
+        kwargs = tag_create_kwargs(known[1]) if known else {}
+        return WeightsPlan(Path(pretrained).name, checkpoint, kwargs, known[0] if known else "")
+    cfg = open_clip.get_pretrained_cfg(model, pretrained)
+    if not cfg:
+        tags = open_clip.list_pretrained_tags_by_model(model)
+        raise BackboneError(f"--pretrained {pretrained!r} is not a known tag for {model}, nor an existing file. "
+                            f"Known tags: {', '.join(tags) or 'none'}")
+    checkpoint = resolve_tag(model, pretrained)[0] if resolve else None
+    return WeightsPlan(pretrained, checkpoint, tag_create_kwargs(cfg), pretrained)
+
+
+_WEIGHT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors",
+                 "open_clip_pytorch_model.bin", "open_clip_pytorch_model.pth")
+_CONFIG_NAME = "open_clip_config.json"
+
+
+def resolve_hub(model: str) -> tuple[str, str]:
+    """(config file, weights file) of ``hf-hub:org/repo`` (local cache first) or ``local-dir:/path``."""
+    if model.startswith("local-dir:"):
+        folder = Path(model[len("local-dir:"):]).expanduser()
+        config = folder / _CONFIG_NAME
+        weights = next((folder / n for n in _WEIGHT_NAMES if (folder / n).is_file()), None)
+        if not config.is_file() or weights is None:
+            raise BackboneError(f"--model {model}: the folder must hold {_CONFIG_NAME} and one of "
+                                f"{', '.join(_WEIGHT_NAMES)}")
+        return str(config), str(weights)
+    repo = model[len("hf-hub:"):].strip("/")
+    if repo.count("/") != 1:
+        raise BackboneError(f"--model {model!r}: use hf-hub:org/repo")
+    config, weights = _hf_cached(repo, [_CONFIG_NAME]), _hf_cached(repo, list(_WEIGHT_NAMES))
+    if config and weights:
+        return config, weights
+    if not online():
+        raise WeightsUnavailable(
+            f"{model} is not in the local Hugging Face cache and huggingface.co cannot be reached. Download it "
+            f"once on a connected machine (python -c \"import open_clip; open_clip.create_model('{model}')\"), "
+            "or put open_clip_config.json and the weights in a folder and use --model local-dir:/that/folder")
+    from open_clip.pretrained import download_pretrained_from_hf
+
+    try:
+        return (download_pretrained_from_hf(repo, filename=_CONFIG_NAME), download_pretrained_from_hf(repo))
+    except Exception as exc:
+        raise BackboneError(f"--model {model}: cannot fetch open_clip config and weights from the Hub: {exc}") from None
+
+
+def _create_open_clip(model: str, plan: WeightsPlan) -> nn.Module:
+    import open_clip
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_TINY_SEED)  # random-init weights must be identical in every process
+        return open_clip.create_model(model, pretrained=plan.checkpoint, **plan.create_kwargs)
+
+
+def _create_open_clip_hub(model: str) -> tuple[nn.Module, WeightsPlan]:
+    """Build an hf-hub / local-dir model from exactly the two files we resolved (works offline)."""
+    import tempfile
+
+    import open_clip
+
+    config, weights = resolve_hub(model)
+    with tempfile.TemporaryDirectory(prefix="attrib-hub-") as tmp:
+        os.symlink(os.path.abspath(config), os.path.join(tmp, _CONFIG_NAME))
+        os.symlink(os.path.abspath(weights), os.path.join(tmp, os.path.basename(weights)))
+        clip = open_clip.create_model(f"local-dir:{tmp}")
+    label = "hf-hub" if model.startswith("hf-hub:") else "local-dir"
+    return clip, WeightsPlan(label, os.path.realpath(weights))
+
+
+def _uses_quick_gelu(module: nn.Module) -> bool:
+    return any(type(m).__name__ == "QuickGELU" for m in module.modules())
+
+
 def _open_clip_visual_blocks(visual: nn.Module) -> tuple[list[nn.Module], bool, int]:
     from open_clip.transformer import VisionTransformer
 
@@ -198,40 +336,18 @@ def _open_clip_visual_blocks(visual: nn.Module) -> tuple[list[nn.Module], bool, 
                         "attrib taps the CLS token of every block")
 
 
-def _load_open_clip(model: str, pretrained: str | None) -> Backbone:
-    import open_clip
+def _jsonable(d: dict) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+def build_open_clip(model: str, plan: WeightsPlan | None = None) -> Backbone:
+    """Create the open_clip model for ``plan`` and wrap its vision tower (hf-hub/local-dir: no plan)."""
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
-    register_tiny()
-    spec: dict[str, Any] = {"family": "open_clip", "model": model, "pretrained": pretrained or ""}
-    kwargs: dict[str, Any] = {}
-    checkpoint = None
-    if model.startswith("hf-hub:"):
-        weights = model
-    elif not pretrained or pretrained == RANDOM_INIT:
-        if model != TINY and pretrained != RANDOM_INIT:
-            raise BackboneError(f"--model {model} needs --pretrained (a tag such as {DEFAULT_PRETRAINED}, "
-                                f"a checkpoint file, or {RANDOM_INIT} for untrained weights)")
-        weights = RANDOM_INIT
-    elif _is_file(pretrained):
-        if not os.path.isfile(pretrained):
-            raise BackboneError(f"--pretrained {pretrained!r}: no such file")
-        checkpoint = os.path.abspath(pretrained)
-        weights = Path(pretrained).name
+    if plan is None:
+        clip, plan = _create_open_clip_hub(model)
     else:
-        checkpoint, cfg = resolve_tag(model, pretrained)
-        weights = pretrained
-        if cfg.get("quick_gelu"):
-            kwargs["force_quick_gelu"] = True
-        pp = {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg}
-        if pp:
-            kwargs["force_preprocess_cfg"] = pp
-    if model.startswith("hf-hub:"):
-        clip = open_clip.create_model(model, **kwargs)
-    else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_TINY_SEED)
-            clip = open_clip.create_model(model, pretrained=checkpoint, **kwargs)
+        clip = _create_open_clip(model, plan)
     visual = clip.visual
     blocks, batch_first, width = _open_clip_visual_blocks(visual)
     pp_cfg = dict(visual.preprocess_cfg)
@@ -239,15 +355,36 @@ def _load_open_clip(model: str, pretrained: str | None) -> Backbone:
     with torch.inference_mode():
         probe = torch.zeros(1, 3, *PreprocessCfg(**pp_cfg).input_size[1:])
         embed_dim = int(visual(probe).shape[-1])
-    spec.update(
-        weights=weights,
-        weights_sha256=sha256_file(checkpoint) if checkpoint else "",
-        checkpoint=checkpoint or "",
-        quick_gelu=bool(kwargs.get("force_quick_gelu", False) or "quickgelu" in model.lower()),
-        preprocess={k: (list(v) if isinstance(v, tuple) else v) for k, v in pp_cfg.items()},
-        n_blocks=len(blocks), width=int(width), embed_dim=embed_dim,
-    )
+    spec = {
+        "family": "open_clip", "model": model, "pretrained": plan.tag or plan.weights,
+        "weights": plan.weights, "weights_sha256": sha256_file(plan.checkpoint) if plan.checkpoint else "",
+        "checkpoint": plan.checkpoint or "", "quick_gelu": _uses_quick_gelu(visual),
+        "preprocess": _jsonable(pp_cfg), "n_blocks": len(blocks), "width": int(width), "embed_dim": embed_dim,
+    }
     return Backbone(visual, blocks, transform, spec, _batch_first=batch_first)
+
+
+def _timm_weights(name: str, pretrained: str | None) -> tuple[str, str | None, bool]:
+    """(label, local file or None, load pretrained?) for a timm model."""
+    import timm
+
+    if pretrained == RANDOM_INIT:
+        return RANDOM_INIT, None, False
+    if pretrained:
+        if not os.path.isfile(pretrained):
+            raise BackboneError(f"--pretrained {pretrained!r}: no such file (timm models take a checkpoint "
+                                f"file, {RANDOM_INIT}, or nothing for timm's own weights)")
+        return Path(pretrained).name, os.path.abspath(pretrained), True
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None:
+        raise BackboneError(f"timm model {name} has no pretrained weights; pass --pretrained FILE or {RANDOM_INIT}")
+    hub_id = getattr(cfg, "hf_hub_id", None)
+    local = _hf_cached(hub_id, ["model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"]) \
+        if hub_id else None
+    if not local and not online():
+        raise WeightsUnavailable(f"timm weights for {name} are not in the local cache and huggingface.co "
+                                 "cannot be reached; pass --pretrained /path/to/weights")
+    return getattr(cfg, "tag", None) or "timm-default", local, True
 
 
 def _load_timm(model: str, pretrained: str | None) -> Backbone:
@@ -255,27 +392,12 @@ def _load_timm(model: str, pretrained: str | None) -> Backbone:
     from timm.data import create_transform, resolve_data_config
 
     name = model[len("timm:"):]
+    if not name or not timm.is_model(name.split(".", 1)[0]):
+        raise BackboneError(f"--model {model!r}: unknown timm model (see timm.list_models('vit_*'))")
+    weights, checkpoint, use_pretrained = _timm_weights(name, pretrained)
     kwargs: dict[str, Any] = {"num_classes": 0}
-    checkpoint = None
-    if pretrained == RANDOM_INIT:
-        weights, use_pretrained = RANDOM_INIT, False
-    elif pretrained:
-        if not os.path.isfile(pretrained):
-            raise BackboneError(f"--pretrained {pretrained!r}: no such file (timm models take a checkpoint "
-                                f"file, {RANDOM_INIT}, or nothing for timm's own weights)")
-        checkpoint = os.path.abspath(pretrained)
-        weights, use_pretrained = Path(pretrained).name, True
+    if checkpoint:  # timm converts OpenAI-CLIP / open_clip / DINOv2 state dicts with its own filters
         kwargs["pretrained_cfg_overlay"] = {"file": checkpoint}
-    else:
-        weights, use_pretrained = name.split(".", 1)[1] if "." in name else "timm-default", True
-        hub = timm.models.get_pretrained_cfg(name)
-        hub_id = getattr(hub, "hf_hub_id", None) if hub is not None else None
-        local = _hf_cached(hub_id, ["model.safetensors", "pytorch_model.bin"]) if hub_id else None
-        if local:
-            kwargs["pretrained_cfg_overlay"] = {"file": local}
-        elif not online():
-            raise WeightsUnavailable(f"timm weights for {name} are not in the local cache and huggingface.co "
-                                     "cannot be reached; pass --pretrained /path/to/weights")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_TINY_SEED)
         m = timm.create_model(name, pretrained=use_pretrained, **kwargs)
@@ -286,8 +408,7 @@ def _load_timm(model: str, pretrained: str | None) -> Backbone:
     spec = {
         "family": "timm", "model": model, "pretrained": pretrained or "", "weights": weights,
         "weights_sha256": sha256_file(checkpoint) if checkpoint else "", "checkpoint": checkpoint or "",
-        "quick_gelu": False,
-        "preprocess": {k: (list(v) if isinstance(v, tuple) else v) for k, v in data_cfg.items()},
+        "quick_gelu": _uses_quick_gelu(m), "preprocess": _jsonable(data_cfg),
         "n_blocks": len(m.blocks), "width": int(m.embed_dim), "embed_dim": int(m.num_features),
     }
     return Backbone(m, list(m.blocks), transform, spec)
@@ -300,7 +421,9 @@ def load_backbone(model: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_P
     import open_clip
 
     register_tiny()
-    if not model.startswith("hf-hub:") and model not in open_clip.list_models():
+    if model.startswith(("hf-hub:", "local-dir:")):
+        return build_open_clip(model)  # the hub/folder config says everything; --pretrained is ignored
+    if model not in open_clip.list_models():
         raise BackboneError(f"unknown model {model!r}: use an open_clip name (e.g. {DEFAULT_MODEL}, see "
-                            f"open_clip.list_models()), hf-hub:org/repo, timm:<name>, or {TINY}")
-    return _load_open_clip(model, pretrained)
+                            f"open_clip.list_models()), hf-hub:org/repo, local-dir:/path, timm:<name>, or {TINY}")
+    return build_open_clip(model, plan_open_clip(model, pretrained))

@@ -1,7 +1,8 @@
 """The extraction loop: images -> DataLoader workers -> one forward per batch -> shards on disk.
 
-Why this shape: decoding and resizing run in worker processes while the model runs, and finished shards
-are written by a background thread, so the accelerator (or the CPU's matrix units) never waits on I/O.
+Why this shape: decoding and resizing run in worker processes while the model runs, each batch's CLS
+tokens are copied to the host asynchronously and handled one batch later, and finished shards are
+written by a background thread, so the accelerator (or the CPU's matrix units) never waits on I/O.
 The unit of work is a shard (see :mod:`attrib.store`): a killed run resumes at the first missing shard,
 and ranks split shards by ``k % world_size == rank`` with no other coordination.
 
@@ -26,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from attrib.data.catalog import ImageList
-from attrib.data.images import ImageDecodeError, load_rgb
+from attrib.data.images import MAX_PIXELS, ImageDecodeError, load_rgb
 from attrib.extract.backbone import Backbone
 from attrib.extract.views import View
 from attrib.store import DEFAULT_SHARD_SIZE, FeatureSet, feature_set_name
@@ -48,6 +49,7 @@ class RunConfig:
     shard_size: int | None = None  # None: the existing feature set's, else DEFAULT_SHARD_SIZE
     rank: int = 0
     world_size: int = 1
+    threads: int | None = None  # torch intra-op threads; None = torch's default (all cores)
     progress: bool = True
 
 
@@ -130,6 +132,7 @@ class ImageRows(Dataset):
         try:
             img = load_rgb(self.images.abspath(row))
             img = self.view(img, self.images.paths[row])
+            _check_aspect(img.size, max(self.shape[1:]))
             x = self.transform(img)
             if tuple(x.shape) != self.shape:
                 raise ValueError(f"transform gave shape {tuple(x.shape)}, expected {self.shape}")
@@ -138,6 +141,15 @@ class ImageRows(Dataset):
             return row, torch.zeros(self.shape), str(exc)
         except Exception as exc:  # a view or transform failing on an odd image must not stop the run
             return row, torch.zeros(self.shape), f"{type(exc).__name__}: {exc}"
+
+
+def _check_aspect(size: tuple[int, int], side: int) -> None:
+    """A sliver (say 1 x 100000 px) is small on disk but, once its short side is resized to the model's
+    input size, would need gigabytes and kill the worker: record it as a failure instead."""
+    w, h = size
+    if max(w, h) / max(1, min(w, h)) * side * side > MAX_PIXELS:
+        raise ImageDecodeError(f"aspect ratio too extreme ({w}x{h}): resizing its short side to {side} px "
+                               f"would exceed {MAX_PIXELS} pixels")
 
 
 def _input_shape(backbone: Backbone) -> tuple[int, int, int]:
@@ -167,7 +179,8 @@ def build_manifest(images: ImageList, backbone: Backbone, dataset: str, view: Vi
     from attrib.extract.backbone import RANDOM_INIT_LABEL
 
     m = {
-        "dataset": dataset, "root": images.root,
+        # the image list is part of the identity, so it must be known before the folder is named
+        "dataset": dataset, "root": images.root, "n_images": len(images), "images_sha256": images.sha256(),
         "family": spec["family"], "model": spec["model"], "weights": spec["weights"],
         "weights_sha256": spec["weights_sha256"], "checkpoint": spec["checkpoint"],
         "quick_gelu": spec["quick_gelu"], "preprocess": spec["preprocess"],
@@ -181,9 +194,12 @@ def build_manifest(images: ImageList, backbone: Backbone, dataset: str, view: Vi
 
 
 def _clean_stale_tmp(path: Path) -> None:
-    """Remove temporary shard files left by killed processes of this host (other hosts' are kept)."""
+    """Remove temporary files (shards, manifest, image list) left by killed processes of this host.
+
+    A temporary file names its host and pid; another host's, or a live process's, is left alone.
+    """
     host = socket.gethostname()
-    for tmp in path.glob(".shard-*.tmp-*"):
+    for tmp in path.glob(".*.tmp-*"):
         parts = tmp.name.split(".tmp-", 1)[1].split("-")
         if len(parts) >= 3 and "-".join(parts[:-2]) == host:
             try:
@@ -230,6 +246,69 @@ class _ShardWriter:
             raise self.error
 
 
+class _ShardBatches:
+    """Batches of this rank's missing shards, never crossing a shard boundary (the batch sampler).
+
+    Each shard is re-checked just before its first batch is handed out: a shard that another process
+    (a second launch, an overlapping rank) finished meanwhile is skipped instead of recomputed.
+    """
+
+    def __init__(self, fs: FeatureSet, shards: list[int], batch_size: int):
+        self.fs, self.shards, self.batch_size = fs, shards, batch_size
+        self.skipped: list[int] = []
+
+    def __len__(self) -> int:
+        return sum(-(-(b - a) // self.batch_size) for a, b in map(self.fs.shard_range, self.shards))
+
+    def __iter__(self):
+        for k in self.shards:
+            if self.fs.shard_path(k).exists():
+                self.skipped.append(k)
+                continue
+            start, stop = self.fs.shard_range(k)
+            for b in range(start, stop, self.batch_size):
+                yield list(range(b, min(b + self.batch_size, stop)))
+
+
+class _ShardBuffer:
+    """Rows of one shard gathered batch by batch; full -> handed to the writer."""
+
+    def __init__(self, fs: FeatureSet, k: int):
+        self.k = k
+        self.start, stop = fs.shard_range(k)
+        n = stop - self.start
+        self.cls = np.zeros((n, fs.n_blocks, fs.width), np.float16)
+        self.embed = np.zeros((n, fs.embed_dim), np.float16)
+        self.ok = np.zeros(n, bool)
+        self.error = [""] * n
+        self.filled = 0
+
+    def add(self, rows: np.ndarray, errors: list[str], cls: np.ndarray, embed: np.ndarray) -> int:
+        """Store one batch (failed rows keep zero features and get their error); returns #failed."""
+        local = rows - self.start
+        good = np.array([e == "" for e in errors], dtype=bool)
+        self.cls[local[good]] = cls[good]
+        self.embed[local[good]] = embed[good]
+        self.ok[local] = good
+        for i, e in zip(local, errors):
+            self.error[int(i)] = e
+        self.filled += len(rows)
+        return int((~good).sum())
+
+    @property
+    def full(self) -> bool:
+        return self.filled == len(self.ok)
+
+
+def _to_host(t: torch.Tensor) -> torch.Tensor:
+    """Start copying ``t`` to pinned host memory without waiting (GPU); a no-op on the CPU."""
+    if t.device.type == "cpu":
+        return t
+    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    host.copy_(t, non_blocking=True)
+    return host
+
+
 def extract(images: ImageList, backbone: Backbone, cache: str | os.PathLike, dataset: str,
             view: View | None = None, config: RunConfig | None = None, out: str | os.PathLike | None = None,
             manifest_extra: dict[str, Any] | None = None) -> RunSummary:
@@ -250,6 +329,10 @@ def extract(images: ImageList, backbone: Backbone, cache: str | os.PathLike, dat
         raise ExtractError("the image list is empty: nothing to extract")
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
+    if cfg.threads is not None:
+        if cfg.threads < 1:
+            raise ExtractError(f"--threads must be >= 1, got {cfg.threads}")
+        torch.set_num_threads(cfg.threads)
 
     shard_size = cfg.shard_size or DEFAULT_SHARD_SIZE
     manifest = build_manifest(images, backbone, dataset, view, shard_size, precision, manifest_extra)
@@ -263,70 +346,73 @@ def extract(images: ImageList, backbone: Backbone, cache: str | os.PathLike, dat
     fs = FeatureSet.create(path, manifest, images)
     _clean_stale_tmp(fs.path)
 
-    todo = fs.shards_todo(cfg.rank, cfg.world_size)
-    batches = []
-    for k in todo:
-        start, stop = fs.shard_range(k)
-        batches.extend(list(range(b, min(b + cfg.batch_size, stop))) for b in range(start, stop, cfg.batch_size))
-    n_todo = sum(len(b) for b in batches)
-
+    sampler = _ShardBatches(fs, fs.shards_todo(cfg.rank, cfg.world_size), cfg.batch_size)
+    n_todo = sum(b - a for a, b in map(fs.shard_range, sampler.shards))
     backbone.to(device)
-    shape = _input_shape(backbone)
     workers = default_workers() if cfg.workers is None else cfg.workers
     loader = DataLoader(
-        ImageRows(images, backbone.transform, view, shape), batch_sampler=batches, num_workers=workers,
-        pin_memory=device.type == "cuda", prefetch_factor=4 if workers > 0 else None,
+        ImageRows(images, backbone.transform, view, _input_shape(backbone)), batch_sampler=sampler,
+        num_workers=workers, pin_memory=device.type == "cuda", prefetch_factor=4 if workers > 0 else None,
         persistent_workers=False,
     )
     autocast = (torch.autocast(device.type, dtype=_DTYPES[precision]) if precision in _DTYPES
                 else nullcontext())
-    L, D, E = fs.n_blocks, fs.width, fs.embed_dim
 
     writer = _ShardWriter(fs)
     t0 = time.perf_counter()
-    failed = 0
-    shards_written = 0
-    bar = tqdm(total=n_todo, unit="img", desc=f"extract {fs.id}" + (f" [rank {cfg.rank}/{cfg.world_size}]"
-               if cfg.world_size > 1 else ""), disable=not cfg.progress, dynamic_ncols=True, smoothing=0.05)
-    cur_k, buf = -1, None
+    failed = done = shards_written = 0
+    desc = f"extract {fs.id}" + (f" [rank {cfg.rank}/{cfg.world_size}]" if cfg.world_size > 1 else "")
+    bar = tqdm(total=n_todo, unit="img", desc=desc, disable=not cfg.progress, dynamic_ncols=True, smoothing=0.05)
+    bar.set_postfix(failed=0, refresh=False)
+    buf: _ShardBuffer | None = None
+    seen_skips = 0
+
+    def consume(batch: tuple) -> None:
+        """Put a finished batch's features into its shard buffer; queue the shard when full."""
+        nonlocal buf, failed, done, shards_written, seen_skips
+        rows, errors, cls, emb, event = batch
+        if event is not None:
+            event.synchronize()
+        k = int(rows[0]) // fs.shard_size
+        if buf is None or buf.k != k:
+            buf = _ShardBuffer(fs, k)
+        failed += buf.add(rows, errors, cls.float().numpy(), emb.float().numpy())
+        if buf.full:
+            writer.put(buf.k, buf.cls, buf.embed, buf.ok, buf.error)
+            shards_written += 1
+            buf = None
+        done += len(rows)
+        while seen_skips < len(sampler.skipped):  # finished by another process meanwhile
+            a, b = fs.shard_range(sampler.skipped[seen_skips])
+            bar.total -= b - a
+            seen_skips += 1
+        bar.set_postfix(failed=failed, refresh=False)
+        bar.update(len(rows))
+
+    # One forward per batch. Its outputs (CLS tokens and embedding only) are copied to the host
+    # asynchronously and consumed one batch later, so the GPU never waits for numpy and disk.
+    pending = None
     try:
         for rows, x, errors in loader:
-            k = int(rows[0]) // fs.shard_size
-            if k != cur_k:
-                start, stop = fs.shard_range(k)
-                n = stop - start
-                buf = (np.zeros((n, L, D), np.float16), np.zeros((n, E), np.float16),
-                       np.zeros(n, bool), [""] * n, start, 0)
-                cur_k = k
-            cls_b, emb_b, ok_b, err_b, start, filled = buf
             x = x.to(device, non_blocking=True)
             with autocast:
                 cls, emb = backbone.features(x)
-            cls = cls.float().cpu().numpy()
-            emb = emb.float().cpu().numpy()
-            local = rows.numpy() - start
-            good = np.array([e == "" for e in errors])
-            cls_b[local[good]] = cls[good]
-            emb_b[local[good]] = emb[good]
-            ok_b[local] = good
-            for i, e in zip(local, errors):
-                err_b[i] = e
-            failed += int((~good).sum())
-            filled += len(rows)
-            buf = (cls_b, emb_b, ok_b, err_b, start, filled)
-            if filled == len(ok_b):
-                writer.put(k, cls_b, emb_b, ok_b, err_b)
-                shards_written += 1
-                buf = None
-            bar.update(len(rows))
-            if failed:
-                bar.set_postfix(failed=failed, refresh=False)
+            cls, emb = _to_host(cls), _to_host(emb)
+            event = None
+            if device.type == "cuda":
+                event = torch.cuda.Event()
+                event.record()
+            if pending is not None:
+                consume(pending)
+            pending = (rows.numpy(), list(errors), cls, emb, event)
+        if pending is not None:
+            consume(pending)
     finally:
         bar.close()
         writer.close()
     seconds = time.perf_counter() - t0
     left = len(fs.shards_todo(0, 1))
-    return RunSummary(fs, n_todo, failed, seconds, writer.bytes, shards_written, left)
+    return RunSummary(fs, done, failed, seconds, writer.bytes, shards_written, left)
 
 
 def even_subset(images: ImageList, limit: int) -> ImageList:

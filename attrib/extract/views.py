@@ -19,6 +19,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
+from attrib.data.images import MAX_PIXELS
+
 
 class ViewError(ValueError):
     """A --view spec that cannot be parsed; the message lists the valid forms."""
@@ -51,7 +53,10 @@ def _rotate(img: Image.Image, deg: float, _rng: np.random.Generator) -> Image.Im
 
 def _resize(img: Image.Image, factor: float, _rng: np.random.Generator) -> Image.Image:
     w, h = img.size
-    return img.resize((max(1, round(w * factor)), max(1, round(h * factor))), Image.BICUBIC)
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    if size[0] * size[1] > MAX_PIXELS:
+        raise ValueError(f"resize:{factor:g} of a {w}x{h} image would exceed {MAX_PIXELS} pixels")
+    return img.resize(size, Image.BICUBIC)
 
 
 # name -> (function, validity check, meaning of the value)

@@ -1,0 +1,227 @@
+"""Stage-1 benchmarks: is extraction compute-bound, and are cache reads disk-bound?
+
+1. Extraction overhead. The same images, batches and model, timed two ways, alternately (--repeats
+   pairs; the ratio of each pair, then the median): the bare forward (``backbone.features`` on batches
+   decoded beforehand, nothing else running) and the end-to-end run (``attrib.extract.runner.extract``:
+   DataLoader workers decoding and transforming, the forward, the background shard writer, manifest,
+   fsyncs). Goal: end-to-end <= 1.15 x bare forward, i.e. decoding, transforms and writing hidden behind
+   compute. On a machine shared with other work, run-to-run noise can exceed the overhead measured.
+2. Block reads. A feature set of ``--rows`` rows (12 blocks x 768 dims, like ViT-B/16) is written with the
+   real shard writer; then, with the files evicted from the page cache (posix_fadvise DONTNEED), we time
+   (a) a raw sequential read of every shard file (8 MiB reads, bytes discarded) and (b)
+   ``FeatureSet.block(7)``, which returns float32, once with numpy's fp16 cast (what a process without
+   torch gets) and once with torch's (what a process that has torch loaded gets). Speeds are bytes on
+   disk per second: all file bytes for (a), the block's fp16 bytes for (b). Goal: (b) >= 0.5 x (a).
+   Warm (page-cached) numbers are printed too.
+
+Temporary files go to a fresh folder under ``--dir`` (default: the system temp folder), removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+GOAL_EXTRACT = 1.15
+GOAL_READ = 0.5
+
+
+def _write_images(root: Path, n: int, seed: int = 0) -> None:
+    """GenImage-like files: half 512x512 PNG ("generated"), half ~500x375 JPEG ("real"), smooth content."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        real = i % 2 == 0
+        size = (500, 375) if real else (512, 512)
+        low = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+        img = Image.fromarray(low).resize(size, Image.BICUBIC)
+        noise = rng.normal(0, 6, (size[1], size[0], 3))
+        img = Image.fromarray(np.clip(np.asarray(img) + noise, 0, 255).astype(np.uint8))
+        d = root / ("real" if real else "gen")
+        d.mkdir(parents=True, exist_ok=True)
+        img.save(d / (f"{i:05d}.jpg" if real else f"{i:05d}.png"), **({"quality": 90} if real else {}))
+
+
+def bench_extract(args: argparse.Namespace, tmp: Path) -> float:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from attrib.data.catalog import read_folder
+    from attrib.extract.backbone import load_backbone
+    from attrib.extract.runner import ImageRows, RunConfig, _input_shape, extract
+    from attrib.extract.views import View
+
+    _write_images(tmp / "images", args.images)
+    images = read_folder(tmp / "images")
+    bb = load_backbone(args.model, args.pretrained)
+    cfg = RunConfig(batch_size=args.batch_size, workers=args.workers, device="cpu", precision="fp32",
+                    shard_size=args.shard_size, threads=args.threads, progress=False)
+
+    # the batches the runner will form (never crossing a shard), decoded up front
+    n, S, B = len(images), args.shard_size, args.batch_size
+    batches = [list(range(b, min(b + B, s + S, n))) for s in range(0, n, S) for b in range(s, min(s + S, n), B)]
+    rows = ImageRows(images, bb.transform, View(), _input_shape(bb))
+    decoded = [x for _, x, _ in DataLoader(rows, batch_sampler=batches, num_workers=0)]
+
+    bare, e2e = [], []
+    for rep in range(args.repeats):  # alternate, so that load from other processes hits both alike
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        bb.features(decoded[0][:2])  # warm-up: first-call allocations out of both timings
+        t0 = time.perf_counter()
+        for x in decoded:
+            bb.features(x)
+        bare.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        summary = extract(images, bb, tmp / f"cache{rep}", "bench", config=cfg)
+        e2e.append(time.perf_counter() - t0)
+        assert summary.images == len(images) and summary.shards_left == 0
+    ratios = [e / b for e, b in zip(e2e, bare)]
+    ratio = statistics.median(ratios)
+    print(f"[extract] {args.model} ({args.pretrained}) on CPU ({os.cpu_count()} cores), {n} images "
+          f"(half 512x512 PNG, half 500x375 JPEG) -> {_input_shape(bb)[1]} px, batch {B}, shard {S}, "
+          f"workers {summary_workers(cfg)}, torch threads {torch.get_num_threads()}")
+    print("[extract] bare forward:  " + ", ".join(f"{t:.1f} s" for t in bare) + f"  ({n / min(bare):.2f} img/s best)")
+    print("[extract] end-to-end:    " + ", ".join(f"{t:.1f} s" for t in e2e) + f"  ({n / min(e2e):.2f} img/s best)")
+    print("[extract] end-to-end / bare forward, run by run: " + ", ".join(f"{r:.3f}" for r in ratios) +
+          f"; median {ratio:.3f} (goal <= {GOAL_EXTRACT}) -> {'MET' if ratio <= GOAL_EXTRACT else 'NOT MET'}")
+    return ratio
+
+
+def summary_workers(cfg) -> int:
+    from attrib.extract.runner import default_workers
+
+    return default_workers() if cfg.workers is None else cfg.workers
+
+
+def _evict(paths: list[Path]) -> bool:
+    """Drop the files from the page cache (their pages are clean: the writer fsynced them)."""
+    if not hasattr(os, "posix_fadvise"):
+        return False
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    return True
+
+
+def _raw_read(paths: list[Path]) -> tuple[int, float]:
+    buf = bytearray(8 << 20)
+    total = 0
+    t0 = time.perf_counter()
+    for p in paths:
+        with open(p, "rb", buffering=0) as f:
+            while n := f.readinto(buf):
+                total += n
+    return total, time.perf_counter() - t0
+
+
+def bench_read(args: argparse.Namespace, tmp: Path) -> float:
+    from attrib.data.catalog import ImageList
+    from attrib.store import FeatureSet
+
+    L, D, E, S, n = 12, 768, 512, 10_000, args.rows
+    images = ImageList([f"img/{i:07d}.png" for i in range(n)], ["gen"] * n, ["train"] * n)
+    manifest = {"dataset": "bench", "family": "open_clip", "model": "ViT-B-16", "weights": "synthetic",
+                "weights_sha256": "", "quick_gelu": False, "preprocess": {}, "view": "none", "n_blocks": L,
+                "width": D, "embed_dim": E, "shard_size": S, "precision": "fp32"}
+    fs = FeatureSet.create(tmp / "fs", manifest, images)
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((S, L, D), dtype=np.float32).astype(np.float16)
+    emb = rng.standard_normal((S, E), dtype=np.float32).astype(np.float16)
+    t0 = time.perf_counter()
+    for k in range(fs.n_shards):
+        a, b = fs.shard_range(k)
+        fs.write_shard(k, base[: b - a] + np.float16(k), emb[: b - a], np.ones(b - a, bool), [""] * (b - a))
+    write_s = time.perf_counter() - t0
+    paths = [fs.shard_path(k) for k in range(fs.n_shards)]
+    size = sum(p.stat().st_size for p in paths)
+    block_bytes = n * D * 2
+    print(f"[read] {n} rows x {L} blocks x {D} dims fp16 in {fs.n_shards} shards, {size / 1e9:.2f} GB "
+          f"(written in {write_s:.1f} s = {size / write_s / 1e6:.0f} MB/s incl. checksums and fsync)")
+    import torch  # noqa: F401  (loaded, so that the torch-cast path can be measured too)
+
+    from attrib import shard_io
+
+    def block_speed(cold: bool) -> float:
+        if cold:
+            _evict(paths)
+        t0 = time.perf_counter()
+        x = fs.block(7)
+        dt = time.perf_counter() - t0
+        assert x.shape == (n, D) and x.dtype == np.float32
+        return block_bytes / dt
+
+    can_evict = _evict(paths)
+    if not can_evict:
+        print("[read] posix_fadvise unavailable: cannot evict the page cache, cold numbers skipped")
+    result = float("nan")
+    for state in (("cold", "warm") if can_evict else ("warm",)):
+        cold = state == "cold"
+        raw, numpy_cast, torch_cast = [], [], []
+        for _ in range(args.repeats):
+            if cold:
+                _evict(paths)
+            total, t = _raw_read(paths)
+            raw.append(total / t)
+            shard_io.TORCH_CAST = False
+            numpy_cast.append(block_speed(cold))
+            shard_io.TORCH_CAST = None
+            if "torch" in sys.modules:
+                torch_cast.append(block_speed(cold))
+        r = statistics.median(raw)
+        line = f"[read] {state}: raw sequential read {r / 1e6:.0f} MB/s; block(7) "
+        parts = [("numpy cast", numpy_cast), ("torch cast", torch_cast)]
+        line += "; ".join(f"{name} {statistics.median(v) / 1e6:.0f} MB/s = {statistics.median(v) / r:.2f}x"
+                          for name, v in parts if v)
+        best = max(statistics.median(v) for _, v in parts if v) / r
+        if cold:
+            result = best
+            verdict = ("MET" if statistics.median(numpy_cast) / r >= GOAL_READ else
+                       "MET with torch's cast only" if best >= GOAL_READ else "NOT MET")
+            line += f" (medians of {args.repeats}; goal >= {GOAL_READ}x) -> {verdict}"
+        else:
+            line += " (page cache: a memory copy vs fp16->fp32 conversion; no goal)"
+        print(line)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m attrib.bench extract", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", choices=["extract", "read"], help="run one of the two benchmarks")
+    ap.add_argument("--images", type=int, default=64, help="images for the extraction benchmark")
+    ap.add_argument("--model", default="ViT-B-16")
+    ap.add_argument("--pretrained", default="random-init")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--shard-size", type=int, default=64)
+    ap.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the runner's)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: the runner's)")
+    ap.add_argument("--rows", type=int, default=100_000, help="rows of the read benchmark's feature set")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--dir", default=None, help="parent folder for temporary files (default: system temp)")
+    args = ap.parse_args(argv if argv is not None else None)
+    tmp = Path(tempfile.mkdtemp(prefix="attrib-bench-extract-", dir=args.dir))
+    try:
+        if args.only in (None, "extract"):
+            bench_extract(args, tmp)
+        if args.only in (None, "read"):
+            bench_read(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,139 @@
+"""Backbones: the per-block CLS taps are the paper's features, weights load the way they were trained."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from attrib.extract import backbone as bbmod
+from attrib.extract.backbone import (TINY, BackboneError, WeightsUnavailable, build_open_clip, load_backbone,
+                                     plan_open_clip, sha256_file, tag_for_sha256)
+
+OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
+
+
+def _timm_cls_taps(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What the paper's code uses: timm forward_intermediates with the prefix (CLS) tokens returned."""
+    with torch.inference_mode():
+        inter = model.forward_intermediates(x, return_prefix_tokens=True, intermediates_only=True)
+    return torch.stack([prefix[:, 0] for _spatial, prefix in inter], dim=1)
+
+
+def test_vit_b16_taps_equal_timm_forward_intermediates_after_timms_own_conversion() -> None:
+    """open_clip ViT-B-16 (random weights) -> timm's OpenAI-CLIP converter -> vit_base_patch16_clip_224."""
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    oc = load_backbone("ViT-B-16", "random-init")
+    tm = load_backbone("timm:vit_base_patch16_clip_224", "random-init")
+    state = {f"visual.{k}": v for k, v in oc.module.state_dict().items()}  # open_clip CLIP key layout
+    converted = checkpoint_filter_fn(state, tm.module)
+    missing, unexpected = tm.module.load_state_dict(converted, strict=False)
+    assert missing == [] and sorted(unexpected) == ["head.bias", "head.weight"]  # num_classes=0: no head
+
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    ref = _timm_cls_taps(tm.module, x)
+    cls, embed = oc.features(x)
+    assert cls.shape == (2, 12, 768) and embed.shape == (2, 512)
+    torch.testing.assert_close(cls, ref, rtol=0, atol=1e-4)
+    tcls, tpooled = tm.features(x)  # the timm:<name> path taps the same tokens
+    torch.testing.assert_close(tcls, ref, rtol=0, atol=1e-4)
+    torch.testing.assert_close(embed, tpooled @ oc.module.proj, rtol=0, atol=1e-4)  # ln_post, then proj
+    assert oc.spec["quick_gelu"] is False and tm.spec["family"] == "timm"
+
+
+def test_openai_weights_build_the_quickgelu_architecture() -> None:
+    plan = plan_open_clip("ViT-B-16", "openai", resolve=False)  # no download: only the decisions
+    assert plan.tag == "openai" and plan.create_kwargs["force_quick_gelu"] is True
+    bb = build_open_clip("ViT-B-16", plan)
+    acts = {type(blk.mlp.gelu).__name__ for blk in bb.blocks}
+    assert acts == {"QuickGELU"} and bb.spec["quick_gelu"] is True
+    assert bb.spec["preprocess"]["mean"] == OPENAI_MEAN and bb.spec["preprocess"]["resize_mode"] == "shortest"
+    laion = plan_open_clip("ViT-B-16", "laion2b_s34b_b88k", resolve=False)
+    assert "force_quick_gelu" not in laion.create_kwargs
+    # OpenAI's own checkpoint file is recognised by the sha256 in its download URL
+    sha = "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f"
+    assert tag_for_sha256("ViT-B-16", sha)[0] == "openai"
+    assert tag_for_sha256("ViT-B-16", "0" * 64) is None
+
+
+def test_tiny_checkpoint_round_trip_gives_identical_features(tiny_checkpoint: Path) -> None:
+    import open_clip
+
+    bbmod.register_tiny()
+    torch.manual_seed(123)  # the weights the fixture saved
+    saved = open_clip.create_model(TINY).visual.eval()
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        ref = saved.forward_intermediates(x, intermediates_only=False, output_extra_tokens=True)
+    loaded = load_backbone(TINY, str(tiny_checkpoint))
+    cls, embed = loaded.features(x)
+    assert torch.equal(cls, torch.stack([p[:, 0] for p in ref["image_intermediates_prefix"]], dim=1))
+    assert torch.equal(embed, ref["image_features"])
+    assert loaded.spec["weights"] == tiny_checkpoint.name and loaded.spec["checkpoint"] == str(tiny_checkpoint)
+    assert loaded.spec["weights_sha256"] == sha256_file(tiny_checkpoint) and not loaded.random_init
+    rand = load_backbone(TINY, None)
+    assert rand.random_init and not torch.equal(rand.features(x)[0], cls)
+    assert torch.equal(load_backbone(TINY, None).features(x)[0], rand.features(x)[0])  # seeded
+
+
+def test_taps_are_copies_not_views_of_the_token_map() -> None:
+    bb = load_backbone(TINY, None)
+    tokens = torch.randn(2, 17, 64)
+    bb._tap(None, None, tokens)
+    tap = bb._taps.pop()
+    assert torch.equal(tap, tokens[:, 0]) and tap.untyped_storage().nbytes() == 2 * 64 * 4
+
+
+def _fake_hub(root: Path, repo: str, weights: Path, mean: list[float]) -> None:
+    """A Hugging Face cache entry exactly as huggingface_hub lays it out (refs/main -> snapshot)."""
+    rev = "0123456789abcdef0123456789abcdef01234567"
+    base = root / f"models--{repo.replace('/', '--')}"
+    snap = base / "snapshots" / rev
+    snap.mkdir(parents=True)
+    (base / "refs").mkdir()
+    (base / "refs" / "main").write_text(rev)
+    cfg = json.loads((Path(bbmod.__file__).parent.parent / "models" / f"{TINY}.json").read_text())
+    (snap / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {"mean": mean}}))
+    (snap / "open_clip_model.safetensors").write_bytes(weights.read_bytes())
+
+
+def test_hf_hub_models_load_from_the_local_cache_offline(tiny_checkpoint: Path, tmp_path: Path,
+                                                          monkeypatch) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _fake_hub(tmp_path, "attrib/tiny-hub", tiny_checkpoint, [0.5, 0.5, 0.5])
+    hub = load_backbone("hf-hub:attrib/tiny-hub", None)
+    ref = load_backbone(TINY, str(tiny_checkpoint))
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.equal(hub.features(x)[0], ref.features(x)[0])
+    assert hub.spec["model"] == "hf-hub:attrib/tiny-hub" and hub.spec["weights"] == "hf-hub"
+    assert hub.spec["weights_sha256"] == sha256_file(tiny_checkpoint)
+    assert hub.spec["preprocess"]["mean"] == [0.5, 0.5, 0.5]  # the hub config's preprocessing is used
+    folder = Path(hub.spec["checkpoint"]).parent
+    assert load_backbone(f"local-dir:{folder}", None).spec["weights_sha256"] == sha256_file(tiny_checkpoint)
+    with pytest.raises(WeightsUnavailable, match="not in the local Hugging Face cache.*local-dir"):
+        load_backbone("hf-hub:attrib/not-downloaded", None)
+    with pytest.raises(BackboneError, match="must hold open_clip_config.json"):
+        load_backbone(f"local-dir:{tmp_path}", None)
+
+
+def test_bad_model_arguments_fail_with_a_clear_message(tmp_path: Path) -> None:
+    with pytest.raises(BackboneError, match="unknown model 'ViT-Q-99'"):
+        load_backbone("ViT-Q-99", None)
+    with pytest.raises(BackboneError, match="needs --pretrained"):
+        load_backbone("ViT-B-16", None)
+    with pytest.raises(BackboneError, match="not a known tag for ViT-B-16.*laion2b_s34b_b88k"):
+        load_backbone("ViT-B-16", "no-such-tag")
+    with pytest.raises(BackboneError, match="no such file"):
+        load_backbone(TINY, str(tmp_path / "missing.safetensors"))
+    with pytest.raises(BackboneError, match="unknown timm model"):
+        load_backbone("timm:not_a_model", "random-init")
+    with pytest.raises(BackboneError, match="no CLS token"):
+        load_backbone("timm:resnet18", "random-init")
+    with pytest.raises(WeightsUnavailable, match="not in the local cache"):
+        load_backbone("timm:vit_tiny_patch16_224.augreg_in21k", None)  # HF_HUB_OFFLINE=1 in tests

@@ -1,0 +1,121 @@
+"""Real processes: a run killed with SIGKILL resumes exactly; two ranks build one feature set together."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from attrib.cli import main
+from attrib.store import FeatureSet
+
+N_IMAGES, SHARD = 240, 8
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """240 JPEG photos-to-be (noise, 192 px, so that decoding takes real time) plus two broken files."""
+    root = tmp_path_factory.mktemp("procs")
+    for i in range(N_IMAGES - 2):
+        d = root / f"gen{i % 4}"
+        d.mkdir(exist_ok=True)
+        arr = np.random.default_rng(i).integers(0, 256, (192, 192, 3), dtype=np.uint8)
+        Image.fromarray(arr).save(d / f"{i:04d}.jpg", quality=90)
+    (root / "gen0" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    (root / "gen1" / "empty.png").write_bytes(b"")
+    return root
+
+
+def _args(root: Path, cache: Path, ckpt: Path) -> list[str]:
+    return ["features", "--dataset", "folder", "--root", str(root), "--model", "attrib-tiny", "--pretrained",
+            str(ckpt), "--cache", str(cache), "--shard-size", str(SHARD), "--batch-size", "4", "--workers", "0",
+            "--quiet"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Same torch threads in this process as in the children (OMP_NUM_THREADS=1): on a shared 2-core box,
+    2 OpenMP threads next to other busy processes make tiny-model forwards 100x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _spawn(args: list[str], **env: str) -> subprocess.Popen:
+    e = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "OMP_NUM_THREADS": "1", **env}
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS"):
+        if var not in env:
+            e.pop(var, None)
+    return subprocess.Popen([sys.executable, "-m", "attrib", *args], env=e, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def reference(dataset: Path, tiny_checkpoint: Path, tmp_path_factory) -> FeatureSet:
+    """The same extraction, uninterrupted, in one process."""
+    res = CliRunner().invoke(main, _args(dataset, tmp_path_factory.mktemp("ref"), tiny_checkpoint),
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return FeatureSet.open(res.stdout.strip().splitlines()[-1])
+
+
+def _assert_same(fs: FeatureSet, ref: FeatureSet) -> None:
+    rep = fs.verify()
+    assert rep.ok and not rep.missing and not rep.broken, rep
+    assert fs.images.paths == ref.images.paths and len(set(fs.images.paths)) == N_IMAGES
+    assert [(r, e) for r, _, e in rep.failed] == [(r, e) for r, _, e in ref.verify().failed] and len(rep.failed) == 2
+    for layer in range(ref.n_blocks):
+        np.testing.assert_array_equal(fs.block(layer), ref.block(layer))
+    np.testing.assert_array_equal(fs.embed(), ref.embed())
+    assert not list(fs.path.glob(".shard-*"))  # no temporary file left
+
+
+def test_sigkill_mid_extraction_then_rerun_completes_exactly(dataset: Path, tiny_checkpoint: Path,
+                                                             reference: FeatureSet, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    proc = _spawn(_args(dataset, cache, tiny_checkpoint))
+    shards: list[Path] = []
+    deadline = time.monotonic() + 120
+    while len(shards) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        shards = list(cache.glob("*/shard-*.h5"))
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
+    fs = FeatureSet.open(shards[0].parent)
+    done = fs.shards_done()
+    assert 2 <= len(done) < fs.n_shards, "the run must be killed mid-extraction"
+
+    res = CliRunner().invoke(main, _args(dataset, cache, tiny_checkpoint), catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert res.stdout.strip().splitlines()[-1] == str(fs.path)
+    left = fs.n_shards - len(done)
+    assert f"{left} shards, " in res.stderr and f"done: {N_IMAGES - len(done) * SHARD} images" in res.stderr
+    _assert_same(FeatureSet.open(fs.path), reference)
+
+
+def test_two_ranks_as_two_processes_make_one_complete_feature_set(dataset: Path, tiny_checkpoint: Path,
+                                                                  reference: FeatureSet, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    procs = [_spawn(_args(dataset, cache, tiny_checkpoint), RANK=str(r), WORLD_SIZE="2") for r in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+    paths = {out.strip().splitlines()[-1] for out, _ in outs}
+    assert len(paths) == 1
+    n_shards = -(-N_IMAGES // SHARD)
+    for r, (_, err) in enumerate(outs):  # rank r did exactly its shards k % 2 == r
+        mine = len(range(r, n_shards, 2))
+        assert f" {mine} shards, " in err, err
+    _assert_same(FeatureSet.open(paths.pop()), reference)

@@ -1,0 +1,132 @@
+"""Safe decoding: every odd or broken file becomes an honest RGB picture or a clear error, never a crash.
+
+``write_zoo`` writes real files with Pillow; the extraction tests reuse it to check that each one becomes
+an ok row or a failed row with its error text.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from attrib.data import images as imgmod
+from attrib.data.images import ImageDecodeError, load_rgb
+
+RNG = np.random.default_rng(0)
+RGB = RNG.integers(0, 256, (20, 30, 3), dtype=np.uint8)  # 30 wide, 20 high
+GRAY16 = (RNG.integers(0, 65536, (20, 30))).astype(np.uint16)
+PALETTE = [255, 0, 0, 0, 255, 0, 0, 0, 255] + [7] * (256 * 3 - 9)
+
+
+def _exif_rotated_jpeg(path: Path) -> None:
+    """Stored 40x20 (left half black, right half white) with EXIF orientation 6 (rotate 90 clockwise)."""
+    arr = np.zeros((20, 40, 3), np.uint8)
+    arr[:, 20:] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(arr).save(path, exif=exif, quality=95)
+
+
+def write_zoo(root: Path) -> dict[str, str]:
+    """Write the zoo under ``root``; returns file name -> '' (must decode) or a substring of its error."""
+    root.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(RGB).save(root / "rgb.png")
+    Image.fromarray(RGB[..., 0]).save(root / "gray.png")
+    Image.fromarray(GRAY16).save(root / "gray16.png")  # 16-bit PNG
+    Image.fromarray(np.dstack([RGB, RGB[..., :1]])).save(root / "rgba.png")
+    pal = Image.fromarray((RGB[..., 0] % 3).astype(np.uint8), mode="P")
+    pal.putpalette(PALETTE)
+    pal.info["transparency"] = 0
+    pal.save(root / "palette_transparent.png", transparency=0)
+    Image.fromarray(RGB).convert("CMYK").save(root / "cmyk.jpg", quality=95)
+    Image.fromarray(RGB).convert("CMYK").save(root / "cmyk.tif")
+    _exif_rotated_jpeg(root / "exif_rotated.jpg")
+    frames = [Image.fromarray(np.full((10, 10, 3), v, np.uint8)) for v in (10, 200)]
+    frames[0].save(root / "animated.gif", save_all=True, append_images=frames[1:])
+    good = io.BytesIO()
+    Image.fromarray(RGB).save(good, format="PNG")
+    data = good.getvalue()
+    (root / "truncated.png").write_bytes(data[: len(data) // 2])
+    jpg = io.BytesIO()
+    Image.fromarray(RGB).save(jpg, format="JPEG")
+    (root / "truncated.jpg").write_bytes(jpg.getvalue()[: len(jpg.getvalue()) // 2])
+    (root / "broken.png").write_bytes(data[:16] + bytes(RNG.integers(0, 256, 200, dtype=np.uint8)))
+    (root / "zero.png").write_bytes(b"")
+    (root / "text.jpg").write_text("this is not an image\n")
+    Image.new("1", (10_000, 10_000)).save(root / "bomb.png")  # 100 Mpx in a few kB
+    return {"rgb.png": "", "gray.png": "", "gray16.png": "", "rgba.png": "", "palette_transparent.png": "",
+            "cmyk.jpg": "", "cmyk.tif": "", "exif_rotated.jpg": "", "animated.gif": "",
+            "truncated.png": "truncated", "truncated.jpg": "truncated", "broken.png": "Error",
+            "zero.png": "empty file (0 bytes)", "text.jpg": "cannot identify image file",
+            "bomb.png": "image too large"}
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    root = tmp_path_factory.mktemp("zoo")
+    return root, write_zoo(root)
+
+
+def _px(path: Path) -> np.ndarray:
+    img = load_rgb(path)
+    assert img.mode == "RGB"
+    return np.asarray(img)
+
+
+def test_every_zoo_file_decodes_faithfully_or_fails_with_its_reason(zoo) -> None:
+    root, expect = zoo
+    for name, err in expect.items():
+        if err:
+            with pytest.raises(ImageDecodeError) as exc:
+                load_rgb(root / name)
+            assert err.lower() in str(exc.value).lower(), (name, str(exc.value))
+        else:
+            assert _px(root / name).ndim == 3, name
+
+
+def test_modes_are_converted_the_way_a_person_sees_them(zoo) -> None:
+    root, _ = zoo
+    np.testing.assert_array_equal(_px(root / "rgb.png"), RGB)
+    np.testing.assert_array_equal(_px(root / "gray.png"), np.repeat(RGB[..., :1], 3, axis=2))
+    np.testing.assert_array_equal(_px(root / "gray16.png")[..., 1], (GRAY16 >> 8).astype(np.uint8))  # not clipped
+    np.testing.assert_array_equal(_px(root / "rgba.png"), RGB)  # alpha dropped, colours kept
+    pal = np.array(PALETTE[:9], np.uint8).reshape(3, 3)
+    np.testing.assert_array_equal(_px(root / "palette_transparent.png"), pal[RGB[..., 0] % 3])
+    cmyk_ref = np.asarray(Image.fromarray(RGB).convert("CMYK").convert("RGB"))
+    np.testing.assert_array_equal(_px(root / "cmyk.tif"), cmyk_ref)
+    assert np.abs(_px(root / "cmyk.jpg").astype(int) - cmyk_ref).mean() < 12  # lossy, but not inverted
+    assert _px(root / "animated.gif").mean() < 20  # the first frame
+
+
+def test_exif_orientation_is_applied(zoo) -> None:
+    px = _px(zoo[0] / "exif_rotated.jpg")
+    assert px.shape == (40, 20, 3)  # stored 40x20 landscape, shown 20x40 portrait
+    assert px[:15].mean() < 30 and px[25:].mean() > 225  # the black left half is now on top
+
+
+def test_size_limits_and_unreadable_paths(tmp_path: Path, monkeypatch) -> None:
+    p = tmp_path / "a.png"
+    Image.fromarray(RGB).save(p)
+    with pytest.raises(ImageDecodeError, match="not a regular file"):
+        load_rgb(tmp_path)  # a folder
+    with pytest.raises(ImageDecodeError, match="cannot read file"):
+        load_rgb(tmp_path / "missing.png")
+    monkeypatch.setattr(imgmod, "MAX_BYTES", 100)
+    with pytest.raises(ImageDecodeError, match=r"file too large \(\d+ bytes > 100\)"):
+        load_rgb(p)
+    monkeypatch.setattr(imgmod, "MAX_PIXELS", 599)
+    with pytest.raises(ImageDecodeError, match=r"image too large \(30x20 = 600 pixels > 599\)"):
+        load_rgb(p, data=p.read_bytes())
+
+
+def test_float_and_32bit_integer_images_are_rescaled_not_clipped(tmp_path: Path) -> None:
+    f = RNG.random((8, 8)).astype(np.float32)
+    Image.fromarray(f, mode="F").save(tmp_path / "f.tif")
+    np.testing.assert_array_equal(_px(tmp_path / "f.tif")[..., 0], (f * 255).astype(np.uint8))
+    i = (GRAY16[:8, :8].astype(np.int32))
+    Image.fromarray(i, mode="I").save(tmp_path / "i.tif")
+    np.testing.assert_array_equal(_px(tmp_path / "i.tif")[..., 0], (i >> 8).astype(np.uint8))
