@@ -22,11 +22,15 @@ BATCH_SIZE  ?= 64
 WORKERS     ?=
 DEVICE      ?= auto
 PRECISION   ?= auto
+THREADS     ?=
 LIMIT       ?=
 MAX_PER_SOURCE ?=
+# the paper's split files (POSE format): features extracts exactly their images, probe uses them
+SPLITS_DIR  ?=
 # stage 2: attrib probe (FEATURES defaults to the newest feature set matching the variables above)
 FEATURES    ?=
 SPLITS      ?= all
+SPLIT_FILE  ?=
 PROTOCOL    ?= clean
 LAYERS      ?= all
 HEADS       ?= logreg
@@ -41,11 +45,12 @@ opt = $(if $(strip $(2)),$(1) $(2))
 FEATURE_ARGS = --dataset $(DATASET) $(call opt,--root,$(ROOT)) $(call opt,--list,$(LIST)) \
 	--model $(MODEL) --pretrained "$(PRETRAINED)" $(call opt,--fallback-model,$(FALLBACK)) \
 	--view $(VIEW) --cache $(CACHE) $(call opt,--shard-size,$(SHARD_SIZE)) --batch-size $(BATCH_SIZE) \
-	$(call opt,--workers,$(WORKERS)) --device $(DEVICE) --precision $(PRECISION) \
-	$(call opt,--limit,$(LIMIT)) $(call opt,--max-per-source,$(MAX_PER_SOURCE))
+	$(call opt,--workers,$(WORKERS)) $(call opt,--threads,$(THREADS)) --device $(DEVICE) --precision $(PRECISION) \
+	$(call opt,--limit,$(LIMIT)) $(call opt,--max-per-source,$(MAX_PER_SOURCE)) $(call opt,--splits-dir,$(SPLITS_DIR))
 FIND_ARGS = --cache $(CACHE) --dataset $(DATASET) --model $(MODEL) --pretrained "$(PRETRAINED)" --view $(VIEW) \
-	$(call opt,--limit,$(LIMIT)) $(call opt,--max-per-source,$(MAX_PER_SOURCE))
-PROBE_ARGS = --splits $(SPLITS) --protocol $(PROTOCOL) --layers "$(LAYERS)" --heads $(HEADS) \
+	$(call opt,--limit,$(LIMIT)) $(call opt,--max-per-source,$(MAX_PER_SOURCE)) $(call opt,--splits-dir,$(SPLITS_DIR))
+PROBE_ARGS = --splits $(SPLITS) $(call opt,--splits-dir,$(SPLITS_DIR)) $(call opt,--split-file,$(SPLIT_FILE)) \
+	--protocol $(PROTOCOL) --layers "$(LAYERS)" --heads $(HEADS) \
 	--scores $(SCORES) --shots $(SHOTS) --seeds $(SEEDS) --jobs $(JOBS) --out $(RESULTS)
 
 .PHONY: help install demo features probe report test bench clean-demo

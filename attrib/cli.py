@@ -263,7 +263,9 @@ def cache_verify(feature_set: str, max_failed: int) -> None:
 @click.option("--max-per-source", type=int, default=None,
               help="Match feature sets sampled with this --max-per-source (default: unsampled ones).")
 @click.option("--limit", type=int, default=None, help="Match --limit trials with this N (default: no limit).")
-def cache_find(cache_dir, dataset, model, pretrained, view, max_per_source, limit) -> None:
+@click.option("--splits-dir", type=click.Path(), default=None,
+              help="Match feature sets restricted to these split files (default: unrestricted ones).")
+def cache_find(cache_dir, dataset, model, pretrained, view, max_per_source, limit, splits_dir) -> None:
     """Print the newest complete feature set matching the filters (used by `make probe`)."""
     from attrib.extract.views import View
     from attrib.store import list_feature_sets
@@ -284,6 +286,8 @@ def cache_find(cache_dir, dataset, model, pretrained, view, max_per_source, limi
         if want_view and m.get("view") != want_view:
             continue
         if m.get("max_per_source") != max_per_source or m.get("limit") != limit:
+            continue
+        if m.get("splits_dir") != (str(Path(splits_dir).resolve()) if splits_dir else None):
             continue
         if not fs.complete:
             continue
