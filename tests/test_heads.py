@@ -63,6 +63,15 @@ def test_logreg_matches_sklearn_multinomial(C):
     assert (head.predict(X) == ref.predict(X)).all()
 
 
+def test_logreg_few_shot_fewer_rows_than_dimensions():
+    X, y = clusters(n_per_class=60, dim=40, seed=14)
+    few = np.r_[0:3, 60:63, 120:123]  # 3 shots x 3 classes in 40 dims: solved in the rows' span
+    for C in (1e-2, 10.0):
+        head = LogisticProbe(C=C, dtype="float64", tol=1e-13).fit(X[few], y[few])
+        ref = sklearn_lr(X[few], y[few], C)
+        np.testing.assert_allclose(head.predict_proba(X), ref.predict_proba(X), atol=1e-5)
+
+
 def test_logreg_default_float32_is_close_to_sklearn():
     X, y = clusters(seed=3)
     for C in (1e-2, 1.0):
@@ -106,13 +115,18 @@ def test_logreg_path_equals_single_fits_and_default_grid():
 def test_logreg_path_in_groups_warm_started_equals_one_batch():
     X, y = clusters(seed=5)
     Cs = np.logspace(-3, 3, 7)
-    one = fit_logreg_path(X, y, 3, Cs, dtype="float64", tol=1e-13)
-    groups = fit_logreg_path(X, y, 3, Cs[::-1], dtype="float64", tol=1e-13, max_batch_elems=2 * len(X) * 3)
-    for j in range(len(Cs)):
-        Pa = np.exp(X @ one.coef[j].T + one.intercept[j])
-        Pb = np.exp(X @ groups.coef[-1 - j].T + groups.intercept[-1 - j])
-        np.testing.assert_allclose(Pa / Pa.sum(1, keepdims=True), Pb / Pb.sum(1, keepdims=True), atol=1e-6)
-    assert one.converged.all() and groups.converged.all()
+
+    def probs(path, j):
+        P = np.exp(X @ path.coef[j].T + path.intercept[j])
+        return P / P.sum(1, keepdims=True)
+
+    one = fit_logreg_path(X, y, 3, Cs, dtype="float64", tol=1e-13, group_size=len(Cs))
+    for kw in ({"group_size": 1}, {"max_batch_elems": 2 * len(X) * 3}):  # memory cap: groups of 2
+        groups = fit_logreg_path(X, y, 3, Cs[::-1], dtype="float64", tol=1e-13, **kw)
+        assert groups.converged.all()
+        for j in range(len(Cs)):
+            np.testing.assert_allclose(probs(one, j), probs(groups, -1 - j), atol=1e-6)
+    assert one.converged.all()
 
 
 def test_logreg_reports_max_iter():

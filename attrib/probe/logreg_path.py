@@ -17,10 +17,12 @@ and optionally standardised, which changes the penalty and is the caller's choic
   row subsample, at W = 0 or at the warm start). L-BFGS runs in the variables
   ``V = (U^T W) / p`` with ``p = (h + 1/(C n))^-1/2``: a change of variables, not an approximation (the
   optimum is the same), that turns hundreds of iterations into tens.
-- Batching: all C are optimised together; one (n, D) x (D, m K) product serves every C, which is several
-  times cheaper than m products with K columns (the product is memory-bound for K = 5). Converged C
-  leave the batch. When n m K is large the C values are done in ascending groups, each group
-  warm-started from the previous group's last solution.
+- Batching and warm starts: C values are solved in ascending groups of a few (5) at once; one
+  (n, D) x (D, g K) product serves a whole group, several times cheaper than g products with K columns
+  (the product is memory-bound for K = 5), and a converged C leaves its batch. Each group starts from the
+  previous solutions extrapolated linearly in log C, which is how the weights grow along the path. On
+  5 x 4000 x 768 features, groups of 5 took 490 L-BFGS iterations in all (45 C), all C at once from
+  zero 1,500, one C at a time 230 but with 5x less efficient products.
 - Stopping: relative, from the quasi-Newton model (see ``_batched_lbfgs``), so that large C, where the
   classes are nearly separable and the objective tends to 0, are solved as precisely as small C.
 - float32 by default. Losses and gradients are computed without cancellation for confidently right
@@ -62,12 +64,14 @@ def _torch_dtype(dtype: str) -> torch.dtype:
 
 def fit_logreg_path(X: np.ndarray, y_idx: np.ndarray, n_classes: int, Cs: Sequence[float], *,
                     standardize: bool = False, tol: float = 1e-6, max_iter: int = 1000, memory: int = 10,
-                    dtype: str = "float32", max_batch_elems: int = 2 ** 25, curvature_rows: int = 4096,
-                    seed: int = 0) -> LogregPath:
+                    dtype: str = "float32", group_size: int = 5, max_batch_elems: int = 2 ** 25,
+                    curvature_rows: int = 4096, seed: int = 0) -> LogregPath:
     """Fit multinomial L2 logistic regression for every C in ``Cs``.
 
     ``y_idx`` are class indices 0..n_classes-1. A C stops when the objective decrease its quasi-Newton
     model still predicts is <= ``tol`` x the objective (a relative suboptimality of about tol / 2).
+    C values are solved ``group_size`` at a time in ascending order (fewer if a group's logits would
+    exceed ``max_batch_elems`` floats), each group warm-started by extrapolating the previous solutions.
     The preconditioner's curvature is estimated on at most ``curvature_rows`` rows: it only shapes the
     conditioning, never the solution.
     """
@@ -86,24 +90,32 @@ def fit_logreg_path(X: np.ndarray, y_idx: np.ndarray, n_classes: int, Cs: Sequen
         raise ValueError("features contain NaN or inf; check the feature cache (`attrib cache verify`)")
     tdt = _torch_dtype(dtype)
 
-    X64 = X.astype(np.float64, copy=False)
-    mean = X64.mean(axis=0)
-    scale = X64.std(axis=0) + 1e-6 if standardize else np.ones(D)
-    Z = torch.from_numpy(((X64 - mean) / scale).astype(np.float32 if tdt == torch.float32 else np.float64))
-    yi = torch.from_numpy(y_idx.astype(np.int64))
-    onehot = torch.nn.functional.one_hot(yi, K).to(tdt)
+    np_dtype = np.float32 if tdt == torch.float32 else np.float64
+    mean = X.mean(axis=0, dtype=np.float64)
+    scale = X.std(axis=0, dtype=np.float64) + 1e-6 if standardize else np.ones(D)
+    Z = torch.from_numpy(((X - mean) / scale).astype(np_dtype, copy=False))
+    onehot = torch.nn.functional.one_hot(torch.from_numpy(y_idx.astype(np.int64)), K).to(tdt)
 
-    rows = np.arange(n) if n <= curvature_rows else np.sort(
-        np.random.default_rng(seed).choice(n, curvature_rows, replace=False))
-    Zs = Z[torch.from_numpy(rows)].double()
-    _, U = torch.linalg.eigh(Zs.T @ Zs / len(rows))
-    curv = _Curvature(Zs.to(tdt), (Zs @ U).to(tdt), K)
-
+    # The covariance eigenbasis, from a row subsample; the data are rotated into it once (n D^2, about
+    # two iterations' worth of work), so the iterations never touch U. With fewer rows than dimensions
+    # (few-shot studies) the basis is the rows' span, U is D x n, and the problem is solved exactly in n
+    # dimensions: the optimal weights lie in that span (the penalty alone acts outside it).
+    rows = torch.from_numpy(np.arange(n) if n <= curvature_rows else np.sort(
+        np.random.default_rng(seed).choice(n, curvature_rows, replace=False)))
+    Zs = Z[rows].double().numpy()
+    if n < D:
+        U = torch.from_numpy(np.ascontiguousarray(np.linalg.svd(Zs, full_matrices=False)[2].T))
+    else:
+        U = torch.from_numpy(np.linalg.eigh(Zs.T @ Zs / len(rows))[1])
     order = np.argsort(Cs, kind="stable")
-    group = max(1, int(max_batch_elems // max(n * K, 1)))
-    with _threads(1 if n * D * K * min(group, len(Cs)) < _SMALL_PROBLEM else None):
-        return _solve_groups(Z, onehot, U.to(tdt), curv, Cs, order, group, tdt, mean, scale,
+    group = max(1, min(int(group_size), int(max_batch_elems // max(n * K, 1))))
+    with _threads(1 if n * U.shape[1] * K * min(group, len(Cs)) < _SMALL_PROBLEM else None):
+        Z = Z @ U.to(tdt)
+        path = _solve_groups(Z, onehot, _Curvature(Z[rows], K), Cs, order, group, tdt,
                              tol=tol, max_iter=max_iter, memory=memory)
+    coef = np.einsum("de,mke->mkd", U.numpy(), path.coef) / scale   # back to the raw feature axes (m, K, D)
+    path.coef, path.intercept = coef, path.intercept - coef @ mean
+    return path
 
 
 @contextlib.contextmanager
@@ -120,25 +132,41 @@ def _threads(n: int | None) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
-def _solve_groups(Z, onehot, U, curv, Cs, order, group, tdt, mean, scale, *, tol, max_iter, memory
-                  ) -> LogregPath:
+def _solve_groups(Z, onehot, curv, Cs, order, group, tdt, *, tol, max_iter, memory) -> LogregPath:
+    """Solve C values in ascending groups (all at once when ``group >= len(Cs)``); coefficients returned
+    in the rotated, centred coordinates of ``Z``."""
     n, D = Z.shape
     K = onehot.shape[1]
     coef = np.empty((len(Cs), K, D))
     intercept = np.empty((len(Cs), K))
     n_iter = np.zeros(len(Cs), dtype=np.int64)
     converged = np.zeros(len(Cs), dtype=bool)
-    warm = None
+    done: list[tuple[float, torch.Tensor, torch.Tensor]] = []  # (log C, W, b) of the last two solved
     for start in range(0, len(order), group):
         idx = order[start:start + group]
-        problem = _PathProblem(Z, onehot, U, curv, Cs[idx], tdt)
-        Wt, bt, it, conv = problem.solve(warm, tol=tol, max_iter=max_iter, memory=memory)
-        warm = (Wt[-1], bt[-1])  # warm start for the next (larger-C) group
-        W = Wt.transpose(1, 2).double().numpy() / scale[None, None, :]  # (g, K, D) on raw features
-        coef[idx] = W
-        intercept[idx] = bt.double().numpy() - W @ mean
+        problem = _PathProblem(Z, onehot, curv, Cs[idx], tdt)
+        Wt, bt, it, conv = problem.solve(_warm_start(done, np.log(Cs[idx]), tdt), tol=tol,
+                                         max_iter=max_iter, memory=memory)
+        done = (done + [(float(np.log(Cs[i])), Wt[j], bt[j]) for j, i in enumerate(idx)])[-2:]
+        coef[idx] = Wt.transpose(1, 2).double().numpy()
+        intercept[idx] = bt.double().numpy()
         n_iter[idx], converged[idx] = it, conv
     return LogregPath(Cs=Cs, coef=coef, intercept=intercept, n_iter=n_iter, converged=converged)
+
+
+def _warm_start(done, log_cs: np.ndarray, dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Starting points for the next group: the last solution, moved along the path's current slope
+    (linear in log C, which is how the weights grow once the classes separate)."""
+    if not done:
+        return None
+    lc1, W1, b1 = done[-1]
+    if len(done) < 2 or done[0][0] == lc1:
+        t = torch.zeros(len(log_cs), dtype=dtype)
+        W0, b0 = W1, b1
+    else:
+        lc0, W0, b0 = done[0]
+        t = torch.from_numpy((log_cs - lc1) / (lc1 - lc0)).to(dtype)
+    return W1 + t[:, None, None] * (W1 - W0), b1 + t[:, None] * (b1 - b0)
 
 
 class _Curvature:
@@ -149,8 +177,8 @@ class _Curvature:
     L-BFGS's own scaling already absorbs the change, and restarts cost more than they saved.)
     """
 
-    def __init__(self, Zs: torch.Tensor, ZsU: torch.Tensor, K: int):
-        self.Zs, self.ZsU2, self.K = Zs, ZsU ** 2, K
+    def __init__(self, Zs: torch.Tensor, K: int):
+        self.Zs, self.Zs2, self.K = Zs, Zs ** 2, K  # rows already in the eigenbasis
 
     def diag(self, W: torch.Tensor | None, b: torch.Tensor | None, m: int) -> torch.Tensor:
         """(m, D + 1, K): rows 0..D-1 for the weights, row D for the intercept."""
@@ -160,20 +188,21 @@ class _Curvature:
         else:
             P = torch.softmax(torch.matmul(self.Zs, W) + b[:, None, :], dim=2)   # (m, ns, K)
         w = P * (1 - P)
-        hW = torch.matmul(self.ZsU2.T, w) / ns                                   # (m, D, K)
+        hW = torch.matmul(self.Zs2.T, w) / ns                                    # (m, D, K)
         return torch.cat([hW, w.mean(dim=1, keepdim=True)], dim=1)
 
 
 class _PathProblem:
     """m independent problems (one per C) sharing the data; parameters stacked as (m, D + 1, K).
 
-    The optimisation variables are ``V = (U^T W, b) / p`` with ``p = (h + 1/(C n))^-1/2`` per
-    coordinate, h the curvature estimate: in these variables the Hessian is close to the identity.
+    ``Z`` is in the covariance eigenbasis. The optimisation variables are ``V = (W, b) / p`` with
+    ``p = (h + 1/(C n))^-1/2`` per coordinate, h the curvature estimate: in these variables the Hessian
+    is close to the identity.
     """
 
-    def __init__(self, Z: torch.Tensor, onehot: torch.Tensor, U: torch.Tensor, curv: _Curvature,
-                 Cs: np.ndarray, dtype: torch.dtype):
-        self.Z, self.onehot, self.U, self.curv, self.dtype = Z, onehot, U, curv, dtype
+    def __init__(self, Z: torch.Tensor, onehot: torch.Tensor, curv: _Curvature, Cs: np.ndarray,
+                 dtype: torch.dtype):
+        self.Z, self.onehot, self.curv, self.dtype = Z, onehot, curv, dtype
         self.notonehot = 1 - onehot
         n, D = Z.shape
         self.n, self.D, self.K = n, D, onehot.shape[1]
@@ -189,13 +218,12 @@ class _PathProblem:
         self.p[idx] = (h + self.penV[idx]).clamp_min(torch.finfo(self.dtype).tiny).rsqrt()
 
     def to_weights(self, V: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """V (g, D+1, K) -> W (g, D, K) acting on the centred features, b (g, K)."""
+        """V (g, D+1, K) -> W (g, D, K) acting on the rotated features, b (g, K)."""
         Vp = V * self.p[idx]
-        return torch.matmul(self.U, Vp[:, :self.D, :]), Vp[:, self.D, :]
+        return Vp[:, :self.D, :], Vp[:, self.D, :]
 
     def from_weights(self, W: torch.Tensor, b: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        Vp = torch.cat([torch.matmul(self.U.T, W), b[:, None, :]], dim=1)
-        return Vp / self.p[idx]
+        return torch.cat([W, b[:, None, :]], dim=1) / self.p[idx]
 
     def value_and_grad(self, V: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n, D, K = self.n, self.D, self.K
@@ -215,18 +243,19 @@ class _PathProblem:
         f = loss.double().sum(dim=0) / n + 0.5 * self.pen64[idx] * (W.double() ** 2).sum(dim=(1, 2))
         G = E.div_(s[..., None]).sub_(oh * (rest / s)[..., None]).div_(n).view(n, g * K)  # softmax - onehot
         gW = (G.T @ self.Z).view(g, K, D).transpose(1, 2) + self.pen[idx, None, None] * W
-        gV = torch.cat([torch.matmul(self.U.T, gW), G.sum(dim=0).view(g, 1, K)], dim=1) * self.p[idx]
+        gV = torch.cat([gW, G.sum(dim=0).view(g, 1, K)], dim=1) * self.p[idx]
         return f, gV
 
     def solve(self, warm: tuple[torch.Tensor, torch.Tensor] | None, tol: float, max_iter: int,
               memory: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
+        """``warm``: per-C starting weights (m, D, K) and intercepts (m, K), or None for zeros."""
         m = self.p.shape[0]
         everyone = torch.arange(m)
         if warm is None:
             self.set_curvature(self.curv.diag(None, None, m), everyone)
             V = torch.zeros(m, self.D + 1, self.K, dtype=self.dtype)
         else:
-            W0, b0 = (w.expand(m, *w.shape) for w in warm)
+            W0, b0 = warm
             self.set_curvature(self.curv.diag(W0, b0, m), everyone)
             V = self.from_weights(W0, b0, everyone)
         V, n_iter, conv = _batched_lbfgs(self.value_and_grad, V, tol, max_iter, memory)
