@@ -129,6 +129,15 @@ def test_logreg_path_in_groups_warm_started_equals_one_batch():
     assert one.converged.all()
 
 
+def test_logreg_leaves_torch_threads_as_they_were():
+    import torch
+
+    before = torch.get_num_threads()
+    X, y = clusters()
+    LogisticProbe.fit_path(X, y, [0.1, 1.0])  # a small problem: solved on one thread
+    assert torch.get_num_threads() == before
+
+
 def test_logreg_reports_max_iter():
     X, y = clusters()
     with pytest.warns(ConvergenceWarning, match="max_iter=2"):
