@@ -129,6 +129,22 @@ def test_logreg_path_in_groups_warm_started_equals_one_batch():
     assert one.converged.all()
 
 
+def test_logreg_preconditioner_choices_do_not_change_the_solution():
+    X, y = clusters(seed=15)
+    Cs = [1e-2, 1.0]
+    ref = fit_logreg_path(X, y, 3, Cs, dtype="float64", tol=1e-13)
+    for kw in ({"max_rotation_dim": 4},        # diagonal preconditioner in the feature axes
+               {"curvature_rows": 17},         # curvature from a subsample
+               {"standardize": False, "seed": 3, "curvature_rows": 50}):
+        alt = fit_logreg_path(X, y, 3, Cs, dtype="float64", tol=1e-13, **kw)
+        np.testing.assert_allclose(alt.coef, ref.coef, atol=1e-4 * np.abs(ref.coef).max())
+    few = np.r_[0:4, 60:64, 120:124]              # fewer rows than dims, and more rows than curvature_rows
+    Xw = np.hstack([X, X ** 2])[few]
+    a = fit_logreg_path(Xw, y[few], 3, Cs, dtype="float64", tol=1e-13)
+    b = fit_logreg_path(Xw, y[few], 3, Cs, dtype="float64", tol=1e-13, curvature_rows=5, max_rotation_dim=1)
+    np.testing.assert_allclose(a.coef, b.coef, atol=1e-4 * np.abs(a.coef).max())
+
+
 def test_logreg_leaves_torch_threads_as_they_were():
     import torch
 

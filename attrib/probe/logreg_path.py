@@ -52,7 +52,7 @@ class LogregPath:
     coef: np.ndarray        # (m, K, D) float64
     intercept: np.ndarray   # (m, K) float64
     n_iter: np.ndarray      # (m,) L-BFGS iterations per C
-    converged: np.ndarray   # (m,) bool: gradient tolerance reached (False: max_iter or precision floor)
+    converged: np.ndarray   # (m,) bool: stopping rule met (False: max_iter or the float precision floor)
 
 
 def _torch_dtype(dtype: str) -> torch.dtype:
@@ -65,7 +65,7 @@ def _torch_dtype(dtype: str) -> torch.dtype:
 def fit_logreg_path(X: np.ndarray, y_idx: np.ndarray, n_classes: int, Cs: Sequence[float], *,
                     standardize: bool = False, tol: float = 1e-6, max_iter: int = 1000, memory: int = 10,
                     dtype: str = "float32", group_size: int = 5, max_batch_elems: int = 2 ** 25,
-                    curvature_rows: int = 4096, seed: int = 0) -> LogregPath:
+                    curvature_rows: int = 4096, max_rotation_dim: int = 4096, seed: int = 0) -> LogregPath:
     """Fit multinomial L2 logistic regression for every C in ``Cs``.
 
     ``y_idx`` are class indices 0..n_classes-1. A C stops when the objective decrease its quasi-Newton
@@ -93,27 +93,38 @@ def fit_logreg_path(X: np.ndarray, y_idx: np.ndarray, n_classes: int, Cs: Sequen
     np_dtype = np.float32 if tdt == torch.float32 else np.float64
     mean = X.mean(axis=0, dtype=np.float64)
     scale = X.std(axis=0, dtype=np.float64) + 1e-6 if standardize else np.ones(D)
-    Z = torch.from_numpy(((X - mean) / scale).astype(np_dtype, copy=False))
+    Zn = np.asarray(X, dtype=np_dtype) - mean.astype(np_dtype)
+    if standardize:
+        Zn /= scale.astype(np_dtype)
     onehot = torch.nn.functional.one_hot(torch.from_numpy(y_idx.astype(np.int64)), K).to(tdt)
 
-    # The covariance eigenbasis, from a row subsample; the data are rotated into it once (n D^2, about
+    # The covariance eigenbasis U, from a row subsample; the data are rotated into it once (n D^2, about
     # two iterations' worth of work), so the iterations never touch U. With fewer rows than dimensions
     # (few-shot studies) the basis is the rows' span, U is D x n, and the problem is solved exactly in n
-    # dimensions: the optimal weights lie in that span (the penalty alone acts outside it).
-    rows = torch.from_numpy(np.arange(n) if n <= curvature_rows else np.sort(
-        np.random.default_rng(seed).choice(n, curvature_rows, replace=False)))
-    Zs = Z[rows].double().numpy()
+    # dimensions: the optimal weights lie in that span (the penalty alone acts outside it). Above
+    # ``max_rotation_dim`` dimensions (concatenated blocks) the D^3 eigendecomposition is not worth it
+    # and the preconditioner stays diagonal in the feature axes.
+    rows = np.arange(n) if n <= curvature_rows else np.sort(
+        np.random.default_rng(seed).choice(n, curvature_rows, replace=False))
     if n < D:
-        U = torch.from_numpy(np.ascontiguousarray(np.linalg.svd(Zs, full_matrices=False)[2].T))
+        U = np.ascontiguousarray(np.linalg.svd(Zn.astype(np.float64), full_matrices=False)[2].T)
+    elif D <= max_rotation_dim:
+        Zs = Zn[rows].astype(np.float64)
+        U = np.linalg.eigh(Zs.T @ Zs / len(rows))[1]
     else:
-        U = torch.from_numpy(np.linalg.eigh(Zs.T @ Zs / len(rows))[1])
+        U = None
+    width = D if U is None else U.shape[1]
     order = np.argsort(Cs, kind="stable")
     group = max(1, min(int(group_size), int(max_batch_elems // max(n * K, 1))))
-    with _threads(1 if n * U.shape[1] * K * min(group, len(Cs)) < _SMALL_PROBLEM else None):
-        Z = Z @ U.to(tdt)
-        path = _solve_groups(Z, onehot, _Curvature(Z[rows], K), Cs, order, group, tdt,
+    with _threads(1 if n * width * K * min(group, len(Cs)) < _SMALL_PROBLEM else None):
+        Z = torch.from_numpy(Zn)
+        del Zn
+        if U is not None:
+            Z = Z @ torch.from_numpy(U.astype(np_dtype))
+        path = _solve_groups(Z, onehot, _Curvature(Z[torch.from_numpy(rows)], K), Cs, order, group, tdt,
                              tol=tol, max_iter=max_iter, memory=memory)
-    coef = np.einsum("de,mke->mkd", U.numpy(), path.coef) / scale   # back to the raw feature axes (m, K, D)
+    coef = path.coef if U is None else np.einsum("de,mke->mkd", U, path.coef)
+    coef = coef / scale                                      # back to the raw feature axes (m, K, D)
     path.coef, path.intercept = coef, path.intercept - coef @ mean
     return path
 
