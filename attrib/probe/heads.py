@@ -188,13 +188,10 @@ class KNNHead(ProbeHead):
         """One head per k sharing one bank and one neighbour search per query array (for the largest k)."""
         values = list(cls.default_path if values is None else values)
         first = cls(**{**params, "k": values[0]}).fit(X, y)
-        cache = NeighbourCache(max(min(int(v), len(first.bank_)) for v in values))
-        heads = []
-        for v in values:
-            head = cls(**{**params, "k": v})
-            head._share_fit(first)
+        heads = [cls(**{**params, "k": v})._share_fit(first) for v in values]
+        cache = NeighbourCache(max(h.k_ for h in heads))
+        for head in heads:
             head._neighbours = cache
-            heads.append(head)
         return heads
 
     def _share_fit(self, other: "KNNHead") -> "KNNHead":
