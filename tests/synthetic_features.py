@@ -48,8 +48,8 @@ def make_feature_set(folder: Path, n_train: int = 30, n_val: int = 12, width: in
 # They stand for registry entries attrib does not ship (another developer's, a user's plugin): the study,
 # the protocols and persistence must handle them through the registries alone. They are also cheap, so
 # the tests that exercise study mechanics run fast.
-from attrib.probe.heads import ProbeHead  # noqa: E402
-from attrib.probe.scorers import OpenSetScorer, softmax  # noqa: E402
+from attrib.probe.heads import ProbeHead, softmax  # noqa: E402
+from attrib.probe.scorers import OpenSetScorer  # noqa: E402
 
 
 class CentroidHead(ProbeHead):

@@ -1,8 +1,12 @@
 """Classification heads on cached features, as scikit-learn-style estimators.
 
-Hyperparameters live in ``__init__``; ``fit(X, y)`` learns state (names ending in ``_``) and returns
-self. Heads expose ``decision_function(X)`` (logits or similarities, one column per class) so that the
-open-set scorers in :mod:`attrib.probe.scorers` can work from any of them.
+Hyperparameters live in ``__init__``; ``fit(X, y)`` learns state (public names ending in ``_``: numpy
+arrays, numbers, short lists) and returns self. A head re-created with the same parameters and those
+attributes set predicts exactly like the fitted one — that is how heads are saved (no pickle).
+
+Heads expose ``decision_function(X)`` (class scores, "logits": one column per class, in the order of
+``classes_``) and ``predict_proba(X)`` (softmax of the logits), so the open-set scorers in
+:mod:`attrib.probe.scorers` work from any of them.
 
 Model selection sweeps one hyperparameter per head (``path_param``: C for the logistic probe, k for
 k-NN). ``fit_path`` returns one fitted head per value; heads override it when the whole path is cheaper
@@ -11,19 +15,23 @@ to fit at once than value by value.
 
 from __future__ import annotations
 
+import warnings
 from typing import ClassVar, Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.linear_model import LogisticRegression
+from sklearn.exceptions import ConvergenceWarning
+
+from attrib.probe.geometry import (NeighbourCache, as_features, check_width, class_means, l2_normalize,
+                                   mahalanobis_sq, precision_and_logdet, shrunk_covariance, softmax,
+                                   topk_cosine)
+from attrib.probe.logreg_path import fit_logreg_path
 
 DEFAULT_CS = np.logspace(-6, 5, 45)
+DEFAULT_KS = tuple(range(1, 21))
 
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+__all__ = ["DEFAULT_CS", "DEFAULT_KS", "HEADS", "GaussHead", "KNNHead", "LogisticProbe", "NCMHead",
+           "ProbeHead", "softmax"]
 
 
 class ProbeHead(ClassifierMixin, BaseEstimator):
@@ -31,6 +39,7 @@ class ProbeHead(ClassifierMixin, BaseEstimator):
 
     path_param: ClassVar[str | None] = None  # the hyperparameter model selection sweeps
     default_path: ClassVar[Sequence] = ()
+    linear: ClassVar[bool] = False  # decision_function(X) == X @ coef_.T + intercept_ (ViM needs it)
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -39,6 +48,7 @@ class ProbeHead(ClassifierMixin, BaseEstimator):
         return softmax(self.decision_function(X))
 
     def predict(self, X: np.ndarray) -> np.ndarray:
+        """The class with the largest score; ties go to the first class in ``classes_``."""
         return self.classes_[np.argmax(self.decision_function(X), axis=1)]
 
     @classmethod
@@ -50,47 +60,226 @@ class ProbeHead(ClassifierMixin, BaseEstimator):
         values = cls.default_path if values is None else values
         return [cls(**{**params, cls.path_param: v}).fit(X, y) for v in values]
 
+    # helpers shared by the heads
+    def _fit_input(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Validated features, and labels as indices into ``classes_`` (set here)."""
+        X = as_features(X, "training features")
+        y = np.asarray(y)
+        if y.shape != (len(X),):
+            raise ValueError(f"need one label per training row: {len(X)} rows, labels of shape {y.shape}")
+        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(f"a classifier needs at least two classes, the training labels hold "
+                             f"{self.classes_.tolist()}")
+        return X, y_idx
+
+    def _input(self, X: np.ndarray) -> np.ndarray:
+        X = as_features(X)
+        check_width(X, self.n_features_in_, type(self).__name__)
+        return X
+
 
 class LogisticProbe(ProbeHead):
-    """L2-regularised multinomial logistic regression (a linear probe), inverse strength ``C``.
+    """L2-regularised multinomial logistic regression (the paper's linear probe), inverse strength ``C``.
 
-    Features are standardised with training statistics first: CLIP's intermediate blocks have a few
-    dimensions with very large activations, and without scaling the optimiser crawls.
+    Same objective as scikit-learn's ``LogisticRegression(C=C)`` (lbfgs): ``C * sum_i log-loss +
+    ||W||^2 / 2``, intercept not penalised, K weight vectors (so C values are directly comparable to the
+    paper's code). For two classes scikit-learn fits one weight vector; the same optimum is obtained here
+    and stored as two opposite rows, so C and probabilities still match scikit-learn.
+
+    Solved by :func:`attrib.probe.logreg_path.fit_logreg_path`, a batched preconditioned L-BFGS that fits
+    the whole C path at once (``fit_path``), tens of times faster than one scikit-learn fit per C.
+
+    ``standardize=False`` (default) fits raw features, as the paper's code does: the penalty then acts on
+    the same weights, so the chosen C is comparable to the paper's. Standardising (per-dimension z-score
+    with training statistics) changes the penalty — it shrinks the weights of CLIP's few huge-activation
+    dimensions much less — and so changes which C wins; it is offered for experiments. The solver is
+    preconditioned either way, so standardising is not needed for speed.
     """
 
     path_param = "C"
     default_path = tuple(DEFAULT_CS)
+    linear = True
 
-    def __init__(self, C: float = 1.0, standardize: bool = True, max_iter: int = 1000, tol: float = 1e-6):
+    def __init__(self, C: float = 1.0, standardize: bool = False, tol: float = 1e-6, max_iter: int = 1000,
+                 dtype: str = "float32"):
         self.C = C
         self.standardize = standardize
-        self.max_iter = max_iter
         self.tol = tol
+        self.max_iter = max_iter
+        self.dtype = dtype
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> "LogisticProbe":
-        X = np.asarray(X, dtype=np.float64)
-        self.classes_ = np.unique(y)
-        if self.standardize:
-            self.mean_ = X.mean(axis=0)
-            self.scale_ = X.std(axis=0) + 1e-6
-        else:
-            self.mean_ = np.zeros(X.shape[1])
-            self.scale_ = np.ones(X.shape[1])
-        lr = LogisticRegression(C=self.C, max_iter=self.max_iter, tol=self.tol)
-        lr.fit((X - self.mean_) / self.scale_, y)
-        coef, intercept = lr.coef_, lr.intercept_
-        if len(self.classes_) == 2:  # sklearn stores one row for binary problems
-            coef = np.vstack([-coef / 2, coef / 2])
-            intercept = np.r_[-intercept / 2, intercept / 2]
-        self.coef_ = coef
-        self.intercept_ = intercept
-        self.n_iter_ = int(np.max(lr.n_iter_))
+        return self._fit_many(X, y, [self.C], [self])[0]
+
+    @classmethod
+    def fit_path(cls, X: np.ndarray, y: np.ndarray, values: Sequence | None = None,
+                 **params) -> list["LogisticProbe"]:
+        """All C at once (one batched solve); element j equals ``LogisticProbe(C=values[j]).fit(X, y)``
+        up to the solver tolerance."""
+        values = list(cls.default_path if values is None else values)
+        heads = [cls(**{**params, "C": C}) for C in values]
+        return heads[0]._fit_many(X, y, values, heads)
+
+    def _fit_many(self, X, y, Cs, heads: list["LogisticProbe"]) -> list["LogisticProbe"]:
+        X, y_idx = self._fit_input(X, y)
+        classes = self.classes_
+        K = len(classes)
+        Cs = np.asarray(Cs, dtype=np.float64)
+        # two classes: scikit-learn's single-vector objective at C is the symmetric two-row one at C / 2
+        # (rows -v/2 and v/2 pay ||v||^2 / 4, half the single vector's penalty)
+        path = fit_logreg_path(X, y_idx, K, Cs * (0.5 if K == 2 else 1.0), standardize=self.standardize,
+                               tol=self.tol, max_iter=self.max_iter, dtype=self.dtype)
+        stalled = [float(C) for C, it, ok in zip(Cs, path.n_iter, path.converged) if not ok and it >= self.max_iter]
+        if stalled:
+            warnings.warn(f"logistic probe: max_iter={self.max_iter} reached before convergence for C in "
+                          f"{stalled}; raise max_iter", ConvergenceWarning, stacklevel=3)
+        for j, head in enumerate(heads):
+            head.classes_ = classes
+            head.n_features_in_ = X.shape[1]
+            head.coef_ = path.coef[j]
+            head.intercept_ = path.intercept[j]
+            head.n_iter_ = int(path.n_iter[j])
+            head.converged_ = bool(path.converged[j])
+        return heads
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        return self._input(X) @ self.coef_.T + self.intercept_
+
+
+class KNNHead(ProbeHead):
+    """k nearest neighbours on L2-normalised features with a similarity-weighted vote.
+
+    Each of the k most cosine-similar training images votes for its class with weight
+    ``exp(cos / temperature)`` (the weighted k-NN of Wu et al. 2018 and DINO's k-NN evaluation, Caron et
+    al. 2021, temperature 0.07), so one very close neighbour can outvote several distant ones. The
+    logits are the log of the class votes: ``softmax`` of them is the normalised vote, ``predict`` the
+    class with the largest vote (ties: first class). A class with no vote gets log of the smallest
+    positive float (about -745): effectively -inf, but finite.
+
+    Fitting stores the normalised training features (``bank_``, float32) and their class indices.
+    """
+
+    path_param = "k"
+    default_path = DEFAULT_KS
+
+    def __init__(self, k: int = 10, temperature: float = 0.07):
+        self.k = k
+        self.temperature = temperature
+
+    def _check_params(self) -> None:
+        if isinstance(self.k, bool) or not (isinstance(self.k, (int, np.integer)) and self.k >= 1):
+            raise ValueError(f"k={self.k!r}: use a positive integer")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature={self.temperature!r}: use a positive number")
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "KNNHead":
+        self._check_params()
+        X, y_idx = self._fit_input(X, y)
+        self.n_features_in_ = X.shape[1]
+        self.bank_ = l2_normalize(X.astype(np.float32))
+        self.labels_ = y_idx.astype(np.int64)
+        self.k_ = int(min(self.k, len(X)))  # k larger than the training set: every training image votes
+        return self
+
+    @classmethod
+    def fit_path(cls, X: np.ndarray, y: np.ndarray, values: Sequence | None = None,
+                 **params) -> list["KNNHead"]:
+        """One head per k sharing one bank and one neighbour search per query array (for the largest k)."""
+        values = list(cls.default_path if values is None else values)
+        first = cls(**{**params, "k": values[0]}).fit(X, y)
+        heads = [cls(**{**params, "k": v})._share_fit(first) for v in values]
+        cache = NeighbourCache(max(h.k_ for h in heads))
+        for head in heads:
+            head._neighbours = cache
+        return heads
+
+    def _share_fit(self, other: "KNNHead") -> "KNNHead":
+        """Fitted from another fitted head's training bank (shared, not copied)."""
+        self._check_params()
+        self.classes_, self.n_features_in_ = other.classes_, other.n_features_in_
+        self.bank_, self.labels_ = other.bank_, other.labels_
+        self.k_ = int(min(self.k, len(self.bank_)))
+        return self
+
+    def neighbours(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(cosine similarities, training indices) of the k_ nearest training images, nearest first."""
+        X = self._input(X)
+        cache = getattr(self, "_neighbours", None)
+        if cache is not None and cache.k >= self.k_:
+            sims, idx = cache.search(X, self.bank_)
+            return sims[:, :self.k_], idx[:, :self.k_]
+        return topk_cosine(X, self.bank_, self.k_)
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        sims, idx = self.neighbours(X)
+        logits = sims.astype(np.float64) / self.temperature
+        top = logits.max(axis=1, keepdims=True)
+        weights = np.exp(logits - top)                       # (n, k), the largest is 1
+        votes = np.zeros((len(sims), len(self.classes_)))
+        np.add.at(votes, (np.arange(len(sims))[:, None], self.labels_[idx]), weights)
+        return np.log(np.maximum(votes, np.finfo(np.float64).tiny)) + top
+
+
+class NCMHead(ProbeHead):
+    """Nearest class mean by cosine similarity.
+
+    Class means are the means of the L2-normalised training features, normalised again; the logits are
+    ``cos(x, mean_k) / temperature`` (temperature 0.07 as for k-NN, so that the softmax used by MSP and
+    GEN is not flat on [-1, 1] cosines; the predicted class does not depend on it).
+    """
+
+    def __init__(self, temperature: float = 0.07):
+        self.temperature = temperature
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "NCMHead":
+        X, y_idx = self._fit_input(X, y)
+        if not self.temperature > 0:
+            raise ValueError(f"temperature={self.temperature!r}: use a positive number")
+        self.n_features_in_ = X.shape[1]
+        self.means_ = l2_normalize(class_means(l2_normalize(X.astype(np.float64)), y_idx, len(self.classes_)))
+        return self
+
+    def cosine(self, X: np.ndarray) -> np.ndarray:
+        """(n, K) cosine similarity to every class mean."""
+        return l2_normalize(self._input(X).astype(np.float64)) @ self.means_.T
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        return self.cosine(X) / self.temperature
+
+
+class GaussHead(ProbeHead):
+    """Class-conditional Gaussians with one shared covariance (linear discriminant analysis).
+
+    Logits are the log joint densities ``log N(x; mu_k, Sigma) + log prior_k``: their argmax is LDA's
+    prediction and their softmax its posterior, and, unlike LDA's linear decision function, they keep the
+    ``x^T Sigma^-1 x`` term, so Energy on this head is the log density of x under the class mixture.
+    Priors are the training class frequencies.
+
+    The covariance is the pooled within-class covariance shrunk towards a scaled identity,
+    ``shrinkage="auto"`` choosing the amount by Ledoit-Wolf (see
+    :func:`attrib.probe.geometry.shrunk_covariance`): with 768 dimensions and few shots per class the
+    empirical covariance is singular, and a fixed amount would be wrong for either few or many shots.
+    """
+
+    def __init__(self, shrinkage: str | float = "auto"):
+        self.shrinkage = shrinkage
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "GaussHead":
+        X, y_idx = self._fit_input(X, y)
+        K = len(self.classes_)
+        self.n_features_in_ = X.shape[1]
+        self.means_ = class_means(X, y_idx, K)
+        cov, self.shrinkage_ = shrunk_covariance(X - self.means_[y_idx], self.shrinkage)
+        self.precision_, self.logdet_ = precision_and_logdet(cov)
+        self.log_prior_ = np.log(np.bincount(y_idx, minlength=K) / len(y_idx))
         return self
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
-        Z = (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
-        return Z @ self.coef_.T + self.intercept_
+        d2 = mahalanobis_sq(self._input(X), self.means_, self.precision_)
+        const = -0.5 * (self.logdet_ + self.n_features_in_ * np.log(2 * np.pi))
+        return -0.5 * d2 + const + self.log_prior_
 
 
-
-HEADS: dict[str, type[ProbeHead]] = {"logreg": LogisticProbe}
+HEADS: dict[str, type[ProbeHead]] = {"logreg": LogisticProbe, "knn": KNNHead, "ncm": NCMHead,
+                                     "gauss": GaussHead}

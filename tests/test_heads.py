@@ -1,0 +1,302 @@
+"""Heads: agreement with scikit-learn / scipy, path fits equal single fits, hand-computed k-NN votes,
+and the save/load contract (parameters + public ``_`` attributes re-create a working head)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import NearestNeighbors
+from sklearn.preprocessing import StandardScaler
+
+from attrib.probe.heads import DEFAULT_CS, HEADS, GaussHead, KNNHead, LogisticProbe, NCMHead, ProbeHead
+from attrib.probe.logreg_path import fit_logreg_path
+
+
+def clusters(n_per_class=60, dim=12, n_classes=3, seed=0, spread=1.0, offset=5.0):
+    """Overlapping anisotropic Gaussian classes with one large-magnitude dimension (like CLIP's blocks)."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(n_classes, dim)) * 1.2
+    scales = np.exp(0.5 * rng.normal(size=dim))
+    X = np.concatenate([means[c] + spread * rng.normal(size=(n_per_class, dim)) * scales for c in range(n_classes)])
+    X[:, 0] += offset
+    y = np.repeat(np.arange(n_classes), n_per_class)
+    return X, y
+
+
+def sklearn_lr(X, y, C):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return LogisticRegression(C=C, tol=1e-12, max_iter=20000).fit(X, y)
+
+
+def refit_from_state(est):
+    """What saving does: parameters (minus the head) plus every public attribute ending in '_'."""
+    params = {k: v for k, v in est.get_params(deep=False).items() if k != "head"}
+    state = {k: v for k, v in vars(est).items() if k.endswith("_") and not k.startswith("_")}
+    for k, v in state.items():
+        ok = isinstance(v, (np.ndarray, int, float, bool, str, np.generic)) or (
+            isinstance(v, list) and all(isinstance(x, (int, float, str)) for x in v))
+        assert ok, f"{type(est).__name__}.{k} is a {type(v).__name__}: not saveable as .npz/JSON"
+        assert not (isinstance(v, np.ndarray) and v.dtype == object), f"{k} is an object array"
+    fresh = type(est)(**params)
+    for k, v in state.items():
+        setattr(fresh, k, v.copy() if isinstance(v, np.ndarray) else v)
+    return fresh
+
+
+# ------------------------------------------------------------------------------- logistic probe
+@pytest.mark.parametrize("C", [1e-3, 0.1, 10.0])
+def test_logreg_matches_sklearn_multinomial(C):
+    X, y = clusters()
+    head = LogisticProbe(C=C, dtype="float64", tol=1e-13).fit(X, y)
+    ref = sklearn_lr(X, y, C)
+    assert head.converged_
+    np.testing.assert_allclose(head.predict_proba(X), ref.predict_proba(X), atol=2e-6)
+    np.testing.assert_allclose(head.coef_ - head.coef_.mean(0), ref.coef_ - ref.coef_.mean(0),
+                               atol=2e-3 * np.abs(ref.coef_).max())
+    assert (head.predict(X) == ref.predict(X)).all()
+
+
+def test_logreg_few_shot_fewer_rows_than_dimensions():
+    X, y = clusters(n_per_class=60, dim=40, seed=14)
+    few = np.r_[0:3, 60:63, 120:123]  # 3 shots x 3 classes in 40 dims: solved in the rows' span
+    for C in (1e-2, 10.0):
+        head = LogisticProbe(C=C, dtype="float64", tol=1e-13).fit(X[few], y[few])
+        ref = sklearn_lr(X[few], y[few], C)
+        np.testing.assert_allclose(head.predict_proba(X), ref.predict_proba(X), atol=1e-5)
+
+
+def test_logreg_default_float32_is_close_to_sklearn():
+    X, y = clusters(seed=3)
+    for C in (1e-2, 1.0):
+        P = LogisticProbe(C=C).fit(X, y).predict_proba(X)
+        np.testing.assert_allclose(P, sklearn_lr(X, y, C).predict_proba(X), atol=2e-3)
+
+
+def test_logreg_binary_uses_sklearns_C():
+    X, y = clusters(n_classes=2, seed=1)
+    labels = np.array(["real", "fake"])[y]  # string labels, sorted like scikit-learn
+    for C in (1e-2, 1.0):
+        head = LogisticProbe(C=C, dtype="float64", tol=1e-13).fit(X, labels)
+        ref = sklearn_lr(X, labels, C)
+        assert list(head.classes_) == list(ref.classes_) == ["fake", "real"]
+        np.testing.assert_allclose(head.predict_proba(X), ref.predict_proba(X), atol=2e-6)
+        assert head.coef_.shape == (2, X.shape[1])
+
+
+def test_logreg_standardize_equals_sklearn_on_scaled_features():
+    X, y = clusters(seed=2)
+    scaler = StandardScaler().fit(X)
+    head = LogisticProbe(C=0.05, standardize=True, dtype="float64", tol=1e-13).fit(X, y)
+    ref = sklearn_lr(scaler.transform(X), y, 0.05)
+    np.testing.assert_allclose(head.predict_proba(X), ref.predict_proba(scaler.transform(X)), atol=1e-5)
+    raw = LogisticProbe(C=0.05, dtype="float64", tol=1e-13).fit(X, y)
+    assert np.abs(raw.predict_proba(X) - head.predict_proba(X)).max() > 1e-3  # a different penalty
+
+
+def test_logreg_path_equals_single_fits_and_default_grid():
+    X, y = clusters(seed=4)
+    Cs = [1e-4, 3e-2, 1.0, 1e3]
+    path = LogisticProbe.fit_path(X, y, Cs, dtype="float64", tol=1e-13)
+    assert [h.C for h in path] == Cs
+    for head, C in zip(path, Cs):
+        single = LogisticProbe(C=C, dtype="float64", tol=1e-13).fit(X, y)
+        np.testing.assert_allclose(head.predict_proba(X), single.predict_proba(X), atol=1e-6)
+    assert LogisticProbe.default_path == tuple(np.logspace(-6, 5, 45)) and len(DEFAULT_CS) == 45
+    assert len(LogisticProbe.fit_path(X[::4], y[::4])) == 45
+
+
+def test_logreg_path_in_groups_warm_started_equals_one_batch():
+    X, y = clusters(seed=5)
+    Cs = np.logspace(-3, 3, 7)
+
+    def probs(path, j):
+        P = np.exp(X @ path.coef[j].T + path.intercept[j])
+        return P / P.sum(1, keepdims=True)
+
+    one = fit_logreg_path(X, y, 3, Cs, dtype="float64", tol=1e-13, group_size=len(Cs))
+    for kw in ({"group_size": 1}, {"max_batch_elems": 2 * len(X) * 3}):  # memory cap: groups of 2
+        groups = fit_logreg_path(X, y, 3, Cs[::-1], dtype="float64", tol=1e-13, **kw)
+        assert groups.converged.all()
+        for j in range(len(Cs)):
+            np.testing.assert_allclose(probs(one, j), probs(groups, -1 - j), atol=1e-6)
+    assert one.converged.all()
+
+
+def test_logreg_preconditioner_choices_do_not_change_the_solution():
+    X, y = clusters(seed=15)
+    Cs = [1e-2, 1.0]
+    ref = fit_logreg_path(X, y, 3, Cs, dtype="float64", tol=1e-13)
+    for kw in ({"max_rotation_dim": 4},        # diagonal preconditioner in the feature axes
+               {"curvature_rows": 17},         # curvature from a subsample
+               {"standardize": False, "seed": 3, "curvature_rows": 50}):
+        alt = fit_logreg_path(X, y, 3, Cs, dtype="float64", tol=1e-13, **kw)
+        np.testing.assert_allclose(alt.coef, ref.coef, atol=1e-4 * np.abs(ref.coef).max())
+    few = np.r_[0:4, 60:64, 120:124]              # fewer rows than dims, and more rows than curvature_rows
+    Xw = np.hstack([X, X ** 2])[few]
+    a = fit_logreg_path(Xw, y[few], 3, Cs, dtype="float64", tol=1e-13)
+    b = fit_logreg_path(Xw, y[few], 3, Cs, dtype="float64", tol=1e-13, curvature_rows=5, max_rotation_dim=1)
+    np.testing.assert_allclose(a.coef, b.coef, atol=1e-4 * np.abs(a.coef).max())
+
+
+def test_logreg_leaves_torch_threads_as_they_were():
+    import torch
+
+    before = torch.get_num_threads()
+    X, y = clusters()
+    LogisticProbe.fit_path(X, y, [0.1, 1.0])  # a small problem: solved on one thread
+    assert torch.get_num_threads() == before
+
+
+def test_logreg_reports_max_iter():
+    X, y = clusters()
+    with pytest.warns(ConvergenceWarning, match="max_iter=2"):
+        head = LogisticProbe(C=100.0, max_iter=2).fit(X, y)
+    assert head.n_iter_ == 2 and not head.converged_
+
+
+def test_logreg_input_errors_name_the_problem():
+    X, y = clusters()
+    with pytest.raises(ValueError, match="at least two classes"):
+        LogisticProbe().fit(X, np.zeros(len(X)))
+    Xbad = X.copy()
+    Xbad[3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        LogisticProbe().fit(Xbad, y)
+    with pytest.raises(ValueError, match="one label per training row"):
+        LogisticProbe().fit(X, y[:-1])
+    head = LogisticProbe().fit(X, y)
+    with pytest.raises(ValueError, match="12-dimensional"):
+        head.predict(X[:, :5])
+    with pytest.raises(ValueError, match="C values"):
+        LogisticProbe(C=0.0).fit(X, y)
+
+
+# ------------------------------------------------------------------------------------------ k-NN
+def test_knn_similarity_weighted_vote_by_hand():
+    # training directions at known angles from the query (1, 0): cos = 0.9, 0.8, 0.7, -1
+    def unit(cos):
+        return [cos, np.sqrt(1 - cos ** 2)]
+    X = np.array([unit(0.9), unit(0.8), unit(0.7), unit(-1.0)]) * [[3.0], [0.5], [7.0], [1.0]]  # norms don't matter
+    y = np.array(["A", "B", "B", "A"])
+    q = np.array([[2.0, 0.0]])
+    head = KNNHead(k=3, temperature=0.07).fit(X, y)
+    a, b = np.exp(0.9 / 0.07), np.exp(0.8 / 0.07) + np.exp(0.7 / 0.07)
+    np.testing.assert_allclose(head.decision_function(q), np.log([[a, b]]), rtol=1e-6)
+    np.testing.assert_allclose(head.predict_proba(q), [[a / (a + b), b / (a + b)]], rtol=1e-5)
+    assert head.predict(q)[0] == "A"                     # one close neighbour outvotes two farther ones
+    assert KNNHead(k=3, temperature=10.0).fit(X, y).predict(q)[0] == "B"  # a flat vote is a majority vote
+    with pytest.raises(ValueError, match="at least two classes"):
+        KNNHead(k=1).fit(X[1:3], y[1:3])
+
+
+def test_knn_neighbours_match_sklearn_and_k_is_capped():
+    X, y = clusters(n_per_class=20, seed=6)
+    Q, _ = clusters(n_per_class=5, seed=7)
+    head = KNNHead(k=7).fit(X, y)
+    sims, idx = head.neighbours(Q)
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    dist, ref_idx = NearestNeighbors(n_neighbors=7, metric="cosine").fit(Xn).kneighbors(Q)
+    np.testing.assert_allclose(sims, 1 - dist, atol=1e-5)
+    assert (idx == ref_idx).mean() > 0.99  # float32 vs float64 may swap exact ties only
+    assert KNNHead(k=500).fit(X, y).k_ == len(X)
+    with pytest.raises(ValueError, match="positive integer"):
+        KNNHead(k=0).fit(X, y)
+
+
+def test_knn_path_shares_one_search_and_equals_single_fits(monkeypatch):
+    import attrib.probe.geometry as geometry
+
+    X, y = clusters(n_per_class=30, seed=8)
+    Q, _ = clusters(n_per_class=10, seed=9)
+    calls = []
+    real = geometry.topk_cosine
+    monkeypatch.setattr(geometry, "topk_cosine", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    path = KNNHead.fit_path(X, y)
+    assert [h.k for h in path] == list(range(1, 21))
+    outs = [h.decision_function(Q) for h in path]
+    assert calls == [20]  # one search, for the largest k, serves the whole path
+    for h, out in zip(path, outs):
+        np.testing.assert_allclose(out, KNNHead(k=h.k).fit(X, y).decision_function(Q), rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------- NCM and Gauss
+def test_ncm_by_hand():
+    X = np.array([[1.0, 0.0], [3.0, 0.1], [0.0, 2.0], [0.2, 5.0]])
+    y = np.array([0, 0, 1, 1])
+    head = NCMHead(temperature=0.5).fit(X, y)
+    u = X / np.linalg.norm(X, axis=1, keepdims=True)
+    m = np.stack([u[:2].mean(0), u[2:].mean(0)])
+    m /= np.linalg.norm(m, axis=1, keepdims=True)
+    q = np.array([[1.0, 1.0], [-1.0, 0.2]])
+    np.testing.assert_allclose(head.cosine(q), (q / np.linalg.norm(q, axis=1, keepdims=True)) @ m.T)
+    np.testing.assert_allclose(head.decision_function(q), head.cosine(q) / 0.5)
+    assert head.predict(np.array([[5.0, 0.3], [0.1, 1.0]])).tolist() == [0, 1]
+
+
+def test_gauss_is_a_gaussian_log_joint_density():
+    X, y = clusters(n_per_class=40, seed=10)
+    keep = np.r_[0:40, 40:70, 80:120]  # unequal priors
+    X, y = X[keep], y[keep]
+    head = GaussHead(shrinkage=0.3).fit(X, y)
+    means = np.stack([X[y == c].mean(0) for c in range(3)])
+    R = X - means[y]
+    S = R.T @ R / len(X)
+    cov = 0.7 * S + 0.3 * np.trace(S) / S.shape[0] * np.eye(S.shape[0])
+    Q = X[::7] + 0.3
+    expected = np.stack([multivariate_normal(means[c], cov).logpdf(Q) + np.log(np.mean(y == c))
+                         for c in range(3)], axis=1)
+    np.testing.assert_allclose(head.decision_function(Q), expected, rtol=1e-8, atol=1e-8)
+    assert head.shrinkage_ == 0.3
+
+
+def test_gauss_without_shrinkage_is_sklearn_lda():
+    X, y = clusters(n_per_class=80, seed=11)
+    head = GaussHead(shrinkage=0.0).fit(X, y)
+    lda = LinearDiscriminantAnalysis(solver="lsqr").fit(X, y)
+    np.testing.assert_allclose(head.predict_proba(X), lda.predict_proba(X), atol=1e-8)
+
+
+def test_gauss_auto_shrinkage_handles_few_shots():
+    X, y = clusters(n_per_class=60, dim=40, seed=12)
+    one_shot = np.r_[0, 60, 120]
+    head = GaussHead().fit(X[one_shot], y[one_shot])   # no within-class spread: Euclidean distances
+    assert head.shrinkage_ == 1.0 and np.isfinite(head.decision_function(X)).all()
+    d = ((X[:, None, :] - X[one_shot][None]) ** 2).sum(-1)
+    assert (head.predict(X) == d.argmin(1)).all()
+    two_shot = np.r_[0, 1, 60, 61, 120, 121]
+    few = GaussHead().fit(X[two_shot], y[two_shot])
+    many = GaussHead().fit(X, y)
+    assert 0 < many.shrinkage_ < few.shrinkage_ <= 1
+    with pytest.raises(ValueError, match="shrinkage"):
+        GaussHead(shrinkage=2.0).fit(X, y)
+
+
+# ------------------------------------------------------------------------------- common contract
+@pytest.mark.parametrize("name", ["logreg", "knn", "ncm", "gauss"])
+def test_head_state_round_trip(name):
+    X, y = clusters(seed=13)
+    labels = np.array(["real", "sd14", "mj"])[y]
+    head = HEADS[name]().fit(X, labels)
+    assert isinstance(head, ProbeHead)
+    fresh = refit_from_state(head)
+    np.testing.assert_array_equal(fresh.decision_function(X), head.decision_function(X))
+    np.testing.assert_array_equal(fresh.predict(X), head.predict(X))
+    assert (head.predict(X) == labels).mean() > 0.8
+
+
+def test_registry_and_paths():
+    assert set(HEADS) == {"logreg", "knn", "ncm", "gauss"}
+    assert HEADS["logreg"].path_param == "C" and HEADS["knn"].path_param == "k"
+    assert HEADS["knn"].default_path == tuple(range(1, 21))
+    X, y = clusters(n_per_class=10)
+    for name in ("ncm", "gauss"):
+        assert HEADS[name].path_param is None
+        (only,) = HEADS[name].fit_path(X, y)
+        np.testing.assert_allclose(only.decision_function(X), HEADS[name]().fit(X, y).decision_function(X))
