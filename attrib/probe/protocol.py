@@ -131,15 +131,21 @@ def select_paper(cands: list[Candidate], param: str | None, score: Callable[[Pro
                  X_val: np.ndarray, X_val_unknown: np.ndarray) -> Selection:
     """Highest validation AUROC of the score against the unknown generators' validation images.
 
-    ``score(head)`` returns a fitted scorer for that head.
+    ``score(head)`` returns a fitted scorer for that head. A scorer that ignores the head
+    (``needs_head = False``) has one AUROC along the whole path: it is asked for and measured once.
     """
     if not len(X_val_unknown):
         raise SelectionError("--protocol paper needs validation images of the unknown generators, and this "
                              "split has none; use --protocol clean")
-    aurocs = []
-    for c in cands:
-        scorer = score(c.head)
-        aurocs.append(auroc(scorer.score_samples(X_val), scorer.score_samples(X_val_unknown)))
+
+    def val_auroc(scorer: Any) -> float:
+        return auroc(scorer.score_samples(X_val), scorer.score_samples(X_val_unknown))
+
+    first = score(cands[0].head)
+    if getattr(first, "needs_head", True):
+        aurocs = [val_auroc(first)] + [val_auroc(score(c.head)) for c in cands[1:]]
+    else:
+        aurocs = [val_auroc(first)] * len(cands)
     i = best_index([(a, c.val_accuracy, -c.val_logloss) for a, c in zip(aurocs, cands)])
     c = cands[i]
     return Selection(c.head, param, c.value, "val_auroc_unknown",

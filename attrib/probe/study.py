@@ -329,6 +329,16 @@ def run_job(job: Job, cache: FeatureCache) -> tuple[list[dict], list[str]]:
     n = {**rows.sizes(), "train": int(len(keep)),
          "train_per_class": {sp.classes[c]: int(np.sum(y_tr == c)) for c in labels}}
     lines, errors = [], []
+    head_free: dict[str, Any] = {}  # scorers that ignore the head: fitted once per job, for every head
+
+    def fit_scorer(score_name: str, head: ProbeHead) -> Any:
+        scorer_cls = job.scorer_classes[score_name]
+        if scorer_cls.needs_head:
+            return scorer_cls(head=head).fit(X["train"], y_tr)
+        if score_name not in head_free:
+            head_free[score_name] = scorer_cls(head=None).fit(X["train"], y_tr)
+        return head_free[score_name]
+
     for head_name in dict.fromkeys(h for h, _ in job.todo):
         head_cls = job.head_classes[head_name]
         values = path_values(head_cls, job.grid)
@@ -347,8 +357,7 @@ def run_job(job: Job, cache: FeatureCache) -> tuple[list[dict], list[str]]:
                 continue
             t2 = time.perf_counter()
             try:
-                scorer_cls = job.scorer_classes[score_name]
-                make = lambda head: scorer_cls(head=head).fit(X["train"], y_tr)  # noqa: E731
+                make = lambda head: fit_scorer(score_name, head)  # noqa: E731
                 sel: Selection = clean if clean is not None else select_paper(
                     cands, head_cls.path_param, make, X["val"], X["val_unknown"])
                 t3 = time.perf_counter()
