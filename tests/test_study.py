@@ -150,7 +150,7 @@ def test_logreg_clean_choice_is_the_best_validation_accuracy(fs: FeatureSet, tmp
     rows = cfg.splits.rows("1", 0)
     X, Xv = fs.block(1, rows.train), fs.block(1, rows.val)
     heads = [LogisticProbe(C=c).fit(X, rows.y_train) for c in grid]
-    keys = [(np.mean(h.predict(Xv) == rows.y_val), -P.log_loss(h, Xv, rows.y_val)) for h in heads]
+    keys = [(np.mean(h.predict(Xv) == rows.y_val), -P.log_loss(h.predict_proba(Xv), h.classes_, rows.y_val)) for h in heads]
     assert line["hparams"] == {"C": grid[P.best_index(keys)]}
     assert line["selection"]["val_accuracy"] == pytest.approx(keys[P.best_index(keys)][0])
     assert line["config"]["path"] == {"param": "C", "n": 3, "min": 0.001, "max": 10.0,

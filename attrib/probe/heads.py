@@ -50,6 +50,12 @@ class ProbeHead(ClassifierMixin, BaseEstimator):
         """The class with the largest score; ties go to the first class in ``classes_``."""
         return self.classes_[np.argmax(self.decision_function(X), axis=1)]
 
+    def predict_with_proba(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(predict(X), predict_proba(X))`` from one ``decision_function`` pass: model selection
+        needs both on the same validation set for every head of a path."""
+        Z = self.decision_function(X)
+        return self.classes_[np.argmax(Z, axis=1)], softmax(Z)
+
     @classmethod
     def fit_path(cls, X: np.ndarray, y: np.ndarray, values: Sequence | None = None,
                  **params) -> list["ProbeHead"]:

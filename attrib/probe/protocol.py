@@ -77,12 +77,12 @@ def _plain(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
-def log_loss(head: ProbeHead, X: np.ndarray, y: np.ndarray) -> float:
-    """Mean negative log-probability of the true class (scikit-learn's log_loss, clipped)."""
+def log_loss(proba: np.ndarray, classes: np.ndarray, y: np.ndarray) -> float:
+    """Mean negative log-probability of the true class (scikit-learn's log_loss, clipped); ``proba``
+    has one column per entry of the sorted ``classes`` (a head's ``predict_proba`` and ``classes_``)."""
     if not len(y):
         return float("nan")
-    proba = head.predict_proba(X)
-    classes = np.asarray(head.classes_)
+    classes = np.asarray(classes)
     col = np.searchsorted(classes, y)
     col = np.clip(col, 0, len(classes) - 1)
     p = np.where(classes[col] == y, proba[np.arange(len(y)), col], 0.0)
@@ -105,7 +105,8 @@ def fit_candidates(head_cls: type[ProbeHead], X: np.ndarray, y: np.ndarray, X_va
     out = []
     for head in heads:
         value = getattr(head, head_cls.path_param) if head_cls.path_param else None
-        out.append(Candidate(_plain(value), head, accuracy(y_val, head.predict(X_val)), log_loss(head, X_val, y_val)))
+        pred, proba = head.predict_with_proba(X_val)
+        out.append(Candidate(_plain(value), head, accuracy(y_val, pred), log_loss(proba, head.classes_, y_val)))
     return out
 
 
