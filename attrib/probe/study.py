@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -542,12 +543,9 @@ def _run_study(fs: FeatureSet, cfg: StudyConfig, out_dir: Path, progress: bool,
     if not pairs:
         raise StudyError("no (head, score) pair is supported: choose other --heads / --scores")
     meta = {"feature_set": fs.id, "feature_hash": identity_hash(fs.manifest), "label": fs.label}
-    digests: dict[tuple[str, int], str] = {}
-    rows_of: dict[tuple[str, int], SplitRows] = {}
-    for name in cfg.splits.names():
-        for seed in range(cfg.seeds):
-            rows_of[(name, seed)] = cfg.splits.rows(name, seed)
-            digests[(name, seed)] = rows_digest(rows_of[(name, seed)])
+    rows_of: dict[tuple[str, int], SplitRows] = {
+        (name, seed): cfg.splits.rows(name, seed) for name in cfg.splits.names() for seed in range(cfg.seeds)}
+    digests = {key: rows_digest(rows) for key, rows in rows_of.items()}
     paths = {h: _path_summary(HEADS[h], path_values(HEADS[h], cfg.grid)) for h in cfg.heads}
     _check_compatible(existing, fs, digests, paths, results)
     if cfg.protocol == "paper":
@@ -556,19 +554,16 @@ def _run_study(fs: FeatureSet, cfg: StudyConfig, out_dir: Path, progress: bool,
                 raise StudyError(f"--protocol paper: split {name} has no validation images of its unknown "
                                  "generators; use --protocol clean")
 
+    splits = {name: cfg.splits.split(name) for name in cfg.splits.names()}
+    head_classes, scorer_classes = {h: HEADS[h] for h in cfg.heads}, {s: SCORERS[s] for s in cfg.scores}
     jobs = []
-    for name in cfg.splits.names():
-        sp = cfg.splits.split(name)
-        for layer in cfg.layers:
-            for shots in cfg.shots:
-                for seed in range(cfg.seeds):
-                    job = Job(sp, rows_of[(name, seed)], layer, shots, seed, [], cfg.protocol, cfg.grid,
-                              cfg.tpr, {**meta, "rows": digests[(name, seed)]},
-                              {h: HEADS[h] for h in cfg.heads}, {s: SCORERS[s] for s in cfg.scores})
-                    job.todo = [p for p in pairs if job.key(*p) not in done]
-                    run.skipped_done += len(pairs) - len(job.todo)
-                    if job.todo:
-                        jobs.append(job)
+    for name, layer, shots, seed in itertools.product(splits, cfg.layers, cfg.shots, range(cfg.seeds)):
+        job = Job(splits[name], rows_of[(name, seed)], layer, shots, seed, [], cfg.protocol, cfg.grid, cfg.tpr,
+                  {**meta, "rows": digests[(name, seed)]}, head_classes, scorer_classes)
+        job.todo = [p for p in pairs if job.key(*p) not in done]
+        run.skipped_done += len(pairs) - len(job.todo)
+        if job.todo:
+            jobs.append(job)
     if not jobs:
         run.seconds = time.perf_counter() - t0
         return run
