@@ -353,9 +353,7 @@ def run_job(job: Job, cache: FeatureCache) -> tuple[list[dict], list[str]]:
             continue
         t_fit = time.perf_counter() - t1
         clean = select_clean(cands, head_cls.path_param) if job.protocol == "clean" else None
-        for h, score_name in job.todo:
-            if h != head_name:
-                continue
+        for score_name in (s for h, s in job.todo if h == head_name):
             t2 = time.perf_counter()
             try:
                 make = lambda head: fit_scorer(score_name, head)  # noqa: E731
@@ -641,9 +639,7 @@ def save_chosen_head(fs: FeatureSet, cfg: StudyConfig, folder: str | os.PathLike
                     sel = select_clean(fit_candidates(head_cls, X_tr, y_tr, X_va, rows.y_val,
                                                       path_values(head_cls, cfg.grid)), head_cls.path_param)
                 fitted[(layer, head_name)] = sel
-                for h, score_name in pairs:
-                    if h != head_name:
-                        continue
+                for score_name in (s for h, s in pairs if h == head_name):
                     entry = {"layer": layer_name(layer), "head": head_name, "score": score_name,
                              "hparams": sel.hparams, "val_accuracy": sel.val["val_accuracy"],
                              "val_logloss": sel.val["val_logloss"]}
