@@ -154,23 +154,24 @@ def select_paper(cands: list[Candidate], param: str | None, score: Callable[[Pro
                      i, len(cands))
 
 
-def pseudo_open_set_oscr(make_head: Callable[[], ProbeHead], make_scorer: Callable[[ProbeHead], Any],
+def pseudo_open_set_oscr(make_head: Callable[[], ProbeHead], make_scorers: dict[str, Callable[[ProbeHead], Any]],
                          X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
-                         folds: Sequence) -> float:
-    """Open-set quality measured without any unknown generator: mean OSCR over folds that each hide
-    one known class from training and treat its validation images as the unknowns.
+                         folds: Sequence) -> dict[str, float]:
+    """Open-set quality measured without any unknown generator: for each scorer, the mean OSCR over
+    folds that each hide one known class from training and treat its validation images as the unknowns.
 
-    ``make_head()`` returns an unfitted head (hyperparameters already chosen), ``make_scorer(head)`` an
-    unfitted scorer for a fitted head.
+    ``make_head()`` returns an unfitted head (hyperparameters already chosen), ``make_scorers[name](head)``
+    an unfitted scorer for a fitted head. Each fold's head is fitted once and shared by every scorer.
     """
-    values = []
+    values: dict[str, list[float]] = {name: [] for name in make_scorers}
     for g in folds:
         tr, va, out = y != g, y_val != g, y_val == g
         head = make_head().fit(X[tr], y[tr])
-        scorer = make_scorer(head).fit(X[tr], y[tr])
         correct = head.predict(X_val[va]) == y_val[va]
-        values.append(oscr(scorer.score_samples(X_val[va]), correct, scorer.score_samples(X_val[out])))
-    return float(np.mean(values)) if values else float("nan")
+        for name, make_scorer in make_scorers.items():
+            scorer = make_scorer(head).fit(X[tr], y[tr])
+            values[name].append(oscr(scorer.score_samples(X_val[va]), correct, scorer.score_samples(X_val[out])))
+    return {name: float(np.mean(v)) if v else float("nan") for name, v in values.items()}
 
 
 def pseudo_folds(y: np.ndarray, protected: Sequence = (0,)) -> list:

@@ -639,16 +639,21 @@ def save_chosen_head(fs: FeatureSet, cfg: StudyConfig, folder: str | os.PathLike
                     sel = select_clean(fit_candidates(head_cls, X_tr, y_tr, X_va, rows.y_val,
                                                       path_values(head_cls, cfg.grid)), head_cls.path_param)
                 fitted[(layer, head_name)] = sel
-                for score_name in (s for h, s in pairs if h == head_name):
+                score_names = [s for h, s in pairs if h == head_name]
+                pseudo_oscr = {}
+                if folds:
+                    with counted_warnings() as caught_folds:
+                        pseudo_oscr = pseudo_open_set_oscr(
+                            lambda: clone(sel.head), {s: (lambda hd, s=s: SCORERS[s](head=hd)) for s in score_names},
+                            X_tr, y_tr, X_va, rows.y_val, folds)
+                    caught += caught_folds
+                for score_name in score_names:
                     entry = {"layer": layer_name(layer), "head": head_name, "score": score_name,
                              "hparams": sel.hparams, "val_accuracy": sel.val["val_accuracy"],
                              "val_logloss": sel.val["val_logloss"]}
                     if folds:
-                        with counted_warnings() as caught_folds:
-                            entry["pseudo_oscr"] = pseudo_open_set_oscr(
-                                lambda: clone(sel.head), lambda hd: SCORERS[score_name](head=hd), X_tr, y_tr,
-                                X_va, rows.y_val, folds)
-                    entry["warnings"] = dict(caught + (caught_folds if folds else Counter()))
+                        entry["pseudo_oscr"] = pseudo_oscr[score_name]
+                    entry["warnings"] = dict(caught)
                     table.append(entry)
         keys = [(e.get("pseudo_oscr", 0.0), e["val_accuracy"], -e["val_logloss"]) for e in table]
         best = table[best_index(keys)]
