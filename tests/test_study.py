@@ -150,7 +150,7 @@ def test_logreg_clean_choice_is_the_best_validation_accuracy(fs: FeatureSet, tmp
     rows = cfg.splits.rows("1", 0)
     X, Xv = fs.block(1, rows.train), fs.block(1, rows.val)
     heads = [LogisticProbe(C=c).fit(X, rows.y_train) for c in grid]
-    keys = [(np.mean(h.predict(Xv) == rows.y_val), -P.log_loss(h, Xv, rows.y_val)) for h in heads]
+    keys = [(np.mean(h.predict(Xv) == rows.y_val), -P.log_loss(h.predict_proba(Xv), h.classes_, rows.y_val)) for h in heads]
     assert line["hparams"] == {"C": grid[P.best_index(keys)]}
     assert line["selection"]["val_accuracy"] == pytest.approx(keys[P.best_index(keys)][0])
     assert line["config"]["path"] == {"param": "C", "n": 3, "min": 0.001, "max": 10.0,
@@ -200,6 +200,47 @@ def test_paper_rule_falls_back_to_clean_for_head_independent_scores() -> None:
     assert sel.value == 3 and sel.val["val_auroc"] == 1.0  # every AUROC ties: accuracy, then log-loss
     with pytest.raises(P.SelectionError, match="unknown generators"):
         P.select_paper(cands, "temperature", lambda head: Constant(), np.zeros((2, 1)), np.zeros((0, 1)))
+
+
+def test_paper_rule_fits_and_measures_a_head_independent_score_once() -> None:
+    cands = [_cand(1, 0.8, 0.9), _cand(2, 0.9, 0.4), _cand(3, 0.9, 0.2)]
+    asked = []
+
+    class HeadFree:
+        needs_head = False
+
+        def score_samples(self, X):
+            return np.asarray(X)[:, 0]
+
+    def score(head):
+        asked.append(head)
+        return HeadFree()
+
+    sel = P.select_paper(cands, "temperature", score, np.array([[2.0], [3.0]]), np.array([[1.0]]))
+    assert asked == [cands[0].head]
+    assert sel.value == 3 and sel.val["val_auroc"] == 1.0
+
+
+def test_a_study_fits_a_head_independent_score_once_per_job(fs: FeatureSet, tmp_path: Path,
+                                                            monkeypatch) -> None:
+    fits = []
+
+    class CountedNCM(SCORERS["ncm"]):
+        def fit(self, X, y=None):
+            fits.append(len(X))
+            return super().fit(X, y)
+
+    monkeypatch.setitem(SCORERS, "ncm_counted", CountedNCM)
+    cfg = _cfg(fs, splits=_source(fs, ("1",)), layers=[(1,)], heads=["centroid", "ncm"],
+               scores=["ncm_counted", "ncm"], shots=[None], seeds=1, protocol="paper",
+               grid={"temperature": [0.1, 1.0, 10.0]})
+    run = run_study(fs, cfg, tmp_path, progress=False)
+    lines = {(d["head"], d["score"]): d for d in read_results(tmp_path)}
+    assert run.written == 4 and len(fits) == 1  # one job: one fit for two heads and a 3-value path
+    for head in ("centroid", "ncm"):  # the shared fit scores exactly like the built-in one fitted per head
+        counted, plain = lines[(head, "ncm_counted")], lines[(head, "ncm")]
+        assert counted["hparams"] == plain["hparams"]
+        assert all(counted[m] == plain[m] for m in ("auroc", "oscr", "fpr95"))
 
 
 # ---------------------------------------------------------------------------------------- resume

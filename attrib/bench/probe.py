@@ -8,8 +8,8 @@ There are no real CLIP features on a development machine, so the data are SYNTHE
 classes with a steep power-law covariance spectrum in a random basis, class-specific anisotropic scales,
 and a few dimensions with huge offsets and variance, like the outlier dimensions of CLIP's intermediate
 blocks (the reason raw features are hard for plain L-BFGS). Both solvers get the same float32 arrays
-and the same raw (unstandardised) objective; C is selected by the best validation accuracy (ties: the
-smaller C), as the ``clean`` protocol does.
+and the same raw (unstandardised) objective; C is selected by the best validation accuracy, the ``clean``
+protocol's criterion, with ties going to the smaller C (the protocol breaks them by validation log-loss).
 
 scikit-learn needs minutes per C here, so by default it is timed on an evenly spaced sample of the grid
 (every ``--sklearn-every``-th value: C = 1e-6, 0.32, 1e5) and its path time is extrapolated as
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from attrib.probe.geometry import softmax
+from attrib.probe.geometry import logsumexp, softmax
 from attrib.probe.heads import DEFAULT_CS, LogisticProbe
 
 
@@ -111,9 +111,7 @@ def _save_sklearn(path: Path | None, key: str, fits: dict[int, dict]) -> None:
 def _objective(X: np.ndarray, y: np.ndarray, W: np.ndarray, b: np.ndarray, C: float) -> float:
     """The shared objective, mean form, in float64: mean log-loss + ||W||^2 / (2 C n)."""
     L = X @ W.T + b
-    top = L.max(axis=1, keepdims=True)
-    lse = top[:, 0] + np.log(np.exp(L - top).sum(axis=1))
-    return float(np.mean(lse - L[np.arange(len(y)), y]) + (W ** 2).sum() / (2 * C * len(y)))
+    return float(np.mean(logsumexp(L) - L[np.arange(len(y)), y]) + (W ** 2).sum() / (2 * C * len(y)))
 
 
 def run(classes: int, shots: int, dim: int, val: int, test: int, seed: int, sklearn_every: int,

@@ -26,6 +26,14 @@ def as_features(X: np.ndarray, what: str = "features") -> np.ndarray:
     return X
 
 
+def label_indices(y: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted classes, each row's index into them), or a ValueError if there is not one label per row."""
+    y = np.asarray(y)
+    if y.shape != (n_rows,):
+        raise ValueError(f"need one label per training row: {n_rows} rows, labels of shape {y.shape}")
+    return np.unique(y, return_inverse=True)
+
+
 def check_width(X: np.ndarray, width: int, who: str) -> None:
     if X.shape[1] != width:
         raise ValueError(f"{who} was fitted on {width}-dimensional features, got {X.shape[1]}; "
@@ -104,6 +112,22 @@ def class_means(X: np.ndarray, y_idx: np.ndarray, n_classes: int) -> np.ndarray:
             raise ValueError(f"class index {c} has no training rows")
         means[c] = rows.mean(axis=0, dtype=np.float64)
     return means
+
+
+def cosine_class_means(X: np.ndarray, y_idx: np.ndarray, n_classes: int) -> np.ndarray:
+    """Unit-length means of each class's L2-normalised rows: the prototypes of nearest-class-mean cosine."""
+    return l2_normalize(class_means(l2_normalize(np.asarray(X, dtype=np.float64)), y_idx, n_classes))
+
+
+def tied_gaussian(X: np.ndarray, y_idx: np.ndarray, n_classes: int,
+                  shrinkage: str | float = "auto") -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Class means and the shared (pooled within-class, shrunk) covariance's precision:
+    (means, precision, log-determinant of the covariance, shrinkage used)."""
+    X = np.asarray(X, dtype=np.float64)
+    means = class_means(X, y_idx, n_classes)
+    cov, used = shrunk_covariance(X - means[y_idx], shrinkage)
+    precision, logdet = precision_and_logdet(cov)
+    return means, precision, logdet, used
 
 
 def shrunk_covariance(R: np.ndarray, shrinkage: str | float = "auto") -> tuple[np.ndarray, float]:

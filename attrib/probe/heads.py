@@ -22,9 +22,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 
-from attrib.probe.geometry import (NeighbourCache, as_features, check_width, class_means, l2_normalize,
-                                   mahalanobis_sq, precision_and_logdet, shrunk_covariance, softmax,
-                                   topk_cosine)
+from attrib.probe.geometry import (NeighbourCache, as_features, check_width, cosine_class_means, l2_normalize,
+                                   label_indices, mahalanobis_sq, softmax, tied_gaussian, topk_cosine)
 from attrib.probe.logreg_path import fit_logreg_path
 
 DEFAULT_CS = np.logspace(-6, 5, 45)
@@ -51,6 +50,12 @@ class ProbeHead(ClassifierMixin, BaseEstimator):
         """The class with the largest score; ties go to the first class in ``classes_``."""
         return self.classes_[np.argmax(self.decision_function(X), axis=1)]
 
+    def predict_with_proba(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(predict(X), predict_proba(X))`` from one ``decision_function`` pass: model selection
+        needs both on the same validation set for every head of a path."""
+        Z = self.decision_function(X)
+        return self.classes_[np.argmax(Z, axis=1)], softmax(Z)
+
     @classmethod
     def fit_path(cls, X: np.ndarray, y: np.ndarray, values: Sequence | None = None,
                  **params) -> list["ProbeHead"]:
@@ -64,10 +69,7 @@ class ProbeHead(ClassifierMixin, BaseEstimator):
     def _fit_input(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Validated features, and labels as indices into ``classes_`` (set here)."""
         X = as_features(X, "training features")
-        y = np.asarray(y)
-        if y.shape != (len(X),):
-            raise ValueError(f"need one label per training row: {len(X)} rows, labels of shape {y.shape}")
-        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        self.classes_, y_idx = label_indices(y, len(X))
         if len(self.classes_) < 2:
             raise ValueError(f"a classifier needs at least two classes, the training labels hold "
                              f"{self.classes_.tolist()}")
@@ -237,7 +239,7 @@ class NCMHead(ProbeHead):
         if not self.temperature > 0:
             raise ValueError(f"temperature={self.temperature!r}: use a positive number")
         self.n_features_in_ = X.shape[1]
-        self.means_ = l2_normalize(class_means(l2_normalize(X.astype(np.float64)), y_idx, len(self.classes_)))
+        self.means_ = cosine_class_means(X, y_idx, len(self.classes_))
         return self
 
     def cosine(self, X: np.ndarray) -> np.ndarray:
@@ -269,9 +271,7 @@ class GaussHead(ProbeHead):
         X, y_idx = self._fit_input(X, y)
         K = len(self.classes_)
         self.n_features_in_ = X.shape[1]
-        self.means_ = class_means(X, y_idx, K)
-        cov, self.shrinkage_ = shrunk_covariance(X - self.means_[y_idx], self.shrinkage)
-        self.precision_, self.logdet_ = precision_and_logdet(cov)
+        self.means_, self.precision_, self.logdet_, self.shrinkage_ = tied_gaussian(X, y_idx, K, self.shrinkage)
         self.log_prior_ = np.log(np.bincount(y_idx, minlength=K) / len(y_idx))
         return self
 

@@ -290,11 +290,12 @@ def _batched_lbfgs(fg, V: torch.Tensor, tol: float, max_iter: int, memory: int
     own Armijo backtracking line search (step 1 first, then halved).
 
     Stopping: a run stops when the decrease its quasi-Newton model predicts, ``-g.d = g^T H^-1 g``
-    (about twice the distance to the optimum in objective value), is <= tol**2. Unlike a bound on
-    the gradient alone this stays honest when the curvature collapses (nearly separable classes at
-    large C, where the gradient is tiny far from the optimum). The model needs at least one curvature
-    pair, so every run takes at least one step. A run also stops, marked not converged, when no step
-    decreases f any more (the precision floor) or after ``max_iter`` iterations.
+    (about twice the distance to the optimum in objective value), is <= tol x f, relative to the
+    current objective value f. Unlike a bound on the gradient alone this stays honest when the
+    curvature collapses (nearly separable classes at large C, where the gradient is tiny far from the
+    optimum). The model needs at least one curvature pair, so every run takes at least one step. A run
+    also stops, marked not converged, when no step decreases f any more (the precision floor) or after
+    ``max_iter`` iterations.
     """
     m = V.shape[0]
     dt = V.dtype

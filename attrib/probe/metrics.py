@@ -254,9 +254,3 @@ def evaluate(y_true: ArrayLike, y_pred: ArrayLike, s_known: ArrayLike, s_unknown
         "unknown_predicted_as": most_confused(pred_unknown, unknown_source, labels, names),
     }
 
-
-def open_set_summary(y_true: ArrayLike, y_pred: ArrayLike, s_known: ArrayLike, s_unknown: ArrayLike) -> dict:
-    """The paper's three numbers (fractions): closed-set accuracy, AUROC and OSCR."""
-    correct = np.asarray(y_true) == np.asarray(y_pred)
-    return {"accuracy": accuracy(y_true, y_pred), "auroc": auroc(s_known, s_unknown),
-            "oscr": oscr(s_known, correct, s_unknown)}

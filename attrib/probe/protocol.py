@@ -77,12 +77,12 @@ def _plain(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
-def log_loss(head: ProbeHead, X: np.ndarray, y: np.ndarray) -> float:
-    """Mean negative log-probability of the true class (scikit-learn's log_loss, clipped)."""
+def log_loss(proba: np.ndarray, classes: np.ndarray, y: np.ndarray) -> float:
+    """Mean negative log-probability of the true class (scikit-learn's log_loss, clipped); ``proba``
+    has one column per entry of the sorted ``classes`` (a head's ``predict_proba`` and ``classes_``)."""
     if not len(y):
         return float("nan")
-    proba = head.predict_proba(X)
-    classes = np.asarray(head.classes_)
+    classes = np.asarray(classes)
     col = np.searchsorted(classes, y)
     col = np.clip(col, 0, len(classes) - 1)
     p = np.where(classes[col] == y, proba[np.arange(len(y)), col], 0.0)
@@ -105,7 +105,8 @@ def fit_candidates(head_cls: type[ProbeHead], X: np.ndarray, y: np.ndarray, X_va
     out = []
     for head in heads:
         value = getattr(head, head_cls.path_param) if head_cls.path_param else None
-        out.append(Candidate(_plain(value), head, accuracy(y_val, head.predict(X_val)), log_loss(head, X_val, y_val)))
+        pred, proba = head.predict_with_proba(X_val)
+        out.append(Candidate(_plain(value), head, accuracy(y_val, pred), log_loss(proba, head.classes_, y_val)))
     return out
 
 
@@ -131,15 +132,21 @@ def select_paper(cands: list[Candidate], param: str | None, score: Callable[[Pro
                  X_val: np.ndarray, X_val_unknown: np.ndarray) -> Selection:
     """Highest validation AUROC of the score against the unknown generators' validation images.
 
-    ``score(head)`` returns a fitted scorer for that head.
+    ``score(head)`` returns a fitted scorer for that head. A scorer that ignores the head
+    (``needs_head = False``) has one AUROC along the whole path: it is asked for and measured once.
     """
     if not len(X_val_unknown):
         raise SelectionError("--protocol paper needs validation images of the unknown generators, and this "
                              "split has none; use --protocol clean")
-    aurocs = []
-    for c in cands:
-        scorer = score(c.head)
-        aurocs.append(auroc(scorer.score_samples(X_val), scorer.score_samples(X_val_unknown)))
+
+    def val_auroc(scorer: Any) -> float:
+        return auroc(scorer.score_samples(X_val), scorer.score_samples(X_val_unknown))
+
+    first = score(cands[0].head)
+    if getattr(first, "needs_head", True):
+        aurocs = [val_auroc(first)] + [val_auroc(score(c.head)) for c in cands[1:]]
+    else:
+        aurocs = [val_auroc(first)] * len(cands)
     i = best_index([(a, c.val_accuracy, -c.val_logloss) for a, c in zip(aurocs, cands)])
     c = cands[i]
     return Selection(c.head, param, c.value, "val_auroc_unknown",
@@ -147,23 +154,24 @@ def select_paper(cands: list[Candidate], param: str | None, score: Callable[[Pro
                      i, len(cands))
 
 
-def pseudo_open_set_oscr(make_head: Callable[[], ProbeHead], make_scorer: Callable[[ProbeHead], Any],
+def pseudo_open_set_oscr(make_head: Callable[[], ProbeHead], make_scorers: dict[str, Callable[[ProbeHead], Any]],
                          X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
-                         folds: Sequence) -> float:
-    """Open-set quality measured without any unknown generator: mean OSCR over folds that each hide
-    one known class from training and treat its validation images as the unknowns.
+                         folds: Sequence) -> dict[str, float]:
+    """Open-set quality measured without any unknown generator: for each scorer, the mean OSCR over
+    folds that each hide one known class from training and treat its validation images as the unknowns.
 
-    ``make_head()`` returns an unfitted head (hyperparameters already chosen), ``make_scorer(head)`` an
-    unfitted scorer for a fitted head.
+    ``make_head()`` returns an unfitted head (hyperparameters already chosen), ``make_scorers[name](head)``
+    an unfitted scorer for a fitted head. Each fold's head is fitted once and shared by every scorer.
     """
-    values = []
+    values: dict[str, list[float]] = {name: [] for name in make_scorers}
     for g in folds:
         tr, va, out = y != g, y_val != g, y_val == g
         head = make_head().fit(X[tr], y[tr])
-        scorer = make_scorer(head).fit(X[tr], y[tr])
         correct = head.predict(X_val[va]) == y_val[va]
-        values.append(oscr(scorer.score_samples(X_val[va]), correct, scorer.score_samples(X_val[out])))
-    return float(np.mean(values)) if values else float("nan")
+        for name, make_scorer in make_scorers.items():
+            scorer = make_scorer(head).fit(X[tr], y[tr])
+            values[name].append(oscr(scorer.score_samples(X_val[va]), correct, scorer.score_samples(X_val[out])))
+    return {name: float(np.mean(v)) if v else float("nan") for name, v in values.items()}
 
 
 def pseudo_folds(y: np.ndarray, protected: Sequence = (0,)) -> list:

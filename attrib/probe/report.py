@@ -295,15 +295,14 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | No
                                   + [x for m in METRICS for x in (m, m + "_std")], label)
     rep.paths["per_unknown_csv"] = _write_csv(out_dir / "per_unknown.csv", unk, list(GROUP) + [
         "generator", "runs", "auroc", "auroc_std", "mistaken_for", "fraction"], label)
-    plots = {"plot_layers": plot_by_layer(rows, out_dir / "metrics_by_layer.png", rep.labels),
-             "plot_shots": plot_by_shots(rows, out_dir / "metrics_by_shots.png", rep.labels),
-             "plot_confusion": plot_confusion(highlight, out_dir / "confusion.png", rep.labels)}
-    for k in ("plot_layers", "plot_shots", "plot_confusion"):  # drop stale plots a study no longer makes
-        if plots[k] is None:
-            stale = out_dir / {"plot_layers": "metrics_by_layer.png", "plot_shots": "metrics_by_shots.png",
-                               "plot_confusion": "confusion.png"}[k]
-            stale.unlink(missing_ok=True)
-    rep.paths.update({k: p for k, p in plots.items() if p is not None})
+    for key, plot, data, name in (("plot_layers", plot_by_layer, rows, "metrics_by_layer.png"),
+                                  ("plot_shots", plot_by_shots, rows, "metrics_by_shots.png"),
+                                  ("plot_confusion", plot_confusion, highlight, "confusion.png")):
+        path = plot(data, out_dir / name, rep.labels)
+        if path is None:  # drop a stale plot this study no longer makes
+            (out_dir / name).unlink(missing_ok=True)
+        else:
+            rep.paths[key] = path
 
     md = [f"# attrib results: {results_dir}", ""] + _warnings_md(rep.labels) + [
         f"Feature set(s): {', '.join(fsets)}", "",

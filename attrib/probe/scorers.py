@@ -18,8 +18,8 @@ from typing import ClassVar
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from attrib.probe.geometry import (as_features, check_width, class_means, l2_normalize, logsumexp,
-                                   mahalanobis_sq, precision_and_logdet, shrunk_covariance, topk_cosine)
+from attrib.probe.geometry import (as_features, check_width, cosine_class_means, l2_normalize, label_indices,
+                                   logsumexp, mahalanobis_sq, tied_gaussian, topk_cosine)
 from attrib.probe.heads import ProbeHead
 
 
@@ -53,16 +53,14 @@ class OpenSetScorer(BaseEstimator):
         return self.head
 
     def _fit_features(self, X, y=None, need_y: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Validated training features and, if given, labels as class indices 0..K-1."""
         X = as_features(X, "training features")
         self.n_features_in_ = X.shape[1]
         if y is None:
             if need_y:
                 raise ValueError(f"{type(self).__name__}.fit needs the training labels: fit(X, y)")
             return X, None
-        y = np.asarray(y)
-        if y.shape != (len(X),):
-            raise ValueError(f"need one label per training row: {len(X)} rows, labels of shape {y.shape}")
-        return X, np.unique(y, return_inverse=True)[1]
+        return X, label_indices(y, len(X))[1]
 
     def _input(self, X: np.ndarray) -> np.ndarray:
         X = as_features(X)
@@ -212,8 +210,7 @@ class NCMScore(OpenSetScorer):
 
     def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> "NCMScore":
         X, y_idx = self._fit_features(X, y, need_y=True)
-        Xn = l2_normalize(X.astype(np.float64))
-        self.means_ = l2_normalize(class_means(Xn, y_idx, int(y_idx.max()) + 1))
+        self.means_ = cosine_class_means(X, y_idx, int(y_idx.max()) + 1)
         return self
 
     def score_samples(self, X: np.ndarray) -> np.ndarray:
@@ -239,10 +236,8 @@ class Mahalanobis(OpenSetScorer):
 
     def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> "Mahalanobis":
         X, y_idx = self._fit_features(X, y, need_y=True)
-        X = X.astype(np.float64)
-        self.means_ = class_means(X, y_idx, int(y_idx.max()) + 1)
-        cov, self.shrinkage_ = shrunk_covariance(X - self.means_[y_idx], self.shrinkage)
-        self.precision_, _ = precision_and_logdet(cov)
+        self.means_, self.precision_, _, self.shrinkage_ = tied_gaussian(X, y_idx, int(y_idx.max()) + 1,
+                                                                         self.shrinkage)
         return self
 
     def distances(self, X: np.ndarray) -> np.ndarray:
@@ -265,10 +260,9 @@ class RMDS(Mahalanobis):
 
     def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> "RMDS":
         super().fit(X, y)
-        X = np.asarray(X, dtype=np.float64)
-        self.background_mean_ = X.mean(axis=0)
-        cov, self.background_shrinkage_ = shrunk_covariance(X - self.background_mean_, self.shrinkage)
-        self.background_precision_, _ = precision_and_logdet(cov)
+        means, self.background_precision_, _, self.background_shrinkage_ = tied_gaussian(
+            X, np.zeros(len(X), dtype=np.int64), 1, self.shrinkage)
+        self.background_mean_ = means[0]
         return self
 
     def score_samples(self, X: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -329,6 +330,16 @@ def run_job(job: Job, cache: FeatureCache) -> tuple[list[dict], list[str]]:
     n = {**rows.sizes(), "train": int(len(keep)),
          "train_per_class": {sp.classes[c]: int(np.sum(y_tr == c)) for c in labels}}
     lines, errors = [], []
+    head_free: dict[str, Any] = {}  # scorers that ignore the head: fitted once per job, for every head
+
+    def fit_scorer(score_name: str, head: ProbeHead) -> Any:
+        scorer_cls = job.scorer_classes[score_name]
+        if scorer_cls.needs_head:
+            return scorer_cls(head=head).fit(X["train"], y_tr)
+        if score_name not in head_free:
+            head_free[score_name] = scorer_cls(head=None).fit(X["train"], y_tr)
+        return head_free[score_name]
+
     for head_name in dict.fromkeys(h for h, _ in job.todo):
         head_cls = job.head_classes[head_name]
         values = path_values(head_cls, job.grid)
@@ -342,13 +353,10 @@ def run_job(job: Job, cache: FeatureCache) -> tuple[list[dict], list[str]]:
             continue
         t_fit = time.perf_counter() - t1
         clean = select_clean(cands, head_cls.path_param) if job.protocol == "clean" else None
-        for h, score_name in job.todo:
-            if h != head_name:
-                continue
+        for score_name in (s for h, s in job.todo if h == head_name):
             t2 = time.perf_counter()
             try:
-                scorer_cls = job.scorer_classes[score_name]
-                make = lambda head: scorer_cls(head=head).fit(X["train"], y_tr)  # noqa: E731
+                make = lambda head: fit_scorer(score_name, head)  # noqa: E731
                 sel: Selection = clean if clean is not None else select_paper(
                     cands, head_cls.path_param, make, X["val"], X["val_unknown"])
                 t3 = time.perf_counter()
@@ -533,12 +541,9 @@ def _run_study(fs: FeatureSet, cfg: StudyConfig, out_dir: Path, progress: bool,
     if not pairs:
         raise StudyError("no (head, score) pair is supported: choose other --heads / --scores")
     meta = {"feature_set": fs.id, "feature_hash": identity_hash(fs.manifest), "label": fs.label}
-    digests: dict[tuple[str, int], str] = {}
-    rows_of: dict[tuple[str, int], SplitRows] = {}
-    for name in cfg.splits.names():
-        for seed in range(cfg.seeds):
-            rows_of[(name, seed)] = cfg.splits.rows(name, seed)
-            digests[(name, seed)] = rows_digest(rows_of[(name, seed)])
+    rows_of: dict[tuple[str, int], SplitRows] = {
+        (name, seed): cfg.splits.rows(name, seed) for name in cfg.splits.names() for seed in range(cfg.seeds)}
+    digests = {key: rows_digest(rows) for key, rows in rows_of.items()}
     paths = {h: _path_summary(HEADS[h], path_values(HEADS[h], cfg.grid)) for h in cfg.heads}
     _check_compatible(existing, fs, digests, paths, results)
     if cfg.protocol == "paper":
@@ -547,19 +552,16 @@ def _run_study(fs: FeatureSet, cfg: StudyConfig, out_dir: Path, progress: bool,
                 raise StudyError(f"--protocol paper: split {name} has no validation images of its unknown "
                                  "generators; use --protocol clean")
 
+    splits = {name: cfg.splits.split(name) for name in cfg.splits.names()}
+    head_classes, scorer_classes = {h: HEADS[h] for h in cfg.heads}, {s: SCORERS[s] for s in cfg.scores}
     jobs = []
-    for name in cfg.splits.names():
-        sp = cfg.splits.split(name)
-        for layer in cfg.layers:
-            for shots in cfg.shots:
-                for seed in range(cfg.seeds):
-                    job = Job(sp, rows_of[(name, seed)], layer, shots, seed, [], cfg.protocol, cfg.grid,
-                              cfg.tpr, {**meta, "rows": digests[(name, seed)]},
-                              {h: HEADS[h] for h in cfg.heads}, {s: SCORERS[s] for s in cfg.scores})
-                    job.todo = [p for p in pairs if job.key(*p) not in done]
-                    run.skipped_done += len(pairs) - len(job.todo)
-                    if job.todo:
-                        jobs.append(job)
+    for name, layer, shots, seed in itertools.product(splits, cfg.layers, cfg.shots, range(cfg.seeds)):
+        job = Job(splits[name], rows_of[(name, seed)], layer, shots, seed, [], cfg.protocol, cfg.grid, cfg.tpr,
+                  {**meta, "rows": digests[(name, seed)]}, head_classes, scorer_classes)
+        job.todo = [p for p in pairs if job.key(*p) not in done]
+        run.skipped_done += len(pairs) - len(job.todo)
+        if job.todo:
+            jobs.append(job)
     if not jobs:
         run.seconds = time.perf_counter() - t0
         return run
@@ -637,18 +639,21 @@ def save_chosen_head(fs: FeatureSet, cfg: StudyConfig, folder: str | os.PathLike
                     sel = select_clean(fit_candidates(head_cls, X_tr, y_tr, X_va, rows.y_val,
                                                       path_values(head_cls, cfg.grid)), head_cls.path_param)
                 fitted[(layer, head_name)] = sel
-                for h, score_name in pairs:
-                    if h != head_name:
-                        continue
+                score_names = [s for h, s in pairs if h == head_name]
+                pseudo_oscr = {}
+                if folds:
+                    with counted_warnings() as caught_folds:
+                        pseudo_oscr = pseudo_open_set_oscr(
+                            lambda: clone(sel.head), {s: (lambda hd, s=s: SCORERS[s](head=hd)) for s in score_names},
+                            X_tr, y_tr, X_va, rows.y_val, folds)
+                    caught += caught_folds
+                for score_name in score_names:
                     entry = {"layer": layer_name(layer), "head": head_name, "score": score_name,
                              "hparams": sel.hparams, "val_accuracy": sel.val["val_accuracy"],
                              "val_logloss": sel.val["val_logloss"]}
                     if folds:
-                        with counted_warnings() as caught_folds:
-                            entry["pseudo_oscr"] = pseudo_open_set_oscr(
-                                lambda: clone(sel.head), lambda hd: SCORERS[score_name](head=hd), X_tr, y_tr,
-                                X_va, rows.y_val, folds)
-                    entry["warnings"] = dict(caught + (caught_folds if folds else Counter()))
+                        entry["pseudo_oscr"] = pseudo_oscr[score_name]
+                    entry["warnings"] = dict(caught)
                     table.append(entry)
         keys = [(e.get("pseudo_oscr", 0.0), e["val_accuracy"], -e["val_logloss"]) for e in table]
         best = table[best_index(keys)]
