@@ -267,10 +267,13 @@ def cache_verify(feature_set: str, max_failed: int) -> None:
               help="Match feature sets restricted to these split files (default: unrestricted ones).")
 def cache_find(cache_dir, dataset, model, pretrained, view, max_per_source, limit, splits_dir) -> None:
     """Print the newest complete feature set matching the filters (used by `make probe`)."""
-    from attrib.extract.views import View
+    from attrib.extract.views import View, ViewError
     from attrib.store import list_feature_sets
 
-    want_view = View.parse(view).spec if view is not None else None
+    try:
+        want_view = View.parse(view).spec if view is not None else None
+    except ViewError as exc:
+        raise _fail(exc) from None
     for fs in list_feature_sets(cache_dir):
         m = fs.manifest
         req = m.get("requested") or {}

@@ -105,6 +105,12 @@ def test_demo_root_that_is_not_a_demo_is_a_clear_error(tmp_path: Path) -> None:
     assert (tmp_path / "mine" / "photos").is_dir()  # nothing deleted
 
 
+def test_cache_find_with_a_bad_view_is_a_clear_error(tmp_path: Path) -> None:
+    res = CliRunner().invoke(main, ["cache", "find", "--cache", str(tmp_path), "--view", "jpeg"],
+                             catch_exceptions=False)
+    assert res.exit_code == 1 and "Error: --view 'jpeg'" in res.output
+
+
 def test_duplicate_rows_are_refused() -> None:
     with pytest.raises(CatalogError, match=r"duplicate path 'a\.png'"):
         ImageList.from_rows([("a.png", "g", "train"), ("a.png", "real", "val")])
