@@ -295,18 +295,30 @@ def read_list(list_file: str | os.PathLike, root: str | os.PathLike | None = Non
     return ImageList.from_rows(rows, root, where=list_file)
 
 
+SEEDED_KEY_SIZE = 8
+
+
+def seeded_key(seed: int, text: str) -> bytes:
+    """A :data:`SEEDED_KEY_SIZE`-byte pseudo-random sort key for ``text`` under ``seed``.
+
+    The seeded draws of the data code (``--max-per-source``, the split protocol) sort images by it
+    instead of shuffling a list, so a draw depends on neither listing order nor other images, and the
+    same seed gives the same draw on every machine and Python version.
+    """
+    return hashlib.blake2b(f"{seed}\0{text}".encode(), digest_size=SEEDED_KEY_SIZE).digest()
+
+
 def sample_per_source(images: ImageList, max_per_source: int, seed: int = 0) -> ImageList:
     """At most ``max_per_source`` images per (source, subset), chosen by a seeded, order-free draw.
 
-    Each path gets a pseudo-random key from (seed, path), and the smallest keys win: the choice does not
-    depend on listing order, and growing N only adds images.
+    Each path gets a :func:`seeded_key` from (seed, path), and the smallest keys win: the choice does
+    not depend on listing order, and growing N only adds images.
     """
     if max_per_source <= 0:
         raise CatalogError(f"--max-per-source must be positive, got {max_per_source}")
     groups: dict[tuple[str, str], list[tuple[bytes, int]]] = {}
     for i, (p, s, sub) in enumerate(images):
-        key = hashlib.blake2b(f"{seed}\0{p}".encode(), digest_size=8).digest()
-        groups.setdefault((s, sub), []).append((key, i))
+        groups.setdefault((s, sub), []).append((seeded_key(seed, p), i))
     keep = []
     for members in groups.values():
         members.sort()

@@ -46,7 +46,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from attrib.data.catalog import AMBIGUOUS, MISSING, REAL, ImageList, PathMatcher
+from attrib.data.catalog import (AMBIGUOUS, MISSING, REAL, SEEDED_KEY_SIZE, ImageList, PathMatcher,
+                                 seeded_key)
 
 DEFAULT_TRAIN_PER_CLASS = 4000
 DEFAULT_VAL_PER_CLASS = 1000
@@ -257,13 +258,13 @@ def select_splits(available: dict[str, Split], spec: str | None) -> dict[str, Sp
 
 # ---------------------------------------------------------------------------------- sampled rows
 def _key(seed: int, path: str) -> bytes:
-    name = path.rsplit("/", 1)[-1]
-    return hashlib.blake2b(f"{seed}\0{name}".encode(), digest_size=8).digest() + path.encode()
+    """The file name's seeded key (so copies of one photo sort together), then the path to break ties."""
+    return seeded_key(seed, path.rsplit("/", 1)[-1]) + path.encode()
 
 
 def _cut(order: list[int], keys: list[bytes], at: int) -> int:
     """Move a cut forward until it does not separate two images with the same file name."""
-    while 0 < at < len(order) and keys[at][:8] == keys[at - 1][:8]:
+    while 0 < at < len(order) and keys[at][:SEEDED_KEY_SIZE] == keys[at - 1][:SEEDED_KEY_SIZE]:
         at += 1
     return at
 
