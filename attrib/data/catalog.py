@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-import numpy as np
-
 from attrib.data.images import IMAGE_SUFFIXES, is_image_name
 
 REAL = "real"
@@ -78,14 +76,6 @@ class ImageList:
         if self._index is None:
             self._index = {p: i for i, p in enumerate(self.paths)}
         return self._index.get(path)
-
-    @property
-    def source_array(self) -> np.ndarray:
-        return np.asarray(self.sources, dtype=object)
-
-    @property
-    def subset_array(self) -> np.ndarray:
-        return np.asarray(self.subsets, dtype=object)
 
     def counts(self) -> dict[tuple[str, str], int]:
         """Number of images per (source, subset)."""

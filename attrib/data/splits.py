@@ -425,7 +425,6 @@ class SampledSplits:
 
 
 # --------------------------------------------------------------------------------- POSE files
-PARTS = ("train", "val", "val_out", "test", "test_out")
 _POSE_NAME = re.compile(r"^(?P<name>.+?)_(?P<part>train|val|test)(?P<out>_out(?:_all)?)?\.txt$")
 
 
