@@ -19,7 +19,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from attrib.data.catalog import CatalogError, ImageList, walk_images
-from attrib.data.images import is_image_name
+from attrib.data.images import IMAGE_SUFFIXES, is_image_name
 from attrib.extract.backbone import RANDOM_INIT, Backbone, load_backbone
 from attrib.extract.runner import RunConfig, extract
 from attrib.extract.views import View
@@ -66,17 +66,21 @@ def collect_images(inputs: Sequence[str | os.PathLike]) -> ImageList:
 
 def _read_list(path: Path) -> list[str]:
     out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            entry = line.split("\t", 1)[0]
-            if not is_image_name(entry):
-                raise PredictError(f"{path}:{lineno}: {entry!r} does not look like an image file; a list file "
-                                   "holds one image path per line")
-            q = Path(entry).expanduser()
-            out.append(os.path.abspath(q if q.is_absolute() else path.parent / q))
+    try:
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, start=1):
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                entry = line.split("\t", 1)[0]
+                if not is_image_name(entry):
+                    raise PredictError(f"{path}:{lineno}: {entry!r} does not look like an image file; a list file "
+                                       "holds one image path per line")
+                q = Path(entry).expanduser()
+                out.append(os.path.abspath(q if q.is_absolute() else path.parent / q))
+    except UnicodeDecodeError:
+        raise PredictError(f"{path}: not an image file attrib reads ({', '.join(sorted(IMAGE_SUFFIXES))}) and not a "
+                           "list file (text, one image path per line)") from None
     if not out:
         raise PredictError(f"{path}: no image paths listed")
     return out

@@ -123,3 +123,7 @@ def test_collect_images_errors(tmp_path: Path) -> None:
     lst.write_text("a.png\nsub/b.jpg\na.png\n")
     imgs = collect_images([lst])
     assert imgs.paths == sorted({str(tmp_path / "a.png"), str(tmp_path / "sub" / "b.jpg")})
+    (tmp_path / "photo.heic").write_bytes(b"\x00\xff\xfe\x00ftypheic")  # an image type attrib does not read
+    with pytest.raises(PredictError, match=r"photo.heic: not an image file attrib reads \(.*\.png.*\) and not a "
+                                           r"list file"):
+        collect_images([tmp_path / "photo.heic"])
