@@ -44,6 +44,25 @@ def main() -> None:
 
 
 # --------------------------------------------------------------------------------------- features
+def _runner_options(device_note: str = ""):
+    """The stage-1 runner's options, shared by `features` and `predict` (one definition, one set of defaults)."""
+    options = (
+        click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
+        click.option("--workers", type=click.IntRange(min=0), default=None,
+                     help="DataLoader worker processes decoding images. [default: min(8, CPUs - 1)]"),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N." + device_note),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
+                     show_default=True, help="auto = fp16 autocast on GPU, fp32 on CPU."),
+    )
+
+    def apply(command):
+        for option in reversed(options):  # listed in --help in the order above
+            command = option(command)
+        return command
+
+    return apply
+
+
 @main.command()
 @click.option("--dataset", type=click.Choice(["demo", "genimage", "folder", "list"]), default="demo",
               show_default=True, help="demo: built-in offline demo (built on first use); genimage: GenImage "
@@ -75,16 +94,10 @@ def main() -> None:
 @click.option("--shard-size", type=click.IntRange(min=1), default=None,
               help="Images per HDF5 shard (the unit of resume and of rank splitting). [default: 10000, or "
               "the existing feature set's]")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=None,
-              help="DataLoader worker processes decoding images. [default: min(8, CPUs - 1)]")
+@_runner_options(" With cuda, ranks started by torchrun use cuda:$LOCAL_RANK.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch threads for the forward pass (CPU runs; e.g. cores / ranks when several ranks share a "
               "machine). [default: torch's, all cores]")
-@click.option("--device", default="auto", show_default=True,
-              help="auto, cpu, cuda or cuda:N. With cuda, ranks started by torchrun use cuda:$LOCAL_RANK.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
-              show_default=True, help="auto = fp16 autocast on GPU, fp32 on CPU.")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Quick trial: only N images, spread evenly over the list (its own feature set).")
 @click.option("--max-per-source", type=click.IntRange(min=1), default=None,
@@ -527,12 +540,7 @@ def report(results_dir: str, out_dir: str | None) -> None:
               "time (checked by sha256).")
 @click.option("--cache", "cache_dir", type=click.Path(), default=DEFAULT_CACHE, show_default=True,
               help="Where the images' features are cached (a rerun, e.g. with another threshold, reuses them).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=None,
-              help="DataLoader worker processes decoding images. [default: min(8, CPUs - 1)]")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True,
-              help="auto = fp16 autocast on GPU, fp32 on CPU.")
+@_runner_options()
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def predict(head_dir, images, out, fmt, threshold, top_k, pretrained, cache_dir, batch_size, workers, device,
             precision, quiet):
