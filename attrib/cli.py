@@ -1,4 +1,4 @@
-"""Command line: ``attrib features | cache | probe | report``.
+"""Command line: ``attrib features | cache | probe | report | predict``.
 
 Option names are part of the contract in DESIGN.md; each command's --help explains what it does.
 """
@@ -39,6 +39,7 @@ def main() -> None:
     Stage 2  attrib probe      cached features -> linear probes + open-set scores -> results.jsonl
              attrib report     results.jsonl -> tables (Markdown, CSV) and plots
              attrib cache      ls | info | verify | find  the feature sets in a cache folder
+    Use      attrib predict    new images + a head saved by `probe --save-head` -> predictions.csv
     """
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
 
