@@ -315,16 +315,16 @@ def split_rows(images: ImageList, ok: np.ndarray, split: Split, seed: int = 0,
     check_split(split, _usable(images, ok))
     wanted = set(split.classes) | set(split.unknown)
     by_src: dict[str, dict[str, list[int]]] = {}
+    n_failed = 0
     for i, (s, sub) in enumerate(zip(images.sources, images.subsets)):
-        if ok[i] and s in wanted:
-            by_src.setdefault(s, {}).setdefault(sub, []).append(i)
+        if s in wanted:
+            if ok[i]:
+                by_src.setdefault(s, {}).setdefault(sub, []).append(i)
+            else:
+                n_failed += 1
     notes = []
-    failed = {s: 0 for s in wanted}
-    for s, good in zip(images.sources, ok):
-        if not good and s in failed:
-            failed[s] += 1
-    if sum(failed.values()):
-        notes.append(f"{sum(failed.values())} images of this split failed to decode at extraction and are excluded")
+    if n_failed:
+        notes.append(f"{n_failed} images of this split failed to decode at extraction and are excluded")
 
     def parts(src: str, unknown: bool) -> tuple[list[int], list[int], list[int]]:
         subs = by_src[src]
