@@ -621,9 +621,9 @@ class PoseSplits:
         return out
 
     def _build(self, split: Split, files: dict[str, Path]) -> SplitRows:
-        test_part = "test" if self.known_test == "test" else "val"
-        need = ["train", "val", test_part, "val_out", "test_out"]
-        absent = [p for p in dict.fromkeys(need) if p not in files]
+        test_part = self.known_test  # the file known classes are tested on: *_test.txt, or *_val.txt
+        need = list(dict.fromkeys(["train", "val", test_part, "val_out", "test_out"]))
+        absent = [p for p in need if p not in files]
         if absent:
             expect = {"train": "_train.txt", "val": "_val.txt", "test": "_test.txt",
                       "val_out": "_val_out_all.txt", "test_out": "_test_out_all.txt"}
@@ -635,11 +635,10 @@ class PoseSplits:
         seen: dict[int, str] = {}
         notes: list[str] = []
         parts: dict[str, list[tuple[int, int]]] = {}
-        for part in dict.fromkeys(need):
+        for part in need:
             n = len(split.unknown) if part.endswith("_out") else len(split.classes)
             parts[part] = self._read(split, part, files[part], n, seen, problems)
-        if self.known_test == "val":
-            parts["test"] = parts["val"]
+        if test_part == "val":
             notes.append(f"split {split.name}: known classes are tested on {files['val'].name}, the file "
                          f"that also selects hyperparameters (as the paper's code does)")
         for kind, what in (("ambiguous", "match several images of the feature set (give fuller paths)"),
@@ -669,7 +668,7 @@ class PoseSplits:
             return kept
 
         tr, va, te = capped("train", self.caps["train"]), capped("val", self.caps["val"]), \
-            capped("test", self.caps["test"])
+            capped(test_part, self.caps["test"])
         vu, tu = capped("val_out", self.caps["val"]), capped("test_out", self.caps["test"])
         for part, rows, f in (("train", tr, files["train"]), ("validation", va, files["val"]),
                               ("test", te, files[test_part])):
