@@ -468,6 +468,11 @@ def find_pose_files(splits_dir: str | os.PathLike) -> dict[str, dict[str, Path]]
     return dict(sorted(out.items(), key=lambda kv: _natural(kv[0])))
 
 
+def _selected(files: dict[str, dict[str, Path]], only: str | None) -> dict[str, dict[str, Path]]:
+    """The split files of the ``--splits`` selection (``only``; None = all), by split name."""
+    return {n: files[n] for n in select_splits({n: Split(n, (), ()) for n in files}, only)}
+
+
 def _natural(name: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
@@ -548,27 +553,26 @@ class PoseSplits:
         self.known_test = known_test
         self.allow_missing = allow_missing
         files = find_pose_files(splits_dir)
-        definitions = self._definitions(files, splits, dataset_kind)
-        selected = select_splits(definitions, only)
-        self._files = {n: files[n] for n in selected}
-        self._splits = selected
+        self._files = _selected(files, only)  # before naming classes: unselected splits need no names
+        self._splits = self._definitions(list(self._files), splits, dataset_kind, alone=len(files) == 1)
         self._matcher = PathMatcher(images, key=genimage_key)
         self._notes: list[str] = []
-        self._rows = {name: self._build(sp, self._files[name]) for name, sp in selected.items()}
+        self._rows = {name: self._build(sp, self._files[name]) for name, sp in self._splits.items()}
 
     @staticmethod
-    def _definitions(files: dict[str, dict[str, Path]], splits: dict[str, Split] | None,
-                     kind: str) -> dict[str, Split]:
-        """Class names for each split found on disk: from the split file, else built in (splitN -> N)."""
+    def _definitions(names: list[str], splits: dict[str, Split] | None, kind: str,
+                     alone: bool) -> dict[str, Split]:
+        """Class names for each split: from the split file, else built in (splitN -> N). ``alone``: the
+        folder holds one split, which a split file defining one split names whatever its key."""
         builtin = builtin_splits(kind)
+        source = splits if splits is not None else builtin
         out = {}
-        for name in files:
+        for name in names:
             num = re.fullmatch(r"split(\d+)", name)
             cands = [name] + ([num.group(1)] if num else [])
-            source = splits if splits is not None else builtin
             sp = next((source[c] for c in cands if c in source), None)
             if sp is None:
-                if splits is not None and len(files) == 1 and len(splits) == 1:
+                if splits is not None and alone and len(splits) == 1:
                     sp = next(iter(splits.values()))
                 else:
                     raise SplitError(
@@ -716,10 +720,7 @@ class PoseSplits:
 def pose_image_paths(splits_dir: str | os.PathLike, only: str | None = None) -> list[PoseLine]:
     """Every image line of the split files under ``splits_dir`` (all parts, ``only`` splits), to extract
     exactly the images the paper's splits use."""
-    files = find_pose_files(splits_dir)
-    if only is not None:
-        wanted = select_splits({n: Split(n, (), ()) for n in files}, only)
-        files = {n: files[n] for n in wanted}
+    files = _selected(find_pose_files(splits_dir), only)
     return [ln for parts in files.values() for f in parts.values() for ln in read_pose_file(f)]
 
 
