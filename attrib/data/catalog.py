@@ -181,6 +181,14 @@ def scan_images(top: str | os.PathLike) -> Iterator[tuple[str, list[str]]]:
             yield rel, names
 
 
+def top_folders(root: str) -> list[str]:
+    """The sub-folders of a dataset ``--root``, sorted, skipping what :func:`scan_images` skips."""
+    if not os.path.isdir(root):
+        raise CatalogError(f"--root {root!r} is not a folder")
+    with os.scandir(root) as it:
+        return sorted(e.name for e in it if e.is_dir() and e.name[0] != "." and e.name not in SKIP_DIRS)
+
+
 def walk_images(top: str | os.PathLike) -> Iterator[str]:
     """Every image file under ``top`` (full paths), by name only; see :func:`scan_images`."""
     top = os.fspath(top)
@@ -204,10 +212,7 @@ def read_folder(root: str | os.PathLike, progress: bool = False) -> ImageList:
     :mod:`attrib.data.splits` for how each is used.
     """
     root = os.fspath(root)
-    if not os.path.isdir(root):
-        raise CatalogError(f"--root {root!r} is not a folder")
-    with os.scandir(root) as it:
-        sources = sorted(e.name for e in it if e.is_dir() and e.name[0] != "." and e.name not in SKIP_DIRS)
+    sources = top_folders(root)
     if not sources:
         raise CatalogError(f"{root}: no source folders found (expected <root>/<source>/.../*.png, "
                            f"e.g. <root>/real/a.jpg and <root>/my_generator/b.png)")
