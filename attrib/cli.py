@@ -344,24 +344,21 @@ class _PerClass(click.ParamType):
 def _split_source(fs, splits: str, splits_dir: str | None, split_file: str | None, caps: dict,
                   known_test: str, allow_missing: bool):
     """The SplitSource of `attrib probe`: POSE files (--splits-dir), a YAML/JSON file, or built-in splits."""
-    from attrib.data.splits import (POSE_PER_CLASS, PoseSplits, SampledSplits, builtin_splits, load_split_file,
-                                    select_splits)
+    from attrib.data.splits import PoseSplits, SampledSplits, builtin_splits, load_split_file, select_splits
 
     kind = fs.manifest.get("dataset_kind", fs.manifest["dataset"])
     ok, _ = fs.status()
     defined = load_split_file(split_file) if split_file else None
-    cap = {k: None if v == "all" else v for k, v in caps.items()}
+    # the caps the user gave ('all' = no cap); the others keep the split source's own defaults
+    given = {k: None if v == "all" else v for k, v in caps.items() if v is not None}
     if splits_dir:
-        pose_caps = {k: POSE_PER_CLASS if caps[k] is None else cap[k] for k in caps}
         return PoseSplits(fs.images, ok, splits_dir, defined, kind, known_test=known_test,
-                          allow_missing=allow_missing, only=splits, **pose_caps)
+                          allow_missing=allow_missing, only=splits, **given)
     available = defined if defined is not None else builtin_splits(kind)
     if not available:
         raise AttribError(f"feature set {fs.id} ({kind}) has no built-in splits (only demo and genimage do): "
                           f"name known and unknown sources with --split-file FILE, or use --splits-dir DIR")
-    chosen = select_splits(available, splits)
-    sampled_caps = {k: v for k, v in cap.items() if caps[k] is not None}
-    return SampledSplits(fs.images, ok, chosen, **sampled_caps)
+    return SampledSplits(fs.images, ok, select_splits(available, splits), **given)
 
 
 class _RegistryOption(click.Option):
