@@ -1,4 +1,4 @@
-"""Command line: ``attrib features | cache | probe | report``.
+"""Command line: ``attrib features | cache | probe | report | predict``.
 
 Option names are part of the contract in DESIGN.md; each command's --help explains what it does.
 """
@@ -39,11 +39,31 @@ def main() -> None:
     Stage 2  attrib probe      cached features -> linear probes + open-set scores -> results.jsonl
              attrib report     results.jsonl -> tables (Markdown, CSV) and plots
              attrib cache      ls | info | verify | find  the feature sets in a cache folder
+    Use      attrib predict    new images + a head saved by `probe --save-head` -> predictions.csv
     """
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
 
 
 # --------------------------------------------------------------------------------------- features
+def _runner_options(device_note: str = ""):
+    """The stage-1 runner's options, shared by `features` and `predict` (one definition, one set of defaults)."""
+    options = (
+        click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
+        click.option("--workers", type=click.IntRange(min=0), default=None,
+                     help="DataLoader worker processes decoding images. [default: min(8, CPUs - 1)]"),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N." + device_note),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
+                     show_default=True, help="auto = fp16 autocast on GPU, fp32 on CPU."),
+    )
+
+    def apply(command):
+        for option in reversed(options):  # listed in --help in the order above
+            command = option(command)
+        return command
+
+    return apply
+
+
 @main.command()
 @click.option("--dataset", type=click.Choice(["demo", "genimage", "folder", "list"]), default="demo",
               show_default=True, help="demo: built-in offline demo (built on first use); genimage: GenImage "
@@ -75,16 +95,10 @@ def main() -> None:
 @click.option("--shard-size", type=click.IntRange(min=1), default=None,
               help="Images per HDF5 shard (the unit of resume and of rank splitting). [default: 10000, or "
               "the existing feature set's]")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=None,
-              help="DataLoader worker processes decoding images. [default: min(8, CPUs - 1)]")
+@_runner_options(" With cuda, ranks started by torchrun use cuda:$LOCAL_RANK.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch threads for the forward pass (CPU runs; e.g. cores / ranks when several ranks share a "
               "machine). [default: torch's, all cores]")
-@click.option("--device", default="auto", show_default=True,
-              help="auto, cpu, cuda or cuda:N. With cuda, ranks started by torchrun use cuda:$LOCAL_RANK.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
-              show_default=True, help="auto = fp16 autocast on GPU, fp32 on CPU.")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Quick trial: only N images, spread evenly over the list (its own feature set).")
 @click.option("--max-per-source", type=click.IntRange(min=1), default=None,
@@ -267,10 +281,13 @@ def cache_verify(feature_set: str, max_failed: int) -> None:
               help="Match feature sets restricted to these split files (default: unrestricted ones).")
 def cache_find(cache_dir, dataset, model, pretrained, view, max_per_source, limit, splits_dir) -> None:
     """Print the newest complete feature set matching the filters (used by `make probe`)."""
-    from attrib.extract.views import View
+    from attrib.extract.views import View, ViewError
     from attrib.store import list_feature_sets
 
-    want_view = View.parse(view).spec if view is not None else None
+    try:
+        want_view = View.parse(view).spec if view is not None else None
+    except ViewError as exc:
+        raise _fail(exc) from None
     for fs in list_feature_sets(cache_dir):
         m = fs.manifest
         req = m.get("requested") or {}
@@ -327,24 +344,21 @@ class _PerClass(click.ParamType):
 def _split_source(fs, splits: str, splits_dir: str | None, split_file: str | None, caps: dict,
                   known_test: str, allow_missing: bool):
     """The SplitSource of `attrib probe`: POSE files (--splits-dir), a YAML/JSON file, or built-in splits."""
-    from attrib.data.splits import (POSE_PER_CLASS, PoseSplits, SampledSplits, builtin_splits, load_split_file,
-                                    select_splits)
+    from attrib.data.splits import PoseSplits, SampledSplits, builtin_splits, load_split_file, select_splits
 
     kind = fs.manifest.get("dataset_kind", fs.manifest["dataset"])
     ok, _ = fs.status()
     defined = load_split_file(split_file) if split_file else None
-    cap = {k: None if v == "all" else v for k, v in caps.items()}
+    # the caps the user gave ('all' = no cap); the others keep the split source's own defaults
+    given = {k: None if v == "all" else v for k, v in caps.items() if v is not None}
     if splits_dir:
-        pose_caps = {k: POSE_PER_CLASS if caps[k] is None else cap[k] for k in caps}
         return PoseSplits(fs.images, ok, splits_dir, defined, kind, known_test=known_test,
-                          allow_missing=allow_missing, only=splits, **pose_caps)
+                          allow_missing=allow_missing, only=splits, **given)
     available = defined if defined is not None else builtin_splits(kind)
     if not available:
         raise AttribError(f"feature set {fs.id} ({kind}) has no built-in splits (only demo and genimage do): "
                           f"name known and unknown sources with --split-file FILE, or use --splits-dir DIR")
-    chosen = select_splits(available, splits)
-    sampled_caps = {k: v for k, v in cap.items() if caps[k] is not None}
-    return SampledSplits(fs.images, ok, chosen, **sampled_caps)
+    return SampledSplits(fs.images, ok, select_splits(available, splits), **given)
 
 
 class _RegistryOption(click.Option):
@@ -524,12 +538,7 @@ def report(results_dir: str, out_dir: str | None) -> None:
               "time (checked by sha256).")
 @click.option("--cache", "cache_dir", type=click.Path(), default=DEFAULT_CACHE, show_default=True,
               help="Where the images' features are cached (a rerun, e.g. with another threshold, reuses them).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=None,
-              help="DataLoader worker processes decoding images. [default: min(8, CPUs - 1)]")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True,
-              help="auto = fp16 autocast on GPU, fp32 on CPU.")
+@_runner_options()
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def predict(head_dir, images, out, fmt, threshold, top_k, pretrained, cache_dir, batch_size, workers, device,
             precision, quiet):

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from attrib.data.catalog import CatalogError, ImageList, walk_images
-from attrib.data.images import is_image_name
+from attrib.data.images import IMAGE_SUFFIXES, is_image_name
 from attrib.extract.backbone import RANDOM_INIT, Backbone, load_backbone
 from attrib.extract.runner import RunConfig, extract
 from attrib.extract.views import View
@@ -66,17 +66,21 @@ def collect_images(inputs: Sequence[str | os.PathLike]) -> ImageList:
 
 def _read_list(path: Path) -> list[str]:
     out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            entry = line.split("\t", 1)[0]
-            if not is_image_name(entry):
-                raise PredictError(f"{path}:{lineno}: {entry!r} does not look like an image file; a list file "
-                                   "holds one image path per line")
-            q = Path(entry).expanduser()
-            out.append(os.path.abspath(q if q.is_absolute() else path.parent / q))
+    try:
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, start=1):
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                entry = line.split("\t", 1)[0]
+                if not is_image_name(entry):
+                    raise PredictError(f"{path}:{lineno}: {entry!r} does not look like an image file; a list file "
+                                       "holds one image path per line")
+                q = Path(entry).expanduser()
+                out.append(os.path.abspath(q if q.is_absolute() else path.parent / q))
+    except UnicodeDecodeError:
+        raise PredictError(f"{path}: not an image file attrib reads ({', '.join(sorted(IMAGE_SUFFIXES))}) and not a "
+                           "list file (text, one image path per line)") from None
     if not out:
         raise PredictError(f"{path}: no image paths listed")
     return out
@@ -141,31 +145,39 @@ def _records(saved: SavedHead, fs: FeatureSet, k: int, threshold: float | None) 
             yield rec
 
 
-def write_predictions(records: Iterable[dict[str, Any]], out: Path, fmt: str, k: int) -> tuple[int, int, int]:
-    """Write rows to ``out`` (atomically); returns (rows, failed, unknown)."""
+def _check_format(fmt: str) -> None:
     if fmt not in FORMATS:
         raise PredictError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
+
+
+def write_predictions(records: Iterable[dict[str, Any]], out: Path, fmt: str, k: int) -> tuple[int, int, int]:
+    """Write rows to ``out`` atomically (nothing is left behind on failure); returns (rows, failed, unknown)."""
+    _check_format(fmt)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     n = failed = unknown = 0
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        if fmt == "csv":
-            w = csv.writer(f)
-            w.writerow(["path", "prediction", "score", "decision"] +
-                       [c for i in range(1, k + 1) for c in (f"top{i}_source", f"top{i}_probability")] + ["error"])
-        for rec in records:
-            n += 1
-            failed += rec["decision"] == ERROR
-            unknown += rec["decision"] == UNKNOWN
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
             if fmt == "csv":
-                top = [c for s, p in rec["top"] for c in (s, f"{p:.6f}")]
-                top += [""] * (2 * k - len(top))
-                score = "" if rec["score"] is None else repr(rec["score"])
-                w.writerow([rec["path"], rec["prediction"], score, rec["decision"], *top, rec["error"]])
-            else:
-                rec = {**rec, "top": [{"source": s, "probability": p} for s, p in rec["top"]]}
-                f.write(json.dumps(rec) + "\n")
-    os.replace(tmp, out)
+                w = csv.writer(f)
+                w.writerow(["path", "prediction", "score", "decision"] +
+                           [c for i in range(1, k + 1) for c in (f"top{i}_source", f"top{i}_probability")] + ["error"])
+            for rec in records:
+                n += 1
+                failed += rec["decision"] == ERROR
+                unknown += rec["decision"] == UNKNOWN
+                if fmt == "csv":
+                    top = [c for s, p in rec["top"] for c in (s, f"{p:.6f}")]
+                    top += [""] * (2 * k - len(top))
+                    score = "" if rec["score"] is None else repr(rec["score"])
+                    w.writerow([rec["path"], rec["prediction"], score, rec["decision"], *top, rec["error"]])
+                else:
+                    rec = {**rec, "top": [{"source": s, "probability": p} for s, p in rec["top"]]}
+                    f.write(json.dumps(rec) + "\n")
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return n, failed, unknown
 
 
@@ -175,6 +187,7 @@ def predict(saved: SavedHead, inputs: Sequence[str | os.PathLike], out: str | os
     """Extract features for ``inputs`` like the head's training features, apply head and score, write rows."""
     if top_k < 1:
         raise PredictError(f"--top-k must be >= 1, got {top_k}")
+    _check_format(fmt)  # before extracting, not after
     try:
         images = collect_images(inputs)
     except CatalogError as exc:

@@ -97,6 +97,20 @@ def test_list_file_missing(tmp_path: Path) -> None:
         open_dataset("list")
 
 
+def test_demo_root_that_is_not_a_demo_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "mine" / "photos").mkdir(parents=True)
+    res = CliRunner().invoke(main, ["features", "--dataset", "demo", "--root", str(tmp_path / "mine"), "--quiet"],
+                             catch_exceptions=False)
+    assert res.exit_code == 1 and "is not an attrib demo folder; choose another --root" in res.output
+    assert (tmp_path / "mine" / "photos").is_dir()  # nothing deleted
+
+
+def test_cache_find_with_a_bad_view_is_a_clear_error(tmp_path: Path) -> None:
+    res = CliRunner().invoke(main, ["cache", "find", "--cache", str(tmp_path), "--view", "jpeg"],
+                             catch_exceptions=False)
+    assert res.exit_code == 1 and "Error: --view 'jpeg'" in res.output
+
+
 def test_duplicate_rows_are_refused() -> None:
     with pytest.raises(CatalogError, match=r"duplicate path 'a\.png'"):
         ImageList.from_rows([("a.png", "g", "train"), ("a.png", "real", "val")])

@@ -12,7 +12,9 @@ from click.testing import CliRunner
 
 from attrib.cli import main
 from attrib.data.splits import SampledSplits, builtin_splits
-from attrib.predict import PredictError, collect_images
+from attrib.extract.runner import RunConfig
+from attrib.predict import PredictError, collect_images, write_predictions
+from attrib.predict import predict as run_predict
 from attrib.probe.persist import load_head
 from attrib.store import FeatureSet
 
@@ -123,3 +125,24 @@ def test_collect_images_errors(tmp_path: Path) -> None:
     lst.write_text("a.png\nsub/b.jpg\na.png\n")
     imgs = collect_images([lst])
     assert imgs.paths == sorted({str(tmp_path / "a.png"), str(tmp_path / "sub" / "b.jpg")})
+    (tmp_path / "photo.heic").write_bytes(b"\x00\xff\xfe\x00ftypheic")  # an image type attrib does not read
+    with pytest.raises(PredictError, match=r"photo.heic: not an image file attrib reads \(.*\.png.*\) and not a "
+                                           r"list file"):
+        collect_images([tmp_path / "photo.heic"])
+
+
+def test_bad_options_fail_before_extraction_and_leave_no_file(trained: dict, demo_root: Path, tmp_path: Path) -> None:
+    saved = load_head(trained["head"])
+    with pytest.raises(PredictError, match="--format 'xml'"):  # checked before any image is read
+        run_predict(saved, [demo_root / "deconv" / "val" / "ai"], tmp_path / "p.xml", fmt="xml",
+                    cache=tmp_path / "c", config=RunConfig(workers=0, progress=False))
+    assert not (tmp_path / "c").exists()
+
+    def failing():
+        yield {"path": "a.png", "prediction": "real", "score": 1.0, "decision": "real", "top": [("real", 1.0)],
+               "error": ""}
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        write_predictions(failing(), tmp_path / "p.csv", "csv", 1)
+    assert list(tmp_path.iterdir()) == []  # neither the output nor a temporary file is left behind

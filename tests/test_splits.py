@@ -267,6 +267,17 @@ def test_pose_discovery(tmp_path: Path, flat: ImageList) -> None:
         PoseSplits(flat, _ok(flat), tmp_path / "empty")
 
 
+def test_pose_only_the_selected_splits_need_class_names(tmp_path: Path, flat: ImageList) -> None:
+    for n in (1, 2):
+        pose_files(tmp_path, paper_pose_rows(flat, n), f"split{n}")
+    one = {"split1": Split("split1", *SPLITS[1])}  # a --split-file naming split1 only
+    ps = PoseSplits(flat, _ok(flat), tmp_path, splits=one, dataset_kind="folder", only="1")
+    assert ps.names() == ["split1"]
+    assert ps.rows("split1", 0).sizes()["test_unknown"] == len(paper_pose_rows(flat, 1)["test_out_all"])
+    with pytest.raises(SplitError, match=r"split files for 'split2' but no class names"):  # all splits: all named
+        PoseSplits(flat, _ok(flat), tmp_path, splits=one, dataset_kind="folder")
+
+
 # ---------------------------------------------------------------------------------- end to end
 def _cli(args: list[str]) -> tuple[int, str]:
     res = CliRunner().invoke(main, args)

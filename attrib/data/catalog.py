@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-import numpy as np
-
 from attrib.data.images import IMAGE_SUFFIXES, is_image_name
 
 REAL = "real"
@@ -78,14 +76,6 @@ class ImageList:
         if self._index is None:
             self._index = {p: i for i, p in enumerate(self.paths)}
         return self._index.get(path)
-
-    @property
-    def source_array(self) -> np.ndarray:
-        return np.asarray(self.sources, dtype=object)
-
-    @property
-    def subset_array(self) -> np.ndarray:
-        return np.asarray(self.subsets, dtype=object)
 
     def counts(self) -> dict[tuple[str, str], int]:
         """Number of images per (source, subset)."""
@@ -191,6 +181,14 @@ def scan_images(top: str | os.PathLike) -> Iterator[tuple[str, list[str]]]:
             yield rel, names
 
 
+def top_folders(root: str) -> list[str]:
+    """The sub-folders of a dataset ``--root``, sorted, skipping what :func:`scan_images` skips."""
+    if not os.path.isdir(root):
+        raise CatalogError(f"--root {root!r} is not a folder")
+    with os.scandir(root) as it:
+        return sorted(e.name for e in it if e.is_dir() and e.name[0] != "." and e.name not in SKIP_DIRS)
+
+
 def walk_images(top: str | os.PathLike) -> Iterator[str]:
     """Every image file under ``top`` (full paths), by name only; see :func:`scan_images`."""
     top = os.fspath(top)
@@ -214,10 +212,7 @@ def read_folder(root: str | os.PathLike, progress: bool = False) -> ImageList:
     :mod:`attrib.data.splits` for how each is used.
     """
     root = os.fspath(root)
-    if not os.path.isdir(root):
-        raise CatalogError(f"--root {root!r} is not a folder")
-    with os.scandir(root) as it:
-        sources = sorted(e.name for e in it if e.is_dir() and e.name[0] != "." and e.name not in SKIP_DIRS)
+    sources = top_folders(root)
     if not sources:
         raise CatalogError(f"{root}: no source folders found (expected <root>/<source>/.../*.png, "
                            f"e.g. <root>/real/a.jpg and <root>/my_generator/b.png)")
@@ -295,18 +290,30 @@ def read_list(list_file: str | os.PathLike, root: str | os.PathLike | None = Non
     return ImageList.from_rows(rows, root, where=list_file)
 
 
+SEEDED_KEY_SIZE = 8
+
+
+def seeded_key(seed: int, text: str) -> bytes:
+    """A :data:`SEEDED_KEY_SIZE`-byte pseudo-random sort key for ``text`` under ``seed``.
+
+    The seeded draws of the data code (``--max-per-source``, the split protocol) sort images by it
+    instead of shuffling a list, so a draw depends on neither listing order nor other images, and the
+    same seed gives the same draw on every machine and Python version.
+    """
+    return hashlib.blake2b(f"{seed}\0{text}".encode(), digest_size=SEEDED_KEY_SIZE).digest()
+
+
 def sample_per_source(images: ImageList, max_per_source: int, seed: int = 0) -> ImageList:
     """At most ``max_per_source`` images per (source, subset), chosen by a seeded, order-free draw.
 
-    Each path gets a pseudo-random key from (seed, path), and the smallest keys win: the choice does not
-    depend on listing order, and growing N only adds images.
+    Each path gets a :func:`seeded_key` from (seed, path), and the smallest keys win: the choice does
+    not depend on listing order, and growing N only adds images.
     """
     if max_per_source <= 0:
         raise CatalogError(f"--max-per-source must be positive, got {max_per_source}")
     groups: dict[tuple[str, str], list[tuple[bytes, int]]] = {}
     for i, (p, s, sub) in enumerate(images):
-        key = hashlib.blake2b(f"{seed}\0{p}".encode(), digest_size=8).digest()
-        groups.setdefault((s, sub), []).append((key, i))
+        groups.setdefault((s, sub), []).append((seeded_key(seed, p), i))
     keep = []
     for members in groups.values():
         members.sort()

@@ -22,6 +22,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
+from attrib.data.catalog import CatalogError
+
 DEMO_VERSION = 1
 SIZE = 128
 GENERATORS = ("deconv", "upconv", "spectral", "perlin", "autoencoder", "palette", "fractal")
@@ -246,7 +248,7 @@ def build_demo(root: str | os.PathLike, per_class: int = 160, val_fraction: floa
             pass
     if root.exists():
         if any(p.name not in GENERATORS and p.name != _STAMP for p in root.iterdir()):
-            raise FileExistsError(f"{root} exists and is not an attrib demo folder; choose another --root")
+            raise CatalogError(f"{root} exists and is not an attrib demo folder; choose another --root")
         shutil.rmtree(root)
     tmp = root.with_name(root.name + ".partial")
     if tmp.exists():

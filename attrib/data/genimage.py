@@ -21,7 +21,7 @@ import os
 import re
 import sys
 
-from attrib.data.catalog import REAL, SKIP_DIRS, CatalogError, ImageList, _bar, scan_images
+from attrib.data.catalog import REAL, CatalogError, ImageList, _bar, scan_images, top_folders
 
 GENERATORS = (
     "ADM", "BigGAN", "glide", "Midjourney",
@@ -126,10 +126,7 @@ def read_genimage(root: str | os.PathLike, progress: bool = False) -> ImageList:
     stray copies) are skipped and counted in a note; so are generators that are missing.
     """
     root = os.fspath(root)
-    if not os.path.isdir(root):
-        raise CatalogError(f"--root {root!r} is not a folder")
-    with os.scandir(root) as it:
-        tops = sorted(e.name for e in it if e.is_dir() and e.name[0] != "." and e.name not in SKIP_DIRS)
+    tops = top_folders(root)
     rows: list[tuple[str, str, str]] = []
     skipped: list[str] = []
     n_skipped = 0

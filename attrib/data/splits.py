@@ -46,7 +46,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from attrib.data.catalog import AMBIGUOUS, MISSING, REAL, ImageList, PathMatcher
+from attrib.data.catalog import (AMBIGUOUS, MISSING, REAL, SEEDED_KEY_SIZE, ImageList, PathMatcher,
+                                 seeded_key)
 
 DEFAULT_TRAIN_PER_CLASS = 4000
 DEFAULT_VAL_PER_CLASS = 1000
@@ -257,13 +258,13 @@ def select_splits(available: dict[str, Split], spec: str | None) -> dict[str, Sp
 
 # ---------------------------------------------------------------------------------- sampled rows
 def _key(seed: int, path: str) -> bytes:
-    name = path.rsplit("/", 1)[-1]
-    return hashlib.blake2b(f"{seed}\0{name}".encode(), digest_size=8).digest() + path.encode()
+    """The file name's seeded key (so copies of one photo sort together), then the path to break ties."""
+    return seeded_key(seed, path.rsplit("/", 1)[-1]) + path.encode()
 
 
 def _cut(order: list[int], keys: list[bytes], at: int) -> int:
     """Move a cut forward until it does not separate two images with the same file name."""
-    while 0 < at < len(order) and keys[at][:8] == keys[at - 1][:8]:
+    while 0 < at < len(order) and keys[at][:SEEDED_KEY_SIZE] == keys[at - 1][:SEEDED_KEY_SIZE]:
         at += 1
     return at
 
@@ -314,16 +315,16 @@ def split_rows(images: ImageList, ok: np.ndarray, split: Split, seed: int = 0,
     check_split(split, _usable(images, ok))
     wanted = set(split.classes) | set(split.unknown)
     by_src: dict[str, dict[str, list[int]]] = {}
+    n_failed = 0
     for i, (s, sub) in enumerate(zip(images.sources, images.subsets)):
-        if ok[i] and s in wanted:
-            by_src.setdefault(s, {}).setdefault(sub, []).append(i)
+        if s in wanted:
+            if ok[i]:
+                by_src.setdefault(s, {}).setdefault(sub, []).append(i)
+            else:
+                n_failed += 1
     notes = []
-    failed = {s: 0 for s in wanted}
-    for s, good in zip(images.sources, ok):
-        if not good and s in failed:
-            failed[s] += 1
-    if sum(failed.values()):
-        notes.append(f"{sum(failed.values())} images of this split failed to decode at extraction and are excluded")
+    if n_failed:
+        notes.append(f"{n_failed} images of this split failed to decode at extraction and are excluded")
 
     def parts(src: str, unknown: bool) -> tuple[list[int], list[int], list[int]]:
         subs = by_src[src]
@@ -424,7 +425,6 @@ class SampledSplits:
 
 
 # --------------------------------------------------------------------------------- POSE files
-PARTS = ("train", "val", "val_out", "test", "test_out")
 _POSE_NAME = re.compile(r"^(?P<name>.+?)_(?P<part>train|val|test)(?P<out>_out(?:_all)?)?\.txt$")
 
 
@@ -466,6 +466,11 @@ def find_pose_files(splits_dir: str | os.PathLike) -> dict[str, dict[str, Path]]
         raise SplitError(f"--splits-dir {d}: no split files found (expected e.g. "
                          f"split1_train/annotations/split1_train.txt, as in the paper's release)")
     return dict(sorted(out.items(), key=lambda kv: _natural(kv[0])))
+
+
+def _selected(files: dict[str, dict[str, Path]], only: str | None) -> dict[str, dict[str, Path]]:
+    """The split files of the ``--splits`` selection (``only``; None = all), by split name."""
+    return {n: files[n] for n in select_splits({n: Split(n, (), ()) for n in files}, only)}
 
 
 def _natural(name: str) -> list:
@@ -548,27 +553,26 @@ class PoseSplits:
         self.known_test = known_test
         self.allow_missing = allow_missing
         files = find_pose_files(splits_dir)
-        definitions = self._definitions(files, splits, dataset_kind)
-        selected = select_splits(definitions, only)
-        self._files = {n: files[n] for n in selected}
-        self._splits = selected
+        self._files = _selected(files, only)  # before naming classes: unselected splits need no names
+        self._splits = self._definitions(list(self._files), splits, dataset_kind, alone=len(files) == 1)
         self._matcher = PathMatcher(images, key=genimage_key)
         self._notes: list[str] = []
-        self._rows = {name: self._build(sp, self._files[name]) for name, sp in selected.items()}
+        self._rows = {name: self._build(sp, self._files[name]) for name, sp in self._splits.items()}
 
     @staticmethod
-    def _definitions(files: dict[str, dict[str, Path]], splits: dict[str, Split] | None,
-                     kind: str) -> dict[str, Split]:
-        """Class names for each split found on disk: from the split file, else built in (splitN -> N)."""
+    def _definitions(names: list[str], splits: dict[str, Split] | None, kind: str,
+                     alone: bool) -> dict[str, Split]:
+        """Class names for each split: from the split file, else built in (splitN -> N). ``alone``: the
+        folder holds one split, which a split file defining one split names whatever its key."""
         builtin = builtin_splits(kind)
+        source = splits if splits is not None else builtin
         out = {}
-        for name in files:
+        for name in names:
             num = re.fullmatch(r"split(\d+)", name)
             cands = [name] + ([num.group(1)] if num else [])
-            source = splits if splits is not None else builtin
             sp = next((source[c] for c in cands if c in source), None)
             if sp is None:
-                if splits is not None and len(files) == 1 and len(splits) == 1:
+                if splits is not None and alone and len(splits) == 1:
                     sp = next(iter(splits.values()))
                 else:
                     raise SplitError(
@@ -621,9 +625,9 @@ class PoseSplits:
         return out
 
     def _build(self, split: Split, files: dict[str, Path]) -> SplitRows:
-        test_part = "test" if self.known_test == "test" else "val"
-        need = ["train", "val", test_part, "val_out", "test_out"]
-        absent = [p for p in dict.fromkeys(need) if p not in files]
+        test_part = self.known_test  # the file known classes are tested on: *_test.txt, or *_val.txt
+        need = list(dict.fromkeys(["train", "val", test_part, "val_out", "test_out"]))
+        absent = [p for p in need if p not in files]
         if absent:
             expect = {"train": "_train.txt", "val": "_val.txt", "test": "_test.txt",
                       "val_out": "_val_out_all.txt", "test_out": "_test_out_all.txt"}
@@ -635,11 +639,10 @@ class PoseSplits:
         seen: dict[int, str] = {}
         notes: list[str] = []
         parts: dict[str, list[tuple[int, int]]] = {}
-        for part in dict.fromkeys(need):
+        for part in need:
             n = len(split.unknown) if part.endswith("_out") else len(split.classes)
             parts[part] = self._read(split, part, files[part], n, seen, problems)
-        if self.known_test == "val":
-            parts["test"] = parts["val"]
+        if test_part == "val":
             notes.append(f"split {split.name}: known classes are tested on {files['val'].name}, the file "
                          f"that also selects hyperparameters (as the paper's code does)")
         for kind, what in (("ambiguous", "match several images of the feature set (give fuller paths)"),
@@ -669,7 +672,7 @@ class PoseSplits:
             return kept
 
         tr, va, te = capped("train", self.caps["train"]), capped("val", self.caps["val"]), \
-            capped("test", self.caps["test"])
+            capped(test_part, self.caps["test"])
         vu, tu = capped("val_out", self.caps["val"]), capped("test_out", self.caps["test"])
         for part, rows, f in (("train", tr, files["train"]), ("validation", va, files["val"]),
                               ("test", te, files[test_part])):
@@ -717,10 +720,7 @@ class PoseSplits:
 def pose_image_paths(splits_dir: str | os.PathLike, only: str | None = None) -> list[PoseLine]:
     """Every image line of the split files under ``splits_dir`` (all parts, ``only`` splits), to extract
     exactly the images the paper's splits use."""
-    files = find_pose_files(splits_dir)
-    if only is not None:
-        wanted = select_splits({n: Split(n, (), ()) for n in files}, only)
-        files = {n: files[n] for n in wanted}
+    files = _selected(find_pose_files(splits_dir), only)
     return [ln for parts in files.values() for f in parts.values() for ln in read_pose_file(f)]
 
 
