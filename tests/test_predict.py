@@ -146,3 +146,14 @@ def test_bad_options_fail_before_extraction_and_leave_no_file(trained: dict, dem
     with pytest.raises(OSError, match="disk gone"):
         write_predictions(failing(), tmp_path / "p.csv", "csv", 1)
     assert list(tmp_path.iterdir()) == []  # neither the output nor a temporary file is left behind
+
+
+def test_a_moved_checkpoint_is_accepted_by_its_sha256(trained: dict, tmp_path: Path, demo_root: Path) -> None:
+    import shutil
+
+    moved = tmp_path / "renamed-elsewhere.safetensors"
+    shutil.copyfile(trained["fs"].manifest["checkpoint"], moved)
+    out = tmp_path / "p.csv"
+    _run(["predict", "--head", str(trained["head"]), str(demo_root / "palette" / "val" / "ai"), "--out", str(out),
+          "--pretrained", str(moved), "--cache", str(tmp_path / "c"), "--workers", "0", "--quiet"])
+    assert len(_read_csv(out)) == len(list((demo_root / "palette" / "val" / "ai").glob("*.png")))

@@ -183,9 +183,16 @@ class SavedHead:
         return int(self.info["n_features"])
 
     def extraction_mismatch(self, manifest: dict[str, Any]) -> list[str]:
-        """Differences between the head's feature set and ``manifest`` in what the features mean."""
+        """Differences between the head's feature set and ``manifest`` in what the features mean.
+
+        Checkpoint weights are identified by their sha256: ``weights`` holds a checkpoint's file name,
+        which may differ on another machine for the very same file.
+        """
+        fields = EXTRACTION_FIELDS
+        if self.manifest.get("weights_sha256") and manifest.get("weights_sha256"):
+            fields = tuple(k for k in fields if k != "weights")
         return [f"{k}: head was trained on {self.manifest.get(k)!r}, these features have {manifest.get(k)!r}"
-                for k in EXTRACTION_FIELDS if self.manifest.get(k) != manifest.get(k)]
+                for k in fields if self.manifest.get(k) != manifest.get(k)]
 
     def features(self, fs: Any, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """The head's input read from a :class:`~attrib.store.FeatureSet` (its layer, concatenated)."""
@@ -219,8 +226,11 @@ class SavedHead:
 
     def decide(self, X: np.ndarray, threshold: float | None = None) -> np.ndarray:
         """The predicted source, or ``unknown`` where the score is below the threshold."""
+        return self._decision(self.predict(X), self.score_samples(X), threshold)
+
+    def _decision(self, pred: np.ndarray, score: np.ndarray, threshold: float | None) -> np.ndarray:
         t = self.threshold if threshold is None else float(threshold)
-        return np.where(self.score_samples(X) >= t, self.predict(X), UNKNOWN).astype(object)
+        return np.where(score >= t, pred, UNKNOWN).astype(object)
 
     def top_k(self, X: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
         """(sources (n, k), probabilities (n, k)), most likely first; ties in column order."""
@@ -232,10 +242,9 @@ class SavedHead:
     def outputs(self, X: np.ndarray, k: int = 3, threshold: float | None = None) -> dict[str, np.ndarray]:
         """Everything `attrib predict` writes for each row, computed once."""
         X = self._check(X)
-        t = self.threshold if threshold is None else float(threshold)
         pred, score = self.predict(X), self.score_samples(X)
         names, probs = self.top_k(X, k)
-        return {"prediction": pred, "score": score, "decision": np.where(score >= t, pred, UNKNOWN).astype(object),
+        return {"prediction": pred, "score": score, "decision": self._decision(pred, score, threshold),
                 "top_sources": names, "top_probabilities": probs}
 
 
