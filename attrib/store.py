@@ -102,44 +102,41 @@ def _tmp_name(path: Path) -> Path:
 
 
 def _write_atomic(path: Path, data: bytes, exclusive: bool = False) -> bool:
-    """Write ``data`` to ``path`` through a fsynced temporary file.
-
-    With ``exclusive``, an existing ``path`` is left alone and False is returned (hard link semantics),
-    so that concurrent creators agree on one winner.
-    """
+    """Write ``data`` to ``path`` through a fsynced temporary file (see :func:`_publish`)."""
     tmp = _tmp_name(path)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
     try:
-        if exclusive:
-            if not _link_exclusive(tmp, path):
-                return False
-        else:
-            os.replace(tmp, path)
-            tmp = None
-        _fsync_dir(path.parent)
-        return True
+        with open(tmp, "wb") as f:
+            f.write(data)
+        return _publish(tmp, path, exclusive)
     finally:
-        if tmp is not None and tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
 
 
-def _link_exclusive(tmp: Path, path: Path) -> bool:
-    """Publish the complete file ``tmp`` as ``path`` unless ``path`` exists; True if this call did.
+def _publish(tmp: Path, path: Path, exclusive: bool) -> bool:
+    """Fsync the complete file ``tmp`` and publish it as ``path``; True unless ``path`` existed and was kept.
 
     A hard link is atomic and never replaces an existing file, so concurrent writers agree on one winner
-    and a reader never sees a partial file. File systems without hard links fall back to an exclusive
-    create plus copy (a concurrent reader may then briefly see a short file, which it reports).
+    and a reader never sees a partial file. File systems without hard links fall back to ``os.replace``
+    (still atomic; the last complete writer wins), or, with ``exclusive`` (the winner must be the first:
+    the manifest), to an exclusive create plus copy (a concurrent reader may then briefly see a short
+    file, which it reports). The caller removes ``tmp``.
     """
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
     try:
         os.link(tmp, path)
-        return True
     except FileExistsError:
         return False
-    except OSError:
-        pass
+    except OSError:  # no hard links on this file system
+        if not exclusive:
+            os.replace(tmp, path)
+        elif not _copy_exclusive(tmp, path):
+            return False
+    _fsync_dir(path.parent)
+    return True
+
+
+def _copy_exclusive(tmp: Path, path: Path) -> bool:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
@@ -363,15 +360,7 @@ class FeatureSet:
                 f.attrs["sha256"] = shard_checksum(row, cls, embed, ok, error)
                 f.attrs["feature_set"] = self.id
                 f.attrs["complete"] = 1
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            try:
-                os.link(tmp, final)  # never replaces a shard that another process finished first
-            except FileExistsError:
-                pass
-            except OSError:  # no hard links on this file system: last complete writer wins, still atomic
-                os.replace(tmp, final)
-            _fsync_dir(self.path)
+            _publish(tmp, final, exclusive=False)  # never replaces a shard another process finished first
         finally:
             tmp.unlink(missing_ok=True)
         return final
