@@ -174,7 +174,7 @@ def shard_checksum(row: np.ndarray, cls: np.ndarray, embed: np.ndarray, ok: np.n
         h.update(repr(a.shape).encode())
         h.update(memoryview(a).cast("B"))
     for e in error:
-        h.update((e.decode() if isinstance(e, bytes) else str(e)).encode("utf-8") + b"\0")
+        h.update(e.encode("utf-8") + b"\0")
     return h.hexdigest()
 
 
@@ -449,10 +449,9 @@ class FeatureSet:
                 ok[start:stop] = f["ok"][:]
                 bad = np.flatnonzero(~ok[start:stop])
                 if bad.size:
-                    err = f["error"]
+                    err = f["error"].asstr()
                     for i in bad:
-                        e = err[int(i)]
-                        errors[start + int(i)] = e.decode() if isinstance(e, bytes) else str(e)
+                        errors[start + int(i)] = err[int(i)]
         return ok, errors
 
     def rows(self, paths: Iterable[str]) -> np.ndarray:
@@ -518,7 +517,7 @@ class FeatureSet:
             if problems:
                 return "; ".join(problems)
             row, cls, embed, ok = f["row"][:], f["cls"][:], f["embed"][:], f["ok"][:]
-            error = [e.decode() if isinstance(e, bytes) else str(e) for e in f["error"][:]]
+            error = f["error"].asstr()[:].tolist()
             if not np.array_equal(row, np.arange(start, stop)):
                 problems.append(f"rows are not exactly {start}..{stop - 1}")
             stored = f.attrs.get("sha256")
