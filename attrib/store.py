@@ -404,12 +404,12 @@ class FeatureSet:
         try:
             for k, local, pos in groups:
                 path = self.shard_path(k)
-                size = self.shard_range(k)[1] - self.shard_range(k)[0]
-                lo, hi = (0, size) if local is None else (int(local.min()), int(local.max()) + 1)
+                start, stop = self.shard_range(k)
+                lo, hi = (0, stop - start) if local is None else (int(local.min()), int(local.max()) + 1)
                 pick = None if local is None else local - lo
                 with h5py.File(path, "r") as f:
                     ds = f[dataset]
-                    region = shard_io.direct_region(ds, lo, hi, block) if hi > lo else None
+                    region = shard_io.direct_region(ds, lo, hi, block)
                     if region is None:  # any other layout: HDF5 reads it
                         data = ds[lo:hi, block, :] if block is not None else ds[lo:hi]
                 if region is not None:
