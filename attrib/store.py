@@ -315,14 +315,15 @@ class FeatureSet:
         return [k for k in range(self.n_shards) if self.shard_path(k).exists()]
 
     def shards_todo(self, rank: int = 0, world_size: int = 1) -> list[int]:
+        """Missing shards of rank ``rank`` of ``world_size`` (all missing shards by default)."""
         return [k for k in range(self.n_shards) if k % world_size == rank and not self.shard_path(k).exists()]
 
     @property
     def complete(self) -> bool:
-        return all(self.shard_path(k).exists() for k in range(self.n_shards))
+        return not self.shards_todo()
 
     def require_complete(self) -> None:
-        missing = [k for k in range(self.n_shards) if not self.shard_path(k).exists()]
+        missing = self.shards_todo()
         if missing:
             raise StoreError(f"{self.path} is incomplete: {len(missing)} of {self.n_shards} shards missing "
                              f"(first: {self.shard_path(missing[0]).name}). Rerun `attrib features` with the "
