@@ -23,6 +23,7 @@ import hashlib
 import os
 import socket
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -170,25 +171,21 @@ def _cached_tag_file(cfg: dict) -> str | None:
     return None
 
 
-def resolve_tag(model: str, tag: str) -> tuple[str, dict]:
-    """Local weight file for an open_clip (model, tag), downloading it once when the network allows."""
+def _tag_file(model: str, tag: str, cfg: dict) -> str:
+    """Local weight file of a known open_clip (model, tag) with config ``cfg``, downloaded once when the
+    network allows."""
     import open_clip
 
-    cfg = open_clip.get_pretrained_cfg(model, tag)
-    if not cfg:
-        tags = open_clip.list_pretrained_tags_by_model(model)
-        raise BackboneError(f"--pretrained {tag!r} is not a known tag for {model}, nor an existing file. "
-                            f"Known tags: {', '.join(tags) or 'none'}")
     local = _cached_tag_file(cfg)
     if local:
-        return local, cfg
+        return local
     host = "huggingface.co" if cfg.get("hf_hub") else (cfg.get("url", "").split("/")[2:3] or ["?"])[0]
     if not online(host):
         raise WeightsUnavailable(
             f"weights {model}/{tag} are not in the local cache and {host} cannot be reached. Download them "
             f"once on a connected machine (python -c \"import open_clip; open_clip.create_model('{model}', "
             f"pretrained='{tag}')\") or pass --pretrained /path/to/weights")
-    return open_clip.download_pretrained(cfg), cfg
+    return open_clip.download_pretrained(cfg)
 
 
 # ------------------------------------------------------------------------------------------ loaders
@@ -204,6 +201,12 @@ class WeightsPlan:
     checkpoint: str | None  # local file to load; None = random init (seeded)
     create_kwargs: dict[str, Any] = field(default_factory=dict)  # extra open_clip.create_model kwargs
     tag: str = ""  # the open_clip tag these weights are (given, or recognised from the file's sha256)
+
+    @cached_property
+    def sha256(self) -> str:
+        """sha256 of the checkpoint ('' without one); hashed once, though both tag recognition and the
+        manifest need it."""
+        return sha256_file(self.checkpoint) if self.checkpoint else ""
 
 
 def tag_create_kwargs(cfg: dict) -> dict[str, Any]:
@@ -249,16 +252,17 @@ def plan_open_clip(model: str, pretrained: str | None, resolve: bool = True) -> 
     if _is_file(pretrained):
         if not os.path.isfile(pretrained):
             raise BackboneError(f"--pretrained {pretrained!r}: no such file")
-        checkpoint = os.path.abspath(pretrained)
-        known = tag_for_sha256(model, sha256_file(checkpoint)) if resolve else None
-        kwargs = tag_create_kwargs(known[1]) if known else {}
-        return WeightsPlan(Path(pretrained).name, checkpoint, kwargs, known[0] if known else "")
+        plan = WeightsPlan(Path(pretrained).name, os.path.abspath(pretrained))
+        known = tag_for_sha256(model, plan.sha256) if resolve else None
+        if known:
+            plan.tag, plan.create_kwargs = known[0], tag_create_kwargs(known[1])
+        return plan
     cfg = open_clip.get_pretrained_cfg(model, pretrained)
     if not cfg:
         tags = open_clip.list_pretrained_tags_by_model(model)
         raise BackboneError(f"--pretrained {pretrained!r} is not a known tag for {model}, nor an existing file. "
                             f"Known tags: {', '.join(tags) or 'none'}")
-    checkpoint = resolve_tag(model, pretrained)[0] if resolve else None
+    checkpoint = _tag_file(model, pretrained, cfg) if resolve else None
     return WeightsPlan(pretrained, checkpoint, tag_create_kwargs(cfg), pretrained)
 
 
@@ -357,7 +361,7 @@ def build_open_clip(model: str, plan: WeightsPlan | None = None) -> Backbone:
         embed_dim = int(visual(probe).shape[-1])
     spec = {
         "family": "open_clip", "model": model, "pretrained": plan.tag or plan.weights,
-        "weights": plan.weights, "weights_sha256": sha256_file(plan.checkpoint) if plan.checkpoint else "",
+        "weights": plan.weights, "weights_sha256": plan.sha256,
         "checkpoint": plan.checkpoint or "", "quick_gelu": _uses_quick_gelu(visual),
         "preprocess": _jsonable(pp_cfg), "n_blocks": len(blocks), "width": int(width), "embed_dim": embed_dim,
     }
