@@ -236,6 +236,13 @@ def tag_for_sha256(model: str, sha256: str) -> tuple[str, dict] | None:
     return None
 
 
+def _file_plan(pretrained: str, hint: str = "") -> WeightsPlan:
+    """A checkpoint file given as --pretrained (any family)."""
+    if not os.path.isfile(pretrained):
+        raise BackboneError(f"--pretrained {pretrained!r}: no such file{hint}")
+    return WeightsPlan(Path(pretrained).name, os.path.abspath(pretrained))
+
+
 def plan_open_clip(model: str, pretrained: str | None, resolve: bool = True) -> WeightsPlan:
     """Decide weights and create_model kwargs for an open_clip model name (not hf-hub / local-dir).
 
@@ -250,9 +257,7 @@ def plan_open_clip(model: str, pretrained: str | None, resolve: bool = True) -> 
                                 f"a checkpoint file, or {RANDOM_INIT} for untrained weights)")
         return WeightsPlan(RANDOM_INIT, None)
     if _is_file(pretrained):
-        if not os.path.isfile(pretrained):
-            raise BackboneError(f"--pretrained {pretrained!r}: no such file")
-        plan = WeightsPlan(Path(pretrained).name, os.path.abspath(pretrained))
+        plan = _file_plan(pretrained)
         known = tag_for_sha256(model, plan.sha256) if resolve else None
         if known:
             plan.tag, plan.create_kwargs = known[0], tag_create_kwargs(known[1])
@@ -300,12 +305,12 @@ def resolve_hub(model: str) -> tuple[str, str]:
         raise BackboneError(f"--model {model}: cannot fetch open_clip config and weights from the Hub: {exc}") from None
 
 
-def _create_open_clip(model: str, plan: WeightsPlan) -> nn.Module:
-    import open_clip
-
+def _seeded(create: Callable[..., nn.Module], *args: Any, **kwargs: Any) -> nn.Module:
+    """``create(*args, **kwargs)`` under a fixed seed: random-init weights must be identical in every
+    process (resume, ranks, predict)."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_TINY_SEED)  # random-init weights must be identical in every process
-        return open_clip.create_model(model, pretrained=plan.checkpoint, **plan.create_kwargs)
+        torch.manual_seed(_TINY_SEED)
+        return create(*args, **kwargs)
 
 
 def _create_open_clip_hub(model: str) -> tuple[nn.Module, WeightsPlan]:
@@ -340,8 +345,15 @@ def _open_clip_visual_blocks(visual: nn.Module) -> tuple[list[nn.Module], bool, 
                         "attrib taps the CLS token of every block")
 
 
-def _jsonable(d: dict) -> dict:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+def _spec(family: str, model: str, pretrained: str, plan: WeightsPlan, tower: nn.Module, preprocess: dict,
+          n_blocks: int, width: int, embed_dim: int) -> dict[str, Any]:
+    """Backbone.spec: the same fields for every family, JSON-ready."""
+    return {
+        "family": family, "model": model, "pretrained": pretrained, "weights": plan.weights,
+        "weights_sha256": plan.sha256, "checkpoint": plan.checkpoint or "", "quick_gelu": _uses_quick_gelu(tower),
+        "preprocess": {k: (list(v) if isinstance(v, tuple) else v) for k, v in preprocess.items()},
+        "n_blocks": n_blocks, "width": int(width), "embed_dim": int(embed_dim),
+    }
 
 
 def build_open_clip(model: str, plan: WeightsPlan | None = None) -> Backbone:
@@ -351,7 +363,9 @@ def build_open_clip(model: str, plan: WeightsPlan | None = None) -> Backbone:
     if plan is None:
         clip, plan = _create_open_clip_hub(model)
     else:
-        clip = _create_open_clip(model, plan)
+        import open_clip
+
+        clip = _seeded(open_clip.create_model, model, pretrained=plan.checkpoint, **plan.create_kwargs)
     visual = clip.visual
     blocks, batch_first, width = _open_clip_visual_blocks(visual)
     pp_cfg = dict(visual.preprocess_cfg)
@@ -359,26 +373,19 @@ def build_open_clip(model: str, plan: WeightsPlan | None = None) -> Backbone:
     with torch.inference_mode():
         probe = torch.zeros(1, 3, *PreprocessCfg(**pp_cfg).input_size[1:])
         embed_dim = int(visual(probe).shape[-1])
-    spec = {
-        "family": "open_clip", "model": model, "pretrained": plan.tag or plan.weights,
-        "weights": plan.weights, "weights_sha256": plan.sha256,
-        "checkpoint": plan.checkpoint or "", "quick_gelu": _uses_quick_gelu(visual),
-        "preprocess": _jsonable(pp_cfg), "n_blocks": len(blocks), "width": int(width), "embed_dim": embed_dim,
-    }
+    spec = _spec("open_clip", model, plan.tag or plan.weights, plan, visual, pp_cfg, len(blocks), width, embed_dim)
     return Backbone(visual, blocks, transform, spec, _batch_first=batch_first)
 
 
-def _timm_weights(name: str, pretrained: str | None) -> tuple[str, str | None, bool]:
-    """(label, local file or None, load pretrained?) for a timm model."""
+def _plan_timm(name: str, pretrained: str | None) -> WeightsPlan:
+    """Weights for a timm model: a file, random-init, or timm's own (checkpoint None: not cached yet)."""
     import timm
 
     if pretrained == RANDOM_INIT:
-        return RANDOM_INIT, None, False
+        return WeightsPlan(RANDOM_INIT, None)
     if pretrained:
-        if not os.path.isfile(pretrained):
-            raise BackboneError(f"--pretrained {pretrained!r}: no such file (timm models take a checkpoint "
-                                f"file, {RANDOM_INIT}, or nothing for timm's own weights)")
-        return Path(pretrained).name, os.path.abspath(pretrained), True
+        return _file_plan(pretrained, f" (timm models take a checkpoint file, {RANDOM_INIT}, or nothing for "
+                                      "timm's own weights)")
     cfg = timm.models.get_pretrained_cfg(name)
     if cfg is None:
         raise BackboneError(f"timm model {name} has no pretrained weights; pass --pretrained FILE or {RANDOM_INIT}")
@@ -388,7 +395,7 @@ def _timm_weights(name: str, pretrained: str | None) -> tuple[str, str | None, b
     if not local and not online():
         raise WeightsUnavailable(f"timm weights for {name} are not in the local cache and huggingface.co "
                                  "cannot be reached; pass --pretrained /path/to/weights")
-    return getattr(cfg, "tag", None) or "timm-default", local, True
+    return WeightsPlan(getattr(cfg, "tag", None) or "timm-default", local)
 
 
 def _load_timm(model: str, pretrained: str | None) -> Backbone:
@@ -398,23 +405,16 @@ def _load_timm(model: str, pretrained: str | None) -> Backbone:
     name = model[len("timm:"):]
     if not name or not timm.is_model(name.split(".", 1)[0]):
         raise BackboneError(f"--model {model!r}: unknown timm model (see timm.list_models('vit_*'))")
-    weights, checkpoint, use_pretrained = _timm_weights(name, pretrained)
-    kwargs: dict[str, Any] = {"num_classes": 0}
-    if checkpoint:  # timm converts OpenAI-CLIP / open_clip / DINOv2 state dicts with its own filters
-        kwargs["pretrained_cfg_overlay"] = {"file": checkpoint}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_TINY_SEED)
-        m = timm.create_model(name, pretrained=use_pretrained, **kwargs)
+    plan = _plan_timm(name, pretrained)
+    kwargs: dict[str, Any] = {"num_classes": 0, "pretrained": plan.weights != RANDOM_INIT}
+    if plan.checkpoint:  # timm converts OpenAI-CLIP / open_clip / DINOv2 state dicts with its own filters
+        kwargs["pretrained_cfg_overlay"] = {"file": plan.checkpoint}
+    m = _seeded(timm.create_model, name, **kwargs)
     if getattr(m, "cls_token", None) is None or not hasattr(m, "blocks"):
         raise BackboneError(f"timm model {name} has no CLS token; attrib taps the CLS token of every block")
     data_cfg = resolve_data_config({}, model=m)
     transform = create_transform(**data_cfg, is_training=False)
-    spec = {
-        "family": "timm", "model": model, "pretrained": pretrained or "", "weights": weights,
-        "weights_sha256": sha256_file(checkpoint) if checkpoint else "", "checkpoint": checkpoint or "",
-        "quick_gelu": _uses_quick_gelu(m), "preprocess": _jsonable(data_cfg),
-        "n_blocks": len(m.blocks), "width": int(m.embed_dim), "embed_dim": int(m.num_features),
-    }
+    spec = _spec("timm", model, pretrained or "", plan, m, data_cfg, len(m.blocks), m.embed_dim, m.num_features)
     return Backbone(m, list(m.blocks), transform, spec)
 
 
