@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
@@ -377,6 +377,15 @@ def build_open_clip(model: str, plan: WeightsPlan | None = None) -> Backbone:
     return Backbone(visual, blocks, transform, spec, _batch_first=batch_first)
 
 
+def _timm_cached_file(name: str) -> str | None:
+    """timm's own weights for ``name`` in the local Hugging Face cache, if they are there."""
+    import timm
+
+    hub_id = getattr(timm.models.get_pretrained_cfg(name), "hf_hub_id", None)
+    return _hf_cached(hub_id, ["model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"]) \
+        if hub_id else None
+
+
 def _plan_timm(name: str, pretrained: str | None) -> WeightsPlan:
     """Weights for a timm model: a file, random-init, or timm's own (checkpoint None: not cached yet)."""
     import timm
@@ -389,9 +398,7 @@ def _plan_timm(name: str, pretrained: str | None) -> WeightsPlan:
     cfg = timm.models.get_pretrained_cfg(name)
     if cfg is None:
         raise BackboneError(f"timm model {name} has no pretrained weights; pass --pretrained FILE or {RANDOM_INIT}")
-    hub_id = getattr(cfg, "hf_hub_id", None)
-    local = _hf_cached(hub_id, ["model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"]) \
-        if hub_id else None
+    local = _timm_cached_file(name)
     if not local and not online():
         raise WeightsUnavailable(f"timm weights for {name} are not in the local cache and huggingface.co "
                                  "cannot be reached; pass --pretrained /path/to/weights")
@@ -410,6 +417,10 @@ def _load_timm(model: str, pretrained: str | None) -> Backbone:
     if plan.checkpoint:  # timm converts OpenAI-CLIP / open_clip / DINOv2 state dicts with its own filters
         kwargs["pretrained_cfg_overlay"] = {"file": plan.checkpoint}
     m = _seeded(timm.create_model, name, **kwargs)
+    if kwargs["pretrained"] and plan.checkpoint is None:
+        # timm fetched its weights just now: name the file as every later run (finding it cached) will, or
+        # the feature set's identity (weights_sha256) would change between this run and its resumption
+        plan = replace(plan, checkpoint=_timm_cached_file(name))
     if getattr(m, "cls_token", None) is None or not hasattr(m, "blocks"):
         raise BackboneError(f"timm model {name} has no CLS token; attrib taps the CLS token of every block")
     data_cfg = resolve_data_config({}, model=m)
