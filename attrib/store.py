@@ -102,44 +102,41 @@ def _tmp_name(path: Path) -> Path:
 
 
 def _write_atomic(path: Path, data: bytes, exclusive: bool = False) -> bool:
-    """Write ``data`` to ``path`` through a fsynced temporary file.
-
-    With ``exclusive``, an existing ``path`` is left alone and False is returned (hard link semantics),
-    so that concurrent creators agree on one winner.
-    """
+    """Write ``data`` to ``path`` through a fsynced temporary file (see :func:`_publish`)."""
     tmp = _tmp_name(path)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
     try:
-        if exclusive:
-            if not _link_exclusive(tmp, path):
-                return False
-        else:
-            os.replace(tmp, path)
-            tmp = None
-        _fsync_dir(path.parent)
-        return True
+        with open(tmp, "wb") as f:
+            f.write(data)
+        return _publish(tmp, path, exclusive)
     finally:
-        if tmp is not None and tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
 
 
-def _link_exclusive(tmp: Path, path: Path) -> bool:
-    """Publish the complete file ``tmp`` as ``path`` unless ``path`` exists; True if this call did.
+def _publish(tmp: Path, path: Path, exclusive: bool) -> bool:
+    """Fsync the complete file ``tmp`` and publish it as ``path``; True unless ``path`` existed and was kept.
 
     A hard link is atomic and never replaces an existing file, so concurrent writers agree on one winner
-    and a reader never sees a partial file. File systems without hard links fall back to an exclusive
-    create plus copy (a concurrent reader may then briefly see a short file, which it reports).
+    and a reader never sees a partial file. File systems without hard links fall back to ``os.replace``
+    (still atomic; the last complete writer wins), or, with ``exclusive`` (the winner must be the first:
+    the manifest), to an exclusive create plus copy (a concurrent reader may then briefly see a short
+    file, which it reports). The caller removes ``tmp``.
     """
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
     try:
         os.link(tmp, path)
-        return True
     except FileExistsError:
         return False
-    except OSError:
-        pass
+    except OSError:  # no hard links on this file system
+        if not exclusive:
+            os.replace(tmp, path)
+        elif not _copy_exclusive(tmp, path):
+            return False
+    _fsync_dir(path.parent)
+    return True
+
+
+def _copy_exclusive(tmp: Path, path: Path) -> bool:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
@@ -177,7 +174,7 @@ def shard_checksum(row: np.ndarray, cls: np.ndarray, embed: np.ndarray, ok: np.n
         h.update(repr(a.shape).encode())
         h.update(memoryview(a).cast("B"))
     for e in error:
-        h.update((e.decode() if isinstance(e, bytes) else str(e)).encode("utf-8") + b"\0")
+        h.update(e.encode("utf-8") + b"\0")
     return h.hexdigest()
 
 
@@ -318,14 +315,15 @@ class FeatureSet:
         return [k for k in range(self.n_shards) if self.shard_path(k).exists()]
 
     def shards_todo(self, rank: int = 0, world_size: int = 1) -> list[int]:
+        """Missing shards of rank ``rank`` of ``world_size`` (all missing shards by default)."""
         return [k for k in range(self.n_shards) if k % world_size == rank and not self.shard_path(k).exists()]
 
     @property
     def complete(self) -> bool:
-        return all(self.shard_path(k).exists() for k in range(self.n_shards))
+        return not self.shards_todo()
 
     def require_complete(self) -> None:
-        missing = [k for k in range(self.n_shards) if not self.shard_path(k).exists()]
+        missing = self.shards_todo()
         if missing:
             raise StoreError(f"{self.path} is incomplete: {len(missing)} of {self.n_shards} shards missing "
                              f"(first: {self.shard_path(missing[0]).name}). Rerun `attrib features` with the "
@@ -363,15 +361,7 @@ class FeatureSet:
                 f.attrs["sha256"] = shard_checksum(row, cls, embed, ok, error)
                 f.attrs["feature_set"] = self.id
                 f.attrs["complete"] = 1
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            try:
-                os.link(tmp, final)  # never replaces a shard that another process finished first
-            except FileExistsError:
-                pass
-            except OSError:  # no hard links on this file system: last complete writer wins, still atomic
-                os.replace(tmp, final)
-            _fsync_dir(self.path)
+            _publish(tmp, final, exclusive=False)  # never replaces a shard another process finished first
         finally:
             tmp.unlink(missing_ok=True)
         return final
@@ -415,12 +405,12 @@ class FeatureSet:
         try:
             for k, local, pos in groups:
                 path = self.shard_path(k)
-                size = self.shard_range(k)[1] - self.shard_range(k)[0]
-                lo, hi = (0, size) if local is None else (int(local.min()), int(local.max()) + 1)
+                start, stop = self.shard_range(k)
+                lo, hi = (0, stop - start) if local is None else (int(local.min()), int(local.max()) + 1)
                 pick = None if local is None else local - lo
                 with h5py.File(path, "r") as f:
                     ds = f[dataset]
-                    region = shard_io.direct_region(ds, lo, hi, block) if hi > lo else None
+                    region = shard_io.direct_region(ds, lo, hi, block)
                     if region is None:  # any other layout: HDF5 reads it
                         data = ds[lo:hi, block, :] if block is not None else ds[lo:hi]
                 if region is not None:
@@ -460,10 +450,9 @@ class FeatureSet:
                 ok[start:stop] = f["ok"][:]
                 bad = np.flatnonzero(~ok[start:stop])
                 if bad.size:
-                    err = f["error"]
+                    err = f["error"].asstr()
                     for i in bad:
-                        e = err[int(i)]
-                        errors[start + int(i)] = e.decode() if isinstance(e, bytes) else str(e)
+                        errors[start + int(i)] = err[int(i)]
         return ok, errors
 
     def rows(self, paths: Iterable[str]) -> np.ndarray:
@@ -529,7 +518,7 @@ class FeatureSet:
             if problems:
                 return "; ".join(problems)
             row, cls, embed, ok = f["row"][:], f["cls"][:], f["embed"][:], f["ok"][:]
-            error = [e.decode() if isinstance(e, bytes) else str(e) for e in f["error"][:]]
+            error = f["error"].asstr()[:].tolist()
             if not np.array_equal(row, np.arange(start, stop)):
                 problems.append(f"rows are not exactly {start}..{stop - 1}")
             stored = f.attrs.get("sha256")

@@ -137,3 +137,35 @@ def test_bad_model_arguments_fail_with_a_clear_message(tmp_path: Path) -> None:
         load_backbone("timm:resnet18", "random-init")
     with pytest.raises(WeightsUnavailable, match="not in the local cache"):
         load_backbone("timm:vit_tiny_patch16_224.augreg_in21k", None)  # HF_HUB_OFFLINE=1 in tests
+
+
+def test_timm_weights_fetched_by_a_first_run_keep_the_feature_set_identity(tmp_path: Path, monkeypatch) -> None:
+    """The run that downloads timm's weights must describe them as every later run (which finds them cached)
+    does: weights_sha256 is part of the feature set's identity, so a difference would send the rerun of an
+    interrupted extraction to a new, empty feature set."""
+    import huggingface_hub.constants
+    import timm
+    from safetensors.torch import save_file
+
+    name = "vit_tiny_patch16_224.augreg_in21k"
+    repo = timm.models.get_pretrained_cfg(name).hf_hub_id
+    rev = "0123456789abcdef0123456789abcdef01234567"
+    snap = tmp_path / f"models--{repo.replace('/', '--')}" / "snapshots" / rev
+    snap.mkdir(parents=True)
+    (snap.parent.parent / "refs").mkdir()
+    (snap.parent.parent / "refs" / "main").write_text(rev)
+    torch.manual_seed(5)
+    save_file(timm.create_model(name).state_dict(), str(snap / "model.safetensors"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+
+    cached = bbmod._hf_cached
+    lookups: list[str] = []  # the first lookup misses: the weights are "not downloaded yet"
+    monkeypatch.setattr(bbmod, "_hf_cached", lambda r, n: cached(r, n) if lookups.append(r) or len(lookups) > 1
+                        else None)
+    monkeypatch.setattr(bbmod, "online", lambda *a, **k: True)  # timm then fetches them (here: from the cache)
+    first = load_backbone(f"timm:{name}", None)
+    again = load_backbone(f"timm:{name}", None)
+    assert first.spec == again.spec and first.spec["weights"] == "augreg_in21k"
+    assert first.spec["weights_sha256"] == sha256_file(snap / "model.safetensors")
+    x = torch.randn(1, 3, 224, 224)
+    assert torch.equal(first.features(x)[0], again.features(x)[0])

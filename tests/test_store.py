@@ -158,6 +158,28 @@ def test_missing_image_list_is_rewritten_on_reopen(tmp_path: Path) -> None:
     assert FeatureSet.open(fs.path).images.paths == _images().paths
 
 
+def test_file_systems_without_hard_links_still_publish_atomically(tmp_path: Path, monkeypatch) -> None:
+    """No hard links (some network and FUSE file systems): the manifest still goes to the first creator,
+    shards and the image list are renamed into place, and no temporary file is left behind."""
+    import os
+
+    def no_links(src, dst, *a, **k):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    fs, cls, _ = _full(tmp_path)
+    from attrib.store import _write_atomic
+
+    before = (fs.path / MANIFEST).read_bytes()
+    assert not _write_atomic(fs.path / MANIFEST, b"{}", exclusive=True)  # a racing creator loses
+    assert (fs.path / MANIFEST).read_bytes() == before
+    again = FeatureSet.open(fs.path)
+    assert again.verify().ok and again.manifest["model"] == "m"
+    np.testing.assert_array_equal(again.block(2), cls[:, 2].astype(np.float16).astype(np.float32))
+    assert sorted(p.name for p in fs.path.iterdir()) == [IMAGES, MANIFEST, "shard-00000.h5", "shard-00001.h5",
+                                                        "shard-00002.h5"]
+
+
 def _create_and_write(path: str, k: int, barrier) -> str:
     images = _images()
     barrier.wait()

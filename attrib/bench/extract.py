@@ -198,7 +198,7 @@ def bench_read(args: argparse.Namespace, tmp: Path) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m attrib.bench extract", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m attrib.bench.extract", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=["extract", "read"], help="run one of the two benchmarks")
     ap.add_argument("--images", type=int, default=64, help="images for the extraction benchmark")

@@ -63,31 +63,27 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_rgb(path: str | os.PathLike, data: bytes | None = None) -> Image.Image:
-    """Decode ``path`` (or ``data`` already read from it) to an upright 8-bit RGB image.
+def load_rgb(path: str | os.PathLike) -> Image.Image:
+    """Decode ``path`` to an upright 8-bit RGB image.
 
     Raises :class:`ImageDecodeError` for anything that is not a faithful picture: missing, empty,
     oversized, truncated or unidentifiable files.
     """
     path = Path(path)
-    if data is None:
-        try:
-            st = path.stat()
-        except OSError as exc:
-            raise ImageDecodeError(f"cannot read file: {exc.strerror or exc}") from None
-        if not stat.S_ISREG(st.st_mode):
-            raise ImageDecodeError("not a regular file")
-        size = st.st_size
-        if size == 0:
-            raise ImageDecodeError("empty file (0 bytes)")
-        if size > MAX_BYTES:
-            raise ImageDecodeError(f"file too large ({size} bytes > {MAX_BYTES})")
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ImageDecodeError(f"cannot read file: {exc.strerror or exc}") from None
-    elif len(data) == 0:
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ImageDecodeError(f"cannot read file: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageDecodeError("not a regular file")
+    if st.st_size == 0:
         raise ImageDecodeError("empty file (0 bytes)")
+    if st.st_size > MAX_BYTES:
+        raise ImageDecodeError(f"file too large ({st.st_size} bytes > {MAX_BYTES})")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageDecodeError(f"cannot read file: {exc.strerror or exc}") from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

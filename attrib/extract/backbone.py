@@ -22,7 +22,8 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -170,25 +171,21 @@ def _cached_tag_file(cfg: dict) -> str | None:
     return None
 
 
-def resolve_tag(model: str, tag: str) -> tuple[str, dict]:
-    """Local weight file for an open_clip (model, tag), downloading it once when the network allows."""
+def _tag_file(model: str, tag: str, cfg: dict) -> str:
+    """Local weight file of a known open_clip (model, tag) with config ``cfg``, downloaded once when the
+    network allows."""
     import open_clip
 
-    cfg = open_clip.get_pretrained_cfg(model, tag)
-    if not cfg:
-        tags = open_clip.list_pretrained_tags_by_model(model)
-        raise BackboneError(f"--pretrained {tag!r} is not a known tag for {model}, nor an existing file. "
-                            f"Known tags: {', '.join(tags) or 'none'}")
     local = _cached_tag_file(cfg)
     if local:
-        return local, cfg
+        return local
     host = "huggingface.co" if cfg.get("hf_hub") else (cfg.get("url", "").split("/")[2:3] or ["?"])[0]
     if not online(host):
         raise WeightsUnavailable(
             f"weights {model}/{tag} are not in the local cache and {host} cannot be reached. Download them "
             f"once on a connected machine (python -c \"import open_clip; open_clip.create_model('{model}', "
             f"pretrained='{tag}')\") or pass --pretrained /path/to/weights")
-    return open_clip.download_pretrained(cfg), cfg
+    return open_clip.download_pretrained(cfg)
 
 
 # ------------------------------------------------------------------------------------------ loaders
@@ -204,6 +201,12 @@ class WeightsPlan:
     checkpoint: str | None  # local file to load; None = random init (seeded)
     create_kwargs: dict[str, Any] = field(default_factory=dict)  # extra open_clip.create_model kwargs
     tag: str = ""  # the open_clip tag these weights are (given, or recognised from the file's sha256)
+
+    @cached_property
+    def sha256(self) -> str:
+        """sha256 of the checkpoint ('' without one); hashed once, though both tag recognition and the
+        manifest need it."""
+        return sha256_file(self.checkpoint) if self.checkpoint else ""
 
 
 def tag_create_kwargs(cfg: dict) -> dict[str, Any]:
@@ -233,6 +236,13 @@ def tag_for_sha256(model: str, sha256: str) -> tuple[str, dict] | None:
     return None
 
 
+def _file_plan(pretrained: str, hint: str = "") -> WeightsPlan:
+    """A checkpoint file given as --pretrained (any family)."""
+    if not os.path.isfile(pretrained):
+        raise BackboneError(f"--pretrained {pretrained!r}: no such file{hint}")
+    return WeightsPlan(Path(pretrained).name, os.path.abspath(pretrained))
+
+
 def plan_open_clip(model: str, pretrained: str | None, resolve: bool = True) -> WeightsPlan:
     """Decide weights and create_model kwargs for an open_clip model name (not hf-hub / local-dir).
 
@@ -247,18 +257,17 @@ def plan_open_clip(model: str, pretrained: str | None, resolve: bool = True) -> 
                                 f"a checkpoint file, or {RANDOM_INIT} for untrained weights)")
         return WeightsPlan(RANDOM_INIT, None)
     if _is_file(pretrained):
-        if not os.path.isfile(pretrained):
-            raise BackboneError(f"--pretrained {pretrained!r}: no such file")
-        checkpoint = os.path.abspath(pretrained)
-        known = tag_for_sha256(model, sha256_file(checkpoint)) if resolve else None
-        kwargs = tag_create_kwargs(known[1]) if known else {}
-        return WeightsPlan(Path(pretrained).name, checkpoint, kwargs, known[0] if known else "")
+        plan = _file_plan(pretrained)
+        known = tag_for_sha256(model, plan.sha256) if resolve else None
+        if known:
+            plan.tag, plan.create_kwargs = known[0], tag_create_kwargs(known[1])
+        return plan
     cfg = open_clip.get_pretrained_cfg(model, pretrained)
     if not cfg:
         tags = open_clip.list_pretrained_tags_by_model(model)
         raise BackboneError(f"--pretrained {pretrained!r} is not a known tag for {model}, nor an existing file. "
                             f"Known tags: {', '.join(tags) or 'none'}")
-    checkpoint = resolve_tag(model, pretrained)[0] if resolve else None
+    checkpoint = _tag_file(model, pretrained, cfg) if resolve else None
     return WeightsPlan(pretrained, checkpoint, tag_create_kwargs(cfg), pretrained)
 
 
@@ -296,12 +305,12 @@ def resolve_hub(model: str) -> tuple[str, str]:
         raise BackboneError(f"--model {model}: cannot fetch open_clip config and weights from the Hub: {exc}") from None
 
 
-def _create_open_clip(model: str, plan: WeightsPlan) -> nn.Module:
-    import open_clip
-
+def _seeded(create: Callable[..., nn.Module], *args: Any, **kwargs: Any) -> nn.Module:
+    """``create(*args, **kwargs)`` under a fixed seed: random-init weights must be identical in every
+    process (resume, ranks, predict)."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_TINY_SEED)  # random-init weights must be identical in every process
-        return open_clip.create_model(model, pretrained=plan.checkpoint, **plan.create_kwargs)
+        torch.manual_seed(_TINY_SEED)
+        return create(*args, **kwargs)
 
 
 def _create_open_clip_hub(model: str) -> tuple[nn.Module, WeightsPlan]:
@@ -336,8 +345,15 @@ def _open_clip_visual_blocks(visual: nn.Module) -> tuple[list[nn.Module], bool, 
                         "attrib taps the CLS token of every block")
 
 
-def _jsonable(d: dict) -> dict:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+def _spec(family: str, model: str, pretrained: str, plan: WeightsPlan, tower: nn.Module, preprocess: dict,
+          n_blocks: int, width: int, embed_dim: int) -> dict[str, Any]:
+    """Backbone.spec: the same fields for every family, JSON-ready."""
+    return {
+        "family": family, "model": model, "pretrained": pretrained, "weights": plan.weights,
+        "weights_sha256": plan.sha256, "checkpoint": plan.checkpoint or "", "quick_gelu": _uses_quick_gelu(tower),
+        "preprocess": {k: (list(v) if isinstance(v, tuple) else v) for k, v in preprocess.items()},
+        "n_blocks": n_blocks, "width": int(width), "embed_dim": int(embed_dim),
+    }
 
 
 def build_open_clip(model: str, plan: WeightsPlan | None = None) -> Backbone:
@@ -347,7 +363,9 @@ def build_open_clip(model: str, plan: WeightsPlan | None = None) -> Backbone:
     if plan is None:
         clip, plan = _create_open_clip_hub(model)
     else:
-        clip = _create_open_clip(model, plan)
+        import open_clip
+
+        clip = _seeded(open_clip.create_model, model, pretrained=plan.checkpoint, **plan.create_kwargs)
     visual = clip.visual
     blocks, batch_first, width = _open_clip_visual_blocks(visual)
     pp_cfg = dict(visual.preprocess_cfg)
@@ -355,36 +373,36 @@ def build_open_clip(model: str, plan: WeightsPlan | None = None) -> Backbone:
     with torch.inference_mode():
         probe = torch.zeros(1, 3, *PreprocessCfg(**pp_cfg).input_size[1:])
         embed_dim = int(visual(probe).shape[-1])
-    spec = {
-        "family": "open_clip", "model": model, "pretrained": plan.tag or plan.weights,
-        "weights": plan.weights, "weights_sha256": sha256_file(plan.checkpoint) if plan.checkpoint else "",
-        "checkpoint": plan.checkpoint or "", "quick_gelu": _uses_quick_gelu(visual),
-        "preprocess": _jsonable(pp_cfg), "n_blocks": len(blocks), "width": int(width), "embed_dim": embed_dim,
-    }
+    spec = _spec("open_clip", model, plan.tag or plan.weights, plan, visual, pp_cfg, len(blocks), width, embed_dim)
     return Backbone(visual, blocks, transform, spec, _batch_first=batch_first)
 
 
-def _timm_weights(name: str, pretrained: str | None) -> tuple[str, str | None, bool]:
-    """(label, local file or None, load pretrained?) for a timm model."""
+def _timm_cached_file(name: str) -> str | None:
+    """timm's own weights for ``name`` in the local Hugging Face cache, if they are there."""
+    import timm
+
+    hub_id = getattr(timm.models.get_pretrained_cfg(name), "hf_hub_id", None)
+    return _hf_cached(hub_id, ["model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"]) \
+        if hub_id else None
+
+
+def _plan_timm(name: str, pretrained: str | None) -> WeightsPlan:
+    """Weights for a timm model: a file, random-init, or timm's own (checkpoint None: not cached yet)."""
     import timm
 
     if pretrained == RANDOM_INIT:
-        return RANDOM_INIT, None, False
+        return WeightsPlan(RANDOM_INIT, None)
     if pretrained:
-        if not os.path.isfile(pretrained):
-            raise BackboneError(f"--pretrained {pretrained!r}: no such file (timm models take a checkpoint "
-                                f"file, {RANDOM_INIT}, or nothing for timm's own weights)")
-        return Path(pretrained).name, os.path.abspath(pretrained), True
+        return _file_plan(pretrained, f" (timm models take a checkpoint file, {RANDOM_INIT}, or nothing for "
+                                      "timm's own weights)")
     cfg = timm.models.get_pretrained_cfg(name)
     if cfg is None:
         raise BackboneError(f"timm model {name} has no pretrained weights; pass --pretrained FILE or {RANDOM_INIT}")
-    hub_id = getattr(cfg, "hf_hub_id", None)
-    local = _hf_cached(hub_id, ["model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"]) \
-        if hub_id else None
+    local = _timm_cached_file(name)
     if not local and not online():
         raise WeightsUnavailable(f"timm weights for {name} are not in the local cache and huggingface.co "
                                  "cannot be reached; pass --pretrained /path/to/weights")
-    return getattr(cfg, "tag", None) or "timm-default", local, True
+    return WeightsPlan(getattr(cfg, "tag", None) or "timm-default", local)
 
 
 def _load_timm(model: str, pretrained: str | None) -> Backbone:
@@ -394,23 +412,20 @@ def _load_timm(model: str, pretrained: str | None) -> Backbone:
     name = model[len("timm:"):]
     if not name or not timm.is_model(name.split(".", 1)[0]):
         raise BackboneError(f"--model {model!r}: unknown timm model (see timm.list_models('vit_*'))")
-    weights, checkpoint, use_pretrained = _timm_weights(name, pretrained)
-    kwargs: dict[str, Any] = {"num_classes": 0}
-    if checkpoint:  # timm converts OpenAI-CLIP / open_clip / DINOv2 state dicts with its own filters
-        kwargs["pretrained_cfg_overlay"] = {"file": checkpoint}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_TINY_SEED)
-        m = timm.create_model(name, pretrained=use_pretrained, **kwargs)
+    plan = _plan_timm(name, pretrained)
+    kwargs: dict[str, Any] = {"num_classes": 0, "pretrained": plan.weights != RANDOM_INIT}
+    if plan.checkpoint:  # timm converts OpenAI-CLIP / open_clip / DINOv2 state dicts with its own filters
+        kwargs["pretrained_cfg_overlay"] = {"file": plan.checkpoint}
+    m = _seeded(timm.create_model, name, **kwargs)
+    if kwargs["pretrained"] and plan.checkpoint is None:
+        # timm fetched its weights just now: name the file as every later run (finding it cached) will, or
+        # the feature set's identity (weights_sha256) would change between this run and its resumption
+        plan = replace(plan, checkpoint=_timm_cached_file(name))
     if getattr(m, "cls_token", None) is None or not hasattr(m, "blocks"):
         raise BackboneError(f"timm model {name} has no CLS token; attrib taps the CLS token of every block")
     data_cfg = resolve_data_config({}, model=m)
     transform = create_transform(**data_cfg, is_training=False)
-    spec = {
-        "family": "timm", "model": model, "pretrained": pretrained or "", "weights": weights,
-        "weights_sha256": sha256_file(checkpoint) if checkpoint else "", "checkpoint": checkpoint or "",
-        "quick_gelu": _uses_quick_gelu(m), "preprocess": _jsonable(data_cfg),
-        "n_blocks": len(m.blocks), "width": int(m.embed_dim), "embed_dim": int(m.num_features),
-    }
+    spec = _spec("timm", model, pretrained or "", plan, m, data_cfg, len(m.blocks), m.embed_dim, m.num_features)
     return Backbone(m, list(m.blocks), transform, spec)
 
 

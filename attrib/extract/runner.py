@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from attrib.data.catalog import ImageList
 from attrib.data.images import MAX_PIXELS, ImageDecodeError, load_rgb
-from attrib.extract.backbone import Backbone
+from attrib.extract.backbone import RANDOM_INIT_LABEL, Backbone
 from attrib.extract.views import View
 from attrib.store import DEFAULT_SHARD_SIZE, FeatureSet, feature_set_name
 
@@ -176,8 +176,6 @@ def build_manifest(images: ImageList, backbone: Backbone, dataset: str, view: Vi
                    precision: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything needed to reproduce (or refuse to mix) these features."""
     spec = backbone.spec
-    from attrib.extract.backbone import RANDOM_INIT_LABEL
-
     m = {
         # the image list is part of the identity, so it must be known before the folder is named
         "dataset": dataset, "root": images.root, "n_images": len(images), "images_sha256": images.sha256(),
@@ -411,7 +409,7 @@ def extract(images: ImageList, backbone: Backbone, cache: str | os.PathLike, dat
         bar.close()
         writer.close()
     seconds = time.perf_counter() - t0
-    left = len(fs.shards_todo(0, 1))
+    left = len(fs.shards_todo())
     return RunSummary(fs, done, failed, seconds, writer.bytes, shards_written, left)
 
 
