@@ -1,7 +1,7 @@
 """Benchmarks behind `make bench`: speed goals are measured here, never asserted in tests.
 
-Each submodule listed in BENCHES exposes ``main(argv)``; `python -m attrib.bench [name ...]` runs them in
-order and prints their measurements. A benchmark that is not written yet is reported as missing.
+Each submodule listed in BENCHES exposes ``main(argv)``; `python -m attrib.bench` runs them all in order
+and prints their measurements, `python -m attrib.bench NAME [OPTIONS...]` runs one with options.
 """
 
 from __future__ import annotations
@@ -13,19 +13,15 @@ BENCHES = ("listing", "extract", "probe", "study")
 
 
 def main(argv: list[str] | None = None) -> int:
-    names = (argv if argv is not None else sys.argv[1:]) or list(BENCHES)
-    ran = 0
-    for name in names:
-        try:
-            mod = importlib.import_module(f"attrib.bench.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"attrib.bench.{name}":
-                raise
-            print(f"[{name}] no benchmarks yet")
-            continue
+    """``python -m attrib.bench`` runs every benchmark with its defaults; ``python -m attrib.bench NAME
+    [OPTIONS...]`` runs one, passing the options on (``python -m attrib.bench extract --help``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in BENCHES:
+        print(f"unknown benchmark {argv[0]!r}; choose one of {', '.join(BENCHES)}", file=sys.stderr)
+        return 2
+    runs = [(argv[0], argv[1:])] if argv else [(name, []) for name in BENCHES]
+    for name, args in runs:
+        mod = importlib.import_module(f"attrib.bench.{name}")
         print(f"== bench: {name} ==", flush=True)
-        mod.main([])
-        ran += 1
-    if not ran:
-        print("no benchmarks yet")
+        mod.main(args)
     return 0

@@ -8,6 +8,7 @@ Run: ``python -m attrib.bench study`` (builds the demo and its attrib-tiny featu
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -29,6 +30,7 @@ def demo_features() -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(prog="python -m attrib.bench study", description=__doc__.split("\n\n")[0]).parse_args(argv)
     from attrib.data.splits import SampledSplits, builtin_splits
     from attrib.probe.report import write_report
     from attrib.probe.study import StudyConfig, parse_layers, read_results, run_study

@@ -293,12 +293,13 @@ def read_list(list_file: str | os.PathLike, root: str | os.PathLike | None = Non
 SEEDED_KEY_SIZE = 8
 
 
-def seeded_key(seed: int, text: str) -> bytes:
+def seeded_key(seed: int | str, text: str) -> bytes:
     """A :data:`SEEDED_KEY_SIZE`-byte pseudo-random sort key for ``text`` under ``seed``.
 
     The seeded draws of the data code (``--max-per-source``, the split protocol) sort images by it
     instead of shuffling a list, so a draw depends on neither listing order nor other images, and the
-    same seed gives the same draw on every machine and Python version.
+    same seed gives the same draw on every machine and Python version. Views seed their per-image
+    randomness from it too (``seed`` = the view spec).
     """
     return hashlib.blake2b(f"{seed}\0{text}".encode(), digest_size=SEEDED_KEY_SIZE).digest()
 

@@ -11,7 +11,6 @@ Spec grammar: ``none`` or ``name:value[+name:value...]``, applied left to right,
 
 from __future__ import annotations
 
-import hashlib
 import io
 from dataclasses import dataclass
 from typing import Callable
@@ -19,6 +18,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
+from attrib.data.catalog import seeded_key
 from attrib.data.images import MAX_PIXELS
 
 
@@ -115,7 +115,7 @@ class View:
     def __call__(self, img: Image.Image, key: str) -> Image.Image:
         if not self.steps:
             return img
-        seed = int.from_bytes(hashlib.blake2b(f"{self.spec}\0{key}".encode(), digest_size=8).digest(), "little")
+        seed = int.from_bytes(seeded_key(self.spec, key), "little")
         rng = np.random.default_rng(seed)
         for name, value in self.steps:
             img = VIEWS[name][0](img, value, rng)

@@ -132,12 +132,16 @@ def _canonical(doc: dict[str, Any]) -> bytes:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` atomically (re-saving a head overwrites it; the store's writers never replace)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------------- the object
