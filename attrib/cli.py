@@ -121,8 +121,9 @@ def features(dataset, root, list_file, model, pretrained, fallback_model, view, 
     """Stage 1: extract the CLS token of every block (one forward per batch) into the feature cache.
 
     Reruns skip finished shards, so an interrupted run resumes where it stopped. Corrupt images are
-    recorded as failed rows, never a crash. The last line printed is the feature-set folder; the line
-    before it is the summary (images, failed, seconds, img/s, shards and MB written).
+    recorded as failed rows, never a crash. The last line printed (on stdout) is the feature-set folder;
+    the summary line before it on stderr starts with 'done:' (images, failed, seconds, img/s, shards and
+    MB written).
 
     Several processes (ranks) share a run by shards: rank R of W extracts shards k with k % W == R,
     nothing else is coordinated, so any launcher works (torchrun, srun, a SLURM array with --rank and
@@ -229,6 +230,8 @@ def cache_ls(cache_dir: str) -> None:
 @click.argument("feature_set", type=click.Path())
 def cache_info(feature_set: str) -> None:
     """Print the manifest and per-source image counts of FEATURE_SET."""
+    from attrib.store import StoreError
+
     fs = _open_fs(feature_set)
     m = dict(fs.manifest)
     if fs.label:
@@ -236,8 +239,12 @@ def cache_info(feature_set: str) -> None:
     click.echo(json.dumps(m, indent=2))
     done = len(fs.shards_done())
     click.echo(f"shards: {done}/{fs.n_shards} complete, {fs.nbytes() / 1e6:.1f} MB")
+    try:
+        counts = fs.images.counts()
+    except StoreError as exc:
+        raise _fail(exc) from None
     click.echo("images per (source, subset):")
-    for (src, sub), n in fs.images.counts().items():
+    for (src, sub), n in counts.items():
         click.echo(f"  {src:28s} {sub:6s} {n}")
 
 
@@ -256,6 +263,9 @@ def cache_verify(feature_set: str, max_failed: int) -> None:
         click.echo(f"  MISSING shard {k} ({fs.shard_path(k).name}): rerun `attrib features` with the same options")
     for k, why in rep.broken:
         click.echo(f"  BROKEN {'shard ' + str(k) if k >= 0 else 'feature set'}: {why}")
+    for name in rep.leftovers:
+        click.echo(f"  note: leftover temporary file {name} (its writer was killed; the file name says on "
+                   "which host and pid); delete it once no extraction runs")
     if rep.nonfinite:
         click.echo(f"  NON-FINITE features in {len(rep.nonfinite)} ok rows, e.g. {rep.nonfinite[:10]}")
     click.echo(f"  {len(rep.failed)} images failed to decode (recorded, excluded from probes)")
@@ -268,19 +278,51 @@ def cache_verify(feature_set: str, max_failed: int) -> None:
     click.echo("OK")
 
 
+def _same_image_list(fs, max_per_source: int | None, sample_seed: int, limit: int | None) -> bool:
+    """Would `attrib features --max-per-source N --sample-seed S --limit L` list exactly this feature
+    set's images? Its folder is named by its image list, not by the options that made it, so a set made
+    with another N (or none) is the same set when no (source, subset) group was cut by either N: the
+    manifest records the options of the run that created it, and its own counts tell the rest.
+    """
+    from attrib.store import StoreError
+
+    m = fs.manifest
+    m_max, m_limit = m.get("max_per_source"), m.get("limit")
+    same_draw = m_max is None or m.get("sample_seed", 0) == sample_seed
+    if (m_max, m_limit) == (max_per_source, limit) and same_draw:
+        return True
+    n = fs.n_images
+    if (m_limit is not None and n >= m_limit) or (limit is not None and limit < n):
+        return False  # one of the two lists was (or would be) cut by --limit: only identical options match
+    if m_max == max_per_source and same_draw:
+        return True
+    try:
+        counts = fs.images.counts().values()
+    except StoreError:  # a damaged image list matches nothing; `attrib cache verify` says why
+        return False
+    return all((max_per_source is None or c <= max_per_source) and (m_max is None or c < m_max) for c in counts)
+
+
 @cache.command("find")
 @click.option("--cache", "cache_dir", default=DEFAULT_CACHE, show_default=True, type=click.Path())
 @click.option("--dataset", default=None, help="Dataset name (demo, genimage, or a folder/list name).")
 @click.option("--model", default=None, help="Model as given to `attrib features` (a fallback's request counts).")
 @click.option("--pretrained", default=None, help="Weights as given to `attrib features`.")
 @click.option("--view", default=None, help="View spec.")
-@click.option("--max-per-source", type=int, default=None,
-              help="Match feature sets sampled with this --max-per-source (default: unsampled ones).")
-@click.option("--limit", type=int, default=None, help="Match --limit trials with this N (default: no limit).")
+@click.option("--max-per-source", type=click.IntRange(min=1), default=None,
+              help="Match the image list `attrib features --max-per-source N` makes (default: unsampled).")
+@click.option("--sample-seed", type=int, default=0, show_default=True, help="Seed of --max-per-source.")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Match the image list of a --limit N trial (default: no limit).")
 @click.option("--splits-dir", type=click.Path(), default=None,
               help="Match feature sets restricted to these split files (default: unrestricted ones).")
-def cache_find(cache_dir, dataset, model, pretrained, view, max_per_source, limit, splits_dir) -> None:
-    """Print the newest complete feature set matching the filters (used by `make probe`)."""
+def cache_find(cache_dir, dataset, model, pretrained, view, max_per_source, sample_seed, limit, splits_dir) -> None:
+    """Print the newest complete feature set matching the filters (used by `make probe`).
+
+    A feature set matches when `attrib features` with these options would extract into it: the same
+    model, weights and view, and the same image list (a --max-per-source N larger than every (source,
+    subset) group gives the unsampled list, for example).
+    """
     from attrib.extract.views import View, ViewError
     from attrib.store import list_feature_sets
 
@@ -302,16 +344,17 @@ def cache_find(cache_dir, dataset, model, pretrained, view, max_per_source, limi
             continue
         if want_view and m.get("view") != want_view:
             continue
-        if m.get("max_per_source") != max_per_source or m.get("limit") != limit:
-            continue
         if m.get("splits_dir") != (str(Path(splits_dir).resolve()) if splits_dir else None):
             continue
-        if not fs.complete:
+        if not fs.complete or not _same_image_list(fs, max_per_source, sample_seed, limit):
             continue
         click.echo(str(fs.path))
         return
-    raise AttribError(f"no complete feature set in {cache_dir}/ matches dataset={dataset} model={model} "
-                      f"pretrained={pretrained} view={view}; run `make features` (or `attrib features`) first")
+    given = {"dataset": dataset, "model": model, "pretrained": pretrained, "view": view,
+             "max-per-source": max_per_source, "limit": limit, "splits-dir": splits_dir}
+    filters = " ".join(f"--{k} {v}" for k, v in given.items() if v is not None)
+    raise AttribError(f"no complete feature set in {cache_dir}/ matches {filters or '(no filters)'}; run "
+                      "`make features` (or `attrib features`) with the same options first")
 
 
 # ------------------------------------------------------------------------------------------ probe
@@ -475,6 +518,10 @@ def probe(features_path, splits, splits_dir, split_file, known_test, allow_missi
             raise StudyError(f"--save-head: a saved head knows the classes of one split; name it with --splits "
                              f"(this study has splits {', '.join(cfg.splits.names())})")
         run = run_study(fs, cfg, out_dir, progress=not quiet, log=log)
+        for e in run.errors[:20]:
+            click.echo(f"FAILED {e}", err=True)
+        if run.errors and not run.written + run.skipped_done:
+            raise StudyError(f"all {len(run.errors)} result line(s) failed (listed above); nothing to report")
         rep = write_report(run.results.parent)
         saved = save_chosen_head(fs, cfg, opts["save_head_dir"], progress=not quiet, log=log) \
             if opts["save_head_dir"] else None
@@ -494,8 +541,6 @@ def probe(features_path, splits, splits_dir, split_file, known_test, allow_missi
         if fs.label:
             click.secho(f"WARNING: the saved head was trained on {fs.label}", fg="red", err=True)
     if run.errors:
-        for e in run.errors[:20]:
-            click.echo(f"FAILED {e}", err=True)
         raise AttribError(f"{len(run.errors)} result line(s) failed (listed above) and were not written; rerun "
                           "the same command to retry them")
 

@@ -56,6 +56,10 @@ COMPAT_FIELDS = IDENTITY_FIELDS + ("format_version", "n_images", "n_blocks", "wi
                                    "shard_size", "precision")
 
 
+# What a reader needs to address the shards at all.
+REQUIRED_FIELDS = ("n_images", "n_blocks", "width", "embed_dim", "shard_size")
+
+
 class StoreError(RuntimeError):
     """The cache on disk is missing, incomplete, or not what the caller asked for."""
 
@@ -73,12 +77,17 @@ def identity_hash(manifest: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
 
 
+# File systems cap a name at 255 bytes; the hash alone makes a name unique, so the readable part (a long
+# view chain, a local-dir: path) is cut to fit.
+MAX_READABLE_NAME = 200
+
+
 def feature_set_name(manifest: dict[str, Any]) -> str:
     """``<dataset>__<model>__<weights>[__<view>]-<hash8>``: readable, and unique per identity."""
     parts = [manifest["dataset"], manifest["model"], manifest["weights"]]
     if manifest.get("view", "none") != "none":
         parts.append(manifest["view"])
-    return "__".join(_slug(p) for p in parts) + "-" + identity_hash(manifest)
+    return "__".join(_slug(p) for p in parts)[:MAX_READABLE_NAME] + "-" + identity_hash(manifest)
 
 
 def diff_manifests(old: dict[str, Any], new: dict[str, Any], fields: Iterable[str] = COMPAT_FIELDS) -> list[str]:
@@ -187,6 +196,7 @@ class VerifyReport:
     broken: list[tuple[int, str]] = field(default_factory=list)
     failed: list[tuple[int, str, str]] = field(default_factory=list)  # (row, path, error)
     nonfinite: list[int] = field(default_factory=list)
+    leftovers: list[str] = field(default_factory=list)  # temporary files of writers that were killed
 
     @property
     def ok(self) -> bool:
@@ -210,11 +220,16 @@ class FeatureSet:
             raise StoreError(f"{path} is not a feature set (no {MANIFEST}); list them with `attrib cache ls`")
         try:
             manifest = json.loads(mpath.read_text())
-        except ValueError as exc:
+        except (OSError, ValueError) as exc:
             raise StoreError(f"{mpath}: unreadable manifest ({exc})") from None
+        if not isinstance(manifest, dict):
+            raise StoreError(f"{mpath}: not a manifest (a JSON object was expected)")
         if manifest.get("format_version") != FORMAT_VERSION:
             raise StoreError(f"{mpath}: format version {manifest.get('format_version')}, this attrib reads "
                              f"{FORMAT_VERSION}")
+        missing = [k for k in REQUIRED_FIELDS if not isinstance(manifest.get(k), int)]
+        if missing:
+            raise StoreError(f"{mpath}: damaged manifest, no valid {', '.join(missing)}")
         return cls(path, manifest)
 
     @classmethod
@@ -234,7 +249,11 @@ class FeatureSet:
             existing._check_compatible(manifest)
             existing._ensure_images(images)
             return existing
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file where a folder should be, no permission, a name too long, ...
+            raise StoreError(f"cannot create the feature-set folder {path}: {exc.strerror or exc}; choose "
+                             "another --cache or --out") from None
         # The manifest is claimed first (exclusively): only the process that created the feature set
         # writes images.tsv, so a loser with a different image list can never overwrite it.
         if not _write_atomic(path / MANIFEST, json.dumps(manifest, indent=2).encode(), exclusive=True):
@@ -301,7 +320,11 @@ class FeatureSet:
     @property
     def images(self) -> ImageList:
         if self._images is None:
-            self._images = ImageList.read_tsv(self.path / IMAGES, root=self.manifest.get("root", ""))
+            try:
+                self._images = ImageList.read_tsv(self.path / IMAGES, root=self.manifest.get("root", ""))
+            except (OSError, ValueError) as exc:  # its writer was killed right after the manifest, or a damaged file
+                raise StoreError(f"{self.path / IMAGES}: missing or unreadable ({exc}); rerun `attrib features` "
+                                 "with the same options to rewrite it") from None
         return self._images
 
     def shard_range(self, k: int) -> tuple[int, int]:
@@ -478,13 +501,14 @@ class FeatureSet:
             return rep
         try:
             images = self.images
-        except (OSError, ValueError) as exc:
-            rep.broken.append((-1, f"{IMAGES} unreadable: {exc}"))
+        except StoreError as exc:
+            rep.broken.append((-1, str(exc)))
             return rep
         if len(images) != self.n_images:
             rep.broken.append((-1, f"{IMAGES} has {len(images)} rows, manifest says {self.n_images}"))
         if images.sha256() != self.manifest.get("images_sha256"):
             rep.broken.append((-1, f"{IMAGES} does not match the manifest's images_sha256"))
+        rep.leftovers = sorted(p.name for p in self.path.glob(".*.tmp-*"))
         expected = {self.shard_path(k).name for k in range(self.n_shards)}
         for extra in sorted(self.path.glob("shard-*.h5")):
             if extra.name not in expected:
