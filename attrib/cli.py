@@ -494,8 +494,8 @@ def probe(features_path, splits, splits_dir, split_file, known_test, allow_missi
     from attrib.probe.protocol import SelectionError
     from attrib.probe.report import write_report
     from attrib.probe.scorers import SCORERS
-    from attrib.probe.study import (StudyConfig, StudyError, expand_names, parse_grid, parse_layers, run_study,
-                                    save_chosen_head)
+    from attrib.probe.study import (StudyConfig, StudyError, check_save_head, expand_names, parse_grid, parse_layers,
+                                    run_study, save_chosen_head)
     from attrib.store import StoreError
 
     fs = _open_fs(features_path)
@@ -514,9 +514,8 @@ def probe(features_path, splits, splits_dir, split_file, known_test, allow_missi
             shots=_parse_int_list(shots, "--shots"), seeds=seeds, protocol=protocol,
             grid=parse_grid(opts["grid"]), jobs=opts["jobs"])
         cfg.validate()
-        if opts["save_head_dir"] and len(cfg.splits.names()) != 1:  # fail before a long study, not after
-            raise StudyError(f"--save-head: a saved head knows the classes of one split; name it with --splits "
-                             f"(this study has splits {', '.join(cfg.splits.names())})")
+        if opts["save_head_dir"]:  # fail before a long study, not after
+            check_save_head(cfg, opts["save_head_dir"])
         run = run_study(fs, cfg, out_dir, progress=not quiet, log=log)
         for e in run.errors[:20]:
             click.echo(f"FAILED {e}", err=True)

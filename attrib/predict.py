@@ -23,7 +23,7 @@ from attrib.data.images import IMAGE_SUFFIXES, is_image_name
 from attrib.extract.backbone import RANDOM_INIT, Backbone, load_backbone
 from attrib.extract.runner import RunConfig, extract
 from attrib.extract.views import View
-from attrib.probe.persist import UNKNOWN, SavedHead
+from attrib.probe.persist import UNKNOWN, SavedHead, check_output, make_folder
 from attrib.store import FeatureSet
 
 FORMATS = ("csv", "jsonl")
@@ -150,10 +150,16 @@ def _check_format(fmt: str) -> None:
         raise PredictError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
 
 
+def check_out(out: str | os.PathLike) -> Path:
+    """``out`` as a Path if a predictions file can be written there, else a PredictError saying why."""
+    return check_output(out, "--out", PredictError, folder=False)
+
+
 def write_predictions(records: Iterable[dict[str, Any]], out: Path, fmt: str, k: int) -> tuple[int, int, int]:
     """Write rows to ``out`` atomically (nothing is left behind on failure); returns (rows, failed, unknown)."""
     _check_format(fmt)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = check_out(out)
+    make_folder(out.parent, "--out", PredictError)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     n = failed = unknown = 0
     try:
@@ -188,6 +194,7 @@ def predict(saved: SavedHead, inputs: Sequence[str | os.PathLike], out: str | os
     if top_k < 1:
         raise PredictError(f"--top-k must be >= 1, got {top_k}")
     _check_format(fmt)  # before extracting, not after
+    out = check_out(out)
     try:
         images = collect_images(inputs)
     except CatalogError as exc:
@@ -199,5 +206,5 @@ def predict(saved: SavedHead, inputs: Sequence[str | os.PathLike], out: str | os
     fs = summary.feature_set
     fs.require_complete()
     k = min(top_k, len(saved.classes))
-    n, failed, unknown = write_predictions(_records(saved, fs, k, threshold), Path(out), fmt, k)
-    return Prediction(fs, n, failed, unknown, Path(out))
+    n, failed, unknown = write_predictions(_records(saved, fs, k, threshold), out, fmt, k)
+    return Prediction(fs, n, failed, unknown, out)

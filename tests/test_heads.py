@@ -178,6 +178,27 @@ def test_logreg_input_errors_name_the_problem():
         LogisticProbe(C=0.0).fit(X, y)
 
 
+def test_path_values_are_checked_as_given():
+    """Errors name the values the user gave: the two-class probe halves C internally, and only the bad
+    values are listed. ``check_path`` is what a study runs on ``--grid`` before any fit."""
+    X, y = clusters(n_classes=2, seed=1)
+    with pytest.raises(ValueError, match=r"C values must be finite numbers > 0, got -1$"):
+        LogisticProbe(C=-1).fit(X, y)
+    with pytest.raises(ValueError, match=r"got 0, -0.5$"):
+        LogisticProbe.fit_path(X, y, [1, 0, -0.5])
+    with pytest.raises(ValueError, match=r"got nan, inf$"):
+        LogisticProbe.check_path([0.01, float("nan"), float("inf")])
+    with pytest.raises(ValueError, match=r"got -2$"):
+        fit_logreg_path(X, y, 2, [1.0, -2])
+    with pytest.raises(ValueError, match=r"k values must be positive integers, got 2.5, 0, 2.0, True$"):
+        KNNHead.check_path([1, 2.5, 0, 2.0, True])
+    with pytest.raises(ValueError, match="got none"):
+        KNNHead.check_path([])
+    LogisticProbe.check_path([1e-6, 3, np.float64(1e5)])
+    KNNHead.check_path([1, np.int64(20)])
+    NCMHead.check_path([-1, "anything"])  # no path: nothing to refuse
+
+
 # ------------------------------------------------------------------------------------------ k-NN
 def test_knn_similarity_weighted_vote_by_hand():
     # training directions at known angles from the query (1, 0): cos = 0.9, 0.8, 0.7, -1

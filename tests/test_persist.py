@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from attrib.cli import main
 from attrib.data.splits import SampledSplits, builtin_splits
 from attrib.probe.heads import LogisticProbe
-from attrib.probe.persist import UNKNOWN, HeadFileError, load_head, save_head
+from attrib.probe.persist import UNKNOWN, HeadFileError, load_head, make_folder, save_head
 from attrib.probe.scorers import SCORERS
-from attrib.probe.study import read_results, shots_subset
+from attrib.probe.study import StudyConfig, StudyError, check_save_head, read_results, shots_subset
 from attrib.store import FeatureSet
 
 from synthetic_features import CentroidDistance, CentroidHead, make_feature_set, register
@@ -210,3 +210,31 @@ def test_save_head_with_one_candidate_and_its_errors(fs: FeatureSet, tmp_path: P
                                     str(tmp_path / "h2"), "--out", str(tmp_path / "r2")])
     assert res.exit_code == 1 and "name it with --splits" in res.output
     assert not (tmp_path / "r2" / "results.jsonl").exists()  # refused before running the study
+
+
+def test_a_head_folder_that_cannot_be_written_is_refused(fs: FeatureSet, tmp_path: Path, monkeypatch) -> None:
+    X, y = _data()
+    head = LogisticProbe(C=1.0).fit(X, y)
+    (tmp_path / "file").write_text("x")
+    under = tmp_path / "file" / "head"
+    with pytest.raises(HeadFileError, match=r"^--save-head .*file/head: .*file is a file, so nothing can be"):
+        _save(under, head, SCORERS["msp"](head=head), "logreg", "msp", X)
+    # what `attrib probe --save-head` checks before the study: one split and a folder it can write
+    ok, _ = fs.status()
+    one = StudyConfig(splits=SampledSplits(fs.images, ok, {"1": builtin_splits("demo")["1"]}), layers=[(1,)])
+    with pytest.raises(HeadFileError, match="is a file; give a folder"):
+        check_save_head(one, tmp_path / "file")
+    with pytest.raises(HeadFileError, match="so nothing can be created under it"):
+        check_save_head(one, under)
+    check_save_head(one, tmp_path / "new" / "head")
+    assert not (tmp_path / "new").exists()  # checking creates nothing
+    two = StudyConfig(splits=SampledSplits(fs.images, ok, builtin_splits("demo")), layers=[(1,)])
+    with pytest.raises(StudyError, match="name it with --splits"):
+        check_save_head(two, tmp_path / "new")
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(Path, "mkdir", read_only)  # a failure no check can foresee
+    with pytest.raises(HeadFileError, match=r"cannot create this folder \(Read-only file system\)"):
+        make_folder(tmp_path / "ro", "--save-head", HeadFileError)

@@ -136,7 +136,18 @@ def test_bad_options_fail_before_extraction_and_leave_no_file(trained: dict, dem
     with pytest.raises(PredictError, match="--format 'xml'"):  # checked before any image is read
         run_predict(saved, [demo_root / "deconv" / "val" / "ai"], tmp_path / "p.xml", fmt="xml",
                     cache=tmp_path / "c", config=RunConfig(workers=0, progress=False))
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "folder").mkdir()
+    for out, why in ((tmp_path / "file" / "p.csv", "file is a file, so nothing can be created under it"),
+                     (tmp_path / "folder", " is a folder; give a file name")):
+        with pytest.raises(PredictError, match=rf"^--out {out}\b.*{why}"):  # so is where the rows go
+            run_predict(saved, [demo_root / "deconv" / "val" / "ai"], out, cache=tmp_path / "c",
+                        config=RunConfig(workers=0, progress=False))
+        with pytest.raises(PredictError, match=why):
+            write_predictions(iter([]), out, "csv", 1)
     assert not (tmp_path / "c").exists()
+    (tmp_path / "file").unlink()
+    (tmp_path / "folder").rmdir()
 
     def failing():
         yield {"path": "a.png", "prediction": "real", "score": 1.0, "decision": "real", "top": [("real", 1.0)],

@@ -85,6 +85,27 @@ def test_report_files_and_labels(tmp_path: Path) -> None:
     assert "plot_shots" not in rep.paths and not (res / "metrics_by_shots.png").exists()
 
 
+def test_legend_of_many_methods_stays_off_the_panels(tmp_path: Path, monkeypatch) -> None:
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from attrib.probe.report import plot_by_shots
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to measure it
+    lines = [_line("1", 0, shots=sh, head=f"head-with-a-long-name-{i}") for i in range(30) for sh in ("5", "all")]
+    path = plot_by_shots(aggregate(lines), tmp_path / "shots.png", [LABEL])
+    (fig,) = figures
+    (legend,) = fig.legends
+    assert len(legend.get_texts()) == 30
+    renderer = fig.canvas.get_renderer()
+    box = legend.get_window_extent(renderer)
+    panels = [ax for ax in fig.axes if ax.axison]
+    assert len(panels) == 7 and not any(box.overlaps(ax.get_tightbbox(renderer)) for ax in panels)
+    with Image.open(path) as im:  # the saved image grew to hold the legend below the panels
+        assert im.height > fig.get_figheight() * 100 + box.height * 0.9
+
+
 def test_real_weights_carry_no_warning(tmp_path: Path) -> None:
     rep = write_report(_write(tmp_path, [_line("1", 0, label="")]))
     assert "WARNING" not in rep.paths["markdown"].read_text() and "WARNING" not in rep.main
@@ -98,3 +119,8 @@ def test_report_command(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     out = CliRunner().invoke(main, ["report", str(tmp_path / "empty")])
     assert out.exit_code == 1 and "no results yet" in out.output
+    (tmp_path / "file").write_text("x")
+    for bad, why in ((tmp_path / "file", "is a file; give a folder"),
+                     (tmp_path / "file" / "sub", "is a file, so nothing can be created under it")):
+        out = CliRunner().invoke(main, ["report", str(res), "--out", str(bad)])
+        assert out.exit_code == 1 and out.output.startswith(f"Error: --out {bad}") and why in out.output

@@ -85,6 +85,29 @@ def test_validation_and_unsupported_pairs(fs: FeatureSet) -> None:
     assert ("logreg", "msp") in ok
 
 
+def test_bad_grid_values_are_refused_before_the_study(fs: FeatureSet, tmp_path: Path) -> None:
+    """A value no fit accepts would fail every line one by one; it is refused up front, by name."""
+    for heads, spec, bad in ((["knn"], "k=2.5", "2.5"), (["knn"], "k=1,0", "0"), (["logreg"], "C=0", "0"),
+                             (["logreg", "knn"], "C=1,-1", "-1"), (["logreg"], "C=1,inf", "inf")):
+        cfg = _cfg(fs, heads=heads, grid=parse_grid([spec]))
+        with pytest.raises(StudyError, match=rf"^--grid {spec}: \S+ values must be .*, got {bad}$"):
+            cfg.validate()
+        with pytest.raises(StudyError, match=f"--grid {spec}"):
+            run_study(fs, cfg, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()  # refused before anything was created
+    _cfg(fs, heads=["logreg", "knn"], grid=parse_grid(["C=0.5,2", "k=1,3"])).validate()
+
+
+def test_output_folder_that_cannot_be_made_is_refused(fs: FeatureSet, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    cfg = _cfg(fs, layers=[(2,)], scores=["msp"], shots=[None], seeds=1)
+    with pytest.raises(StudyError, match=r"^--out .*file is a file; give a folder"):
+        run_study(fs, cfg, tmp_path / "file", progress=False)
+    with pytest.raises(StudyError, match=r"^--out .*file/a/b: .*file is a file, so nothing can be created"):
+        run_study(fs, cfg, tmp_path / "file" / "a" / "b", progress=False)
+    assert run_study(fs, cfg, tmp_path / "new" / "out", progress=False).written == 2
+
+
 def test_shots_subsets_are_per_class_nested_and_seeded() -> None:
     y = np.repeat(np.arange(4), [10, 3, 7, 12])
     a = shots_subset(y, 5, seed=0)
@@ -348,6 +371,26 @@ def test_a_failing_score_is_reported_and_retried(fs: FeatureSet, tmp_path: Path,
     assert run.written == 2 and len(run.errors) == 2 and "singular covariance" in run.errors[0]
     monkeypatch.setitem(SCORERS, "boom", MaxLogitScore)
     assert run_study(fs, cfg, tmp_path, progress=False).written == 2
+
+
+def test_each_line_is_on_disk_before_the_next_is_computed(fs: FeatureSet, tmp_path: Path,
+                                                          monkeypatch) -> None:
+    """With --jobs 1, a kill in the middle of a job loses no finished (head, score) line of it."""
+    results = tmp_path / "results.jsonl"
+    seen: list[int] = []
+
+    class Peek(MaxLogitScore):
+        def score_samples(self, X):
+            seen.append(results.read_bytes().count(b"\n") if results.exists() else 0)
+            return super().score_samples(X)
+
+    monkeypatch.setitem(SCORERS, "peek", Peek)
+    cfg = _cfg(fs, splits=_source(fs, splits=("1",)), layers=[(2,)], heads=["centroid", "logreg"],
+               scores=["msp", "peek"], shots=[None], seeds=1, grid={"C": [1.0]})
+    run = run_study(fs, cfg, tmp_path, progress=False)
+    assert run.written == 4 and not run.errors  # one job: (centroid, logreg) x (msp, peek)
+    # peek scores known then unknown test images, after 1 line (centroid+msp), then after 3 lines
+    assert seen == [1, 1, 3, 3]
 
 
 # --------------------------------------------------------------------------------------- parallel

@@ -24,7 +24,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from attrib.probe.geometry import (NeighbourCache, as_features, check_width, cosine_class_means, l2_normalize,
                                    label_indices, mahalanobis_sq, softmax, tied_gaussian, topk_cosine)
-from attrib.probe.logreg_path import fit_logreg_path
+from attrib.probe.logreg_path import check_Cs, fit_logreg_path
 
 DEFAULT_CS = np.logspace(-6, 5, 45)
 DEFAULT_KS = tuple(range(1, 21))
@@ -55,6 +55,15 @@ class ProbeHead(ClassifierMixin, BaseEstimator):
         needs both on the same validation set for every head of a path."""
         Z = self.decision_function(X)
         return self.classes_[np.argmax(Z, axis=1)], softmax(Z)
+
+    @classmethod
+    def check_path(cls, values: Sequence) -> None:
+        """Raise ValueError naming the values of ``path_param`` this head cannot be fitted with.
+
+        Called on a ``--grid`` before a study starts: a bad value would otherwise fail every line of the
+        study one by one, after the features were read. The base accepts anything (a head added at run
+        time reports a bad value when it is fitted).
+        """
 
     @classmethod
     def fit_path(cls, X: np.ndarray, y: np.ndarray, values: Sequence | None = None,
@@ -115,6 +124,10 @@ class LogisticProbe(ProbeHead):
         return self._fit_many(X, y, [self.C], [self])[0]
 
     @classmethod
+    def check_path(cls, values: Sequence) -> None:
+        check_Cs(values)
+
+    @classmethod
     def fit_path(cls, X: np.ndarray, y: np.ndarray, values: Sequence | None = None,
                  **params) -> list["LogisticProbe"]:
         """All C at once (one batched solve); element j equals ``LogisticProbe(C=values[j]).fit(X, y)``
@@ -124,6 +137,7 @@ class LogisticProbe(ProbeHead):
         return heads[0]._fit_many(X, y, values, heads)
 
     def _fit_many(self, X, y, Cs, heads: list["LogisticProbe"]) -> list["LogisticProbe"]:
+        check_Cs(Cs)  # the caller's values, before the two-class case halves them
         X, y_idx = self._fit_input(X, y)
         classes = self.classes_
         K = len(classes)
@@ -169,8 +183,19 @@ class KNNHead(ProbeHead):
         self.k = k
         self.temperature = temperature
 
+    @staticmethod
+    def _bad_k(k: object) -> bool:
+        """Not a positive integer; a float, even 2.0, is refused too: k counts neighbours."""
+        return isinstance(k, bool) or not (isinstance(k, (int, np.integer)) and k >= 1)
+
+    @classmethod
+    def check_path(cls, values: Sequence) -> None:
+        bad = [v for v in values if cls._bad_k(v)]
+        if bad or not len(values):
+            raise ValueError(f"k values must be positive integers, got {', '.join(map(str, bad)) or 'none'}")
+
     def _check_params(self) -> None:
-        if isinstance(self.k, bool) or not (isinstance(self.k, (int, np.integer)) and self.k >= 1):
+        if self._bad_k(self.k):
             raise ValueError(f"k={self.k!r}: use a positive integer")
         if not self.temperature > 0:
             raise ValueError(f"temperature={self.temperature!r}: use a positive number")

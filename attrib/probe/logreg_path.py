@@ -62,6 +62,26 @@ def _torch_dtype(dtype: str) -> torch.dtype:
         raise ValueError(f"dtype {dtype!r}: use 'float32' or 'float64'") from None
 
 
+def check_Cs(Cs: Sequence[float]) -> None:
+    """Refuse C values that are not finite and > 0, naming them as the caller gave them.
+
+    Public so that callers that transform C before solving (the binary logistic probe halves it) and
+    option parsers check the user's own values, and an error never shows a value the user did not type.
+    """
+    values = np.asarray(Cs, dtype=object).ravel().tolist()
+    bad = [v for v in values if not _positive_finite(v)]
+    if bad or not values:
+        raise ValueError(f"C values must be finite numbers > 0, got {', '.join(map(str, bad)) or 'none'}")
+
+
+def _positive_finite(v: object) -> bool:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return False
+    return bool(np.isfinite(f) and f > 0)
+
+
 def fit_logreg_path(X: np.ndarray, y_idx: np.ndarray, n_classes: int, Cs: Sequence[float], *,
                     standardize: bool = False, tol: float = 1e-6, max_iter: int = 1000, memory: int = 10,
                     dtype: str = "float32", group_size: int = 5, max_batch_elems: int = 2 ** 25,
@@ -78,9 +98,8 @@ def fit_logreg_path(X: np.ndarray, y_idx: np.ndarray, n_classes: int, Cs: Sequen
     X = np.asarray(X)
     if X.ndim != 2:
         raise ValueError(f"features must be a 2-D array (n, D), got shape {X.shape}")
+    check_Cs(Cs)
     Cs = np.asarray(Cs, dtype=np.float64).ravel()
-    if Cs.size == 0 or not np.all(np.isfinite(Cs)) or np.any(Cs <= 0):
-        raise ValueError(f"C values must be finite and > 0, got {Cs.tolist()}")
     y_idx = np.asarray(y_idx)
     n, D = X.shape
     K = int(n_classes)

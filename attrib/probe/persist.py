@@ -40,6 +40,7 @@ FORMAT_VERSION = 1
 JSON_NAME = "head.json"
 NPZ_NAME = "head.npz"
 UNKNOWN = "unknown"
+SAVE_OPTION = "--save-head"  # named in errors about the folder a head is saved to
 # Manifest fields that decide what a feature vector means: images given to a saved head must be
 # extracted with the same values (the image list itself is of course different).
 EXTRACTION_FIELDS = ("family", "model", "weights", "weights_sha256", "quick_gelu", "preprocess", "view",
@@ -48,6 +49,47 @@ EXTRACTION_FIELDS = ("family", "model", "weights", "weights_sha256", "quick_gelu
 
 class HeadFileError(ValueError):
     """A saved head cannot be written or read; the message names the file and what to do."""
+
+
+# ------------------------------------------------------------------------------- output paths
+def check_output(path: str | os.PathLike, what: str, error: type[Exception], folder: bool = True) -> Path:
+    """``path`` as a Path if a folder (``folder=True``) or a file could be written there; else ``error``
+    naming ``what`` (the option, e.g. ``--out``), the path and the reason. Creates nothing.
+
+    Why a check apart from writing: outputs are written at the end of long work (a study, an
+    extraction), and a path under a file or in a read-only folder should fail before that work, with a
+    message instead of a traceback. Every writer of the package's outputs uses it, each with its own
+    error class (the one the command line reports).
+    """
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise error(f"{what} {path} is a file; give a folder (it is created if missing)")
+    if not folder and path.is_dir():
+        raise error(f"{what} {path} is a folder; give a file name")
+    above = path if folder else path.parent
+    while not above.exists():  # the first existing folder on the way up is where writing starts
+        above = above.parent
+    if not above.is_dir():
+        raise error(f"{what} {path}: {above} is a file, so nothing can be created under it; choose another path")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise error(f"{what} {path}: no permission to write in {above}; choose another path")
+    return path
+
+
+def make_folder(path: str | os.PathLike, what: str, error: type[Exception]) -> Path:
+    """:func:`check_output`, then create the folder (and its parents); a failure the check could not
+    foresee (e.g. a read-only file system, or a file created meanwhile) is ``error`` too."""
+    path = check_output(path, what, error)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise error(f"{what} {path}: cannot create this folder ({exc.strerror or exc}); choose another path") from None
+    return path
+
+
+def check_head_folder(folder: str | os.PathLike) -> Path:
+    """Whether :func:`save_head` could write to ``folder`` (``--save-head``); call it before a study."""
+    return check_output(folder, SAVE_OPTION, HeadFileError)
 
 
 # ------------------------------------------------------------------------------------ encoding
@@ -291,7 +333,7 @@ def save_head(folder: str | os.PathLike, head: ProbeHead, scorer: Any, *, head_n
         doc["json_sha256"] = hashlib.sha256(_canonical(doc)).hexdigest()
     except ValueError as exc:  # NaN/inf outside the encoded state
         raise HeadFileError(f"cannot save head: {exc}") from None
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder, SAVE_OPTION, HeadFileError)
     _write_atomic(folder / NPZ_NAME, npz)
     _write_atomic(folder / JSON_NAME, json.dumps(doc, indent=1, allow_nan=False).encode())
     return folder

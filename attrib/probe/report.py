@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from attrib.probe.persist import make_folder
 from attrib.probe.study import StudyError, read_results
 
 PAPER_METRICS = ("accuracy", "auroc", "oscr")
@@ -184,10 +185,15 @@ def _plot_lines(path: Path, series: dict[str, list[tuple[float, dict]]], xlabel:
 
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     handles, names = axes[0].get_legend_handles_labels()
-    axes[-1].legend(handles, names, loc="center", fontsize=7, frameon=False)
+    # Below the panels, as many columns as fit the figure's width: inside a panel, a study with many
+    # methods overflowed onto the others. The saved image grows downwards to hold it (bbox_inches).
+    col_inches = 0.06 * max(map(len, names), default=1) + 0.5  # 7-pt text plus the marker and spacing
+    ncol = max(1, min(len(names), int(fig.get_figwidth() // col_inches)))
+    fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=ncol, fontsize=7,
+               frameon=False)
     # fixed margins: tight_layout draws the figure twice and doubles the time a report takes
     fig.subplots_adjust(left=0.04, right=0.99, bottom=0.08, top=0.88, wspace=0.25, hspace=0.4)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -270,8 +276,7 @@ def _write_csv(path: Path, rows: list[dict], fields: list[str], label: str) -> P
 def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Report:
     """Write table.md, table.csv, per_unknown.csv and the plots; return what was written."""
     results_dir = Path(results_dir)
-    out_dir = Path(out_dir) if out_dir else results_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_folder(out_dir or results_dir, "--out", StudyError)
     results = read_results(results_dir)
     rep = Report(labels=_labels(results))
     if not results:

@@ -1,8 +1,8 @@
 """Studies: sweep splits x layers x heads x scores x shots x seeds over one feature set.
 
 Every finished (split, layer, head, score, shots, seed, protocol) becomes one JSON line in
-``results.jsonl``, appended as soon as it is known, so an interrupted study resumes without redoing
-finished lines (a line torn by a kill is cut off and redone).
+``results.jsonl``, appended as soon as it is known (with ``--jobs N``: when its job ends), so an
+interrupted study resumes without redoing finished lines (a line torn by a kill is cut off and redone).
 
 Why the work is cut into (split, layer, shots, seed) jobs: those are independent and each needs one
 feature matrix, while the heads and scores of a job share it (and the scores share the fitted head). The
@@ -36,6 +36,7 @@ from attrib import __version__
 from attrib.data.splits import Split, SplitRows, SplitSource
 from attrib.probe.heads import HEADS, ProbeHead
 from attrib.probe.metrics import evaluate
+from attrib.probe.persist import check_head_folder, make_folder
 from attrib.probe.protocol import (PROTOCOLS, Selection, SelectionError, best_index, fit_candidates,
                                    path_values, select_clean, select_paper)
 from attrib.probe.scorers import SCORERS
@@ -155,6 +156,13 @@ class StudyConfig:
         if bad:
             raise StudyError(f"--grid {', '.join(bad)}: no chosen head sweeps it (the heads sweep: "
                              f"{', '.join(sorted(p for p in params if p)) or 'nothing'})")
+        for h in self.heads:  # a bad value would fail every line of the study, one by one
+            param = HEADS[h].path_param
+            if param in self.grid:
+                try:
+                    HEADS[h].check_path(self.grid[param])
+                except ValueError as exc:
+                    raise StudyError(f"--grid {param}={','.join(map(str, self.grid[param]))}: {exc}") from None
         if self.seeds < 1:
             raise StudyError("--seeds must be at least 1")
         if self.jobs == 0 or self.jobs < -1:
@@ -315,8 +323,13 @@ def _params(est: Any, drop: Iterable[str] = ("head",)) -> dict[str, Any]:
     return _jsonable({k: v for k, v in est.get_params(deep=False).items() if k not in set(drop)})
 
 
-def run_job(job: Job, cache: FeatureCache) -> tuple[list[dict], list[str]]:
-    """Fit, select, score and measure every missing line of ``job``; (lines, error messages)."""
+def run_job(job: Job, cache: FeatureCache,
+            emit: Callable[[dict], None] | None = None) -> tuple[list[dict], list[str]]:
+    """Fit, select, score and measure every missing line of ``job``; (lines, error messages).
+
+    With ``emit``, each line is handed to it as soon as it is computed (and not returned): in the
+    writing process, that appends it to ``results.jsonl`` at once, so a kill loses no finished line.
+    """
     t0 = time.perf_counter()
     rows, sp = job.rows, job.split
     keep = shots_subset(rows.y_train, job.shots, job.seed)
@@ -329,7 +342,9 @@ def run_job(job: Job, cache: FeatureCache) -> tuple[list[dict], list[str]]:
     train_digest = hashlib.sha256(np.ascontiguousarray(rows.train[keep], dtype=np.int64).tobytes()).hexdigest()[:16]
     n = {**rows.sizes(), "train": int(len(keep)),
          "train_per_class": {sp.classes[c]: int(np.sum(y_tr == c)) for c in labels}}
-    lines, errors = [], []
+    lines: list[dict] = []
+    errors: list[str] = []
+    emit = emit or lines.append
     head_free: dict[str, Any] = {}  # scorers that ignore the head: fitted once per job, for every head
 
     def fit_scorer(score_name: str, head: ProbeHead) -> Any:
@@ -379,7 +394,7 @@ def run_job(job: Job, cache: FeatureCache) -> tuple[list[dict], list[str]]:
                 continue
             t5 = time.perf_counter()
             split_name, layer, _, _, shots, seed, protocol = job.key(head_name, score_name)
-            lines.append(_jsonable({
+            emit(_jsonable({
                 "feature_set": job.meta["feature_set"], "feature_hash": job.meta["feature_hash"],
                 "label": job.meta["label"], "split": split_name,
                 "layer": layer, "head": head_name, "score": score_name, "shots": shots, "seed": seed,
@@ -515,8 +530,7 @@ def run_study(fs: FeatureSet, cfg: StudyConfig, out_dir: str | os.PathLike, prog
               log: Callable[[str], None] = _stderr) -> StudyRun:
     """Run every missing line of the study into ``out_dir/results.jsonl``."""
     cfg.validate()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_folder(out_dir, "--out", StudyError)
     with _exclusive(out_dir):
         return _run_study(fs, cfg, out_dir, progress, log)
 
@@ -572,12 +586,19 @@ def _run_study(fs: FeatureSet, cfg: StudyConfig, out_dir: Path, progress: bool,
     with feature_cache(fs, needed, blocks, progress) as cache:
         bar = tqdm(total=len(jobs), desc="probe", unit="job", disable=not progress)
         with open(results, "a") as out:
-            tasks = (delayed(run_job)(j, cache) for j in jobs)
-            for lines, errors in Parallel(n_jobs=cfg.jobs, return_as="generator_unordered")(tasks):
-                for line in lines:
-                    out.write(json.dumps(line, allow_nan=False) + "\n")
+            def write(line: dict) -> None:
+                out.write(json.dumps(line, allow_nan=False) + "\n")
                 out.flush()
-                run.written += len(lines)
+                run.written += 1
+
+            if cfg.jobs == 1:  # in this process: every line is written the moment it is computed
+                done_jobs = (run_job(j, cache, write) for j in jobs)
+            else:  # a worker's lines come back when its whole job is done
+                tasks = (delayed(run_job)(j, cache) for j in jobs)
+                done_jobs = Parallel(n_jobs=cfg.jobs, return_as="generator_unordered")(tasks)
+            for lines, errors in done_jobs:
+                for line in lines:
+                    write(line)
                 run.errors.extend(errors)
                 bar.update()
         bar.close()
@@ -586,6 +607,16 @@ def _run_study(fs: FeatureSet, cfg: StudyConfig, out_dir: Path, progress: bool,
 
 
 # --------------------------------------------------------------------------------- a head to keep
+def check_save_head(cfg: StudyConfig, folder: str | os.PathLike) -> None:
+    """Refuse what :func:`save_chosen_head` could not do (several splits, a folder that cannot be
+    written): the command line calls it before the study, which may take hours, not after."""
+    names = cfg.splits.names()
+    if len(names) != 1:
+        raise StudyError(f"--save-head: a saved head knows the classes of one split; name it with --splits "
+                         f"(this study has splits {', '.join(names)})")
+    check_head_folder(folder)
+
+
 def save_chosen_head(fs: FeatureSet, cfg: StudyConfig, folder: str | os.PathLike, progress: bool = False,
                      log: Callable[[str], None] = _stderr) -> dict[str, Any]:
     """Choose a (layer, head, score) under the clean protocol, fit it, and save it to ``folder``.
@@ -608,10 +639,8 @@ def save_chosen_head(fs: FeatureSet, cfg: StudyConfig, folder: str | os.PathLike
     from attrib.probe.protocol import pseudo_folds, pseudo_open_set_oscr
 
     cfg.validate()
+    check_save_head(cfg, folder)
     names = cfg.splits.names()
-    if len(names) != 1:
-        raise StudyError(f"--save-head: a saved head knows the classes of one split; name it with --splits "
-                         f"(this study has splits {', '.join(names)})")
     if cfg.protocol != "clean":
         log("--save-head always chooses under the clean protocol (no unknown generator is looked at)")
     sp = cfg.splits.split(names[0])
