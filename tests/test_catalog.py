@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from trees import genimage_tree
 from attrib.cli import main
 from attrib.data import open_dataset
 from attrib.data.catalog import (AMBIGUOUS, MISSING, CatalogError, ImageList, PathMatcher, read_folder, read_list,
-                                 sample_per_source)
+                                 sample_per_source, subset_role)
 from attrib.data.genimage import genimage_key, read_genimage
 from attrib.store import FeatureSet
 
@@ -38,6 +39,16 @@ def test_folder_sources_and_subsets(tmp_path: Path, capsys) -> None:
     assert name == tmp_path.name
 
 
+def test_folder_subset_variants_are_recognised(tmp_path: Path) -> None:
+    _touch(tmp_path, "ganA/Train/1.png", "ganA/Validation/2.png", "ganA/testing/3.png", "ganA/other/4.png")
+    assert list(read_folder(tmp_path)) == [("ganA/Train/1.png", "ganA", "Train"),
+                                           ("ganA/Validation/2.png", "ganA", "Validation"),
+                                           ("ganA/other/4.png", "ganA", "all"),
+                                           ("ganA/testing/3.png", "ganA", "testing")]
+    assert [subset_role(s) for s in ("Train", " VAL ", "valid", "testing", "all", "trains")] == \
+        ["train", "val", "val", "test", None, None]
+
+
 def test_folder_errors(tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match="is not a folder"):
         read_folder(tmp_path / "nope")
@@ -59,6 +70,7 @@ def test_list_file_forms(tmp_path: Path) -> None:
                    f"{tmp_path / 'lists' / 'imgs' / 'b.png'}\treal\n"
                    "\n"
                    "./imgs/sub/../c.png\tganB\tval\n")
+    _touch(lst.parent, "imgs/a.png", "imgs/b.png", "imgs/c.png")
     images = read_list(lst)
     assert images.root == str(lst.parent)
     assert list(images) == [("imgs/a.png", "ganA", "train"), ("imgs/b.png", "real", "all"),
@@ -71,6 +83,7 @@ def test_list_file_forms(tmp_path: Path) -> None:
 def test_images_tsv_of_a_feature_set_is_a_valid_list(tmp_path: Path) -> None:
     images = ImageList.from_rows([("g/1.png", "g", "train"), ("r/2.jpg", "real", "val")], tmp_path)
     images.write_tsv(tmp_path / "images.tsv")
+    _touch(tmp_path, "g/1.png", "x.png")
     assert read_list(tmp_path / "images.tsv").sha256() == images.sha256()
     (tmp_path / "h.tsv").write_text("source\tpath\nganA\tx.png\n")  # any column order
     assert list(read_list(tmp_path / "h.tsv")) == [("x.png", "ganA", "all")]
@@ -95,6 +108,38 @@ def test_list_file_missing(tmp_path: Path) -> None:
         read_list(tmp_path / "nope.tsv")
     with pytest.raises(CatalogError, match="needs --list"):
         open_dataset("list")
+
+
+def test_list_file_that_is_not_utf8_names_file_and_line(tmp_path: Path) -> None:
+    _touch(tmp_path, "imgs/a.png")
+    (tmp_path / "l.tsv").write_bytes("imgs/a.png\tganA\n# café\n".encode("utf-8") + b"imgs/\xe9.png\tganA\n")
+    with pytest.raises(CatalogError, match=r"l\.tsv:3: not UTF-8 text \(byte 0xe9 at column 6\); save the file as "
+                                           r"UTF-8"):
+        read_list(tmp_path / "l.tsv")
+    code, out = _features(["--dataset", "list", "--list", str(tmp_path / "l.tsv"), "--cache", str(tmp_path / "c")])
+    assert code == 1 and "l.tsv:3: not UTF-8 text" in out and "Traceback" not in out
+
+
+def test_list_root_must_hold_the_listed_files(tmp_path: Path) -> None:
+    """A wrong --root would extract a feature set of failed rows with the right one's identity."""
+    _touch(tmp_path, "data/imgs/a.png")
+    lst = tmp_path / "l.tsv"
+    lst.write_text("# header comment\nimgs/a.png\tganA\nimgs/b.png\treal\n")
+    with pytest.raises(CatalogError, match=r"--root '.*nonexistent' is not a folder"):
+        read_list(lst, tmp_path / "nonexistent")
+    with pytest.raises(CatalogError, match=r"--root '.*l\.tsv' is not a folder"):
+        read_list(lst, lst)
+    with pytest.raises(CatalogError, match=re.escape(
+            f"l.tsv: none of the first 2 listed files exist under {tmp_path} (the list file's folder, the default "
+            f"--root); e.g. line 2: {tmp_path / 'imgs' / 'a.png'}. Pass --root DIR")):
+        read_list(lst)
+    assert read_list(lst, tmp_path / "data").paths == ["imgs/a.png", "imgs/b.png"]  # b.png missing: a failed row
+    code, out = _features(["--dataset", "list", "--list", str(lst), "--root", str(tmp_path / "nonexistent"),
+                           "--cache", str(tmp_path / "cache")])
+    assert code == 1 and "is not a folder" in out and not (tmp_path / "cache").exists()
+    code, out = _features(["--dataset", "list", "--list", str(lst), "--root", str(tmp_path),
+                           "--cache", str(tmp_path / "cache")])
+    assert code == 1 and "none of the first 2 listed files exist under" in out and not (tmp_path / "cache").exists()
 
 
 def test_demo_root_that_is_not_a_demo_is_a_clear_error(tmp_path: Path) -> None:

@@ -91,6 +91,63 @@ def test_custom_generators_in_genimage_layout_keep_their_folder_name(tmp_path: P
     assert set(read_genimage(tmp_path).sources) == {"MyGAN"}
 
 
+def _custom(root: Path, *units: str) -> Path:
+    """One ai and one nature file in train/ and val/ under each ``unit`` (folders above train/)."""
+    for unit in units:
+        for sub in ("train", "val"):
+            for kind in ("ai", "nature"):
+                (root / unit / sub / kind).mkdir(parents=True)
+                (root / unit / sub / kind / "x.png").touch()
+    return root
+
+
+def _sources(images) -> set[str]:
+    return set(images.sources) - {"real"}
+
+
+def test_custom_generators_with_a_root_one_level_too_high_stay_apart(tmp_path: Path, capsys) -> None:
+    hi = _custom(tmp_path / "hi", "GenImage/MyGAN", "GenImage/OtherGAN")
+    right = read_genimage(hi / "GenImage")
+    high = read_genimage(hi, progress=True)
+    assert _sources(right) == _sources(high) == {"MyGAN", "OtherGAN"}
+    assert [("GenImage/" + p, s, sub) for p, s, sub in right] == list(high)
+    assert "note:" not in capsys.readouterr().err
+    # with GenImage generators beside them, flat or nested: the generators' depth settles it
+    _custom(hi / "GenImage", "ADM", "BigGAN/imagenet_ai_0419_biggan", "Nested/my_archive")
+    assert _sources(read_genimage(hi)) == {"ADM", "BigGAN", "MyGAN", "OtherGAN", "Nested"}
+    assert _sources(read_genimage(hi / "GenImage")) == {"ADM", "BigGAN", "MyGAN", "OtherGAN", "Nested"}
+
+
+def test_custom_generator_folders_follow_the_whole_tree(tmp_path: Path, capsys) -> None:
+    # <generator>/<archive>/ for custom names: one archive folder per generator, as in GenImage
+    nested = _custom(tmp_path / "nested", "MyGAN/my_archive_1", "OtherGAN/other_archive")
+    assert _sources(read_genimage(nested)) == {"MyGAN", "OtherGAN"}
+    # a folder holding several train-holding folders is above the generators, even beside GenImage's
+    mixed = _custom(tmp_path / "mixed", "ADM", "extra/MyGAN", "extra/OtherGAN", "Solo/solo_archive")
+    assert _sources(read_genimage(mixed)) == {"ADM", "MyGAN", "OtherGAN", "Solo"}
+    assert "note:" not in capsys.readouterr().err
+    # one chain of custom folders cannot say which is the generator: read as nested, and noted
+    alone = _custom(tmp_path / "alone", "GenImage/MyGAN")
+    assert _sources(read_genimage(alone, progress=True)) == {"GenImage"}
+    err = capsys.readouterr().err
+    assert (f"note: GenImage/MyGAN/ read as <generator>/<archive>/, source GenImage; if MyGAN is the generator, "
+            f"pass --root {alone / 'GenImage'}") in err
+
+
+def test_images_unpacked_in_both_layouts_are_kept_and_noted(tmp_path: Path, capsys) -> None:
+    root = genimage_tree(tmp_path / "g", generators=("ADM", "glide"), layout="flat")
+    genimage_tree(root, generators=("ADM",), layout="nested")
+    images = read_genimage(root, progress=True)
+    assert len(images) == 3 * (3 + 2) * 2 and _sources(images) == {"ADM", "glide"}
+    assert images.index("ADM/train/ai/0_adm_train_0.png") is not None
+    assert images.index("ADM/imagenet_ai_0508_adm/train/ai/0_adm_train_0.png") is not None
+    err = capsys.readouterr().err
+    assert "note: 10 image files are listed twice, from two unpacked copies of one generator" in err
+    assert "delete one copy" in err
+    read_genimage(genimage_tree(tmp_path / "once", generators=("ADM", "glide"), layout="mixed"), progress=True)
+    assert "listed twice" not in capsys.readouterr().err  # nature photos shared across generators are no copies
+
+
 def test_conflicting_generator_folders_are_an_error(tmp_path: Path) -> None:
     d = tmp_path / "ADM" / "imagenet_ai_0419_biggan" / "train" / "ai"
     d.mkdir(parents=True)

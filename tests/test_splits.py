@@ -85,6 +85,28 @@ def test_folder_subsets_and_unsplit_sources() -> None:
     assert r.sizes()["val_unknown"] == 2 and r.sizes()["test_unknown"] == 8  # unknown: 20/80
 
 
+def test_subset_variants_are_read_and_other_subsets_noted() -> None:
+    """List/folder subsets spelt ``Train``/``Val``/``testing`` are used as such; other names are pooled, noted."""
+    rows = [(f"{s}/{sub}/{i}.png", s, sub) for s in ("real", "ganA") for sub, n in
+            (("Train", 5), ("Val", 3), ("testing", 4)) for i in range(n)]
+    rows += [(f"ganB/{sub}/{i}.png", "ganB", sub) for sub in ("part1", "part2") for i in range(5)]
+    rows += [(f"ganC/{i}.png", "ganC", "all") for i in range(10)]
+    images = ImageList.from_rows(rows)
+    split = Split("s", ("ganA", "ganB"), ("ganC",))
+    r = split_rows(images, _ok(images), split, train_per_class=None, val_per_class=None, test_per_class=None)
+    by = {k: [(images.sources[i], images.subsets[i]) for i in getattr(r, k)] for k in ("train", "val", "test")}
+    assert by["train"].count(("ganA", "Train")) == 5 and by["val"].count(("ganA", "Val")) == 3
+    assert by["test"] == [("real", "testing")] * 4 + [("ganA", "testing")] * 4 + by["test"][8:]
+    assert len(by["train"]) - 10 == 6 and len(by["test"]) - 8 == 2  # ganB pooled: 60/20/20
+    assert r.notes == ["real: subset 'Train' read as train", "real: subset 'Val' read as val",
+                       "real: subset 'testing' read as test", "ganA: subset 'Train' read as train",
+                       "ganA: subset 'Val' read as val", "ganA: subset 'testing' read as test",
+                       "ganB: subset(s) 'part1', 'part2' are not train/val/test: pooled and cut 60% train, "
+                       "20% validation, the rest test"]
+    notes = SampledSplits(images, _ok(images), {"s": split}).notes()  # printed by `attrib probe`
+    assert notes == [f"split s: {n}" for n in r.notes]
+
+
 @pytest.mark.parametrize("split, match", [
     (Split("x", ("ADM", "glide"), ("glide", "VQDM")), r"split x: glide both known and unknown"),
     (Split("x", ("ADM",), ("real",)), r"'real' is always known class 0"),
@@ -139,6 +161,39 @@ def test_split_file_errors_name_file_and_line(tmp_path: Path, text: str, match: 
     (tmp_path / "s.yaml").write_text(text)
     with pytest.raises(SplitError, match=match):
         load_split_file(tmp_path / "s.yaml")
+
+
+def test_json_split_files_with_tabs(tmp_path: Path) -> None:
+    f = tmp_path / "s.json"
+    f.write_text(json.dumps({"A": {"known": ["ganA", "ganB"], "unknown": ["ganC"]}}, indent="\t"))
+    s = load_split_file(f)
+    assert s["A"].known == ("ganA", "ganB") and s["A"].origin == f"{f}:2"  # YAML alone refuses the tabs
+    (tmp_path / "s.yaml").write_text(f.read_text())  # JSON in a file named otherwise
+    assert load_split_file(tmp_path / "s.yaml")["A"].unknown == ("ganC",)
+    f.write_text('{\n\t"A": {\n\t\t"known": ["ganA"]\n\t}\n}\n')
+    with pytest.raises(SplitError, match=r"s\.json:2: split 'A' needs 'known' and 'unknown' lists"):
+        load_split_file(f)
+    f.write_text('{\n\t"A": {\n\t\t"known": ["ganA"],\n\t}\n}\n')
+    with pytest.raises(SplitError, match=r"s\.json:4: not valid JSON: Expecting property name .*\(column 2\)"):
+        load_split_file(f)
+    # valid JSON that YAML refuses (a raw DEL character in a string): read by json alone, no line numbers
+    f.write_text('{"A": {"known": ["gan\x7fA"], "unknown": ["ganC"]}, "B": {"known": ["x"], "unknown": ["y"]}}')
+    assert load_split_file(f)["A"].known == ("gan\x7fA",)
+    f.write_text('{"A": {"known": ["gan\x7fA"], "unknown": ["ganC"]}, "A": {"known": ["x"], "unknown": ["y"]}}')
+    with pytest.raises(SplitError, match=r"s\.json: split 'A' defined twice"):
+        load_split_file(f)
+
+
+def test_text_files_that_are_not_utf8_name_file_and_line(tmp_path: Path, flat: ImageList) -> None:
+    (tmp_path / "s.yaml").write_bytes("A:\n  known: [ganA]\n  unknown: [gén]\n".encode("latin-1"))
+    with pytest.raises(SplitError, match=r"s\.yaml:3: not UTF-8 text \(byte 0xe9 at column 14\)"):
+        load_split_file(tmp_path / "s.yaml")
+    d = _pose(tmp_path, flat)
+    f = d / "split1_val" / "annotations" / "split1_val_out_all.txt"
+    f.write_bytes(f.read_bytes() + b"./dataset/GenImage/ADM/train/ai/\xe9.png\t2\n")
+    n = len(f.read_bytes().splitlines())
+    with pytest.raises(SplitError, match=rf"split1_val_out_all\.txt:{n}: not UTF-8 text \(byte 0xe9 at column 33\)"):
+        PoseSplits(flat, _ok(flat), d)
 
 
 def test_select_splits() -> None:
@@ -319,3 +374,12 @@ def test_cli_features_and_probe_with_split_files(tmp_path: Path, tiny_checkpoint
     yaml_file.write_text("A:\n  known: [ADM, DALLE]\n  unknown: [VQDM]\n")
     code, out = _cli(["probe", "--features", sampled, "--split-file", str(yaml_file), "--out", str(tmp_path / "r4")])
     assert code == 1 and f"split A ({yaml_file}:1): source(s) DALLE have no usable images" in out
+    # files in another encoding than UTF-8: a clear error, no traceback
+    yaml_file.write_bytes("# générateurs\nA:\n  known: [ADM]\n  unknown: [VQDM]\n".encode("latin-1"))
+    code, out = _cli(["probe", "--features", sampled, "--split-file", str(yaml_file), "--out", str(tmp_path / "r5")])
+    assert code == 1 and f"{yaml_file}:1: not UTF-8 text (byte 0xe9" in out and "Traceback" not in out
+    train = splits_dir / "split1_train" / "annotations" / "split1_train.txt"
+    train.write_bytes(b"./dataset/GenImage/ADM/train/ai/\xe9.png\t1\n")
+    code, out = _cli(["probe", "--features", str(fs.path), "--splits-dir", str(splits_dir),
+                      "--out", str(tmp_path / "r6")])
+    assert code == 1 and f"{train}:1: not UTF-8 text (byte 0xe9" in out and "Traceback" not in out

@@ -130,6 +130,30 @@ class ImageList:
         return cls(paths, sources, subsets, root)
 
 
+def text_lines(path: str | os.PathLike, error: type[Exception] = CatalogError) -> Iterator[tuple[int, str]]:
+    """``(line number, line without its line break)`` of a UTF-8 text file the user wrote (a BOM is dropped).
+
+    Every text input (list files, split files, POSE files) is read here, so a file saved in another
+    encoding (Latin-1, UTF-16) is one clear ``error`` naming the file, line and byte instead of a
+    ``UnicodeDecodeError`` traceback. Streams (a list file may hold millions of lines): bytes that are not
+    UTF-8 are carried through by ``surrogateescape`` and found per line, so the line number is exact.
+    Line breaks are ``\n``, ``\r\n`` or ``\r``, as for any file opened with ``newline=""``.
+    """
+    try:
+        with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+            for lineno, line in enumerate(f, start=1):
+                if not line.isascii():
+                    try:
+                        line.encode("utf-8")
+                    except UnicodeEncodeError as exc:
+                        byte = ord(line[exc.start]) - 0xDC00
+                        raise error(f"{path}:{lineno}: not UTF-8 text (byte 0x{byte:02x} at column {exc.start + 1}); "
+                                    f"save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8 FILE > NEW`") from None
+                yield lineno, line.rstrip("\r\n")
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
 def _relpath(path: str, root: str) -> str:
     return os.path.relpath(path, root).replace(os.sep, "/")
 
@@ -208,8 +232,9 @@ def read_folder(root: str | os.PathLike, progress: bool = False) -> ImageList:
     """``--dataset folder``: each top-level folder of ``root`` is a source (``real`` means real images).
 
     Images may sit at any depth below their source folder. The subset is the first folder below the
-    source named ``train``, ``val`` or ``test`` (``<root>/<source>/train/...``), else ``all``; see
-    :mod:`attrib.data.splits` for how each is used.
+    source named ``train``, ``val`` or ``test`` (``<root>/<source>/train/...``) or a variant of these
+    (:func:`subset_role`: ``Train``, ``validation``, ``testing``), kept as spelled on disk; else ``all``.
+    See :mod:`attrib.data.splits` for how each is used (it notes every variant it reads).
     """
     root = os.fspath(root)
     sources = top_folders(root)
@@ -222,7 +247,7 @@ def read_folder(root: str | os.PathLike, progress: bool = False) -> ImageList:
     for source in sources:
         for rel, names in scan_images(os.path.join(root, source)):
             parts = rel.split("/") if rel else []
-            subset = next((p for p in parts if p in FOLDER_SUBSETS), "all")
+            subset = next((p for p in parts if subset_role(p) is not None), "all")
             prefix = f"{source}/{rel}/" if rel else f"{source}/"
             rows.extend((prefix + n, source, subset) for n in names)
             bar.update(len(names))
@@ -236,7 +261,38 @@ def read_folder(root: str | os.PathLike, progress: bool = False) -> ImageList:
 
 
 FOLDER_SUBSETS = ("train", "val", "test")
+# Other spellings of the three subsets (lower-cased) seen in public datasets' folder names.
+_SUBSET_ALIASES = {"training": "train", "valid": "val", "validation": "val", "testing": "test"}
 LIST_HEADER_NAMES = ("row", "path", "source", "subset")
+EXISTS_CHECK = 20  # read_list: how many listed files are looked for on disk before trusting --root
+
+
+def subset_role(name: str) -> str | None:
+    """``train``, ``val`` or ``test`` for a subset name in any case or common long form, else None.
+
+    ``Train/``, ``Validation/`` and ``testing/`` folders (and such subsets in a list file) mean what they
+    say: pooling them into one 60/20/20 cut would test on training images without a word.
+    """
+    name = name.strip().lower()
+    return name if name in FOLDER_SUBSETS else _SUBSET_ALIASES.get(name)
+
+
+def _check_root_has_listed_files(rows: list[tuple[str, str, str]], first_line: int, root: str,
+                                 list_file: str, default_root: bool) -> None:
+    """Refuse a list none of whose first :data:`EXISTS_CHECK` files exist under ``root``.
+
+    A wrong ``--root`` would otherwise extract a feature set in which every image failed, with the
+    same identity (the root is not part of it) as the right run, so the rerun would reuse the failed
+    rows. ``os.path.exists`` on a few files is cheap; a list with only some files missing still runs
+    (those rows are recorded as failed).
+    """
+    head = rows[:EXISTS_CHECK]
+    if any(os.path.exists(os.path.join(root, rel)) for rel, _, _ in head):
+        return
+    what = "the list file's folder, the default --root" if default_root else "--root"
+    raise CatalogError(f"{list_file}: none of the first {len(head)} listed files exist under {root} ({what}); "
+                       f"e.g. line {first_line}: {os.path.join(root, head[0][0])}. Pass --root DIR, the folder "
+                       f"the list's relative paths start from")
 
 
 def read_list(list_file: str | os.PathLike, root: str | os.PathLike | None = None) -> ImageList:
@@ -245,48 +301,52 @@ def read_list(list_file: str | os.PathLike, root: str | os.PathLike | None = Non
     Blank lines and lines starting with ``#`` are skipped. A first line naming its columns (``path``,
     ``source``, optionally ``subset`` and ``row``, in any order) is a header, so a feature set's own
     ``images.tsv`` is a valid list. Relative paths are relative to ``root`` (default: the list file's
-    folder); the subset defaults to ``all``. Errors name the file and line.
+    folder); the subset defaults to ``all``. Errors name the file and line. A ``root`` that is not a
+    folder, or under which none of the first listed files exist, is refused before anything is extracted.
     """
     list_file = os.fspath(list_file)
     if not os.path.isfile(list_file):
         raise CatalogError(f"--list {list_file!r} does not exist")
+    if root and not os.path.isdir(root):
+        raise CatalogError(f"--root {os.fspath(root)!r} is not a folder (relative paths of --list {list_file} "
+                           f"start there)")
+    default_root = not root
     root = os.fspath(root) if root else os.path.dirname(os.path.abspath(list_file))
     cols: dict[str, int] | None = None
     rows = []
     seen: dict[str, int] = {}
-    with open(list_file, encoding="utf-8-sig", newline="") as f:
-        for lineno, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip() or line.lstrip().startswith("#"):
+    for lineno, line in text_lines(list_file, CatalogError):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        fields = [x.strip() for x in line.split("\t")]
+        where = f"{list_file}:{lineno}"
+        if cols is None and not rows:
+            if "path" in fields and "source" in fields and set(fields) <= set(LIST_HEADER_NAMES):
+                cols = {name: i for i, name in enumerate(fields)}
                 continue
-            fields = [x.strip() for x in line.split("\t")]
-            where = f"{list_file}:{lineno}"
-            if cols is None and not rows:
-                if "path" in fields and "source" in fields and set(fields) <= set(LIST_HEADER_NAMES):
-                    cols = {name: i for i, name in enumerate(fields)}
-                    continue
-            if cols is not None:
-                if len(fields) != len(cols):
-                    raise CatalogError(f"{where}: expected {len(cols)} tab-separated fields "
-                                       f"({', '.join(cols)}), got {len(fields)}: {line!r}")
-                path, source = fields[cols["path"]], fields[cols["source"]]
-                subset = fields[cols["subset"]] if "subset" in cols else "all"
-            else:
-                if len(fields) not in (2, 3):
-                    raise CatalogError(f"{where}: expected path<TAB>source[<TAB>subset], got {len(fields)} "
-                                       f"tab-separated fields: {line!r}")
-                path, source = fields[0], fields[1]
-                subset = fields[2] if len(fields) == 3 else "all"
-            _check_field(path, "path", where)
-            _check_field(source, "source", where)
-            _check_field(subset, "subset", where)
-            rel = _relpath(path, root) if os.path.isabs(path) else posixpath.normpath(path.replace("\\", "/"))
-            if rel in seen:
-                raise CatalogError(f"{where}: duplicate path {rel!r} (first on line {seen[rel]})")
-            seen[rel] = lineno
-            rows.append((rel, source, subset))
+        if cols is not None:
+            if len(fields) != len(cols):
+                raise CatalogError(f"{where}: expected {len(cols)} tab-separated fields "
+                                   f"({', '.join(cols)}), got {len(fields)}: {line!r}")
+            path, source = fields[cols["path"]], fields[cols["source"]]
+            subset = fields[cols["subset"]] if "subset" in cols else "all"
+        else:
+            if len(fields) not in (2, 3):
+                raise CatalogError(f"{where}: expected path<TAB>source[<TAB>subset], got {len(fields)} "
+                                   f"tab-separated fields: {line!r}")
+            path, source = fields[0], fields[1]
+            subset = fields[2] if len(fields) == 3 else "all"
+        _check_field(path, "path", where)
+        _check_field(source, "source", where)
+        _check_field(subset, "subset", where)
+        rel = _relpath(path, root) if os.path.isabs(path) else posixpath.normpath(path.replace("\\", "/"))
+        if rel in seen:
+            raise CatalogError(f"{where}: duplicate path {rel!r} (first on line {seen[rel]})")
+        seen[rel] = lineno
+        rows.append((rel, source, subset))
     if not rows:
         raise CatalogError(f"{list_file}: no images listed (expected path<TAB>source[<TAB>subset] lines)")
+    _check_root_has_listed_files(rows, next(iter(seen.values())), root, list_file, default_root)
     return ImageList.from_rows(rows, root, where=list_file)
 
 

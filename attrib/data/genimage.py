@@ -85,18 +85,77 @@ def _layout_position(parts: list[str]) -> int | None:
     return None
 
 
-def _generator(folders: list[str], where: str) -> str:
-    """The generator named by the folders above ``train/``/``val/`` (outermost first).
+def _named_generator(folders: list[str], where: str) -> tuple[str, int] | None:
+    """(generator, depth of its outermost folder) named by GenImage folders above ``train/``/``val/``.
 
-    The folder nearest to ``train/`` that is a known GenImage name wins (so a dataset root one level too
-    high still works); with none, the outermost folder is the generator (custom generators in the same
-    layout). Two different GenImage names on one path are an error: the archive is in the wrong folder.
+    The folder nearest to ``train/`` that is a known GenImage name gives the generator (so a root one
+    level too high still works); None when no folder is one. Two different GenImage names on one path
+    are an error: the archive is in the wrong folder.
     """
-    named = [(f, g) for f in folders if (g := canonical_generator(f)) is not None]
-    if len({g for _, g in named}) > 1:
-        raise CatalogError(f"{where}: folders {', '.join(f for f, _ in named)} name different generators "
-                           f"({', '.join(g for _, g in named)}); move the archive into its own generator folder")
-    return named[-1][1] if named else folders[0]
+    named = [(k, f, g) for k, f in enumerate(folders) if (g := canonical_generator(f)) is not None]
+    if not named:
+        return None
+    if len({g for _, _, g in named}) > 1:
+        raise CatalogError(f"{where}: folders {', '.join(f for _, f, _ in named)} name different generators "
+                           f"({', '.join(g for _, _, g in named)}); move the archive into its own generator folder")
+    return named[-1][2], named[0][0]
+
+
+Unit = tuple[str, ...]  # the folders between --root and one train/ or val/ folder
+
+
+def _generators(units: set[Unit], root: str) -> tuple[dict[Unit, str], list[str]]:
+    """The generator of every unit of the tree, and notes on the choices that the tree cannot settle.
+
+    Units naming a GenImage generator or archive get it (:func:`_named_generator`). A unit of custom
+    folder names could be ``<generator>/<archive>/`` or ``<root too high>/<generator>/``; one rule for the
+    whole tree decides, so two generators are never merged under the folder above them:
+
+    1. where the GenImage names sit at one depth (0 normally, 1 for a root one level too high), the
+       custom folder at that depth is the generator;
+    2. otherwise (or when that folder holds several train-holding sub-folders), the outermost folder
+       that does not branch: GenImage's nested layout has exactly one archive folder per generator, so
+       a folder holding several folders with train/val below is above the generators, not one of them.
+
+    A unit settled by rule 2 alone inside a single chain of folders (``hi/GenImage/MyGAN/train``: is
+    GenImage the generator, or a folder above it?) is read as ``<generator>/<archive>/`` and noted,
+    with the ``--root`` that gives the other reading.
+    """
+    base = os.path.basename(os.path.abspath(root))
+    children: dict[Unit, set[str]] = {}
+    for u in units:
+        for k in range(len(u)):
+            children.setdefault(u[:k], set()).add(u[k])
+    out: dict[Unit, str] = {}
+    depths: set[int] = set()
+    custom = []
+    for u in units:
+        named = _named_generator(list(u) or [base], os.path.join(root, *u))
+        if named is None:
+            custom.append(u)
+        else:
+            out[u] = named[0]
+            if u:  # () is --root itself, a generator folder: it says nothing about depth
+                depths.add(named[1])
+    depth = next(iter(depths)) if len(depths) == 1 else None
+
+    def branches(folder: Unit) -> bool:
+        return len(children.get(folder, ())) > 1
+
+    notes = []
+    for u in sorted(custom):
+        if not u:
+            out[u] = base  # --root is one generator's folder
+            continue
+        if depth is not None and depth < len(u) and not branches(u[:depth + 1]):
+            k = depth
+        else:
+            k = next((k for k in range(len(u)) if not branches(u[:k + 1])), len(u) - 1)
+            if k < len(u) - 1 and len(children[u[:k]]) == 1:
+                notes.append(f"{'/'.join(u)}/ read as <generator>/<archive>/, source {u[k]}; if {u[k + 1]} is "
+                             f"the generator, pass --root {os.path.join(root, *u[:k + 1])}")
+        out[u] = u[k]
+    return out, notes
 
 
 def genimage_key(path: str) -> str | None:
@@ -117,6 +176,24 @@ def genimage_key(path: str) -> str | None:
     return "/".join([gen] + parts[i:])
 
 
+def _unpacked_twice(copies: dict[tuple[str, str], list[list[str]]]) -> tuple[int, str]:
+    """(number of extra copies, an example) of files with the same generator, subset, class folder and
+    name under two folders (``ADM/train/ai/x.png`` and ``ADM/imagenet_ai_0508_adm/train/ai/x.png``).
+
+    Only groups found in several folders are compared, so a normal tree costs no extra memory.
+    """
+    twice, example = 0, ""
+    for (gen, tail), lists in copies.items():
+        if len(lists) > 1:
+            seen: set[str] = set()
+            for n in (n for names in lists for n in names):
+                if n in seen:
+                    twice += 1
+                    example = example or f"{tail}/{n} of {gen}"
+                seen.add(n)
+    return twice, example
+
+
 def read_genimage(root: str | os.PathLike, progress: bool = False) -> ImageList:
     """List every image under ``[<generator>/][<archive>/]{train,val}/{ai,nature}/`` without opening any.
 
@@ -127,10 +204,9 @@ def read_genimage(root: str | os.PathLike, progress: bool = False) -> ImageList:
     """
     root = os.fspath(root)
     tops = top_folders(root)
-    rows: list[tuple[str, str, str]] = []
+    found: list[tuple[str, list[str], int, list[str]]] = []  # (folder, its parts, train/val index, names)
     skipped: list[str] = []
     n_skipped = 0
-    found: set[str] = set()
     bar = _bar("listing GenImage", progress)
     for top in tops:
         for rel, names in scan_images(os.path.join(root, top)):
@@ -142,17 +218,22 @@ def read_genimage(root: str | os.PathLike, progress: bool = False) -> ImageList:
                 if len(skipped) < 3:
                     skipped.append(f"{folder}/{names[0]}")
                 continue
-            # i == 0: --root is itself one generator's folder (ADM/ holding train/ and val/)
-            above = parts[:i] or [os.path.basename(os.path.abspath(root))]
-            gen = _generator(above, os.path.join(root, folder))
-            source = gen if parts[i + 1] == "ai" else REAL
-            if source != REAL:
-                found.add(gen)
-            subset = parts[i]
-            prefix = folder + "/"
-            rows.extend((prefix + n, source, subset) for n in names)
+            found.append((folder, parts, i, names))  # i == 0: --root is one generator's folder
             bar.update(len(names))
     bar.close()
+    # the generator of a folder depends on the whole tree (see _generators), so it is chosen after listing
+    gens, notes = _generators({tuple(parts[:i]) for _, parts, i, _ in found}, root)
+    rows: list[tuple[str, str, str]] = []
+    generators: set[str] = set()
+    copies: dict[tuple[str, str], list[list[str]]] = {}  # (generator, subset/kind/...) -> name lists
+    for folder, parts, i, names in found:
+        gen = gens[tuple(parts[:i])]
+        source = gen if parts[i + 1] == "ai" else REAL
+        if source != REAL:
+            generators.add(gen)
+        prefix = folder + "/"
+        rows.extend((prefix + n, source, parts[i]) for n in names)
+        copies.setdefault((gen, "/".join(parts[i:])), []).append(names)
     if not rows:
         raise CatalogError(
             f"{root}: no images under [<generator>/][<archive>/]{{train,val}}/{{ai,nature}}/ "
@@ -162,7 +243,14 @@ def read_genimage(root: str | os.PathLike, progress: bool = False) -> ImageList:
         if n_skipped:
             print(f"note: {n_skipped} image files outside {{train,val}}/{{ai,nature}}/ were skipped, e.g. "
                   f"{', '.join(skipped)}", file=sys.stderr)
-        missing = [g for g in GENERATORS if g not in found]
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        twice, example = _unpacked_twice(copies)
+        if twice:
+            print(f"note: {twice} image files are listed twice, from two unpacked copies of one generator (the "
+                  f"flat and the archive-nested layout), e.g. {example}; both rows are kept, so each such image "
+                  f"is extracted and sampled twice: delete one copy to avoid that", file=sys.stderr)
+        missing = [g for g in GENERATORS if g not in generators]
         if missing and len(missing) < len(GENERATORS):
             print(f"note: no images of GenImage generator(s) {', '.join(missing)} under {root}; splits "
                   f"that need them will fail", file=sys.stderr)

@@ -25,6 +25,9 @@ Sampling protocol (:func:`split_rows`), per class, for a seed ``s``:
    - no such folders (subset ``all``): the first 60% train, the next 20% validation, the last 20% test;
      for an unknown class, 20% validation and 80% test (its train share would go unused).
 
+   Case variants and long forms (``Train``, ``validation``, ``testing``) count as train/val/test; they
+   and any other subset name are reported in the notes with what was done with them.
+
 4. Caps keep the first ``train_per_class`` / ``val_per_class`` / ``test_per_class`` images of each part
    in that order (defaults 4000 as in the paper's code, 1000, 4000); a larger cap only adds images.
 5. Unknown classes get validation rows (the ``paper`` protocol selects hyperparameters on them) and
@@ -47,7 +50,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from attrib.data.catalog import (AMBIGUOUS, MISSING, REAL, SEEDED_KEY_SIZE, ImageList, PathMatcher,
-                                 seeded_key)
+                                 seeded_key, subset_role, text_lines)
 
 DEFAULT_TRAIN_PER_CLASS = 4000
 DEFAULT_VAL_PER_CLASS = 1000
@@ -166,22 +169,17 @@ def load_split_file(path: str | os.PathLike) -> dict[str, Split]:
 
     The paper's own config keys are accepted too (``known_classes`` with ``real`` first, and
     ``unknown_classes`` as a list or as ``{all: [...]}``), so its ``configs/data/genimage.yaml`` reads as is.
+    JSON is read as JSON (see :func:`_compose_split_file`), so tab-indented JSON works too.
     """
     import yaml
 
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise SplitError(f"--split-file {path!r} does not exist")
-    try:
-        with open(path, encoding="utf-8") as f:
-            root = yaml.compose(f)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f":{mark.line + 1}" if mark is not None else ""
-        raise SplitError(f"{path}{at}: not valid YAML/JSON: {getattr(exc, 'problem', None) or exc}") from None
+    root = _compose_split_file(path)
 
     def at(node) -> str:
-        return f"{path}:{node.start_mark.line + 1}"
+        return f"{path}:{node.start_mark.line + 1}" if node.start_mark is not None else path
 
     def mapping(node, what: str) -> list[tuple[Any, Any]]:
         if not isinstance(node, yaml.MappingNode):
@@ -233,6 +231,58 @@ def load_split_file(path: str | os.PathLike) -> dict[str, Split]:
     return splits
 
 
+def _compose_split_file(path: str):
+    """The node tree of a YAML or JSON split file (line numbers kept for errors), or None when empty.
+
+    YAML readers refuse tabs as indentation, which JSON allows, so JSON (a ``.json`` file, or any file
+    that is not YAML but parses as JSON) is checked with :mod:`json` first: a syntax error names its line
+    and column as a JSON error. In valid JSON a literal tab can only be whitespace between tokens (tabs
+    in strings must be escaped), so the text with tabs turned into spaces means the same and the YAML
+    composer gives its nodes with their lines. JSON that YAML still refuses (raw control characters such
+    as DEL in a string) falls back to nodes built from the decoded JSON, without line numbers.
+    """
+    import json
+
+    import yaml
+
+    text = "".join(line + "\n" for _, line in text_lines(path, SplitError))
+    is_json = path.lower().endswith(".json")
+    if not is_json:
+        try:
+            return yaml.compose(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            yaml_error = (f"{path}{f':{mark.line + 1}' if mark is not None else ''}: not valid YAML/JSON: "
+                          f"{getattr(exc, 'problem', None) or exc}")
+            if not text.lstrip().startswith(("{", "[")):
+                raise SplitError(yaml_error) from None
+    try:
+        data = json.loads(text, object_pairs_hook=_JsonObject)
+    except json.JSONDecodeError as exc:
+        if not is_json:
+            raise SplitError(yaml_error) from None
+        raise SplitError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+    try:
+        return yaml.compose(text.replace("\t", " "))
+    except yaml.YAMLError:
+        return _json_nodes(data)
+
+
+class _JsonObject(list):
+    """A decoded JSON object as its (key, value) pairs in file order, duplicates kept (they are errors)."""
+
+
+def _json_nodes(data: Any):
+    """YAML nodes, without line marks, for JSON decoded with ``object_pairs_hook=_JsonObject``."""
+    import yaml
+
+    if isinstance(data, _JsonObject):
+        return yaml.MappingNode("tag:yaml.org,2002:map", [(_json_nodes(k), _json_nodes(v)) for k, v in data])
+    if isinstance(data, list):
+        return yaml.SequenceNode("tag:yaml.org,2002:seq", [_json_nodes(x) for x in data])
+    return yaml.ScalarNode("tag:yaml.org,2002:str", "" if data is None else str(data))
+
+
 def select_splits(available: dict[str, Split], spec: str | None) -> dict[str, Split]:
     """``--splits``: ``all``, names, numbers and ranges (``1-3,5``); a number N also finds ``splitN``."""
     if not available:
@@ -276,21 +326,42 @@ def _shuffled(rows: list[int], images: ImageList, seed: int) -> tuple[list[int],
 
 def _parts(rows_by_subset: dict[str, list[int]], images: ImageList, seed: int,
            unknown: bool) -> tuple[list[int], list[int], list[int], list[str]]:
-    """(train, validation, test) rows of one class before caps, and notes; see the module docstring."""
+    """(train, validation, test) rows of one class before caps, and notes; see the module docstring.
+
+    Subsets are read by :func:`attrib.data.catalog.subset_role` (``Train``, ``validation``, ``testing``
+    count as train/val/test, with a note). Any other name is noted with what was done with it (unused
+    beside train/val/test, else pooled into the 60/20/20 cut), so a misspelt test folder never becomes
+    training data in silence.
+    """
     notes = []
-    if any(s in rows_by_subset for s in ("train", "val", "test")):
-        other = sorted(s for s in rows_by_subset if s not in ("train", "val", "test"))
+    by_role: dict[str, list[int]] = {}
+    other = []
+    for name in sorted(rows_by_subset):
+        role = subset_role(name)
+        if role is None:
+            other.append(name)
+        else:
+            by_role.setdefault(role, []).extend(rows_by_subset[name])
+            if role != name:
+                notes.append(f"subset {name!r} read as {role}")
+    if by_role:
         if other:
             notes.append(f"subsets {', '.join(other)} unused (the class has train/val/test folders)")
-        pool, pkeys = _shuffled(rows_by_subset.get("train", []), images, seed)
-        if "test" in rows_by_subset:
-            test = _shuffled(rows_by_subset["test"], images, seed)[0]
-            if "val" in rows_by_subset:
-                return pool, _shuffled(rows_by_subset["val"], images, seed)[0], test, notes
+        pool, pkeys = _shuffled(by_role.get("train", []), images, seed)
+        if "test" in by_role:
+            test = _shuffled(by_role["test"], images, seed)[0]
+            if "val" in by_role:
+                return pool, _shuffled(by_role["val"], images, seed)[0], test, notes
         else:
-            test = _shuffled(rows_by_subset.get("val", []), images, seed)[0]
+            test = _shuffled(by_role.get("val", []), images, seed)[0]
         n_val = _cut(pool, pkeys, int(len(pool) * VAL_FRACTION))
         return pool[n_val:], pool[:n_val], test, notes
+    named = [s for s in other if s != "all"]
+    if named:
+        share = "20% validation, 80% test" if unknown else \
+            f"{ALL_FRACTIONS[0]:.0%} train, {ALL_FRACTIONS[1]:.0%} validation, the rest test"
+        notes.append(f"subset(s) {', '.join(repr(s) for s in named)} are not train/val/test: pooled"
+                     f"{' with ' + repr('all') if 'all' in other else ''} and cut {share}")
     allrows, keys = _shuffled([r for rs in rows_by_subset.values() for r in rs], images, seed)
     n = len(allrows)
     if unknown:
@@ -421,7 +492,9 @@ class SampledSplits:
                 **self.caps}
 
     def notes(self) -> list[str]:
-        return []
+        """The notes of each split's rows (failed images, how subsets were read), from seed 0: none of them
+        depends on the seed, and the study draws those rows anyway (they are cached)."""
+        return [f"split {name}: {note}" for name in self._splits for note in self.rows(name, 0).notes]
 
 
 # --------------------------------------------------------------------------------- POSE files
@@ -493,20 +566,18 @@ def read_pose_file(path: str | os.PathLike) -> list[PoseLine]:
     """``path<TAB>label`` lines (label an integer); blank lines skipped; errors name file and line."""
     path = Path(path)
     out = []
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        for lineno, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            fields = line.split("\t")
-            if len(fields) != 2:
-                raise SplitError(f"{path}:{lineno}: expected path<TAB>label, got {len(fields)} tab-separated "
-                                 f"field(s): {line!r}")
-            p, lab = fields[0].strip(), fields[1].strip()
-            if not p or not re.fullmatch(r"\d+", lab):
-                raise SplitError(f"{path}:{lineno}: expected path<TAB>label with a non-negative integer label, "
-                                 f"got {line!r}")
-            out.append(PoseLine(path, lineno, p, int(lab)))
+    for lineno, line in text_lines(path, SplitError):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 2:
+            raise SplitError(f"{path}:{lineno}: expected path<TAB>label, got {len(fields)} tab-separated "
+                             f"field(s): {line!r}")
+        p, lab = fields[0].strip(), fields[1].strip()
+        if not p or not re.fullmatch(r"\d+", lab):
+            raise SplitError(f"{path}:{lineno}: expected path<TAB>label with a non-negative integer label, "
+                             f"got {line!r}")
+        out.append(PoseLine(path, lineno, p, int(lab)))
     return out
 
 
