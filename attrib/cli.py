@@ -149,11 +149,12 @@ def features(dataset, root, list_file, model, pretrained, fallback_model, view, 
     from attrib.extract.views import View, ViewError
     from attrib.store import StoreError
 
-    env_rank, env_world, _ = dist_from_env()
-    rank = env_rank if rank is None else rank
-    world_size = env_world if world_size is None else world_size
     progress = not quiet
     try:
+        if rank is None or world_size is None:  # explicit options need no (possibly broken) launcher variables
+            env_rank, env_world, _ = dist_from_env()
+            rank = env_rank if rank is None else rank
+            world_size = env_world if world_size is None else world_size
         v = View.parse(view)
         images, name = open_dataset(dataset, root, list_file, progress=progress)
         extra = {"dataset_kind": dataset}

@@ -354,8 +354,9 @@ class FeatureSet:
 
     # -------------------------------------------------------------------------------------- write
     def write_shard(self, k: int, cls: np.ndarray, embed: np.ndarray, ok: np.ndarray,
-                    error: Sequence[str]) -> Path:
-        """Write shard ``k`` atomically; a shard that another process finished first is left alone."""
+                    error: Sequence[str]) -> Path | None:
+        """Write shard ``k`` atomically; its path, or None when another process had published it first
+        (that shard is left alone, and this call's work is not counted as written)."""
         start, stop = self.shard_range(k)
         n = stop - start
         L, D, E = self.n_blocks, self.width, self.embed_dim
@@ -364,7 +365,7 @@ class FeatureSet:
                              f"expected ({n}, {L}, {D}), ({n}, {E}), {n}")
         final = self.shard_path(k)
         if final.exists():
-            return final
+            return None
         row = np.arange(start, stop, dtype=np.int64)
         cls = np.ascontiguousarray(cls, dtype=DTYPE)
         embed = np.ascontiguousarray(embed, dtype=DTYPE)
@@ -384,10 +385,10 @@ class FeatureSet:
                 f.attrs["sha256"] = shard_checksum(row, cls, embed, ok, error)
                 f.attrs["feature_set"] = self.id
                 f.attrs["complete"] = 1
-            _publish(tmp, final, exclusive=False)  # never replaces a shard another process finished first
+            published = _publish(tmp, final, exclusive=False)  # never replaces a shard finished first
         finally:
             tmp.unlink(missing_ok=True)
-        return final
+        return final if published else None
 
     # --------------------------------------------------------------------------------------- read
     def _select(self, rows: Sequence[int] | np.ndarray | None) -> tuple[np.ndarray | None, Iterator]:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 
+from attrib.cli import main
+from conftest import write_png
 from attrib.extract import backbone as bbmod
 from attrib.extract.backbone import (TINY, BackboneError, WeightsUnavailable, build_open_clip, load_backbone,
                                      plan_open_clip, sha256_file, tag_for_sha256)
@@ -169,3 +173,77 @@ def test_timm_weights_fetched_by_a_first_run_keep_the_feature_set_identity(tmp_p
     assert first.spec["weights_sha256"] == sha256_file(snap / "model.safetensors")
     x = torch.randn(1, 3, 224, 224)
     assert torch.equal(first.features(x)[0], again.features(x)[0])
+
+
+def _torchscript_archive(path: Path, quick_gelu: bool = False) -> Path:
+    """attrib-tiny with the fixture's weights (seed 123), traced and saved as a TorchScript archive: the
+    format of OpenAI's own ``ViT-B-16.pt``."""
+    import open_clip
+
+    bbmod.register_tiny()
+    torch.manual_seed(123)
+    clip = open_clip.create_model(TINY, force_quick_gelu=quick_gelu).eval()
+    inputs = (torch.zeros(1, 3, 64, 64), torch.zeros(1, 16, dtype=torch.long))
+    with warnings.catch_warnings():  # torch deprecates tracing and doubts it; OpenAI's archives exist all the same
+        warnings.simplefilter("ignore")
+        torch.jit.trace(clip, inputs, check_trace=False).save(str(path))
+    return path
+
+
+def test_torchscript_archives_load_like_the_same_weights_saved_as_a_state_dict(tiny_checkpoint: Path,
+                                                                               tmp_path: Path) -> None:
+    """torch.load(weights_only=True) refuses TorchScript archives; they load through torch.jit.load instead."""
+    archive = _torchscript_archive(tmp_path / "tiny-traced.pt")
+    assert bbmod.is_torchscript(archive) and not bbmod.is_torchscript(tiny_checkpoint)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    scripted = load_backbone(TINY, str(archive))
+    plain = load_backbone(TINY, str(tiny_checkpoint))
+    for a, b in zip(scripted.features(x), plain.features(x)):
+        assert torch.equal(a, b)
+    assert not torch.equal(scripted.features(x)[0], load_backbone(TINY, None).features(x)[0])  # not random
+    assert scripted.spec["weights_sha256"] == sha256_file(archive) and scripted.spec["quick_gelu"] is False
+
+
+def test_openais_own_archive_recognised_by_sha256_gets_quickgelu(tmp_path: Path, monkeypatch) -> None:
+    """OpenAI's ViT-B-16.pt is a TorchScript archive of a QuickGELU model; its sha256 (named in the tag's URL)
+    selects QuickGELU. Here attrib-tiny gets such a tag, whose URL names the sha256 of a traced QuickGELU
+    attrib-tiny, as open_clip's registry does for OpenAI's real files."""
+    import open_clip
+    from open_clip.pretrained import _PRETRAINED, _pcfg
+
+    archive = _torchscript_archive(tmp_path / "attrib-tiny.pt", quick_gelu=True)
+    url = f"https://openaipublic.azureedge.net/clip/models/{sha256_file(archive)}/attrib-tiny.pt"
+    monkeypatch.setitem(_PRETRAINED, TINY, {"openai": _pcfg(url=url, quick_gelu=True)})
+    bb = load_backbone(TINY, str(archive))
+    assert bb.spec["quick_gelu"] is True and bb.spec["pretrained"] == "openai"
+    torch.manual_seed(123)
+    ref = open_clip.create_model(TINY, force_quick_gelu=True).visual.eval()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        assert torch.equal(bb.features(x)[1], ref(x))
+
+
+def test_weights_that_do_not_fit_the_model_fail_with_a_clear_message(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """Another architecture's weights (here a narrower tiny CLIP, and attrib-tiny's for a timm ViT) name the
+    file and the model instead of an AssertionError or size-mismatch traceback from open_clip / timm."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    cfg = json.loads((Path(bbmod.__file__).parent.parent / "models" / f"{TINY}.json").read_text())
+    cfg["vision_cfg"]["width"] = 32
+    other = tmp_path / "narrow.safetensors"
+    save_file(open_clip.model.CLIP(**cfg).state_dict(), str(other))
+    with pytest.raises(BackboneError, match=rf"cannot load weights {other}: this checkpoint does not fit "
+                                            rf"model {TINY} \(RuntimeError: .*size mismatch"):
+        load_backbone(TINY, str(other))
+    with pytest.raises(BackboneError, match=r"does not fit model timm:vit_tiny_patch16_224 .*size mismatch"):
+        load_backbone("timm:vit_tiny_patch16_224", str(tiny_checkpoint))
+    module = tmp_path / "module.pt"
+    torch.save(torch.nn.Linear(2, 2), module)  # a pickled module: loading it would run pickled code
+    with pytest.raises(BackboneError, match=rf"cannot load weights {module}: not a checkpoint that loads safely"):
+        load_backbone(TINY, str(module))
+    write_png(tmp_path / "images" / "gen" / "a.png")
+    res = CliRunner().invoke(main, ["features", "--dataset", "folder", "--root", str(tmp_path / "images"), "--model",
+                                    TINY, "--pretrained", str(other), "--cache", str(tmp_path / "cache")],
+                             catch_exceptions=False)
+    assert res.exit_code == 1 and f"Error: cannot load weights {other}: this checkpoint does not fit" in res.output

@@ -162,6 +162,60 @@ def test_run_options_are_validated_with_clear_errors(photos: Path, tiny, tmp_pat
     assert dist_from_env() == (5, 8, 5)  # torchrun's variables win over SLURM's
 
 
+@pytest.mark.parametrize("env, message", [
+    ({"WORLD_SIZE": "abc"}, "WORLD_SIZE='abc' must be an integer >= 1"),
+    ({"WORLD_SIZE": "0"}, "WORLD_SIZE='0' must be an integer >= 1"),
+    ({"WORLD_SIZE": "4", "RANK": "-1"}, "RANK='-1' must be an integer >= 0"),
+    ({"WORLD_SIZE": "4", "RANK": "4"}, r"RANK=4 is not below WORLD_SIZE=4: ranks run from 0 to 3"),
+    ({"WORLD_SIZE": "4", "RANK": "1", "LOCAL_RANK": "x"}, "LOCAL_RANK='x' must be an integer >= 0"),
+    ({"SLURM_NTASKS": "2", "SLURM_PROCID": "2.5"}, "SLURM_PROCID='2.5' must be an integer >= 0"),
+    ({"SLURM_NTASKS": "2", "SLURM_PROCID": "3"}, "SLURM_PROCID=3 is not below SLURM_NTASKS=2"),
+])
+def test_bad_launcher_variables_name_the_variable(env: dict[str, str], message: str, monkeypatch) -> None:
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    with pytest.raises(ExtractError, match=rf"environment variable {message}.*--rank and --world-size"):
+        dist_from_env()
+
+
+def test_the_cli_reports_a_bad_launcher_variable_and_explicit_ranks_override_it(photos: Path, tmp_path: Path,
+                                                                                 monkeypatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "abc")
+    base = ["features", "--dataset", "folder", "--root", str(photos), "--model", "attrib-tiny", "--workers", "0",
+            "--quiet", "--out", str(tmp_path / "fs")]
+    res = _cli(base, code=1)
+    assert "Error: environment variable WORLD_SIZE='abc'" in res.output and "Traceback" not in res.output
+    _cli(base + ["--rank", "0", "--world-size", "1"])
+
+
+def test_shards_another_process_published_first_are_not_counted(photos: Path, tiny, tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    """Two identical runs overlap: while this one computes shard 0, the other publishes it. Its summary
+    counts only the shards (and bytes) it published itself; the other's shard is left as it was."""
+    images = read_folder(photos)
+    out = tmp_path / "fs"
+    transform = tiny.transform
+
+    def other_process_finishes_shard_0(img):
+        other = FeatureSet.open(out)
+        if not other.shard_path(0).exists():
+            other.write_shard(0, np.zeros((4, other.n_blocks, other.width)), np.zeros((4, other.embed_dim)),
+                              np.zeros(4, bool), ["other"] * 4)
+        return transform(img)
+
+    monkeypatch.setattr(tiny, "transform", other_process_finishes_shard_0)
+    s = extract(images, tiny, tmp_path, "photos", out=out,
+                config=RunConfig(batch_size=4, shard_size=4, workers=0, progress=False))
+    assert (s.images, s.shards_written, s.shards_left) == (10, 2, 0)  # computed 3 shards, published 2
+    fs = s.feature_set
+    assert s.bytes_written == fs.shard_path(1).stat().st_size + fs.shard_path(2).stat().st_size
+    assert " 2 shards, " in str(s)
+    ok, errors = fs.status()
+    assert list(errors[:4]) == ["other"] * 4 and ok[4:].all()  # the first publisher's shard was kept
+
+
 def test_cli_progress_summary_and_manifest_mismatch(photos: Path, tmp_path: Path) -> None:
     out = tmp_path / "fs"
     base = ["features", "--dataset", "folder", "--root", str(photos), "--model", "attrib-tiny", "--workers", "0",

@@ -104,7 +104,7 @@ def test_block_chunks_lie_contiguously_on_disk(tmp_path: Path) -> None:
 
 def test_incomplete_feature_set_says_how_to_finish(tmp_path: Path) -> None:
     fs = FeatureSet.create(tmp_path / "fs", _manifest(), _images())
-    fs.write_shard(0, *_arrays(fs, 0))
+    assert fs.write_shard(0, *_arrays(fs, 0)) == fs.shard_path(0)  # published by this call
     assert fs.shards_done() == [0] and fs.shards_todo() == [1, 2] and fs.shards_todo(1, 2) == [1]
     assert fs.block(0, [0, 3]).shape == (2, D)  # complete shards are readable already
     with pytest.raises(StoreError, match="shard-00001.h5 is missing.*Rerun `attrib features`"):
@@ -117,7 +117,7 @@ def test_existing_shard_is_never_replaced_and_shapes_are_checked(tmp_path: Path)
     fs, cls, _ = _full(tmp_path)
     before = fs.shard_path(0).read_bytes()
     other = _arrays(fs, 0, seed=7)
-    fs.write_shard(0, *other)
+    assert fs.write_shard(0, *other) is None  # another writer's shard: kept, and not ours
     assert fs.shard_path(0).read_bytes() == before
     with pytest.raises(StoreError, match=r"expected \(4, 3, 8\)"):
         fs.write_shard(1, np.zeros((4, L, D + 1)), np.zeros((4, E)), np.ones(4, bool), [""] * 4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,29 @@ def test_parse_canonical_specs_and_errors() -> None:
     with pytest.raises(ViewError, match="resize needs scale factor"):
         View.parse("resize:0")
     assert set(VIEWS) == {"jpeg", "blur", "noise", "brightness", "contrast", "saturation", "rotate", "resize"}
+
+
+@pytest.mark.parametrize("spec", ["noise:inf", "blur:inf", "blur:nan", "jpeg:inf", "rotate:-inf", "brightness:NaN",
+                                  "resize:0.5+contrast:infinity"])
+def test_non_finite_values_are_refused(spec: str) -> None:
+    """float() reads inf and nan; noise:inf made garbage rows recorded as ok, blur:inf failed every image."""
+    with pytest.raises(ViewError, match=rf"--view '{re.escape(spec)}': \w+ needs a finite number \(.+\), got"):
+        View.parse(spec)
+
+
+def test_canonical_specs_are_exact_and_parse_back() -> None:
+    """The spec names the feature set and seeds random views: two different values must never share it, and
+    values that {v:g} wrote exactly keep the names (hence the feature sets) they always had."""
+    assert View.parse("blur:1.0000001").spec == "blur:1.0000001" != View.parse("blur:1").spec == "blur:1"
+    assert not np.array_equal(_arr(View.parse("noise:8.0000001")(IMG, "a.png")),
+                              _arr(View.parse("noise:8")(IMG, "a.png")))  # seeded by its own spec
+    for spec, name in [("jpeg:75", "jpeg:75"), ("blur:1.0", "blur:1"), ("resize:0.5", "resize:0.5"),
+                       ("noise:1e-5", "noise:1e-05"), ("brightness:1234567", "brightness:1234567"),
+                       ("contrast:0.1", "contrast:0.1"), ("rotate:-0", "rotate:0"),
+                       ("brightness:1e6", "brightness:1e06"),  # no '+': it joins views
+                       ("contrast:0.30000000000000004", "contrast:0.30000000000000004")]:
+        view = View.parse(spec)
+        assert view.spec == name and View.parse(name) == view, spec  # saved specs parse back (predict does)
 
 
 def test_each_view_does_what_it_says() -> None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import stat
 import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 # Larger than any real photograph or generator output (GenImage tops out near 4k x 4k), far below what
 # would exhaust memory in a DataLoader worker. Bigger images are recorded as failures, not decoded.
@@ -28,6 +29,20 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is a failure, never 
 
 class ImageDecodeError(Exception):
     """The file is not an image we can decode faithfully; the message says why."""
+
+
+_OBJECT_AT = re.compile(r" at 0x[0-9a-fA-F]+")  # "<_io.BytesIO object at 0x7f58...>" -> "<_io.BytesIO object>"
+_ADDRESS = re.compile(r"\b0x[0-9a-fA-F]{8,}\b")  # any other pointer-sized hex number
+
+
+def error_text(exc: BaseException) -> str:
+    """``Type: message`` of an exception, fit for the cache's ``error`` column.
+
+    The column is part of each shard's checksum, so the text must be the same on every run: object reprs
+    in messages (``<_io.BytesIO object at 0x7f58...>``) carry memory addresses, which are dropped.
+    """
+    msg = _ADDRESS.sub("<address>", _OBJECT_AT.sub("", str(exc)))
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
 
 
 def _to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
@@ -100,9 +115,11 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError(f"image too large (decompression-bomb guard): {exc}") from None
+    except UnidentifiedImageError:  # its message is the repr of our in-memory buffer, address included
+        raise ImageDecodeError("not an image Pillow can read (UnidentifiedImageError): unknown format or "
+                               "corrupt header") from None
     except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError, struct.error, ...
-        msg = str(exc) or type(exc).__name__
-        raise ImageDecodeError(f"{type(exc).__name__}: {msg}") from None
+        raise ImageDecodeError(error_text(exc)) from None
 
 
 IMAGE_SUFFIXES = frozenset(

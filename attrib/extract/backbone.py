@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import socket
+import warnings
+import zipfile
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -314,7 +317,8 @@ def _seeded(create: Callable[..., nn.Module], *args: Any, **kwargs: Any) -> nn.M
 
 
 def _create_open_clip_hub(model: str) -> tuple[nn.Module, WeightsPlan]:
-    """Build an hf-hub / local-dir model from exactly the two files we resolved (works offline)."""
+    """Build an hf-hub / local-dir model (untrained) from exactly the config we resolved (works offline);
+    the caller loads the weights file of the returned plan."""
     import tempfile
 
     import open_clip
@@ -322,10 +326,76 @@ def _create_open_clip_hub(model: str) -> tuple[nn.Module, WeightsPlan]:
     config, weights = resolve_hub(model)
     with tempfile.TemporaryDirectory(prefix="attrib-hub-") as tmp:
         os.symlink(os.path.abspath(config), os.path.join(tmp, _CONFIG_NAME))
-        os.symlink(os.path.abspath(weights), os.path.join(tmp, os.path.basename(weights)))
-        clip = open_clip.create_model(f"local-dir:{tmp}")
+        clip = _seeded(open_clip.create_model, f"local-dir:{tmp}", load_weights=False)
     label = "hf-hub" if model.startswith("hf-hub:") else "local-dir"
     return clip, WeightsPlan(label, os.path.realpath(weights))
+
+
+def is_torchscript(path: str | os.PathLike) -> bool:
+    """Is ``path`` a TorchScript archive (how OpenAI ships its CLIP weights, e.g. ``ViT-B-16.pt``)?
+
+    Such an archive is a zip file with a ``constants.pkl`` record, which a plain ``torch.save`` file never
+    has. Told apart up front because ``torch.load(weights_only=True)`` refuses archives, while
+    ``torch.jit.load`` reads them with TorchScript's own loader (no arbitrary Python pickle code runs); a
+    plain checkpoint keeps going through ``weights_only=True``.
+    """
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(name.split("/", 1)[-1] == "constants.pkl" for name in z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _torchscript_state_dict(path: str, module: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights of a TorchScript CLIP archive, keyed as ``module`` (open_clip's CLIP) expects them.
+
+    As open_clip's ``load_openai_model`` reads OpenAI's archives: the archive's own state dict, without
+    the three integer attributes OpenAI stores in it. A scripted or traced open_clip model also carries
+    its non-persistent buffers (the text attention mask): constants the model rebuilds itself, dropped.
+    """
+    with warnings.catch_warnings():  # torch deprecates TorchScript; OpenAI's files are TorchScript all the same
+        warnings.simplefilter("ignore", FutureWarning)
+        state = torch.jit.load(path, map_location="cpu").state_dict()
+    persistent = set(module.state_dict())
+    transient = {name for name, _ in module.named_buffers()} - persistent
+    drop = transient | {"input_resolution", "context_length", "vocab_size"}
+    return {k: v for k, v in state.items() if k not in drop}
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    """One line of an exception's text: torch lists every mismatched tensor, hundreds of lines for a ViT."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _load_weights(clip: nn.Module, model: str, checkpoint: str) -> None:
+    """Load the weights file ``checkpoint`` into the open_clip model ``clip`` (built as ``model``).
+
+    Plain checkpoints go through open_clip's own loader (state-dict conversions, ``weights_only=True``);
+    TorchScript archives through :func:`torch.jit.load`. A file that does not fit the architecture (another
+    model's weights, not a checkpoint at all) raises :class:`BackboneError` naming both, not a traceback
+    from deep inside torch or open_clip.
+    """
+    from open_clip.factory import load_checkpoint
+
+    try:
+        if is_torchscript(checkpoint):
+            clip.load_state_dict(_torchscript_state_dict(checkpoint, clip), strict=True)
+        else:
+            load_checkpoint(clip, checkpoint, strict=True, weights_only=True)
+    except pickle.UnpicklingError:  # torch's advice (weights_only=False) would run the file's pickled code
+        raise BackboneError(f"cannot load weights {checkpoint}: not a checkpoint that loads safely (tensors "
+                            "only, weights_only=True): a pickled Python object, or not a checkpoint at all. "
+                            "Save model.state_dict() (or use .safetensors) and pass that file") from None
+    except Exception as exc:  # torch / open_clip raise RuntimeError, AssertionError, KeyError, ...
+        raise BackboneError(_misfit(checkpoint, model, exc)) from None
+
+
+def _misfit(checkpoint: str, model: str, exc: BaseException) -> str:
+    """The one message for weights that cannot be loaded, whichever library refused them."""
+    return (f"cannot load weights {checkpoint}: this checkpoint does not fit model {model} "
+            f"({type(exc).__name__}: {_short(exc)}). Pass weights trained for {model}, or the --model they "
+            "were trained as")
 
 
 def _uses_quick_gelu(module: nn.Module) -> bool:
@@ -365,7 +435,9 @@ def build_open_clip(model: str, plan: WeightsPlan | None = None) -> Backbone:
     else:
         import open_clip
 
-        clip = _seeded(open_clip.create_model, model, pretrained=plan.checkpoint, **plan.create_kwargs)
+        clip = _seeded(open_clip.create_model, model, **plan.create_kwargs)
+    if plan.checkpoint:
+        _load_weights(clip, model, plan.checkpoint)
     visual = clip.visual
     blocks, batch_first, width = _open_clip_visual_blocks(visual)
     pp_cfg = dict(visual.preprocess_cfg)
@@ -416,7 +488,12 @@ def _load_timm(model: str, pretrained: str | None) -> Backbone:
     kwargs: dict[str, Any] = {"num_classes": 0, "pretrained": plan.weights != RANDOM_INIT}
     if plan.checkpoint:  # timm converts OpenAI-CLIP / open_clip / DINOv2 state dicts with its own filters
         kwargs["pretrained_cfg_overlay"] = {"file": plan.checkpoint}
-    m = _seeded(timm.create_model, name, **kwargs)
+    try:
+        m = _seeded(timm.create_model, name, **kwargs)
+    except Exception as exc:  # timm raises RuntimeError (size mismatch), KeyError, ... for a foreign file
+        if not plan.checkpoint:
+            raise
+        raise BackboneError(_misfit(plan.checkpoint, model, exc)) from None
     if kwargs["pretrained"] and plan.checkpoint is None:
         # timm fetched its weights just now: name the file as every later run (finding it cached) will, or
         # the feature set's identity (weights_sha256) would change between this run and its resumption

@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from attrib.data.catalog import ImageList
-from attrib.data.images import MAX_PIXELS, ImageDecodeError, load_rgb
+from attrib.data.images import MAX_PIXELS, ImageDecodeError, error_text, load_rgb
 from attrib.extract.backbone import RANDOM_INIT_LABEL, Backbone
 from attrib.extract.views import View
 from attrib.store import DEFAULT_SHARD_SIZE, FeatureSet, feature_set_name
@@ -77,17 +77,40 @@ class RunSummary:
 
 
 def dist_from_env() -> tuple[int, int, int | None]:
-    """(rank, world_size, local_rank) as set by torchrun (RANK, WORLD_SIZE) or srun (SLURM_PROCID, ...)."""
+    """(rank, world_size, local_rank) as set by torchrun (RANK, WORLD_SIZE) or srun (SLURM_PROCID, ...).
+
+    Values are checked here because a launcher's variable is not an option the user typed: a stray
+    ``WORLD_SIZE=abc`` or a rank outside the world must say which variable is wrong, not raise ValueError.
+    Unset and empty variables count as not given.
+    """
     env = os.environ
-    if "WORLD_SIZE" in env:
-        return int(env.get("RANK", 0)), int(env["WORLD_SIZE"]), _int_or_none(env.get("LOCAL_RANK"))
-    if "SLURM_NTASKS" in env and "SLURM_PROCID" in env:
-        return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), _int_or_none(env.get("SLURM_LOCALID"))
-    return 0, 1, None
+    if env.get("WORLD_SIZE", "").strip():
+        rank_var, world_var, local_var = "RANK", "WORLD_SIZE", "LOCAL_RANK"
+    elif env.get("SLURM_NTASKS", "").strip() and env.get("SLURM_PROCID", "").strip():
+        rank_var, world_var, local_var = "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"
+    else:
+        return 0, 1, None
+    world = _env_int(world_var, minimum=1) or 1  # set (checked above): never None here
+    rank = _env_int(rank_var, minimum=0) or 0  # torchrun without RANK: a single process
+    if rank >= world:
+        raise ExtractError(f"environment variable {rank_var}={rank} is not below {world_var}={world}: ranks "
+                           f"run from 0 to {world - 1}. Fix or unset them, or pass --rank and --world-size")
+    return rank, world, _env_int(local_var, minimum=0)
 
 
-def _int_or_none(v: str | None) -> int | None:
-    return int(v) if v not in (None, "") else None
+def _env_int(name: str, minimum: int) -> int | None:
+    """Integer environment variable ``name``, at least ``minimum``; None when unset or empty."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise ExtractError(f"environment variable {name}={raw!r} must be an integer >= {minimum} (launchers such "
+                           "as torchrun and srun set it). Fix or unset it, or pass --rank and --world-size")
+    return value
 
 
 def resolve_device(device: str) -> torch.device:
@@ -140,7 +163,7 @@ class ImageRows(Dataset):
         except ImageDecodeError as exc:
             return row, torch.zeros(self.shape), str(exc)
         except Exception as exc:  # a view or transform failing on an odd image must not stop the run
-            return row, torch.zeros(self.shape), f"{type(exc).__name__}: {exc}"
+            return row, torch.zeros(self.shape), error_text(exc)
 
 
 def _check_aspect(size: tuple[int, int], side: int) -> None:
@@ -209,12 +232,17 @@ def _clean_stale_tmp(path: Path) -> None:
 
 
 class _ShardWriter:
-    """Writes finished shards on a background thread so the forward pass never waits on the disk."""
+    """Writes finished shards on a background thread so the forward pass never waits on the disk.
+
+    ``shards`` and ``bytes`` count only what this process published: when two identical runs overlap, a
+    shard the other one published first is left alone by ``write_shard`` and is not counted here.
+    """
 
     def __init__(self, fs: FeatureSet):
         self.fs = fs
         self.q: queue.Queue = queue.Queue(maxsize=2)
         self.error: BaseException | None = None
+        self.shards = 0
         self.bytes = 0
         self.thread = threading.Thread(target=self._run, name="attrib-shard-writer", daemon=True)
         self.thread.start()
@@ -227,8 +255,10 @@ class _ShardWriter:
             if self.error is not None:
                 continue
             try:
-                path = self.fs.write_shard(*item)
-                self.bytes += path.stat().st_size
+                path = self.fs.write_shard(*item)  # None: another process published this shard first
+                if path is not None:
+                    self.shards += 1
+                    self.bytes += path.stat().st_size
             except BaseException as exc:  # surfaced on the main thread
                 self.error = exc
 
@@ -358,7 +388,7 @@ def extract(images: ImageList, backbone: Backbone, cache: str | os.PathLike, dat
 
     writer = _ShardWriter(fs)
     t0 = time.perf_counter()
-    failed = done = shards_written = 0
+    failed = done = 0
     desc = f"extract {fs.id}" + (f" [rank {cfg.rank}/{cfg.world_size}]" if cfg.world_size > 1 else "")
     bar = tqdm(total=n_todo, unit="img", desc=desc, disable=not cfg.progress, dynamic_ncols=True, smoothing=0.05)
     bar.set_postfix(failed=0, refresh=False)
@@ -367,7 +397,7 @@ def extract(images: ImageList, backbone: Backbone, cache: str | os.PathLike, dat
 
     def consume(batch: tuple) -> None:
         """Put a finished batch's features into its shard buffer; queue the shard when full."""
-        nonlocal buf, failed, done, shards_written, seen_skips
+        nonlocal buf, failed, done, seen_skips
         rows, errors, cls, emb, event = batch
         if event is not None:
             event.synchronize()
@@ -377,7 +407,6 @@ def extract(images: ImageList, backbone: Backbone, cache: str | os.PathLike, dat
         failed += buf.add(rows, errors, cls.float().numpy(), emb.float().numpy())
         if buf.full:
             writer.put(buf.k, buf.cls, buf.embed, buf.ok, buf.error)
-            shards_written += 1
             buf = None
         done += len(rows)
         while seen_skips < len(sampler.skipped):  # finished by another process meanwhile
@@ -410,7 +439,7 @@ def extract(images: ImageList, backbone: Backbone, cache: str | os.PathLike, dat
         writer.close()
     seconds = time.perf_counter() - t0
     left = len(fs.shards_todo())
-    return RunSummary(fs, done, failed, seconds, writer.bytes, shards_written, left)
+    return RunSummary(fs, done, failed, seconds, writer.bytes, writer.shards, left)
 
 
 def even_subset(images: ImageList, limit: int) -> ImageList:

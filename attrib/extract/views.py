@@ -12,6 +12,7 @@ Spec grammar: ``none`` or ``name:value[+name:value...]``, applied left to right,
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -24,6 +25,21 @@ from attrib.data.images import MAX_PIXELS
 
 class ViewError(ValueError):
     """A --view spec that cannot be parsed; the message lists the valid forms."""
+
+
+def _number(v: float) -> str:
+    """Exact text of a view value, as it appears in the view's canonical spec and feature-set name.
+
+    ``{v:g}`` when that reads back as the same float: it gives the names existing feature sets carry
+    (``jpeg:75``, ``blur:1``, ``resize:0.5``). Otherwise (``{1.0000001:g}`` is ``1``) the shortest text that
+    reads back exactly, so different values never share a feature set. No ``+`` in exponents (``1e06``,
+    not ``1e+06``): ``+`` joins views, and a saved spec must parse back (``attrib predict`` does).
+    """
+    text = f"{v:g}"
+    if float(text) != v:
+        text = repr(v)
+        text = text[:-2] if text.endswith(".0") else text
+    return text.replace("e+", "e")
 
 
 def _jpeg(img: Image.Image, q: float, _rng: np.random.Generator) -> Image.Image:
@@ -55,7 +71,7 @@ def _resize(img: Image.Image, factor: float, _rng: np.random.Generator) -> Image
     w, h = img.size
     size = (max(1, round(w * factor)), max(1, round(h * factor)))
     if size[0] * size[1] > MAX_PIXELS:
-        raise ValueError(f"resize:{factor:g} of a {w}x{h} image would exceed {MAX_PIXELS} pixels")
+        raise ValueError(f"resize:{_number(factor)} of a {w}x{h} image would exceed {MAX_PIXELS} pixels")
     return img.resize(size, Image.BICUBIC)
 
 
@@ -94,9 +110,11 @@ class View:
                 raise ViewError(f"--view {spec!r}: {part!r} is not a view. Valid: none, or {_help()}, "
                                 "joined with '+'")
             try:
-                v = float(value)
+                v = float(value) + 0.0  # + 0.0: -0 is 0, one view with one name
             except ValueError:
                 raise ViewError(f"--view {spec!r}: {value!r} is not a number ({VIEWS[name][2]})") from None
+            if not math.isfinite(v):  # float() accepts inf and nan; no view means anything with them
+                raise ViewError(f"--view {spec!r}: {name} needs a finite number ({VIEWS[name][2]}), got {value}")
             if not VIEWS[name][1](v):
                 raise ViewError(f"--view {spec!r}: {name} needs {VIEWS[name][2]}, got {value}")
             steps.append((name, v))
@@ -104,10 +122,11 @@ class View:
 
     @property
     def spec(self) -> str:
-        """Canonical spec: equal views have equal specs (``jpeg:75.0`` -> ``jpeg:75``)."""
+        """Canonical spec: equal views have equal specs (``jpeg:75.0`` -> ``jpeg:75``), different views
+        different ones (``blur:1.0000001`` is not ``blur:1``)."""
         if not self.steps:
             return "none"
-        return "+".join(f"{n}:{v:g}" for n, v in self.steps)
+        return "+".join(f"{n}:{_number(v)}" for n, v in self.steps)
 
     def __bool__(self) -> bool:
         return bool(self.steps)
