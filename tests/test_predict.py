@@ -15,6 +15,7 @@ from attrib.data.splits import SampledSplits, builtin_splits
 from attrib.extract.runner import RunConfig
 from attrib.predict import PredictError, collect_images, write_predictions
 from attrib.predict import predict as run_predict
+from attrib.probe.metrics import threshold_at_tpr
 from attrib.probe.persist import load_head
 from attrib.store import FeatureSet
 
@@ -79,6 +80,16 @@ def test_predictions_equal_the_probes_metrics(trained: dict, tmp_path: Path) -> 
     assert rejected == expect
     top = known[0]
     assert top["top1_source"] == top["prediction"] and float(top["top1_probability"]) >= float(top["top2_probability"])
+
+    # at the probe's own operating point (the threshold accepting 95% of the known test rows, where its
+    # fpr95 is measured), predict's decisions accept exactly the probe's fpr95 of the unknown rows
+    t = threshold_at_tpr([float(p["score"]) for p in known], 0.95)
+    _run(["predict", "--head", str(trained["head"]), str(listing), "--out", str(tmp_path / "at95.csv"),
+          "--threshold", repr(t), "--cache", str(trained["tmp"] / "cache"), "--workers", "0", "--quiet"])
+    at95 = _read_csv(tmp_path / "at95.csv")
+    assert np.mean([at95[abspath(r)]["decision"] != "unknown" for r in rows.test]) >= 0.95
+    accepted = np.mean([at95[abspath(r)]["decision"] != "unknown" for r in rows.test_unknown])
+    assert 0 < accepted < 1 and accepted == pytest.approx(line["fpr95"], abs=1e-12)
 
 
 def test_folders_broken_files_threshold_and_jsonl(trained: dict, demo_root: Path, tmp_path: Path) -> None:
