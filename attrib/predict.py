@@ -23,7 +23,8 @@ from attrib.data.images import IMAGE_SUFFIXES, is_image_name
 from attrib.extract.backbone import RANDOM_INIT, Backbone, load_backbone
 from attrib.extract.runner import RunConfig, extract
 from attrib.extract.views import View
-from attrib.probe.persist import UNKNOWN, SavedHead, check_output, make_folder
+from attrib.output_paths import check_output, make_folder
+from attrib.probe.persist import UNKNOWN, SavedHead
 from attrib.store import FeatureSet
 
 FORMATS = ("csv", "jsonl")

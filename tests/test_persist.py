@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from attrib.cli import main
 from attrib.data.splits import SampledSplits, builtin_splits
 from attrib.probe.heads import LogisticProbe
-from attrib.probe.persist import UNKNOWN, HeadFileError, load_head, make_folder, save_head
+from attrib.output_paths import make_folder
+from attrib.probe.persist import UNKNOWN, HeadFileError, load_head, save_head
 from attrib.probe.scorers import SCORERS
 from attrib.probe.study import StudyConfig, StudyError, check_save_head, read_results, shots_subset
 from attrib.store import FeatureSet

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from attrib.probe.persist import make_folder
+from attrib.output_paths import make_folder
 from attrib.probe.study import StudyError, read_results
 
 PAPER_METRICS = ("accuracy", "auroc", "oscr")

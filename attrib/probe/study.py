@@ -34,9 +34,10 @@ import numpy as np
 
 from attrib import __version__
 from attrib.data.splits import Split, SplitRows, SplitSource
+from attrib.output_paths import make_folder
 from attrib.probe.heads import HEADS, ProbeHead
 from attrib.probe.metrics import evaluate
-from attrib.probe.persist import check_head_folder, make_folder
+from attrib.probe.persist import check_head_folder
 from attrib.probe.protocol import (PROTOCOLS, Selection, SelectionError, best_index, fit_candidates,
                                    path_values, select_clean, select_paper)
 from attrib.probe.scorers import SCORERS
