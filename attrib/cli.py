@@ -142,7 +142,8 @@ def features(dataset, root, list_file, model, pretrained, fallback_model, view, 
     """
     from attrib.data import CatalogError, open_dataset
     from attrib.data.catalog import sample_per_source
-    from attrib.data.splits import SplitError, restrict_to_pose
+    from attrib.data.pose import restrict_to_pose
+    from attrib.data.splits import SplitError
     from attrib.extract.backbone import (DEFAULT_MODEL, DEFAULT_PRETRAINED, RANDOM_INIT, RANDOM_INIT_LABEL, TINY,
                                          BackboneError, WeightsUnavailable, load_backbone)
     from attrib.extract.runner import ExtractError, RunConfig, dist_from_env, even_subset, extract
@@ -388,7 +389,10 @@ class _PerClass(click.ParamType):
 def _split_source(fs, splits: str, splits_dir: str | None, split_file: str | None, caps: dict,
                   known_test: str, allow_missing: bool):
     """The SplitSource of `attrib probe`: POSE files (--splits-dir), a YAML/JSON file, or built-in splits."""
-    from attrib.data.splits import PoseSplits, SampledSplits, builtin_splits, load_split_file, select_splits
+    from attrib.data.pose import PoseSplits
+    from attrib.data.sampling import SampledSplits
+    from attrib.data.splitfile import load_split_file
+    from attrib.data.splits import builtin_splits, select_splits
 
     kind = fs.manifest.get("dataset_kind", fs.manifest["dataset"])
     ok, _ = fs.status()

@@ -14,9 +14,9 @@ from trees import genimage_tree
 
 from attrib.cli import main
 from attrib.data import open_dataset
-from attrib.data.catalog import (AMBIGUOUS, MISSING, CatalogError, ImageList, PathMatcher, read_folder, read_list,
-                                 sample_per_source, subset_role)
+from attrib.data.catalog import CatalogError, ImageList, read_folder, read_list, sample_per_source, subset_role
 from attrib.data.genimage import genimage_key, read_genimage
+from attrib.data.pathmatch import AMBIGUOUS, MISSING, PathMatcher
 from attrib.store import FeatureSet
 
 

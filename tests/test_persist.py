@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from attrib.cli import main
-from attrib.data.splits import SampledSplits, builtin_splits
+from attrib.data.sampling import SampledSplits
+from attrib.data.splits import builtin_splits
 from attrib.probe.heads import LogisticProbe
 from attrib.output_paths import make_folder
 from attrib.probe.persist import UNKNOWN, HeadFileError, load_head, save_head

@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from attrib.cli import main
-from attrib.data.splits import SampledSplits, builtin_splits
+from attrib.data.sampling import SampledSplits
+from attrib.data.splits import builtin_splits
 from attrib.extract.runner import RunConfig
 from attrib.predict import PredictError, collect_images, write_predictions
 from attrib.predict import predict as run_predict

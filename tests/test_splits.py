@@ -13,8 +13,10 @@ from trees import genimage_tree, paper_pose_rows, pose_files
 from attrib.cli import main
 from attrib.data.catalog import ImageList
 from attrib.data.genimage import SPLITS, read_genimage
-from attrib.data.splits import (PoseSplits, SampledSplits, Split, SplitError, builtin_splits, load_split_file,
-                                select_splits, split_rows)
+from attrib.data.pose import PoseSplits
+from attrib.data.sampling import SampledSplits, split_rows
+from attrib.data.splitfile import load_split_file
+from attrib.data.splits import Split, SplitError, builtin_splits, select_splits
 from attrib.store import FeatureSet
 
 PAPER1 = Split("1", *SPLITS[1])

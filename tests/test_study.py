@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attrib.data.splits import SampledSplits, builtin_splits
+from attrib.data.sampling import SampledSplits
+from attrib.data.splits import builtin_splits
 from attrib.probe import protocol as P
 from attrib.probe.heads import HEADS, LogisticProbe
 from attrib.probe.metrics import auroc

@@ -31,7 +31,8 @@ def demo_features() -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     argparse.ArgumentParser(prog="python -m attrib.bench study", description=__doc__.split("\n\n")[0]).parse_args(argv)
-    from attrib.data.splits import SampledSplits, builtin_splits
+    from attrib.data.sampling import SampledSplits
+    from attrib.data.splits import builtin_splits
     from attrib.probe.report import write_report
     from attrib.probe.study import StudyConfig, parse_layers, read_results, run_study
     from attrib.store import FeatureSet

@@ -1,4 +1,17 @@
-"""What images exist and what they are: every dataset kind ends in one :class:`ImageList`."""
+"""What images exist and what they are: every dataset kind ends in one :class:`ImageList`.
+
+Where things live:
+
+- ``catalog``: the image list, folder and list-file readers, seeded per-source sampling;
+- ``genimage``, ``demo``: GenImage's layout and the paper's five splits; the built-in demo dataset;
+- ``images``: decoding one image file;
+- ``pathmatch``: which listed image a path written elsewhere (a split file) refers to;
+- ``splits``: what an open-set split is (:class:`~attrib.data.splits.Split`, ``SplitRows``,
+  ``SplitSource``), the built-in splits and ``--splits`` selection;
+- ``splitfile``: splits defined in a YAML/JSON ``--split-file``;
+- ``sampling``: the seeded sampling protocol for built-in and ``--split-file`` splits;
+- ``pose``: the paper's own split files (``--splits-dir``), for probing and for stage 1.
+"""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ documents), or one more level named after the archive::
 Re-packaged copies (e.g. "tiny GenImage" on Kaggle) put the archive folders at the top with no
 generator folder above them. All of these give the same sources: ``ai`` images are named after their
 generator (canonical spelling below), ``nature`` images are ``real``. ``val/`` is GenImage's held-out
-part and serves as the test set (see :mod:`attrib.data.splits`).
+part and serves as the test set (see :mod:`attrib.data.sampling`).
 """
 
 from __future__ import annotations
@@ -240,18 +240,25 @@ def read_genimage(root: str | os.PathLike, progress: bool = False) -> ImageList:
             f"(expected generator folders such as {', '.join(GENERATORS[:3])}, ...; found: "
             f"{', '.join(tops[:12]) or 'nothing'}{' ...' if len(tops) > 12 else ''})")
     if progress:
-        if n_skipped:
-            print(f"note: {n_skipped} image files outside {{train,val}}/{{ai,nature}}/ were skipped, e.g. "
-                  f"{', '.join(skipped)}", file=sys.stderr)
-        for note in notes:
-            print(f"note: {note}", file=sys.stderr)
-        twice, example = _unpacked_twice(copies)
-        if twice:
-            print(f"note: {twice} image files are listed twice, from two unpacked copies of one generator (the "
-                  f"flat and the archive-nested layout), e.g. {example}; both rows are kept, so each such image "
-                  f"is extracted and sampled twice: delete one copy to avoid that", file=sys.stderr)
-        missing = [g for g in GENERATORS if g not in generators]
-        if missing and len(missing) < len(GENERATORS):
-            print(f"note: no images of GenImage generator(s) {', '.join(missing)} under {root}; splits "
-                  f"that need them will fail", file=sys.stderr)
+        _print_notes(root, n_skipped, skipped, notes, copies, generators)
     return ImageList.from_rows(rows, root, where=root)
+
+
+def _print_notes(root: str, n_skipped: int, skipped: list[str], notes: list[str],
+                 copies: dict[tuple[str, str], list[list[str]]], generators: set[str]) -> None:
+    """What a user should know about a listed tree: skipped files, how ambiguous folders were read,
+    images listed twice, GenImage generators that are missing."""
+    if n_skipped:
+        print(f"note: {n_skipped} image files outside {{train,val}}/{{ai,nature}}/ were skipped, e.g. "
+              f"{', '.join(skipped)}", file=sys.stderr)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    twice, example = _unpacked_twice(copies)
+    if twice:
+        print(f"note: {twice} image files are listed twice, from two unpacked copies of one generator (the "
+              f"flat and the archive-nested layout), e.g. {example}; both rows are kept, so each such image "
+              f"is extracted and sampled twice: delete one copy to avoid that", file=sys.stderr)
+    missing = [g for g in GENERATORS if g not in generators]
+    if missing and len(missing) < len(GENERATORS):
+        print(f"note: no images of GenImage generator(s) {', '.join(missing)} under {root}; splits "
+              f"that need them will fail", file=sys.stderr)
