@@ -87,8 +87,14 @@ def _runner_options(device_note: str = ""):
               "random weights instead (make demo uses attrib-tiny). Default: fail.")
 @click.option("--view", default="none", show_default=True,
               help="Perturbation before the model's transform, e.g. jpeg:75, blur:1, noise:5, resize:0.5, "
-              "rotate:10, brightness:1.2, contrast:0.8, saturation:0.5; join with '+'. Each view is its own "
-              "feature set.")
+              "rotate:10, brightness:1.2, contrast:0.8, saturation:0.5; the paper's: shortside:352 (shortest "
+              "side in px), blurk:9 (kernel size, sigma 3), rcrop:0.125 (random crop of that area, to 224 px), "
+              "paper-train-aug (one of its training perturbations per image); join with '+'. Each view is its "
+              "own feature set.")
+@click.option("--preprocess", type=click.Choice(["model", "paper", "paper-train"]), default="model",
+              show_default=True, help="model: the model's own transform; paper: the paper's (squash to the "
+              "input size, bilinear, ImageNet mean/std); paper-train: the same with bicubic. Part of the "
+              "feature set's identity.")
 @click.option("--cache", "cache_dir", type=click.Path(), default=DEFAULT_CACHE, show_default=True,
               help="Cache root; the feature set goes to CACHE/<dataset>__<model>__<weights>[__<view>]-<hash>.")
 @click.option("--out", type=click.Path(), default=None, help="Exact feature-set folder (overrides --cache naming).")
@@ -115,7 +121,7 @@ def _runner_options(device_note: str = ""):
 @click.option("--world-size", type=click.IntRange(min=1), default=None,
               help="Number of processes sharing the work. [default: $WORLD_SIZE or $SLURM_NTASKS, else 1]")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def features(dataset, root, list_file, model, pretrained, fallback_model, view, cache_dir, out, shard_size,
+def features(dataset, root, list_file, model, pretrained, fallback_model, view, preprocess, cache_dir, out, shard_size,
              batch_size, workers, threads, device, precision, limit, max_per_source, sample_seed, only_splits_dir,
              rank, world_size, quiet):
     """Stage 1: extract the CLS token of every block (one forward per batch) into the feature cache.
@@ -171,13 +177,13 @@ def features(dataset, root, list_file, model, pretrained, fallback_model, view, 
         if not pretrained and model == DEFAULT_MODEL:
             pretrained = DEFAULT_PRETRAINED
         try:
-            backbone = load_backbone(model, pretrained or None)
+            backbone = load_backbone(model, pretrained or None, preprocess)
         except WeightsUnavailable as exc:
             if not fallback_model:
                 raise
             _banner(f"{exc}")
             _banner(f"FALLING BACK to {fallback_model} with random weights: {RANDOM_INIT_LABEL}")
-            backbone = load_backbone(fallback_model, None if fallback_model == TINY else RANDOM_INIT)
+            backbone = load_backbone(fallback_model, None if fallback_model == TINY else RANDOM_INIT, preprocess)
             extra["requested"] = {"model": model, "pretrained": pretrained, "reason": str(exc)}
         if backbone.random_init:
             _banner(f"{backbone.spec['model']} has random weights: {RANDOM_INIT_LABEL}")

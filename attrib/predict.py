@@ -20,7 +20,7 @@ import numpy as np
 
 from attrib.data.catalog import CatalogError, ImageList, walk_images
 from attrib.data.images import IMAGE_SUFFIXES, is_image_name
-from attrib.extract.backbone import RANDOM_INIT, Backbone, load_backbone
+from attrib.extract.backbone import RANDOM_INIT, Backbone, load_backbone, preprocess_name
 from attrib.extract.runner import RunConfig, extract
 from attrib.extract.views import View
 from attrib.output_paths import check_output, make_folder
@@ -107,7 +107,7 @@ def pretrained_for(manifest: dict[str, Any], override: str | None = None) -> str
 def head_backbone(saved: SavedHead, pretrained: str | None = None) -> Backbone:
     """Load exactly the backbone the head's features came from, or fail naming what differs."""
     m = saved.manifest
-    backbone = load_backbone(m["model"], pretrained_for(m, pretrained))
+    backbone = load_backbone(m["model"], pretrained_for(m, pretrained), preprocess_name(m.get("preprocess")))
     now = {**backbone.spec, "view": m.get("view", "none")}
     diffs = saved.extraction_mismatch(now)
     if diffs:

@@ -83,8 +83,11 @@ MAX_READABLE_NAME = 200
 
 
 def feature_set_name(manifest: dict[str, Any]) -> str:
-    """``<dataset>__<model>__<weights>[__<view>]-<hash8>``: readable, and unique per identity."""
+    """``<dataset>__<model>__<weights>[__<preprocess>][__<view>]-<hash8>``: readable, and unique per
+    identity; the model's own preprocessing adds nothing (names from before ``--preprocess`` stay)."""
     parts = [manifest["dataset"], manifest["model"], manifest["weights"]]
+    if isinstance(manifest.get("preprocess"), dict) and manifest["preprocess"].get("name", "model") != "model":
+        parts.append(manifest["preprocess"]["name"])
     if manifest.get("view", "none") != "none":
         parts.append(manifest["view"])
     return "__".join(_slug(p) for p in parts)[:MAX_READABLE_NAME] + "-" + identity_hash(manifest)

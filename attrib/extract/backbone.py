@@ -15,6 +15,18 @@ Model names:
   is a checkpoint file, ``random-init``, or empty for timm's own weights.
 - ``attrib-tiny``: a 4-block, width-64 ViT on 64 px inputs shipped with attrib, random weights (seeded)
   unless a checkpoint is given. For tests, benchmarks and offline runs: not CLIP features.
+
+Preprocessing (``preprocess``, part of a feature set's identity):
+- ``model`` (default): the model's own eval transform (open_clip's or timm's config for these weights).
+- ``paper``: the paper's code (``ciodar/UniversalAttribution``, ``utils/data/augmentations``) for every
+  model, CLIP included: ``Resize((S, S))`` (both sides: the aspect ratio is not kept; torchvision's
+  default bilinear, antialiased on PIL images), ``CenterCrop(S)`` (a no-op then), ``ToTensor``,
+  ``Normalize`` with the ImageNet mean and std. S is the model's input size: 224 for every model the paper
+  uses; another size (attrib-tiny's 64) keeps the pipeline the same and its input shape right.
+- ``paper-train``: the same with bicubic interpolation, as the paper's training images get.
+Grey, RGBA and palette images reach every preprocessing as RGB through
+:func:`attrib.data.images.to_rgb`: alpha is dropped, not composited, which is the paper's
+``Image.open(f).convert("RGB")`` too.
 """
 
 from __future__ import annotations
@@ -39,6 +51,10 @@ RANDOM_INIT_LABEL = "random-init: pipeline check, not CLIP features"
 DEFAULT_MODEL = "ViT-B-16"
 DEFAULT_PRETRAINED = "laion2b_s34b_b88k"
 _TINY_SEED = 0  # random-init weights must be identical in every process (resume, ranks, predict)
+PREPROCESSES = ("model", "paper", "paper-train")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_PAPER_INTERPOLATION = {"paper": "bilinear", "paper-train": "bicubic"}
 
 
 class WeightsUnavailable(RuntimeError):
@@ -107,6 +123,41 @@ class Backbone:
             return torch.stack(self._taps, dim=1), embed
         finally:
             self._taps.clear()
+
+
+# ----------------------------------------------------------------------------------- preprocessing
+def paper_preprocess_cfg(name: str, size: tuple[int, int]) -> dict[str, Any]:
+    """The manifest's ``preprocess`` record of the paper's pipeline ``name`` at input ``size`` (h, w).
+
+    ``name`` marks it apart from a model's own config (which has no ``name``), so a saved head or a
+    feature set says which pipeline rebuilds its features (:func:`preprocess_name`).
+    """
+    if name not in _PAPER_INTERPOLATION:
+        raise BackboneError(f"preprocess {name!r} is not one of the paper's: {', '.join(_PAPER_INTERPOLATION)}")
+    return {"name": name, "size": [int(size[0]), int(size[1])], "resize_mode": "squash",
+            "interpolation": _PAPER_INTERPOLATION[name], "crop": [int(size[0]), int(size[1])],
+            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+
+
+def paper_transform(cfg: dict[str, Any]) -> Callable[[Any], torch.Tensor]:
+    """The torchvision pipeline of a :func:`paper_preprocess_cfg` record, the paper's own composition."""
+    from torchvision import transforms as T
+
+    modes = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC}
+    size = tuple(cfg["size"])
+    return T.Compose([T.Resize(size, interpolation=modes[cfg["interpolation"]]), T.CenterCrop(tuple(cfg["crop"])),
+                      T.ToTensor(), T.Normalize(cfg["mean"], cfg["std"])])
+
+
+def preprocess_name(cfg: dict[str, Any] | None) -> str:
+    """Which of :data:`PREPROCESSES` made a manifest's ``preprocess`` record (a model's own config: model)."""
+    name = cfg.get("name") if isinstance(cfg, dict) else None
+    return name if name in PREPROCESSES else "model"
+
+
+def _check_preprocess(preprocess: str) -> None:
+    if preprocess not in PREPROCESSES:
+        raise BackboneError(f"--preprocess {preprocess!r}: use one of {', '.join(PREPROCESSES)}")
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -426,8 +477,9 @@ def _spec(family: str, model: str, pretrained: str, plan: WeightsPlan, tower: nn
     }
 
 
-def build_open_clip(model: str, plan: WeightsPlan | None = None) -> Backbone:
-    """Create the open_clip model for ``plan`` and wrap its vision tower (hf-hub/local-dir: no plan)."""
+def build_open_clip(model: str, plan: WeightsPlan | None = None, preprocess: str = "model") -> Backbone:
+    """Create the open_clip model for ``plan`` and wrap its vision tower (hf-hub/local-dir: no plan), with
+    the ``preprocess`` pipeline (one of :data:`PREPROCESSES`)."""
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
     if plan is None:
@@ -441,9 +493,14 @@ def build_open_clip(model: str, plan: WeightsPlan | None = None) -> Backbone:
     visual = clip.visual
     blocks, batch_first, width = _open_clip_visual_blocks(visual)
     pp_cfg = dict(visual.preprocess_cfg)
-    transform = image_transform_v2(PreprocessCfg(**pp_cfg), is_train=False)
+    input_hw = PreprocessCfg(**pp_cfg).input_size[1:]
+    if preprocess == "model":
+        transform = image_transform_v2(PreprocessCfg(**pp_cfg), is_train=False)
+    else:
+        pp_cfg = paper_preprocess_cfg(preprocess, input_hw)
+        transform = paper_transform(pp_cfg)
     with torch.inference_mode():
-        probe = torch.zeros(1, 3, *PreprocessCfg(**pp_cfg).input_size[1:])
+        probe = torch.zeros(1, 3, *input_hw)
         embed_dim = int(visual(probe).shape[-1])
     spec = _spec("open_clip", model, plan.tag or plan.weights, plan, visual, pp_cfg, len(blocks), width, embed_dim)
     return Backbone(visual, blocks, transform, spec, _batch_first=batch_first)
@@ -477,7 +534,7 @@ def _plan_timm(name: str, pretrained: str | None) -> WeightsPlan:
     return WeightsPlan(getattr(cfg, "tag", None) or "timm-default", local)
 
 
-def _load_timm(model: str, pretrained: str | None) -> Backbone:
+def _load_timm(model: str, pretrained: str | None, preprocess: str = "model") -> Backbone:
     import timm
     from timm.data import create_transform, resolve_data_config
 
@@ -501,21 +558,29 @@ def _load_timm(model: str, pretrained: str | None) -> Backbone:
     if getattr(m, "cls_token", None) is None or not hasattr(m, "blocks"):
         raise BackboneError(f"timm model {name} has no CLS token; attrib taps the CLS token of every block")
     data_cfg = resolve_data_config({}, model=m)
-    transform = create_transform(**data_cfg, is_training=False)
+    if preprocess == "model":
+        transform = create_transform(**data_cfg, is_training=False)
+    else:
+        data_cfg = paper_preprocess_cfg(preprocess, data_cfg["input_size"][1:])
+        transform = paper_transform(data_cfg)
     spec = _spec("timm", model, pretrained or "", plan, m, data_cfg, len(m.blocks), m.embed_dim, m.num_features)
     return Backbone(m, list(m.blocks), transform, spec)
 
 
-def load_backbone(model: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRAINED) -> Backbone:
-    """Load ``model`` with ``pretrained`` weights on the CPU, frozen, in eval mode."""
+def load_backbone(model: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRAINED,
+                  preprocess: str = "model") -> Backbone:
+    """Load ``model`` with ``pretrained`` weights on the CPU, frozen, in eval mode, its transform the
+    ``preprocess`` pipeline (one of :data:`PREPROCESSES`; see the module's docstring)."""
+    _check_preprocess(preprocess)
     if model.startswith("timm:"):
-        return _load_timm(model, pretrained)
+        return _load_timm(model, pretrained, preprocess)
     import open_clip
 
     register_tiny()
     if model.startswith(("hf-hub:", "local-dir:")):
-        return build_open_clip(model)  # the hub/folder config says everything; --pretrained is ignored
+        # the hub/folder config says everything; --pretrained is ignored
+        return build_open_clip(model, preprocess=preprocess)
     if model not in open_clip.list_models():
         raise BackboneError(f"unknown model {model!r}: use an open_clip name (e.g. {DEFAULT_MODEL}, see "
                             f"open_clip.list_models()), hf-hub:org/repo, local-dir:/path, timm:<name>, or {TINY}")
-    return build_open_clip(model, plan_open_clip(model, pretrained))
+    return build_open_clip(model, plan_open_clip(model, pretrained), preprocess)
