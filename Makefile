@@ -53,7 +53,7 @@ PROBE_ARGS = --splits $(SPLITS) $(call opt,--splits-dir,$(SPLITS_DIR)) $(call op
 	--protocol $(PROTOCOL) --layers "$(LAYERS)" --heads $(HEADS) \
 	--scores $(SCORES) --shots $(SHOTS) --seeds $(SEEDS) --jobs $(JOBS) --out $(RESULTS)
 
-.PHONY: help install demo features probe report test bench clean-demo
+.PHONY: help install demo features probe report test bench clean-demo shell lint test-quick
 
 help:
 	@echo "make demo       build the offline demo dataset, extract features, probe, print the table"
@@ -61,6 +61,9 @@ help:
 	@echo "make probe      stage 2 on the newest matching feature set (or FEATURES=cache/...)"
 	@echo "make test       the test suite"
 	@echo "make bench      the benchmarks"
+	@echo "make test-quick the test suite without the tests marked slow"
+	@echo "make lint       ruff check (rules in pyproject.toml)"
+	@echo "make shell      a shell with .venv active, so 'attrib' is on PATH (or: source .venv/bin/activate)"
 
 install: $(STAMP)
 
@@ -91,6 +94,18 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m attrib.bench
+
+# The suite without the tests marked @pytest.mark.slow (those taking more than ~5 s); `make test` runs all.
+test-quick: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+# The CLI lives in $(VENV)/bin/attrib: this opens a shell with the virtual environment active (`exit` leaves).
+shell: $(STAMP)
+	@echo "$(VENV) is active in this shell: attrib is on PATH ('exit' to leave)"
+	@VIRTUAL_ENV="$(abspath $(VENV))" PATH="$(abspath $(BIN)):$$PATH" $${SHELL:-/bin/sh}
 
 clean-demo:
 	rm -rf data/demo results/demo $(CACHE)/demo__*
