@@ -168,13 +168,13 @@ def test_file_systems_without_hard_links_still_publish_atomically(tmp_path: Path
 
     monkeypatch.setattr(os, "link", no_links)
     fs, cls, _ = _full(tmp_path)
-    from attrib.store import _write_atomic
+    from attrib import atomic
 
     before = (fs.path / MANIFEST).read_bytes()
-    assert not _write_atomic(fs.path / MANIFEST, b"{}", exclusive=True)  # a racing creator loses
+    assert not atomic.write_bytes(fs.path / MANIFEST, b"{}", atomic.EXCLUSIVE)  # a racing creator loses
     assert (fs.path / MANIFEST).read_bytes() == before
     again = FeatureSet.open(fs.path)
-    assert again.verify().ok and again.manifest["model"] == "m"
+    assert again.verify().ok and again.manifest.model == "m"
     np.testing.assert_array_equal(again.block(2), cls[:, 2].astype(np.float16).astype(np.float32))
     assert sorted(p.name for p in fs.path.iterdir()) == [IMAGES, MANIFEST, "shard-00000.h5", "shard-00001.h5",
                                                         "shard-00002.h5"]
