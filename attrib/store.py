@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-import h5py
 import numpy as np
 
 from attrib import atomic, shard_io
@@ -266,6 +265,7 @@ class FeatureSet:
         final = self.shard_path(k)
         if final.exists():
             return None
+        import h5py  # here, not at the top: `attrib cache ls` and `--help` need no HDF5
         row = np.arange(start, stop, dtype=np.int64)
         cls = np.ascontiguousarray(cls, dtype=DTYPE)
         embed = np.ascontiguousarray(embed, dtype=DTYPE)
@@ -318,6 +318,8 @@ class FeatureSet:
         Each shard's rows [lo, hi) are one contiguous byte range (see write_shard), read in pieces on a
         thread pool, several shards at once (:mod:`attrib.shard_io`); other layouts go through h5py.
         """
+        import h5py
+
         sel, groups = self._select(rows)
         n = self.n_images if sel is None else len(sel)
         out = np.empty((n, width), dtype=np.float32)
@@ -362,6 +364,8 @@ class FeatureSet:
 
     def status(self) -> tuple[np.ndarray, list[str]]:
         """(ok flags, error texts) for every row, read from all shards."""
+        import h5py
+
         self.require_complete()
         ok = np.zeros(self.n_images, dtype=bool)
         errors = [""] * self.n_images
@@ -425,6 +429,8 @@ class FeatureSet:
         return rep
 
     def _verify_shard(self, k: int, rep: VerifyReport) -> str:
+        import h5py
+
         start, stop = self.shard_range(k)
         n, L, D, E = stop - start, self.n_blocks, self.width, self.embed_dim
         with h5py.File(self.shard_path(k), "r") as f:

@@ -326,3 +326,13 @@ def test_direct_read_of_a_short_file_is_an_error_not_a_crash(tmp_path: Path) -> 
         read_rows(tmp_path / "short.h5", 960, 4, 8, out, slice(0, 4), None)
     read_rows(tmp_path / "short.h5", 960, 2, 8, out, slice(0, 2), None)  # 32 bytes at 960: inside
     assert not out.any()
+
+
+def test_importing_the_store_loads_neither_hdf5_nor_torch() -> None:
+    """`attrib cache ls` and every --help import the store: HDF5 is loaded by the first shard read or write."""
+    import subprocess
+    import sys
+
+    code = "import sys, attrib.store; print(sorted(m for m in ('h5py', 'torch') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
