@@ -241,10 +241,9 @@ def cache_info(feature_set: str) -> None:
     from attrib.store import StoreError
 
     fs = _open_fs(feature_set)
-    m = dict(fs.manifest)
     if fs.label:
         click.secho(f"WARNING: {fs.label}", fg="red", bold=True)
-    click.echo(json.dumps(m, indent=2))
+    click.echo(json.dumps(fs.manifest.to_json(), indent=2))
     done = len(fs.shards_done())
     click.echo(f"shards: {done}/{fs.n_shards} complete, {fs.nbytes() / 1e6:.1f} MB")
     try:
@@ -286,31 +285,6 @@ def cache_verify(feature_set: str, max_failed: int) -> None:
     click.echo("OK")
 
 
-def _same_image_list(fs, max_per_source: int | None, sample_seed: int, limit: int | None) -> bool:
-    """Would `attrib features --max-per-source N --sample-seed S --limit L` list exactly this feature
-    set's images? Its folder is named by its image list, not by the options that made it, so a set made
-    with another N (or none) is the same set when no (source, subset) group was cut by either N: the
-    manifest records the options of the run that created it, and its own counts tell the rest.
-    """
-    from attrib.store import StoreError
-
-    m = fs.manifest
-    m_max, m_limit = m.get("max_per_source"), m.get("limit")
-    same_draw = m_max is None or m.get("sample_seed", 0) == sample_seed
-    if (m_max, m_limit) == (max_per_source, limit) and same_draw:
-        return True
-    n = fs.n_images
-    if (m_limit is not None and n >= m_limit) or (limit is not None and limit < n):
-        return False  # one of the two lists was (or would be) cut by --limit: only identical options match
-    if m_max == max_per_source and same_draw:
-        return True
-    try:
-        counts = fs.images.counts().values()
-    except StoreError:  # a damaged image list matches nothing; `attrib cache verify` says why
-        return False
-    return all((max_per_source is None or c <= max_per_source) and (m_max is None or c < m_max) for c in counts)
-
-
 @cache.command("find")
 @click.option("--cache", "cache_dir", default=DEFAULT_CACHE, show_default=True, type=click.Path())
 @click.option("--dataset", default=None, help="Dataset name (demo, genimage, or a folder/list name).")
@@ -332,30 +306,18 @@ def cache_find(cache_dir, dataset, model, pretrained, view, max_per_source, samp
     subset) group gives the unsampled list, for example).
     """
     from attrib.extract.views import View, ViewError
-    from attrib.store import list_feature_sets
+    from attrib.manifest import FeatureRequest
+    from attrib.store import find_feature_set
 
     try:
         want_view = View.parse(view).spec if view is not None else None
     except ViewError as exc:
         raise _fail(exc) from None
-    for fs in list_feature_sets(cache_dir):
-        m = fs.manifest
-        req = m.get("requested") or {}
-        models = {m.get("model"), req.get("model")}
-        weights = {m.get("weights"), m.get("pretrained"), req.get("pretrained"),
-                   Path(m.get("checkpoint") or "-").name, m.get("checkpoint")}
-        if dataset and dataset not in (m.get("dataset"), m.get("dataset_kind")):
-            continue
-        if model and model not in models:
-            continue
-        if pretrained and pretrained not in weights and Path(pretrained).name not in weights:
-            continue
-        if want_view and m.get("view") != want_view:
-            continue
-        if m.get("splits_dir") != (str(Path(splits_dir).resolve()) if splits_dir else None):
-            continue
-        if not fs.complete or not _same_image_list(fs, max_per_source, sample_seed, limit):
-            continue
+    request = FeatureRequest(dataset=dataset, model=model, pretrained=pretrained, view=want_view,
+                             max_per_source=max_per_source, sample_seed=sample_seed, limit=limit,
+                             splits_dir=str(Path(splits_dir).resolve()) if splits_dir else None)
+    fs = find_feature_set(cache_dir, request)
+    if fs is not None:
         click.echo(str(fs.path))
         return
     given = {"dataset": dataset, "model": model, "pretrained": pretrained, "view": view,
@@ -400,7 +362,7 @@ def _split_source(fs, splits: str, splits_dir: str | None, split_file: str | Non
     from attrib.data.splitfile import load_split_file
     from attrib.data.splits import builtin_splits, select_splits
 
-    kind = fs.manifest.get("dataset_kind", fs.manifest["dataset"])
+    kind = fs.manifest.kind
     ok, _ = fs.status()
     defined = load_split_file(split_file) if split_file else None
     # the caps the user gave ('all' = no cap); the others keep the split source's own defaults

@@ -18,11 +18,13 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from attrib import atomic
 from attrib.data.catalog import CatalogError, ImageList, walk_images
 from attrib.data.images import IMAGE_SUFFIXES, is_image_name
-from attrib.extract.backbone import RANDOM_INIT, Backbone, load_backbone, preprocess_name
+from attrib.extract.backbone import RANDOM_INIT, Backbone, load_backbone
 from attrib.extract.runner import RunConfig, extract
 from attrib.extract.views import View
+from attrib.manifest import Manifest
 from attrib.output_paths import check_output, make_folder
 from attrib.probe.persist import UNKNOWN, SavedHead
 from attrib.store import FeatureSet
@@ -87,28 +89,28 @@ def _read_list(path: Path) -> list[str]:
     return out
 
 
-def pretrained_for(manifest: dict[str, Any], override: str | None = None) -> str | None:
+def pretrained_for(manifest: Manifest, override: str | None = None) -> str | None:
     """The ``--pretrained`` value that rebuilds the backbone of a feature set's manifest."""
     if override:
         return override
-    if manifest.get("weights") == RANDOM_INIT:
+    if manifest.weights == RANDOM_INIT:
         return RANDOM_INIT
-    if manifest.get("checkpoint"):
-        ckpt = manifest["checkpoint"]
+    if manifest.checkpoint:
+        ckpt = manifest.checkpoint
         if not os.path.isfile(ckpt):
             raise PredictError(f"the head's features were extracted with the checkpoint {ckpt}, which is not on "
                                "this machine: pass --pretrained /path/to/that/file (it is checked by sha256)")
         return ckpt
-    if manifest.get("family") == "timm" or str(manifest.get("model", "")).startswith(("hf-hub:", "local-dir:")):
+    if manifest.family == "timm" or str(manifest.model or "").startswith(("hf-hub:", "local-dir:")):
         return None
-    return manifest.get("weights")
+    return manifest.weights
 
 
 def head_backbone(saved: SavedHead, pretrained: str | None = None) -> Backbone:
     """Load exactly the backbone the head's features came from, or fail naming what differs."""
     m = saved.manifest
-    backbone = load_backbone(m["model"], pretrained_for(m, pretrained), preprocess_name(m.get("preprocess")))
-    now = {**backbone.spec, "view": m.get("view", "none")}
+    backbone = load_backbone(m.model, pretrained_for(m, pretrained), m.preprocess_name)
+    now = Manifest.from_backbone(backbone.spec, view=m.view or "none")
     diffs = saved.extraction_mismatch(now)
     if diffs:
         raise PredictError("this backbone does not reproduce the head's features:\n  - " + "\n  - ".join(diffs) +
@@ -161,30 +163,24 @@ def write_predictions(records: Iterable[dict[str, Any]], out: Path, fmt: str, k:
     _check_format(fmt)
     out = check_out(out)
     make_folder(out.parent, "--out", PredictError)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     n = failed = unknown = 0
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
+    with atomic.replacing(out, encoding="utf-8", newline="") as f:
+        if fmt == "csv":
+            w = csv.writer(f)
+            w.writerow(["path", "prediction", "score", "decision"] +
+                       [c for i in range(1, k + 1) for c in (f"top{i}_source", f"top{i}_probability")] + ["error"])
+        for rec in records:
+            n += 1
+            failed += rec["decision"] == ERROR
+            unknown += rec["decision"] == UNKNOWN
             if fmt == "csv":
-                w = csv.writer(f)
-                w.writerow(["path", "prediction", "score", "decision"] +
-                           [c for i in range(1, k + 1) for c in (f"top{i}_source", f"top{i}_probability")] + ["error"])
-            for rec in records:
-                n += 1
-                failed += rec["decision"] == ERROR
-                unknown += rec["decision"] == UNKNOWN
-                if fmt == "csv":
-                    top = [c for s, p in rec["top"] for c in (s, f"{p:.6f}")]
-                    top += [""] * (2 * k - len(top))
-                    score = "" if rec["score"] is None else repr(rec["score"])
-                    w.writerow([rec["path"], rec["prediction"], score, rec["decision"], *top, rec["error"]])
-                else:
-                    rec = {**rec, "top": [{"source": s, "probability": p} for s, p in rec["top"]]}
-                    f.write(json.dumps(rec) + "\n")
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+                top = [c for s, p in rec["top"] for c in (s, f"{p:.6f}")]
+                top += [""] * (2 * k - len(top))
+                score = "" if rec["score"] is None else repr(rec["score"])
+                w.writerow([rec["path"], rec["prediction"], score, rec["decision"], *top, rec["error"]])
+            else:
+                rec = {**rec, "top": [{"source": s, "probability": p} for s, p in rec["top"]]}
+                f.write(json.dumps(rec) + "\n")
     return n, failed, unknown
 
 
@@ -201,7 +197,7 @@ def predict(saved: SavedHead, inputs: Sequence[str | os.PathLike], out: str | os
     except CatalogError as exc:
         raise PredictError(str(exc)) from None
     backbone = head_backbone(saved, pretrained)
-    view = View.parse(saved.manifest.get("view", "none"))
+    view = View.parse(saved.manifest.view or "none")
     summary = extract(images, backbone, cache, SUBSET, view, config or RunConfig(),
                       manifest_extra={"dataset_kind": SUBSET})
     fs = summary.feature_set

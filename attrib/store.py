@@ -9,14 +9,17 @@ A *feature set* is a folder holding everything one extraction produced::
     ...
 
 Why this shape: extraction of millions of images takes days and many processes, so the unit of work and
-of durability is a shard. A shard is written to a temporary file, fsynced and renamed into place, so a
-shard that exists is complete; a killed run loses at most the shards in flight, and any number of
-processes can split shards by ``k % world_size == rank`` without talking to each other. ``cls`` is
-chunked (rows, 1, D) and written block by block, so the chunks of one block lie next to each other on
-disk: reading one block (what every probe does) is one sequential read of 1/L of the file. Features are
-stored uncompressed: fp16 activations do not compress, and gzip makes reads 10-20x slower. Each shard
-carries a sha256 of its arrays (attribute ``sha256``) so that ``verify`` catches silent corruption, which
-HDF5 itself cannot see in uncompressed data.
+of durability is a shard. A shard is written to a temporary file, fsynced and published under its name in
+one step (:mod:`attrib.atomic`: a hard link, so the first complete copy wins), so a shard that exists is
+complete; a killed run loses at most the shards in flight, and any number of processes can split shards
+by ``k % world_size == rank`` without talking to each other. ``cls`` is chunked (rows, 1, D) and written
+block by block, so the chunks of one block lie next to each other on disk: reading one block (what every
+probe does) is one sequential read of 1/L of the file. Features are stored uncompressed: fp16 activations
+do not compress, and gzip makes reads 10-20x slower. Each shard carries a sha256 of its arrays (attribute
+``sha256``) so that ``verify`` catches silent corruption, which HDF5 itself cannot see in uncompressed data.
+
+The manifest's fields, and the rules for when two feature sets match, are in :mod:`attrib.manifest`;
+the names of the files in a feature-set folder are known here only.
 """
 
 from __future__ import annotations
@@ -26,38 +29,23 @@ import hashlib
 import io
 import json
 import os
-import re
-import socket
-import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-import h5py
 import numpy as np
 
-from attrib import shard_io
+from attrib import atomic, shard_io
 from attrib.data.catalog import ImageList
+from attrib.manifest import DTYPE, FORMAT_VERSION, SAME_FEATURE_SET, FeatureRequest, Manifest
+from attrib.manifest import feature_set_name, identity_hash  # noqa: F401  (re-exported for callers)
 
-FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 IMAGES = "images.tsv"
-DTYPE = "float16"
+SHARD_GLOB = "shard-*.h5"
 DEFAULT_SHARD_SIZE = 10_000
 CHUNK_BYTES = 1 << 20  # ~1 MiB chunks: large enough for sequential reads, small enough for row subsets
-
-# Fields that say *what* the features are: they name the folder (through a hash) and must match when a
-# run resumes into an existing feature set.
-IDENTITY_FIELDS = ("dataset", "images_sha256", "family", "model", "weights", "weights_sha256",
-                   "quick_gelu", "preprocess", "view")
-# Fields that must also match to add shards to an existing feature set (they shape or change the arrays).
-COMPAT_FIELDS = IDENTITY_FIELDS + ("format_version", "n_images", "n_blocks", "width", "embed_dim", "dtype",
-                                   "shard_size", "precision")
-
-
-# What a reader needs to address the shards at all.
-REQUIRED_FIELDS = ("n_images", "n_blocks", "width", "embed_dim", "shard_size")
 
 
 class StoreError(RuntimeError):
@@ -66,111 +54,6 @@ class StoreError(RuntimeError):
 
 class ManifestMismatch(StoreError):
     """An existing feature set was made with different settings; the message lists each field."""
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.+_-]+", "_", text).strip("_") or "x"
-
-
-def identity_hash(manifest: dict[str, Any]) -> str:
-    ident = {k: manifest.get(k) for k in IDENTITY_FIELDS}
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
-
-
-# File systems cap a name at 255 bytes; the hash alone makes a name unique, so the readable part (a long
-# view chain, a local-dir: path) is cut to fit.
-MAX_READABLE_NAME = 200
-
-
-def feature_set_name(manifest: dict[str, Any]) -> str:
-    """``<dataset>__<model>__<weights>[__<preprocess>][__<view>]-<hash8>``: readable, and unique per
-    identity; the model's own preprocessing adds nothing (names from before ``--preprocess`` stay)."""
-    parts = [manifest["dataset"], manifest["model"], manifest["weights"]]
-    if isinstance(manifest.get("preprocess"), dict) and manifest["preprocess"].get("name", "model") != "model":
-        parts.append(manifest["preprocess"]["name"])
-    if manifest.get("view", "none") != "none":
-        parts.append(manifest["view"])
-    return "__".join(_slug(p) for p in parts)[:MAX_READABLE_NAME] + "-" + identity_hash(manifest)
-
-
-def diff_manifests(old: dict[str, Any], new: dict[str, Any], fields: Iterable[str] = COMPAT_FIELDS) -> list[str]:
-    """One line per differing field (per differing key for nested settings such as ``preprocess``)."""
-    out = []
-    for k in fields:
-        a, b = old.get(k), new.get(k)
-        if a == b:
-            continue
-        if isinstance(a, dict) and isinstance(b, dict):
-            out.extend(f"{k}.{sub}: cache has {a.get(sub)!r}, this run has {b.get(sub)!r}"
-                       for sub in sorted(set(a) | set(b)) if a.get(sub) != b.get(sub))
-        else:
-            out.append(f"{k}: cache has {a!r}, this run has {b!r}")
-    return out
-
-
-def _tmp_name(path: Path) -> Path:
-    """Hidden temporary sibling of ``path``, named by host and pid so stale ones can be told apart."""
-    return path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def _write_atomic(path: Path, data: bytes, exclusive: bool = False) -> bool:
-    """Write ``data`` to ``path`` through a fsynced temporary file (see :func:`_publish`)."""
-    tmp = _tmp_name(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        return _publish(tmp, path, exclusive)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _publish(tmp: Path, path: Path, exclusive: bool) -> bool:
-    """Fsync the complete file ``tmp`` and publish it as ``path``; True unless ``path`` existed and was kept.
-
-    A hard link is atomic and never replaces an existing file, so concurrent writers agree on one winner
-    and a reader never sees a partial file. File systems without hard links fall back to ``os.replace``
-    (still atomic; the last complete writer wins), or, with ``exclusive`` (the winner must be the first:
-    the manifest), to an exclusive create plus copy (a concurrent reader may then briefly see a short
-    file, which it reports). The caller removes ``tmp``.
-    """
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        return False
-    except OSError:  # no hard links on this file system
-        if not exclusive:
-            os.replace(tmp, path)
-        elif not _copy_exclusive(tmp, path):
-            return False
-    _fsync_dir(path.parent)
-    return True
-
-
-def _copy_exclusive(tmp: Path, path: Path) -> bool:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "wb") as f:
-        f.write(tmp.read_bytes())
-        f.flush()
-        os.fsync(f.fileno())
-    return True
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _chunk_rows(n: int, width: int) -> int:
@@ -209,12 +92,17 @@ class VerifyReport:
 class FeatureSet:
     """A feature set on disk. Use :meth:`open` to read, :meth:`create` to start or resume writing."""
 
-    def __init__(self, path: str | os.PathLike, manifest: dict[str, Any]):
+    def __init__(self, path: str | os.PathLike, manifest: Manifest):
         self.path = Path(path)
         self.manifest = manifest
         self._images: ImageList | None = None
 
     # ------------------------------------------------------------------------------- open / create
+    @staticmethod
+    def exists(path: str | os.PathLike) -> bool:
+        """Whether ``path`` holds a feature set (whether or not it opens: :meth:`open` says why not)."""
+        return (Path(path) / MANIFEST).is_file()
+
     @classmethod
     def open(cls, path: str | os.PathLike) -> "FeatureSet":
         path = Path(path)
@@ -222,36 +110,34 @@ class FeatureSet:
         if not mpath.is_file():
             raise StoreError(f"{path} is not a feature set (no {MANIFEST}); list them with `attrib cache ls`")
         try:
-            manifest = json.loads(mpath.read_text())
+            raw = json.loads(mpath.read_text())
         except (OSError, ValueError) as exc:
             raise StoreError(f"{mpath}: unreadable manifest ({exc})") from None
-        if not isinstance(manifest, dict):
+        if not isinstance(raw, dict):
             raise StoreError(f"{mpath}: not a manifest (a JSON object was expected)")
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise StoreError(f"{mpath}: format version {manifest.get('format_version')}, this attrib reads "
-                             f"{FORMAT_VERSION}")
-        missing = [k for k in REQUIRED_FIELDS if not isinstance(manifest.get(k), int)]
+        manifest = Manifest.from_json(raw)
+        if manifest.format_version != FORMAT_VERSION:
+            raise StoreError(f"{mpath}: format version {manifest.format_version}, this attrib reads {FORMAT_VERSION}")
+        missing = manifest.damaged_fields()
         if missing:
             raise StoreError(f"{mpath}: damaged manifest, no valid {', '.join(missing)}")
         return cls(path, manifest)
 
     @classmethod
-    def create(cls, path: str | os.PathLike, manifest: dict[str, Any], images: ImageList) -> "FeatureSet":
+    def create(cls, path: str | os.PathLike, manifest: Manifest | Mapping[str, Any], images: ImageList) -> "FeatureSet":
         """Create the feature set at ``path``, or reopen it if it exists with a compatible manifest.
 
-        Safe to call from many processes at once: the first manifest to land wins, the others are
-        compared against it.
+        ``manifest`` describes the features (a mapping is read as manifest.json would be); its image
+        count and image-list hash are taken from ``images``. Safe to call from many processes at once:
+        the first manifest to land wins, the others are compared against it.
         """
         path = Path(path)
-        manifest = {"format_version": FORMAT_VERSION, "dtype": DTYPE, **manifest}
-        manifest.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-        manifest["n_images"] = len(images)
-        manifest["images_sha256"] = images.sha256()
-        if (path / MANIFEST).exists():
-            existing = cls.open(path)
-            existing._check_compatible(manifest)
-            existing._ensure_images(images)
-            return existing
+        manifest = Manifest.coerce(manifest)
+        manifest = manifest.replace(
+            n_images=len(images), images_sha256=images.sha256(),
+            created=manifest.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        if cls.exists(path):
+            return cls._reopen(path, manifest, images)
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # a file where a folder should be, no permission, a name too long, ...
@@ -259,14 +145,23 @@ class FeatureSet:
                              "another --cache or --out") from None
         # The manifest is claimed first (exclusively): only the process that created the feature set
         # writes images.tsv, so a loser with a different image list can never overwrite it.
-        if not _write_atomic(path / MANIFEST, json.dumps(manifest, indent=2).encode(), exclusive=True):
-            existing = cls.open(path)
-            existing._check_compatible(manifest)
-            existing._ensure_images(images)
-            return existing
+        text = json.dumps(manifest.to_json(), indent=2)
+        if not atomic.write_text(path / MANIFEST, text, atomic.EXCLUSIVE):
+            return cls._reopen(path, manifest, images)
         fs = cls(path, manifest)
         fs._ensure_images(images)
         return fs
+
+    @classmethod
+    def _reopen(cls, path: Path, manifest: Manifest, images: ImageList) -> "FeatureSet":
+        existing = cls.open(path)
+        diffs = existing.manifest.mismatches(manifest, SAME_FEATURE_SET)
+        if diffs:
+            raise ManifestMismatch(
+                f"{path} was extracted with different settings:\n  - " + "\n  - ".join(diffs) +
+                "\nUse another --cache/--out folder, or rerun with the cached settings.")
+        existing._ensure_images(images)
+        return existing
 
     def _ensure_images(self, images: ImageList) -> None:
         """Write images.tsv if it is missing (its creator may have been killed right after the manifest).
@@ -276,15 +171,16 @@ class FeatureSet:
         if not (self.path / IMAGES).exists():
             buf = io.StringIO()
             images.write_tsv(buf)
-            _write_atomic(self.path / IMAGES, buf.getvalue().encode("utf-8"))
+            atomic.write_text(self.path / IMAGES, buf.getvalue(), atomic.KEEP)
         self._images = images
 
-    def _check_compatible(self, new: dict[str, Any]) -> None:
-        diffs = diff_manifests(self.manifest, new)
-        if diffs:
-            raise ManifestMismatch(
-                f"{self.path} was extracted with different settings:\n  - " + "\n  - ".join(diffs) +
-                "\nUse another --cache/--out folder, or rerun with the cached settings.")
+    def temp_files(self) -> list[str]:
+        """Names of writers' temporary files in this feature set (live, or left by killed writers)."""
+        return [p.name for p in atomic.temp_files(self.path)]
+
+    def remove_stale_temp_files(self) -> list[str]:
+        """Remove the temporary files of this host's killed writers (a resumed run calls this)."""
+        return [p.name for p in atomic.remove_stale(self.path)]
 
     # ---------------------------------------------------------------------------------- properties
     @property
@@ -293,23 +189,23 @@ class FeatureSet:
 
     @property
     def n_images(self) -> int:
-        return int(self.manifest["n_images"])
+        return int(self.manifest.n_images)
 
     @property
     def n_blocks(self) -> int:
-        return int(self.manifest["n_blocks"])
+        return int(self.manifest.n_blocks)
 
     @property
     def width(self) -> int:
-        return int(self.manifest["width"])
+        return int(self.manifest.width)
 
     @property
     def embed_dim(self) -> int:
-        return int(self.manifest["embed_dim"])
+        return int(self.manifest.embed_dim)
 
     @property
     def shard_size(self) -> int:
-        return int(self.manifest["shard_size"])
+        return int(self.manifest.shard_size)
 
     @property
     def n_shards(self) -> int:
@@ -318,13 +214,13 @@ class FeatureSet:
     @property
     def label(self) -> str:
         """Warning label users must see next to any number computed from these features ('' if none)."""
-        return self.manifest.get("label", "")
+        return self.manifest.label
 
     @property
     def images(self) -> ImageList:
         if self._images is None:
             try:
-                self._images = ImageList.read_tsv(self.path / IMAGES, root=self.manifest.get("root", ""))
+                self._images = ImageList.read_tsv(self.path / IMAGES, root=self.manifest.root)
             except (OSError, ValueError) as exc:  # its writer was killed right after the manifest, or a damaged file
                 raise StoreError(f"{self.path / IMAGES}: missing or unreadable ({exc}); rerun `attrib features` "
                                  "with the same options to rewrite it") from None
@@ -369,13 +265,13 @@ class FeatureSet:
         final = self.shard_path(k)
         if final.exists():
             return None
+        import h5py  # here, not at the top: `attrib cache ls` and `--help` need no HDF5
         row = np.arange(start, stop, dtype=np.int64)
         cls = np.ascontiguousarray(cls, dtype=DTYPE)
         embed = np.ascontiguousarray(embed, dtype=DTYPE)
         ok = np.asarray(ok, dtype=bool)
         error = [str(e) for e in error]
-        tmp = _tmp_name(final)
-        try:
+        with atomic.temporary(final) as tmp:
             with h5py.File(tmp, "w") as f:
                 f.create_dataset("row", data=row)
                 ds = f.create_dataset("cls", shape=(n, L, D), dtype=DTYPE, chunks=(_chunk_rows(n, D), 1, D))
@@ -388,9 +284,7 @@ class FeatureSet:
                 f.attrs["sha256"] = shard_checksum(row, cls, embed, ok, error)
                 f.attrs["feature_set"] = self.id
                 f.attrs["complete"] = 1
-            published = _publish(tmp, final, exclusive=False)  # never replaces a shard finished first
-        finally:
-            tmp.unlink(missing_ok=True)
+            published = atomic.publish(tmp, final, atomic.KEEP)  # never replaces a shard finished first
         return final if published else None
 
     # --------------------------------------------------------------------------------------- read
@@ -424,6 +318,8 @@ class FeatureSet:
         Each shard's rows [lo, hi) are one contiguous byte range (see write_shard), read in pieces on a
         thread pool, several shards at once (:mod:`attrib.shard_io`); other layouts go through h5py.
         """
+        import h5py
+
         sel, groups = self._select(rows)
         n = self.n_images if sel is None else len(sel)
         out = np.empty((n, width), dtype=np.float32)
@@ -468,6 +364,8 @@ class FeatureSet:
 
     def status(self) -> tuple[np.ndarray, list[str]]:
         """(ok flags, error texts) for every row, read from all shards."""
+        import h5py
+
         self.require_complete()
         ok = np.zeros(self.n_images, dtype=bool)
         errors = [""] * self.n_images
@@ -510,11 +408,11 @@ class FeatureSet:
             return rep
         if len(images) != self.n_images:
             rep.broken.append((-1, f"{IMAGES} has {len(images)} rows, manifest says {self.n_images}"))
-        if images.sha256() != self.manifest.get("images_sha256"):
+        if images.sha256() != self.manifest.images_sha256:
             rep.broken.append((-1, f"{IMAGES} does not match the manifest's images_sha256"))
-        rep.leftovers = sorted(p.name for p in self.path.glob(".*.tmp-*"))
+        rep.leftovers = self.temp_files()
         expected = {self.shard_path(k).name for k in range(self.n_shards)}
-        for extra in sorted(self.path.glob("shard-*.h5")):
+        for extra in sorted(self.path.glob(SHARD_GLOB)):
             if extra.name not in expected:
                 rep.broken.append((-1, f"unexpected file {extra.name} (not a shard of {self.n_images} images "
                                        f"in shards of {self.shard_size})"))
@@ -531,6 +429,8 @@ class FeatureSet:
         return rep
 
     def _verify_shard(self, k: int, rep: VerifyReport) -> str:
+        import h5py
+
         start, stop = self.shard_range(k)
         n, L, D, E = stop - start, self.n_blocks, self.width, self.embed_dim
         with h5py.File(self.shard_path(k), "r") as f:
@@ -559,7 +459,7 @@ class FeatureSet:
         return "; ".join(problems)
 
     def nbytes(self) -> int:
-        return sum(p.stat().st_size for p in self.path.glob("shard-*.h5"))
+        return sum(p.stat().st_size for p in self.path.glob(SHARD_GLOB))
 
 
 def list_feature_sets(cache: str | os.PathLike) -> list[FeatureSet]:
@@ -569,9 +469,23 @@ def list_feature_sets(cache: str | os.PathLike) -> list[FeatureSet]:
         return []
     out = []
     for d in cache.iterdir():
-        if (d / MANIFEST).is_file():
+        if FeatureSet.exists(d):
             try:
                 out.append(FeatureSet.open(d))
             except StoreError:
                 continue
     return sorted(out, key=lambda fs: ((fs.path / MANIFEST).stat().st_mtime, fs.id), reverse=True)
+
+
+def find_feature_set(cache: str | os.PathLike, request: FeatureRequest) -> FeatureSet | None:
+    """The newest complete feature set under ``cache`` that `attrib features` would extract into for
+    ``request`` (same settings and the same image list), or None."""
+    for fs in list_feature_sets(cache):
+        if not request.matches_settings(fs.manifest) or not fs.complete:
+            continue
+        try:
+            if request.same_image_list(fs.manifest, lambda: fs.images.counts().values()):
+                return fs
+        except StoreError:  # a damaged image list matches nothing; `attrib cache verify` says why
+            continue
+    return None

@@ -229,8 +229,8 @@ def test_max_per_source_is_its_own_feature_set(tmp_path: Path, tiny_checkpoint: 
     fs = {n: FeatureSet.open(p) for n, p in paths.items()}
     assert len(set(paths.values())) == 3  # three image lists, three feature sets
     assert [fs[n].n_images for n in (1, 2, None)] == [6, 12, 18]
-    assert len({fs[n].manifest["images_sha256"] for n in fs}) == 3
-    assert fs[1].manifest["max_per_source"] == 1 and "max_per_source" not in fs[None].manifest
+    assert len({fs[n].manifest.images_sha256 for n in fs}) == 3
+    assert fs[1].manifest.max_per_source == 1 and "max_per_source" not in fs[None].manifest.to_json()
     assert set(fs[1].images.paths) < set(fs[2].images.paths) < set(fs[None].images.paths)
     # the same N again reuses its feature set; forcing another N into it is refused, never mixed
     code, out = _features(common + ["--max-per-source", "2"])
@@ -253,7 +253,7 @@ def test_list_dataset_end_to_end(tmp_path: Path, tiny_checkpoint: Path) -> None:
                            str(tiny_checkpoint), "--cache", str(tmp_path / "cache")])
     assert code == 0, out
     fs = FeatureSet.open(out.strip().splitlines()[-1])
-    assert fs.manifest["dataset"] == "list"
+    assert fs.manifest.dataset == "list"
     assert list(fs.images) == [("imgs/a.png", "ganA", "train"), ("imgs/b.png", "real", "val")]
     (tmp_path / "bad.tsv").write_text("imgs/a.png\tganA\nimgs/a.png\treal\n")
     code, out = _features(["--dataset", "list", "--list", str(tmp_path / "bad.tsv"), "--cache", str(tmp_path / "c")])

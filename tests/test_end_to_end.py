@@ -28,7 +28,7 @@ def test_features_probe_report(demo_root: Path, tiny_checkpoint: Path, tmp_path:
     assert fs_path.parent == tmp_path / "cache" and fs_path.name.startswith("demo__attrib-tiny__tiny-weights")
     fs = FeatureSet.open(fs_path)
     assert fs.complete and fs.n_images == 24 * 8 and fs.n_blocks == 4 and fs.width == 64
-    assert fs.manifest["weights_sha256"] and fs.label == ""  # a checkpoint, not random-init
+    assert fs.manifest.weights_sha256 and fs.label == ""  # a checkpoint, not random-init
     with h5py.File(fs.shard_path(0)) as f:  # the documented on-disk format
         assert f["cls"].dtype == np.float16 and f["cls"].shape == (50, 4, 64)
         assert f["cls"].chunks[1] == 1 and f.attrs["complete"] == 1
@@ -72,9 +72,9 @@ def test_offline_fallback_is_labelled(demo_root: Path, tmp_path: Path, monkeypat
     assert res.exit_code == 0, res.output
     assert "FALLING BACK to attrib-tiny" in res.output and "not CLIP features" in res.output
     fs = FeatureSet.open(res.output.strip().splitlines()[-1])
-    assert fs.manifest["model"] == "attrib-tiny" and fs.manifest["weights"] == "random-init"
+    assert fs.manifest.model == "attrib-tiny" and fs.manifest.weights == "random-init"
     assert fs.label == "random-init: pipeline check, not CLIP features"
-    assert fs.manifest["requested"]["model"] == "ViT-B-16"
+    assert fs.manifest.requested.model == "ViT-B-16"
     found = _run(["cache", "find", "--cache", str(tmp_path / "cache"), "--dataset", "demo", "--model",
                   "ViT-B-16", "--pretrained", "laion2b_s34b_b88k"])
     assert found.strip() == str(fs.path)

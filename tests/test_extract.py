@@ -242,7 +242,7 @@ def test_cache_ls_info_verify(photos: Path, tmp_path: Path) -> None:
     res = _cli(["features", "--dataset", "folder", "--root", str(photos), "--model", "attrib-tiny", "--workers",
                 "0", "--cache", str(cache), "--shard-size", "4", "--limit", "8", "--quiet"])
     fs = FeatureSet.open(res.stdout.strip().splitlines()[-1])
-    assert fs.n_images == 8 and fs.manifest["limit"] == 8
+    assert fs.n_images == 8 and fs.manifest.limit == 8
     ls = _cli(["cache", "ls", str(cache)]).output
     assert f"{fs.path}  8 images  4x64  complete  [random-init" in ls
     info = _cli(["cache", "info", str(fs.path)]).output

@@ -205,7 +205,7 @@ def test_save_head_with_one_candidate_and_its_errors(fs: FeatureSet, tmp_path: P
     saved = load_head(tmp_path / "h")
     assert saved.info["choice"]["criterion"] == "given" and saved.info["shots"] == "10"
     assert saved.layer == (1,) and saved.info["validation"]["n_unknown"] > 0
-    other = dict(fs.manifest, model="ViT-B-16")
+    other = fs.manifest.replace(model="ViT-B-16")
     assert saved.extraction_mismatch(other) == [
         "model: head was trained on 'synthetic', these features have 'ViT-B-16'"]
     res = CliRunner().invoke(main, ["probe", "--features", str(fs.path), "--splits", "1,2", "--save-head",

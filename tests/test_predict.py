@@ -113,7 +113,7 @@ def test_a_different_backbone_is_refused(trained: dict, tmp_path: Path, demo_roo
     other = tmp_path / "other.safetensors"
     from safetensors.torch import load_file, save_file
 
-    sd = load_file(str(trained["fs"].manifest["checkpoint"]))
+    sd = load_file(str(trained["fs"].manifest.checkpoint))
     sd = {k: v + 0.01 if v.is_floating_point() else v for k, v in sd.items()}
     save_file(sd, str(other))
     res = CliRunner().invoke(main, ["predict", "--head", str(trained["head"]), str(demo_root / "deconv"),
@@ -175,7 +175,7 @@ def test_a_moved_checkpoint_is_accepted_by_its_sha256(trained: dict, tmp_path: P
     import shutil
 
     moved = tmp_path / "renamed-elsewhere.safetensors"
-    shutil.copyfile(trained["fs"].manifest["checkpoint"], moved)
+    shutil.copyfile(trained["fs"].manifest.checkpoint, moved)
     out = tmp_path / "p.csv"
     _run(["predict", "--head", str(trained["head"]), str(demo_root / "palette" / "val" / "ai"), "--out", str(out),
           "--pretrained", str(moved), "--cache", str(tmp_path / "c"), "--workers", "0", "--quiet"])

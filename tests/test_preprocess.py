@@ -116,11 +116,11 @@ def test_cached_features_are_the_models_output_on_the_reference_tensors(image_fi
     viewed = _features(root, tmp_path / "c", "--preprocess", "paper", "--view", "shortside:100")
     assert "__paper-" in paper.id and "__paper__shortside_100-" in viewed.id
     assert re.fullmatch(r"[^_]+__attrib-tiny__random-init-[0-9a-f]{8}", model.id)  # today's name, no suffix
-    assert "name" not in model.manifest["preprocess"]
-    assert paper.manifest["preprocess"] == {"name": "paper", "size": [64, 64], "resize_mode": "squash",
+    assert "name" not in model.manifest.preprocess
+    assert paper.manifest.preprocess == {"name": "paper", "size": [64, 64], "resize_mode": "squash",
                                             "interpolation": "bilinear", "crop": [64, 64], "mean": list(MEAN),
                                             "std": list(STD)}
-    assert paper.manifest["view"] == "none" and viewed.manifest["view"] == "shortside:100"
+    assert paper.manifest.view == "none" and viewed.manifest.view == "shortside:100"
     assert len({model.id, paper.id, viewed.id}) == 3
 
     bb = load_backbone("attrib-tiny", None)
@@ -162,7 +162,7 @@ def test_predict_reproduces_the_heads_preprocessing(demo_root: Path, tmp_path: P
     run(["probe", "--features", str(fs.path), "--splits", "1", "--layers", "3", "--heads", "logreg", "--scores",
          "msp", "--grid", "C=1", "--save-head", str(tmp_path / "head"), "--out", str(tmp_path / "res"), "--quiet"])
     saved = load_head(tmp_path / "head")
-    assert preprocess_name(saved.manifest["preprocess"]) == "paper"
+    assert preprocess_name(saved.manifest.preprocess) == "paper"
     rows = np.arange(0, len(fs.images), 7)
     listing = tmp_path / "list.txt"
     listing.write_text("".join(f"{Path(fs.images.root) / fs.images.paths[r]}\n" for r in rows))

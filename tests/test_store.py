@@ -168,13 +168,13 @@ def test_file_systems_without_hard_links_still_publish_atomically(tmp_path: Path
 
     monkeypatch.setattr(os, "link", no_links)
     fs, cls, _ = _full(tmp_path)
-    from attrib.store import _write_atomic
+    from attrib import atomic
 
     before = (fs.path / MANIFEST).read_bytes()
-    assert not _write_atomic(fs.path / MANIFEST, b"{}", exclusive=True)  # a racing creator loses
+    assert not atomic.write_bytes(fs.path / MANIFEST, b"{}", atomic.EXCLUSIVE)  # a racing creator loses
     assert (fs.path / MANIFEST).read_bytes() == before
     again = FeatureSet.open(fs.path)
-    assert again.verify().ok and again.manifest["model"] == "m"
+    assert again.verify().ok and again.manifest.model == "m"
     np.testing.assert_array_equal(again.block(2), cls[:, 2].astype(np.float16).astype(np.float32))
     assert sorted(p.name for p in fs.path.iterdir()) == [IMAGES, MANIFEST, "shard-00000.h5", "shard-00001.h5",
                                                         "shard-00002.h5"]
@@ -326,3 +326,13 @@ def test_direct_read_of_a_short_file_is_an_error_not_a_crash(tmp_path: Path) -> 
         read_rows(tmp_path / "short.h5", 960, 4, 8, out, slice(0, 4), None)
     read_rows(tmp_path / "short.h5", 960, 2, 8, out, slice(0, 2), None)  # 32 bytes at 960: inside
     assert not out.any()
+
+
+def test_importing_the_store_loads_neither_hdf5_nor_torch() -> None:
+    """`attrib cache ls` and every --help import the store: HDF5 is loaded by the first shard read or write."""
+    import subprocess
+    import sys
+
+    code = "import sys, attrib.store; print(sorted(m for m in ('h5py', 'torch') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -122,7 +122,7 @@ def test_each_view_is_its_own_feature_set_and_reruns_are_identical(tmp_path: Pat
     noisy1 = _features(root, tmp_path / "c1", "noise:8+jpeg:80")
     noisy2 = _features(root, tmp_path / "c2", "noise:8+jpeg:80")  # a fresh rerun elsewhere
     assert plain.path != noisy1.path and "__noise_8+jpeg_80-" in noisy1.id
-    assert noisy1.manifest["view"] == "noise:8+jpeg:80" and plain.manifest["view"] == "none"
+    assert noisy1.manifest.view == "noise:8+jpeg:80" and plain.manifest.view == "none"
     assert noisy1.id == noisy2.id
     for layer in range(noisy1.n_blocks):
         np.testing.assert_array_equal(noisy1.block(layer), noisy2.block(layer))

@@ -129,13 +129,14 @@ def _raw_read(paths: list[Path]) -> tuple[int, float]:
 
 def bench_read(args: argparse.Namespace, tmp: Path) -> float:
     from attrib.data.catalog import ImageList
+    from attrib.manifest import Manifest
     from attrib.store import FeatureSet
 
     L, D, E, S, n = 12, 768, 512, 10_000, args.rows
     images = ImageList([f"img/{i:07d}.png" for i in range(n)], ["gen"] * n, ["train"] * n)
-    manifest = {"dataset": "bench", "family": "open_clip", "model": "ViT-B-16", "weights": "synthetic",
-                "weights_sha256": "", "quick_gelu": False, "preprocess": {}, "view": "none", "n_blocks": L,
-                "width": D, "embed_dim": E, "shard_size": S, "precision": "fp32"}
+    manifest = Manifest(dataset="bench", family="open_clip", model="ViT-B-16", weights="synthetic",
+                        weights_sha256="", quick_gelu=False, preprocess={}, view="none", n_blocks=L, width=D,
+                        embed_dim=E, shard_size=S, precision="fp32")
     fs = FeatureSet.create(tmp / "fs", manifest, images)
     rng = np.random.default_rng(0)
     base = rng.standard_normal((S, L, D), dtype=np.float32).astype(np.float16)

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from attrib import atomic
 from attrib.probe.geometry import logsumexp, softmax
 from attrib.probe.heads import DEFAULT_CS, LogisticProbe
 
@@ -103,9 +104,7 @@ def _save_sklearn(path: Path | None, key: str, fits: dict[int, dict]) -> None:
         return
     everything = json.loads(path.read_text()) if path.exists() else {}
     everything[key] = {str(j): v for j, v in sorted(fits.items())}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(everything, indent=1))
-    tmp.replace(path)
+    atomic.write_text(path, json.dumps(everything, indent=1))
 
 
 def _objective(X: np.ndarray, y: np.ndarray, W: np.ndarray, b: np.ndarray, C: float) -> float:

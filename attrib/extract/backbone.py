@@ -45,13 +45,14 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from attrib.manifest import PREPROCESSES, preprocess_name  # noqa: F401 (re-exported: the CLI and tests use it here)
+
 TINY = "attrib-tiny"
 RANDOM_INIT = "random-init"
 RANDOM_INIT_LABEL = "random-init: pipeline check, not CLIP features"
 DEFAULT_MODEL = "ViT-B-16"
 DEFAULT_PRETRAINED = "laion2b_s34b_b88k"
 _TINY_SEED = 0  # random-init weights must be identical in every process (resume, ranks, predict)
-PREPROCESSES = ("model", "paper", "paper-train")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _PAPER_INTERPOLATION = {"paper": "bilinear", "paper-train": "bicubic"}
@@ -147,12 +148,6 @@ def paper_transform(cfg: dict[str, Any]) -> Callable[[Any], torch.Tensor]:
     size = tuple(cfg["size"])
     return T.Compose([T.Resize(size, interpolation=modes[cfg["interpolation"]]), T.CenterCrop(tuple(cfg["crop"])),
                       T.ToTensor(), T.Normalize(cfg["mean"], cfg["std"])])
-
-
-def preprocess_name(cfg: dict[str, Any] | None) -> str:
-    """Which of :data:`PREPROCESSES` made a manifest's ``preprocess`` record (a model's own config: model)."""
-    name = cfg.get("name") if isinstance(cfg, dict) else None
-    return name if name in PREPROCESSES else "model"
 
 
 def _check_preprocess(preprocess: str) -> None:

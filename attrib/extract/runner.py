@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import os
 import queue
-import socket
 import sys
 import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -30,7 +29,8 @@ from attrib.data.catalog import ImageList
 from attrib.data.images import MAX_PIXELS, ImageDecodeError, error_text, load_rgb
 from attrib.extract.backbone import RANDOM_INIT_LABEL, Backbone
 from attrib.extract.views import View
-from attrib.store import DEFAULT_SHARD_SIZE, FeatureSet, feature_set_name
+from attrib.manifest import Manifest
+from attrib.store import DEFAULT_SHARD_SIZE, FeatureSet
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -196,39 +196,17 @@ def _versions() -> dict[str, str]:
 
 
 def build_manifest(images: ImageList, backbone: Backbone, dataset: str, view: View, shard_size: int,
-                   precision: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything needed to reproduce (or refuse to mix) these features."""
-    spec = backbone.spec
-    m = {
-        # the image list is part of the identity, so it must be known before the folder is named
-        "dataset": dataset, "root": images.root, "n_images": len(images), "images_sha256": images.sha256(),
-        "family": spec["family"], "model": spec["model"], "weights": spec["weights"],
-        "weights_sha256": spec["weights_sha256"], "checkpoint": spec["checkpoint"],
-        "quick_gelu": spec["quick_gelu"], "preprocess": spec["preprocess"],
-        "n_blocks": spec["n_blocks"], "width": spec["width"], "embed_dim": spec["embed_dim"],
-        "view": view.spec, "shard_size": shard_size, "precision": precision,
-        "label": RANDOM_INIT_LABEL if backbone.random_init else "",
-        "versions": _versions(),
-    }
-    m.update(extra or {})
-    return m
+                   precision: str, extra: Mapping[str, Any] | None = None) -> Manifest:
+    """Everything needed to reproduce (or refuse to mix) these features.
 
-
-def _clean_stale_tmp(path: Path) -> None:
-    """Remove temporary files (shards, manifest, image list) left by killed processes of this host.
-
-    A temporary file names its host and pid; another host's, or a live process's, is left alone.
+    ``extra``: further manifest fields (JSON keys), e.g. the options that chose the image list.
     """
-    host = socket.gethostname()
-    for tmp in path.glob(".*.tmp-*"):
-        parts = tmp.name.split(".tmp-", 1)[1].split("-")
-        if len(parts) >= 3 and "-".join(parts[:-2]) == host:
-            try:
-                os.kill(int(parts[-2]), 0)
-            except (ProcessLookupError, ValueError):
-                tmp.unlink(missing_ok=True)
-            except PermissionError:
-                pass
+    # the image list is part of the identity, so it must be known before the folder is named
+    return Manifest.from_backbone(
+        backbone.spec, dataset=dataset, root=images.root, n_images=len(images), images_sha256=images.sha256(),
+        view=view.spec, shard_size=shard_size, precision=precision,
+        label=RANDOM_INIT_LABEL if backbone.random_init else "", versions=_versions(),
+    ).updated(extra)
 
 
 class _ShardWriter:
@@ -339,7 +317,7 @@ def _to_host(t: torch.Tensor) -> torch.Tensor:
 
 def extract(images: ImageList, backbone: Backbone, cache: str | os.PathLike, dataset: str,
             view: View | None = None, config: RunConfig | None = None, out: str | os.PathLike | None = None,
-            manifest_extra: dict[str, Any] | None = None) -> RunSummary:
+            manifest_extra: Mapping[str, Any] | None = None) -> RunSummary:
     """Extract every missing shard of this rank into the feature set for (images, backbone, view).
 
     The feature set lives at ``out`` if given, else at ``cache/<feature_set_name>``. Returns a summary;
@@ -364,15 +342,16 @@ def extract(images: ImageList, backbone: Backbone, cache: str | os.PathLike, dat
 
     shard_size = cfg.shard_size or DEFAULT_SHARD_SIZE
     manifest = build_manifest(images, backbone, dataset, view, shard_size, precision, manifest_extra)
-    path = Path(out) if out else Path(cache) / feature_set_name(manifest)
-    if cfg.shard_size is None and (path / "manifest.json").exists():
+    path = Path(out) if out else Path(cache) / manifest.folder_name
+    if cfg.shard_size is None and FeatureSet.exists(path):
         # Resuming without --shard-size (or --precision auto): adopt the cached run parameters.
         prev = FeatureSet.open(path).manifest
-        manifest["shard_size"] = prev.get("shard_size", shard_size)
-        if cfg.precision == "auto" and (prev.get("precision") == "fp32" or device.type == "cuda"):
-            manifest["precision"] = precision = prev.get("precision", precision)
+        manifest = manifest.replace(shard_size=prev.shard_size)
+        if cfg.precision == "auto" and (prev.precision == "fp32" or device.type == "cuda"):
+            precision = prev.precision or precision
+            manifest = manifest.replace(precision=precision)
     fs = FeatureSet.create(path, manifest, images)
-    _clean_stale_tmp(fs.path)
+    fs.remove_stale_temp_files()  # left by killed writers of this host
 
     sampler = _ShardBatches(fs, fs.shards_todo(cfg.rank, cfg.world_size), cfg.batch_size)
     n_todo = sum(b - a for a, b in map(fs.shard_range, sampler.shards))

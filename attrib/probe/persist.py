@@ -27,11 +27,12 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from attrib import __version__
+from attrib import __version__, atomic
+from attrib.manifest import SAME_FEATURES, Manifest
 from attrib.output_paths import check_output, make_folder
 from attrib.probe.heads import HEADS, ProbeHead
 from attrib.probe.scorers import SCORERS
@@ -42,10 +43,6 @@ JSON_NAME = "head.json"
 NPZ_NAME = "head.npz"
 UNKNOWN = "unknown"
 SAVE_OPTION = "--save-head"  # named in errors about the folder a head is saved to
-# Manifest fields that decide what a feature vector means: images given to a saved head must be
-# extracted with the same values (the image list itself is of course different).
-EXTRACTION_FIELDS = ("family", "model", "weights", "weights_sha256", "quick_gelu", "preprocess", "view",
-                     "n_blocks", "width")
 
 
 class HeadFileError(ValueError):
@@ -138,19 +135,6 @@ def _canonical(doc: dict[str, Any]) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` atomically (re-saving a head overwrites it; the store's writers never replace)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 # ----------------------------------------------------------------------------------- the object
 @dataclass
 class SavedHead:
@@ -169,8 +153,9 @@ class SavedHead:
 
     # ---------------------------------------------------------------------------- metadata
     @property
-    def manifest(self) -> dict[str, Any]:
-        return self.info.get("manifest", {})
+    def manifest(self) -> Manifest:
+        """The manifest of the feature set the head was trained on."""
+        return Manifest.from_json(self.info.get("manifest", {}))
 
     @property
     def feature_set(self) -> str:
@@ -193,17 +178,11 @@ class SavedHead:
     def n_features(self) -> int:
         return int(self.info["n_features"])
 
-    def extraction_mismatch(self, manifest: dict[str, Any]) -> list[str]:
-        """Differences between the head's feature set and ``manifest`` in what the features mean.
-
-        Checkpoint weights are identified by their sha256: ``weights`` holds a checkpoint's file name,
-        which may differ on another machine for the very same file.
-        """
-        fields = EXTRACTION_FIELDS
-        if self.manifest.get("weights_sha256") and manifest.get("weights_sha256"):
-            fields = tuple(k for k in fields if k != "weights")
-        return [f"{k}: head was trained on {self.manifest.get(k)!r}, these features have {manifest.get(k)!r}"
-                for k in fields if self.manifest.get(k) != manifest.get(k)]
+    def extraction_mismatch(self, manifest: Manifest | Mapping[str, Any]) -> list[str]:
+        """Differences between the head's feature set and ``manifest`` in what the features mean
+        (:data:`attrib.manifest.SAME_FEATURES`); empty when the head can read those features."""
+        return self.manifest.mismatches(Manifest.coerce(manifest), SAME_FEATURES, ours="head was trained on",
+                                        theirs="these features have")
 
     def features(self, fs: Any, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """The head's input read from a :class:`~attrib.store.FeatureSet` (its layer, concatenated)."""
@@ -262,7 +241,8 @@ class SavedHead:
 # ------------------------------------------------------------------------------------ save / load
 def save_head(folder: str | os.PathLike, head: ProbeHead, scorer: Any, *, head_name: str, score_name: str,
               classes: Sequence[str], layer: Sequence[int], threshold: float, feature_set: str,
-              manifest: dict[str, Any], check_X: np.ndarray, info: dict[str, Any] | None = None) -> Path:
+              manifest: Manifest | Mapping[str, Any], check_X: np.ndarray,
+              info: dict[str, Any] | None = None) -> Path:
     """Write ``folder/head.json`` and ``folder/head.npz``; returns the folder.
 
     ``classes`` are the source names of the head's class labels, in the order of ``head.classes_``.
@@ -270,6 +250,7 @@ def save_head(folder: str | os.PathLike, head: ProbeHead, scorer: Any, *, head_n
     loading can prove the head still computes what it computed here.
     """
     folder = Path(folder)
+    manifest = Manifest.coerce(manifest)
     if len(classes) != len(head.classes_):
         raise HeadFileError(f"{len(classes)} class names for a head with {len(head.classes_)} classes")
     check_X = np.asarray(check_X, dtype=np.float32)
@@ -281,7 +262,7 @@ def save_head(folder: str | os.PathLike, head: ProbeHead, scorer: Any, *, head_n
         "scorer": encode_estimator(scorer, score_name, SCORERS, "scorer", arrays),
         "classes": list(map(str, classes)), "layer": [int(b) for b in layer],
         "n_features": int(check_X.shape[1]), "threshold": float(threshold),
-        "feature_set": feature_set, "label": manifest.get("label", ""), "manifest": manifest,
+        "feature_set": feature_set, "label": manifest.label, "manifest": manifest.to_json(),
     }
     clash = sorted(set(info or {}) & (set(doc) | {"npz_sha256", "json_sha256"}))
     if clash:
@@ -299,8 +280,8 @@ def save_head(folder: str | os.PathLike, head: ProbeHead, scorer: Any, *, head_n
     except ValueError as exc:  # NaN/inf outside the encoded state
         raise HeadFileError(f"cannot save head: {exc}") from None
     make_folder(folder, SAVE_OPTION, HeadFileError)
-    _write_atomic(folder / NPZ_NAME, npz)
-    _write_atomic(folder / JSON_NAME, json.dumps(doc, indent=1, allow_nan=False).encode())
+    atomic.write_bytes(folder / NPZ_NAME, npz)  # re-saving a head replaces it
+    atomic.write_text(folder / JSON_NAME, json.dumps(doc, indent=1, allow_nan=False))
     return folder
 
 
