@@ -14,7 +14,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import StandardScaler
 
-from attrib.probe.heads import DEFAULT_CS, HEADS, GaussHead, KNNHead, LogisticProbe, NCMHead, ProbeHead
+from attrib.probe.heads import (DEFAULT_CS, HEADS, PAPER_KS, GaussHead, KNNHead, KNNPaperHead, LogisticProbe,
+                                NCMHead, ProbeHead)
+from attrib.probe.scorers import SCORERS
 from attrib.probe.logreg_path import fit_logreg_path
 
 
@@ -247,6 +249,81 @@ def test_knn_path_shares_one_search_and_equals_single_fits(monkeypatch):
         np.testing.assert_allclose(out, KNNHead(k=h.k).fit(X, y).decision_function(Q), rtol=1e-6)
 
 
+def _unit(cos):
+    return [cos, np.sqrt(1 - cos ** 2)]
+
+
+def test_knn_paper_sums_cosines_by_hand():
+    # the KNNHead case above: cos to the query 0.9 (A), 0.8 (B), 0.7 (B), -1 (A)
+    X = np.array([_unit(0.9), _unit(0.8), _unit(0.7), _unit(-1.0)]) * [[3.0], [0.5], [7.0], [1.0]]
+    y = np.array(["A", "B", "B", "A"])
+    q = np.array([[2.0, 0.0]])
+    head = KNNPaperHead(k=3).fit(X, y)
+    np.testing.assert_allclose(head.decision_function(q), [[0.9, 1.5]], rtol=1e-6)
+    np.testing.assert_allclose(head.predict_proba(q), [[0.9 / 2.4, 1.5 / 2.4]], rtol=1e-6)
+    assert head.predict(q)[0] == "B"  # no exponential: two fair neighbours outweigh one close one
+    pred, proba = head.predict_with_proba(q)
+    assert pred.tolist() == ["B"] and np.array_equal(proba, head.predict_proba(q))
+    # k=4 takes the opposite A (cos -1): A's sum is -0.1; the paper would give A -0.1/1.4 and B 1.5/1.4,
+    # attrib clips A at 0
+    four = KNNPaperHead(k=4).fit(X, y)
+    np.testing.assert_allclose(four.decision_function(q), [[-0.1, 1.5]], rtol=1e-5)
+    np.testing.assert_allclose(four.predict_proba(q), [[0.0, 1.0]])
+
+
+def test_knn_paper_rows_without_a_positive_sum_are_uniform():
+    X = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]])
+    y = np.array([0, 1, 2])
+    head = KNNPaperHead(k=2).fit(X, y)
+    q = np.array([[-1.0, -0.01],    # neighbours at cos ~ -0.01 (class 2) and ~ -0.81 (class 1): all negative
+                  [1.0, -1.0]])     # cos 0.71 (class 0) and 0.14 (class 1)
+    sums = head.decision_function(q)
+    assert (sums[0] <= 0).all() and np.argmax(sums[0]) == 0  # class 0 has no neighbour: its sum is 0
+    np.testing.assert_allclose(head.predict_proba(q)[0], [1 / 3] * 3)  # resembles nothing: least confident
+    assert head.predict(q).tolist() == [2, 0]  # the nearest neighbour's class; then the largest sum
+    P = head.predict_proba(q)[1]
+    np.testing.assert_allclose(P, [sums[1, 0] / sums[1].sum(), sums[1, 1] / sums[1].sum(), 0.0], rtol=1e-6)
+    # a query orthogonal to every neighbour: sum 0, the uniform distribution as well
+    orth = KNNPaperHead(k=1).fit(np.array([[1.0, 0.0], [2.0, 0.0]]), np.array([0, 1]))
+    np.testing.assert_allclose(orth.predict_proba(np.array([[0.0, 3.0]])), [[0.5, 0.5]])
+
+
+def test_knn_paper_path_is_the_papers_and_shares_one_search(monkeypatch):
+    import attrib.probe.geometry as geometry
+
+    assert PAPER_KS == tuple(np.unique(np.linspace(1, 20, 10, dtype=int)).tolist())
+    assert KNNPaperHead.default_path == PAPER_KS and HEADS["knn-paper"] is KNNPaperHead
+    X, y = clusters(n_per_class=30, seed=8)
+    Q, _ = clusters(n_per_class=10, seed=9)
+    calls = []
+    real = geometry.topk_cosine
+    monkeypatch.setattr(geometry, "topk_cosine", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    path = KNNPaperHead.fit_path(X, y)
+    assert [h.k for h in path] == list(PAPER_KS)
+    outs = [h.predict_proba(Q) for h in path]
+    assert calls == [20]
+    for h, out in zip(path, outs):
+        np.testing.assert_allclose(out, KNNPaperHead(k=h.k).fit(X, y).predict_proba(Q), rtol=1e-6)
+    assert KNNPaperHead().get_params() == {"k": 10}  # no temperature: the paper has none
+    with pytest.raises(ValueError, match="positive integer"):
+        KNNPaperHead(k=2.0).fit(X, y)
+
+
+def test_every_scorer_works_with_knn_paper_or_refuses_it():
+    X, y = clusters(n_per_class=30, seed=15)
+    Q = np.r_[X[::5], -X[:5]]  # include queries whose neighbours have negative cosines
+    head = KNNPaperHead(k=5).fit(X, y)
+    for name, cls in SCORERS.items():
+        if not cls.supports(head):
+            with pytest.raises(ValueError, match="does not work with a KNNPaperHead"):
+                cls(head).fit(X, y)
+            continue
+        scores = cls(head).fit(X, y).score_samples(Q)
+        assert scores.shape == (len(Q),) and np.isfinite(scores).all(), name
+    assert not SCORERS["vim"].supports(head)
+    np.testing.assert_array_equal(SCORERS["msp"](head).fit(X, y).score_samples(Q), head.predict_proba(Q).max(1))
+
+
 # ------------------------------------------------------------------------------- NCM and Gauss
 def test_ncm_by_hand():
     X = np.array([[1.0, 0.0], [3.0, 0.1], [0.0, 2.0], [0.2, 5.0]])
@@ -300,7 +377,7 @@ def test_gauss_auto_shrinkage_handles_few_shots():
 
 
 # ------------------------------------------------------------------------------- common contract
-@pytest.mark.parametrize("name", ["logreg", "knn", "ncm", "gauss"])
+@pytest.mark.parametrize("name", ["logreg", "knn", "ncm", "gauss", "knn-paper"])
 def test_head_state_round_trip(name):
     X, y = clusters(seed=13)
     labels = np.array(["real", "sd14", "mj"])[y]
@@ -313,7 +390,7 @@ def test_head_state_round_trip(name):
 
 
 def test_registry_and_paths():
-    assert set(HEADS) == {"logreg", "knn", "ncm", "gauss"}
+    assert set(HEADS) == {"logreg", "knn", "ncm", "gauss", "knn-paper"}
     assert HEADS["logreg"].path_param == "C" and HEADS["knn"].path_param == "k"
     assert HEADS["knn"].default_path == tuple(range(1, 21))
     X, y = clusters(n_per_class=10)

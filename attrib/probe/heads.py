@@ -28,9 +28,10 @@ from attrib.probe.logreg_path import check_Cs, fit_logreg_path
 
 DEFAULT_CS = np.logspace(-6, 5, 45)
 DEFAULT_KS = tuple(range(1, 21))
+PAPER_KS = (1, 3, 5, 7, 9, 11, 13, 15, 17, 20)  # the paper's k sweep: unique(linspace(1, 20, 10) as int)
 
-__all__ = ["DEFAULT_CS", "DEFAULT_KS", "HEADS", "GaussHead", "KNNHead", "LogisticProbe", "NCMHead",
-           "ProbeHead", "softmax"]
+__all__ = ["DEFAULT_CS", "DEFAULT_KS", "HEADS", "PAPER_KS", "GaussHead", "KNNHead", "KNNPaperHead", "LogisticProbe",
+           "NCMHead", "ProbeHead", "softmax"]
 
 
 class ProbeHead(ClassifierMixin, BaseEstimator):
@@ -248,6 +249,64 @@ class KNNHead(ProbeHead):
         return np.log(np.maximum(votes, np.finfo(np.float64).tiny)) + top
 
 
+class KNNPaperHead(KNNHead):
+    """The k-NN of Cioni et al.'s code (``models/knn.py``): summed cosine similarities, normalised.
+
+    Same neighbours as :class:`KNNHead` (L2-normalised features, the k largest inner products, one
+    shared search along a k path), but the class probability is the sum of the cosine similarities of
+    the neighbours of that class divided by the sum over all classes: no temperature, no exponential.
+    The default k path is the paper's sweep, ``np.unique(np.linspace(1, 20, 10, dtype=int))``.
+    ``decision_function`` returns the per-class similarity sums (in [-k, k]; 0 for a class with no
+    neighbour) and ``predict`` their argmax (ties: first class), as the paper's argmax of probabilities.
+
+    Cosines can be negative, and the paper's code does not guard against it: it leaves a row whose sum
+    is 0 unnormalised, divides a row with a negative sum by it (flipping the order of the classes), and
+    turns a negative class sum beside positive ones into a negative "probability" (NaN under GEN).
+    Here ``predict_proba`` clips class sums at 0 before normalising, and a row with no positive class
+    sum (every neighbour at cosine <= 0: the sample resembles no training image) gets the uniform
+    distribution, the least confident one, so MSP ranks it as most likely unknown; its predicted class
+    is then that of its nearest neighbour. This equals the paper's output whenever that output is a
+    probability distribution (no negative class sum), which is the case for CLIP features, whose
+    nearest neighbours have clearly positive cosines.
+    """
+
+    default_path = PAPER_KS
+
+    def __init__(self, k: int = 10):
+        self.k = k
+
+    def _check_params(self) -> None:
+        if self._bad_k(self.k):
+            raise ValueError(f"k={self.k!r}: use a positive integer")
+
+    def _votes(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(per-class cosine sums (n, K), class index of each row's nearest neighbour)."""
+        sims, idx = self.neighbours(X)
+        labels = self.labels_[idx]
+        sums = np.zeros((len(sims), len(self.classes_)))
+        np.add.at(sums, (np.arange(len(sims))[:, None], labels), sims.astype(np.float64))
+        return sums, labels[:, 0]
+
+    def _predict_from(self, sums: np.ndarray, nearest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        votes = np.maximum(sums, 0.0)
+        total = votes.sum(axis=1, keepdims=True)
+        some = total[:, 0] > 0
+        proba = np.where(some[:, None], votes / np.where(some[:, None], total, 1.0), 1.0 / votes.shape[1])
+        return self.classes_[np.where(some, np.argmax(sums, axis=1), nearest)], proba
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        return self._votes(X)[0]
+
+    def predict_with_proba(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self._predict_from(*self._votes(X))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.predict_with_proba(X)[0]
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.predict_with_proba(X)[1]
+
+
 class NCMHead(ProbeHead):
     """Nearest class mean by cosine similarity.
 
@@ -307,4 +366,4 @@ class GaussHead(ProbeHead):
 
 
 HEADS: dict[str, type[ProbeHead]] = {"logreg": LogisticProbe, "knn": KNNHead, "ncm": NCMHead,
-                                     "gauss": GaussHead}
+                                     "gauss": GaussHead, "knn-paper": KNNPaperHead}

@@ -9,12 +9,16 @@ Conventions, shared by every function here:
   known and an unknown sample counts one half in AUROC (the Mann-Whitney convention, as scikit-learn).
 - Rates are fractions in [0, 1]; a metric that is undefined for the given input (no unknown samples,
   no known samples) is ``nan``, never an exception, so a study can record it and go on.
+
+The ``*_paper`` functions reproduce the conventions of Cioni et al.'s evaluation code instead (a tie
+counting 0 in AUROC, a lagged OSCR walk, a nearest-TPR operating point), so that the paper's table can be
+replicated digit for digit; every result line carries both.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -27,6 +31,14 @@ def _scores(s: ArrayLike, what: str) -> np.ndarray:
         raise ValueError(f"{what}: {int(np.isnan(s).sum())} scores are NaN; an open-set score must be a number "
                          "for every sample (check the scorer and the features)")
     return s
+
+
+def _correct_flags(correct: ArrayLike, s_known: np.ndarray, who: str) -> np.ndarray:
+    """One boolean per known sample: was it classified correctly."""
+    correct = np.asarray(correct, dtype=bool).ravel()
+    if correct.shape != s_known.shape:
+        raise ValueError(f"{who}: {len(correct)} correctness flags for {len(s_known)} known scores")
+    return correct
 
 
 # ------------------------------------------------------------------------------------- closed set
@@ -186,19 +198,104 @@ def oscr(s_known: ArrayLike, correct: ArrayLike, s_unknown: ArrayLike) -> float:
     (1, closed-set accuracy). It equals AUROC when every known sample is classified correctly and never
     exceeds min(AUROC, accuracy).
 
-    Unlike the reference code of several open-set papers, the curve ends at (1, accuracy) rather than
-    at an added point (1, 1), and tied scores are never split.
+    The reference code of several open-set papers (Cioni et al.'s among them) appends a point (1, 1) to
+    this curve; that point adds no area, because the curve's last point already has FPR 1 and the
+    segment between them is vertical. What makes that code's value differ is a one-position lag in its
+    walk over the sorted scores, and tie order decided by the sort: see :func:`oscr_paper`. Here tied
+    scores are never split.
     """
     s_known, s_unknown = _scores(s_known, "known scores"), _scores(s_unknown, "unknown scores")
-    correct = np.asarray(correct, dtype=bool).ravel()
-    if correct.shape != s_known.shape:
-        raise ValueError(f"oscr: {len(correct)} correctness flags for {len(s_known)} known scores")
+    correct = _correct_flags(correct, s_known, "oscr")
     if not s_known.size or not s_unknown.size:
         return float("nan")
     _, cc, fp = _sorted_counts(s_known, s_unknown, pos_weight=correct)
     ccr = np.r_[0.0, cc / len(s_known)]
     fpr = np.r_[0.0, fp / len(s_unknown)]
     return float(np.trapezoid(ccr, fpr))
+
+
+# ------------------------------------------------------------------------- the paper's conventions
+# Cioni et al.'s evaluation code (``utils/evaluation.py`` of ``ciodar/UniversalAttribution``) computes
+# the same three quantities with different tie and end-point conventions. Replicating its table needs
+# them exactly; attrib's own metrics above stay the standard ones. Same inputs, same nan rules, and
+# fractions in [0, 1] (that code reports percentages).
+def _known_unknown(s_known: ArrayLike, s_unknown: ArrayLike) -> tuple[np.ndarray, np.ndarray] | None:
+    """Validated scores, or None when a metric over both groups is undefined (one group empty)."""
+    s_known, s_unknown = _scores(s_known, "known scores"), _scores(s_unknown, "unknown scores")
+    return (s_known, s_unknown) if s_known.size and s_unknown.size else None
+
+
+def auroc_paper(s_known: ArrayLike, s_unknown: ArrayLike) -> float:
+    """AUROC as the paper's code computes it: P(known score > unknown score), a tie counting 0.
+
+    Its ROC walk rejects the known sample first when a known and an unknown score are equal, so a tied
+    pair is ranked the wrong way round. The value is therefore :func:`auroc` minus half the fraction of
+    (known, unknown) pairs that are tied: equal to it when no score is shared, 0 (not 0.5) when every
+    score is the same. This matters for heads whose MSP is often exactly 1 (k-NN).
+    """
+    both = _known_unknown(s_known, s_unknown)
+    if both is None:
+        return float("nan")
+    s_known, s_unknown = both
+    strictly_below = np.searchsorted(np.sort(s_unknown), s_known, side="left")  # unknowns < each known
+    return float(strictly_below.sum() / (s_known.size * s_unknown.size))
+
+
+def tnr95_paper(s_known: ArrayLike, s_unknown: ArrayLike, tpr: float = 0.95) -> float:
+    """True-negative rate of unknowns at the paper's "95% TPR" point.
+
+    The paper's code walks all scores in ascending order (a known before an unknown of equal score),
+    rejecting one sample per step, starting from "everything accepted". Of the points of that walk it
+    takes the first whose TPR is nearest ``tpr`` (``argmin |TPR - tpr|``, in float64 as that code
+    does), and returns 1 - FPR there. Unlike ``1 - fpr95``, the TPR may fall short of ``tpr`` (with 10
+    known samples, 0.9 is nearer than 1.0 in floating point), and of the several points sharing that
+    TPR the first one of the walk, which accepts the most unknowns, is used.
+    """
+    both = _known_unknown(s_known, s_unknown)
+    if both is None:
+        return float("nan")
+    s_known, s_unknown = both
+    nk, nu = s_known.size, s_unknown.size
+    is_unknown = np.r_[np.zeros(nk, dtype=np.int64), np.ones(nu, dtype=np.int64)]
+    order = np.lexsort((is_unknown, np.r_[s_known, s_unknown]))  # by score, then known first
+    accepted_known = nk - np.r_[0, np.cumsum(1 - is_unknown[order])]  # before any step, after each
+    accepted_unknown = nu - np.r_[0, np.cumsum(is_unknown[order])]
+    at = int(np.argmin(np.abs(accepted_known / nk - tpr)))
+    return float(1.0 - accepted_unknown[at] / nu)
+
+
+def oscr_paper(s_known: ArrayLike, correct: ArrayLike, s_unknown: ArrayLike) -> float:
+    """OSCR as the paper's code computes it (its ``compute_oscr``).
+
+    All scores, known first then unknown, are put in the order of numpy's default ``argsort``
+    (ascending; tied scores stay in whatever order that sort leaves them, as in that code, an order
+    numpy does not promise to keep across versions or CPUs; for a few dozen values it is the input
+    order). Position
+    ``j`` of that order gives the point (FPR, CCR) with the unknowns at positions ``>= j`` and the
+    correctly classified knowns at positions ``> j`` — one position later: the sample at ``j`` counts
+    as accepted if it is unknown and as rejected if it is known. The curve is those points for
+    ``j = 0 .. n-2`` plus (0, 0) and (1, 1), sorted, and integrated with the trapezoid rule. The
+    (1, 1) point adds no area (the first point already has FPR 1); the lag is what lowers the value
+    below :func:`oscr`, most where known and unknown scores interleave or tie.
+
+    Computed from integer counts, so the result is exact up to one final division.
+    """
+    s_known, s_unknown = _scores(s_known, "known scores"), _scores(s_unknown, "unknown scores")
+    correct = _correct_flags(correct, s_known, "oscr_paper")
+    if not s_known.size or not s_unknown.size:
+        return float("nan")
+    nk, nu = s_known.size, s_unknown.size
+    order = np.argsort(np.r_[s_known, s_unknown])  # default kind on purpose: the paper's tie order
+    cc = np.r_[correct.astype(np.int64), np.zeros(nu, dtype=np.int64)][order]
+    un = np.r_[np.zeros(nk, dtype=np.int64), np.ones(nu, dtype=np.int64)][order]
+    cc_after = np.cumsum(cc[::-1])[::-1]  # correct knowns at positions >= j
+    un_from = np.cumsum(un[::-1])[::-1]   # unknowns at positions >= j
+    n = nk + nu
+    # (1, 1), positions 0..n-2, (0, 0): already in the code's sorted order, both counts fall along it
+    fp = np.r_[nu, un_from[:n - 1], 0]
+    ok = np.r_[nk, cc_after[1:n], 0]  # correct knowns at positions > j: the lag
+    twice_area = np.sum((fp[:-1] - fp[1:]) * (ok[:-1] + ok[1:]))
+    return float(twice_area / (2 * nk * nu))
 
 
 # ------------------------------------------------------------------------------ per unknown source
@@ -228,29 +325,96 @@ def most_confused(pred_unknown: ArrayLike, unknown_source: ArrayLike, labels: Ar
     return out
 
 
-def evaluate(y_true: ArrayLike, y_pred: ArrayLike, s_known: ArrayLike, s_unknown: ArrayLike,
-             pred_unknown: ArrayLike, unknown_source: ArrayLike, labels: ArrayLike,
-             names: Sequence[str], tpr: float = 0.95) -> dict:
-    """Every metric of one test run, JSON-ready (floats, lists and dicts; ``nan`` where undefined).
+OPEN_SET_METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out", "oscr", "auroc_paper", "oscr_paper", "tnr95_paper")
 
-    ``labels`` are the head's class labels in order and ``names`` their source names;
-    ``pred_unknown`` are the head's predictions on the unknown samples.
+
+def open_set_metrics(s_known: ArrayLike, correct: ArrayLike, s_unknown: ArrayLike,
+                     tpr: float = 0.95) -> dict[str, float]:
+    """The known-versus-unknown metrics (:data:`OPEN_SET_METRICS`) of one set of unknown samples.
+
+    ``correct``: for each known sample, whether the head classified it correctly (OSCR needs it).
     """
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    correct = y_true == y_pred
-    recall = per_class_recall(y_true, y_pred, labels)
     return {
-        "accuracy": accuracy(y_true, y_pred),
-        "macro_f1": macro_f1(y_true, y_pred),
         "auroc": auroc(s_known, s_unknown),
         "fpr95": fpr_at_tpr(s_known, s_unknown, tpr),
         "aupr_in": aupr_in(s_known, s_unknown),
         "aupr_out": aupr_out(s_known, s_unknown),
         "oscr": oscr(s_known, correct, s_unknown),
+        "auroc_paper": auroc_paper(s_known, s_unknown),
+        "oscr_paper": oscr_paper(s_known, correct, s_unknown),
+        "tnr95_paper": tnr95_paper(s_known, s_unknown, tpr),
+    }
+
+
+def evaluate_groups(y_true: ArrayLike, y_pred: ArrayLike, s_known: ArrayLike, s_unknown: ArrayLike,
+                    unknown_source: ArrayLike, unknown_groups: Mapping[str, Sequence[str]],
+                    tpr: float = 0.95) -> dict[str, dict[str, float]]:
+    """Open-set metrics per group of unknown generators, plus ``all`` (every unknown sample).
+
+    ``unknown_groups`` maps a group name to the unknown source names it holds, e.g. the paper's OSMA
+    split ``{"seed": [...], "arch": [...], "dataset": [...]}``: the known samples are the same for every
+    group, the unknown ones are those whose source is in the group. Each group's entry is exactly what
+    :func:`open_set_metrics` gives on that group's unknowns alone, plus ``n_unknown``. Groups may
+    overlap; a source in no group counts in ``all`` only. A group named ``all`` is allowed only if it
+    names exactly the unknown sources present (it is the union by definition).
+    """
+    s_unknown = _scores(s_unknown, "unknown scores")
+    src = np.asarray(unknown_source).astype(str).ravel()
+    if src.shape != s_unknown.shape:
+        raise ValueError(f"evaluate_groups: {len(src)} unknown source names for {len(s_unknown)} unknown scores")
+    correct = np.asarray(y_true) == np.asarray(y_pred)
+    present = sorted(set(src.tolist()))
+    out: dict[str, dict[str, float]] = {}
+    for name, members in unknown_groups.items():
+        members = _group_members(name, members, present)
+        if name != "all":
+            keep = np.isin(src, members)
+            out[name] = {**open_set_metrics(s_known, correct, s_unknown[keep], tpr), "n_unknown": int(keep.sum())}
+    out["all"] = {**open_set_metrics(s_known, correct, s_unknown, tpr), "n_unknown": int(s_unknown.size)}
+    return out
+
+
+def _group_members(name: str, members: Sequence[str], present: list[str]) -> list[str]:
+    """A group's source names, checked against the unknown sources that have test samples: a name with
+    no sample is a typo or a missing folder, and would silently shrink the group."""
+    if isinstance(members, str):
+        raise ValueError(f"unknown group {name!r}: give a list of source names, not the string {members!r}")
+    members = [str(m) for m in members]
+    missing = sorted(set(members) - set(present))
+    if missing or not members:
+        raise ValueError(f"unknown group {name!r} names {', '.join(missing) or 'no source'}, but the unknown test "
+                         f"samples come from {', '.join(present) or 'no source'}; fix the split's unknown groups")
+    if name == "all" and sorted(set(members)) != present:
+        raise ValueError(f"unknown group 'all' must name every unknown source ({', '.join(present)}): 'all' is "
+                         "always the metrics over every unknown sample")
+    return members
+
+
+def evaluate(y_true: ArrayLike, y_pred: ArrayLike, s_known: ArrayLike, s_unknown: ArrayLike,
+             pred_unknown: ArrayLike, unknown_source: ArrayLike, labels: ArrayLike,
+             names: Sequence[str], tpr: float = 0.95,
+             unknown_groups: Mapping[str, Sequence[str]] | None = None) -> dict:
+    """Every metric of one test run, JSON-ready (floats, lists and dicts; ``nan`` where undefined).
+
+    ``labels`` are the head's class labels in order and ``names`` their source names;
+    ``pred_unknown`` are the head's predictions on the unknown samples. The open-set fields are the
+    standard metrics and, beside them, the paper's conventions (``auroc_paper``, ``oscr_paper``,
+    ``tnr95_paper``). With ``unknown_groups`` (see :func:`evaluate_groups`) a ``groups`` field holds the
+    open-set metrics of each group and of ``all``.
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    correct = y_true == y_pred
+    recall = per_class_recall(y_true, y_pred, labels)
+    out = {
+        "accuracy": accuracy(y_true, y_pred),
+        "macro_f1": macro_f1(y_true, y_pred),
+        **open_set_metrics(s_known, correct, s_unknown, tpr),
         "recall": {str(n): float(r) for n, r in zip(names, recall)},
         "confusion": confusion_matrix(y_true, y_pred, labels).tolist(),
         "auroc_per_unknown": auroc_per_unknown(s_known, s_unknown, unknown_source),
         "unknown_confusion": unknown_confusion(pred_unknown, unknown_source, labels),
         "unknown_predicted_as": most_confused(pred_unknown, unknown_source, labels, names),
     }
-
+    if unknown_groups is not None:
+        out["groups"] = evaluate_groups(y_true, y_pred, s_known, s_unknown, unknown_source, unknown_groups, tpr)
+    return out
