@@ -39,6 +39,7 @@ import numpy as np
 
 from attrib import shard_io
 from attrib.data.catalog import ImageList
+from attrib.errors import AttribError
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -60,7 +61,7 @@ COMPAT_FIELDS = IDENTITY_FIELDS + ("format_version", "n_images", "n_blocks", "wi
 REQUIRED_FIELDS = ("n_images", "n_blocks", "width", "embed_dim", "shard_size")
 
 
-class StoreError(RuntimeError):
+class StoreError(AttribError, RuntimeError):
     """The cache on disk is missing, incomplete, or not what the caller asked for."""
 
 

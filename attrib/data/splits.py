@@ -51,6 +51,7 @@ import numpy as np
 
 from attrib.data.catalog import (AMBIGUOUS, MISSING, REAL, SEEDED_KEY_SIZE, ImageList, PathMatcher,
                                  seeded_key, subset_role, text_lines)
+from attrib.errors import AttribError
 
 DEFAULT_TRAIN_PER_CLASS = 4000
 DEFAULT_VAL_PER_CLASS = 1000
@@ -62,7 +63,7 @@ ALL_FRACTIONS = (0.6, 0.2)  # train, validation shares of a class found in no tr
 SHOW = 20  # how many offending lines an error lists
 
 
-class SplitError(ValueError):
+class SplitError(AttribError, ValueError):
     """A split cannot be built from this image list; the message names the file, line, source or class."""
 
 

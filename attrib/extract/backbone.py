@@ -33,6 +33,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from attrib.errors import AttribError
+
 TINY = "attrib-tiny"
 RANDOM_INIT = "random-init"
 RANDOM_INIT_LABEL = "random-init: pipeline check, not CLIP features"
@@ -41,11 +43,11 @@ DEFAULT_PRETRAINED = "laion2b_s34b_b88k"
 _TINY_SEED = 0  # random-init weights must be identical in every process (resume, ranks, predict)
 
 
-class WeightsUnavailable(RuntimeError):
+class WeightsUnavailable(AttribError, RuntimeError):
     """Pretrained weights are neither cached locally nor downloadable right now."""
 
 
-class BackboneError(ValueError):
+class BackboneError(AttribError, ValueError):
     """The model cannot serve as an attrib backbone (no CLS token, unknown name, ...)."""
 
 

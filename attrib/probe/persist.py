@@ -32,6 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from attrib import __version__
+from attrib.errors import AttribError
 from attrib.output_paths import check_output, make_folder
 from attrib.probe.heads import HEADS, ProbeHead
 from attrib.probe.scorers import SCORERS
@@ -48,7 +49,7 @@ EXTRACTION_FIELDS = ("family", "model", "weights", "weights_sha256", "quick_gelu
                      "n_blocks", "width")
 
 
-class HeadFileError(ValueError):
+class HeadFileError(AttribError, ValueError):
     """A saved head cannot be written or read; the message names the file and what to do."""
 
 
