@@ -15,10 +15,12 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import h5py
 import numpy as np
+
+if TYPE_CHECKING:  # only named in annotations: importing this module does not load HDF5
+    import h5py
 
 
 class ShortFile(OSError):

@@ -34,12 +34,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-import h5py
 import numpy as np
 
 from attrib import shard_io
 from attrib.data.catalog import ImageList
 from attrib.errors import AttribError
+
+# h5py is imported by the methods that open shards, so that listing feature sets (`attrib cache ls`)
+# starts without loading HDF5.
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -358,6 +360,8 @@ class FeatureSet:
                     error: Sequence[str]) -> Path | None:
         """Write shard ``k`` atomically; its path, or None when another process had published it first
         (that shard is left alone, and this call's work is not counted as written)."""
+        import h5py
+
         start, stop = self.shard_range(k)
         n = stop - start
         L, D, E = self.n_blocks, self.width, self.embed_dim
@@ -422,6 +426,8 @@ class FeatureSet:
         Each shard's rows [lo, hi) are one contiguous byte range (see write_shard), read in pieces on a
         thread pool, several shards at once (:mod:`attrib.shard_io`); other layouts go through h5py.
         """
+        import h5py
+
         sel, groups = self._select(rows)
         n = self.n_images if sel is None else len(sel)
         out = np.empty((n, width), dtype=np.float32)
@@ -466,6 +472,8 @@ class FeatureSet:
 
     def status(self) -> tuple[np.ndarray, list[str]]:
         """(ok flags, error texts) for every row, read from all shards."""
+        import h5py
+
         self.require_complete()
         ok = np.zeros(self.n_images, dtype=bool)
         errors = [""] * self.n_images
@@ -529,6 +537,8 @@ class FeatureSet:
         return rep
 
     def _verify_shard(self, k: int, rep: VerifyReport) -> str:
+        import h5py
+
         start, stop = self.shard_range(k)
         n, L, D, E = stop - start, self.n_blocks, self.width, self.embed_dim
         with h5py.File(self.shard_path(k), "r") as f:
