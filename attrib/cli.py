@@ -69,8 +69,8 @@ def main() -> None:
               "under --root (<generator>/[<archive>/]{train,val}/{ai,nature}/); folder: one sub-folder of --root "
               "per source ('real' = real images; train/val/test sub-folders optional); list: --list file.")
 @click.option("--root", type=click.Path(), default=None,
-              help=f"Dataset folder (demo default: {choices.DEFAULT_DEMO_ROOT}). Paths in the cache are relative to it. With "
-              "--dataset list: the folder relative paths start from (default: the list file's folder).")
+              help=f"Dataset folder (demo default: {choices.DEFAULT_DEMO_ROOT}). Paths in the cache are relative "
+              "to it. With --dataset list: the folder relative paths start from (default: the list file's folder).")
 @click.option("--list", "list_file", type=click.Path(), default=None,
               help="For --dataset list: a file of path<TAB>source[<TAB>subset] lines ('#' comments, optional "
               "header line; a feature set's images.tsv works).")
@@ -346,7 +346,7 @@ def cache_find(cache_dir, dataset, model, pretrained, view, max_per_source, samp
              "max-per-source": max_per_source, "limit": limit, "splits-dir": splits_dir}
     filters = " ".join(f"--{k} {v}" for k, v in given.items() if v is not None)
     raise ProblemsFound(f"no complete feature set in {cache_dir}/ matches {filters or '(no filters)'}; run "
-                      "`make features` (or `attrib features`) with the same options first")
+                        "`make features` (or `attrib features`) with the same options first")
 
 
 # ------------------------------------------------------------------------------------------ probe
@@ -367,7 +367,7 @@ def _split_source(fs, splits: str, splits_dir: str | None, split_file: str | Non
     available = defined if defined is not None else builtin_splits(kind)
     if not available:
         raise SplitError(f"feature set {fs.id} ({kind}) has no built-in splits (only demo and genimage do): "
-                          f"name known and unknown sources with --split-file FILE, or use --splits-dir DIR")
+                         f"name known and unknown sources with --split-file FILE, or use --splits-dir DIR")
     return SampledSplits(fs.images, ok, select_splits(available, splits), **given)
 
 
@@ -425,7 +425,8 @@ def _split_source(fs, splits: str, splits_dir: str | None, split_file: str | Non
 @click.option("--save-head", "save_head_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Also fit and save a head for later use (attrib predict): clean protocol, one split; the "
               "best layer/head/score on validation data unless one of each is given. .npz + JSON, no pickle.")
-@click.option("--out", "out_dir", required=True, type=click.Path(), help="Results folder (results.jsonl, tables, plots).")
+@click.option("--out", "out_dir", required=True, type=click.Path(),
+              help="Results folder (results.jsonl, tables, plots).")
 @click.option("--quiet", is_flag=True, help="No progress bar, no table.")
 def probe(features_path, splits, splits_dir, split_file, known_test, allow_missing, protocol, layers, heads,
           scores, shots, seeds, train_per_class, val_per_class, test_per_class, out_dir, quiet, **opts):

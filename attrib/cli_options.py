@@ -1,11 +1,11 @@
 """The command line's option grammars and shared options: one definition each, imported in milliseconds.
 
-Why here and not next to each command: several commands take the same option (the runner's
-``--batch-size ... --precision`` in ``features`` and ``predict``), and each grammar (``--layers 6-10``, ``--shots 1,5,all``) should be parsed and described
-in one place. The parsers themselves stay with the code that owns the concept (``parse_layers`` with
-the study, ``View.parse`` with the views); the types below only call them, and import them when a
-command runs, never for ``--help``. Choices and defaults come from :mod:`attrib.choices`, which tests
-keep equal to the registries.
+Why here and not next to each command: several commands take the same options (the runner's
+``--batch-size ... --precision`` in ``features`` and ``predict``), and each grammar (``--layers 6-10``,
+``--shots 1,5,all``) should be parsed and described in one place. The parsers themselves stay with the
+code that owns the concept (``parse_layers`` with the study, ``View.parse`` with the views); the types
+below only call them, and import them when a command runs, never for ``--help``. Choices and defaults
+come from :mod:`attrib.choices`, which tests keep equal to the registries.
 """
 
 from __future__ import annotations

@@ -73,7 +73,8 @@ def test_errors_raised_while_reading_options_are_caught_too(tmp_path: Path) -> N
     """An option grammar raises AttribError subclasses during click's parsing, outside any command body."""
     res = CliRunner().invoke(main, ["probe", "--shots", "0,5", "--features", str(tmp_path), "--out", str(tmp_path)],
                              catch_exceptions=False)
-    assert res.exit_code == 2 and res.output == "Error: --shots '0,5': use positive integers and 'all', comma-separated\n"
+    assert res.exit_code == 2
+    assert res.output == "Error: --shots '0,5': use positive integers and 'all', comma-separated\n"
 
 
 def test_user_errors_exit_2_and_found_problems_exit_1(tmp_path: Path) -> None:
