@@ -107,6 +107,7 @@ def main() -> None:
               f"{choices.DEFAULT_TEST_PER_CLASS} test).")
 @click.option("--sample-seed", type=int, default=0, show_default=True, help="Seed of --max-per-source.")
 @click.option("--splits-dir", "only_splits_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              metavar="DIR",
               help="Extract only the images named in the split files (POSE format) under DIR, e.g. the paper's "
               "GenImage splits: one pass over exactly the images `attrib probe --splits-dir DIR` needs. The folder "
               "is recorded in the manifest (`attrib cache find --splits-dir DIR` finds the set by it). [default: "
