@@ -26,7 +26,8 @@ DEFAULT_BATCH_SIZE = 64
 # attrib.store.DEFAULT_SHARD_SIZE
 DEFAULT_SHARD_SIZE = 10_000
 
-# attrib.extract.views.VIEWS (keys, in order), each with an example value for --help
+# attrib.extract.views.VIEWS (keys, in order), each with an example value for --help (None: a view
+# that takes no value)
 VIEW_EXAMPLES = {"jpeg": "75", "blur": "1", "noise": "5", "brightness": "1.2", "contrast": "0.8",
                  "saturation": "0.5", "rotate": "10", "resize": "0.5"}
 

@@ -139,7 +139,7 @@ class ViewSpec(_Grammar):
 
     name = "SPEC"
     help = ("Perturbation before the model's transform: none, or NAME:VALUE joined with '+', e.g. "
-            + ", ".join(f"{k}:{v}" for k, v in choices.VIEW_EXAMPLES.items()) + ".")
+            + ", ".join(k if v is None else f"{k}:{v}" for k, v in choices.VIEW_EXAMPLES.items()) + ".")
 
     def convert(self, value: Any, param, ctx):
         from attrib.extract.views import View
