@@ -1,6 +1,9 @@
 """Command line: ``attrib features | cache | probe | report | predict``.
 
 Option names are part of the contract in DESIGN.md; each command's --help explains what it does.
+Errors a user can cause (:class:`attrib.errors.AttribError`) are caught once, by the group, and shown
+as ``Error: <message>`` with their exit status; anything else keeps its traceback. Nothing heavy
+(torch, scikit-learn, h5py, matplotlib) is imported before a command runs, so --help is instant.
 """
 
 from __future__ import annotations
@@ -11,17 +14,33 @@ from pathlib import Path
 
 import click
 
-from attrib import __version__
-
-DEFAULT_CACHE = "cache"
-
-
-class AttribError(click.ClickException):
-    """Shown to the user as 'Error: <message>' with exit status 1, no traceback."""
+from attrib import __version__, choices
+from attrib.cli_options import (DEFAULT_CACHE, GridValues, Layers, PerClass, RegistryNames, Shots, ViewSpec,
+                                runner_options)
+from attrib.errors import AttribError, ProblemsFound
+from attrib.manifest import PREPROCESSES
 
 
-def _fail(exc: BaseException) -> AttribError:
-    return AttribError(str(exc))
+class _Shown(click.ClickException):
+    """An AttribError as click shows it: 'Error: <message>' on stderr, no traceback, the error's exit status."""
+
+    def __init__(self, exc: AttribError):
+        super().__init__(str(exc))
+        self.exit_code = exc.exit_code
+
+
+class AttribGroup(click.Group):
+    """The top-level group: the one place where an AttribError becomes a message and an exit status.
+
+    Subcommands (and the sub-group ``cache``) run inside this ``invoke``, so one ``except`` covers every
+    command, including errors raised while converting option values.
+    """
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except AttribError as exc:
+            raise _Shown(exc) from None
 
 
 def _banner(text: str) -> None:
@@ -29,7 +48,7 @@ def _banner(text: str) -> None:
     click.secho(f"{line}\n!!! {text}\n{line}", fg="red", bold=True, err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(cls=AttribGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="attrib")
 def main() -> None:
     """attrib: which generator made this image? Open-set origin attribution from frozen CLIP features.
@@ -45,53 +64,31 @@ def main() -> None:
 
 
 # --------------------------------------------------------------------------------------- features
-def _runner_options(device_note: str = ""):
-    """The stage-1 runner's options, shared by `features` and `predict` (one definition, one set of defaults)."""
-    options = (
-        click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
-        click.option("--workers", type=click.IntRange(min=0), default=None,
-                     help="DataLoader worker processes decoding images. [default: min(8, CPUs - 1)]"),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N." + device_note),
-        click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
-                     show_default=True, help="auto = fp16 autocast on GPU, fp32 on CPU."),
-    )
-
-    def apply(command):
-        for option in reversed(options):  # listed in --help in the order above
-            command = option(command)
-        return command
-
-    return apply
-
-
 @main.command()
-@click.option("--dataset", type=click.Choice(["demo", "genimage", "folder", "list"]), default="demo",
+@click.option("--dataset", type=click.Choice(choices.DATASETS), default="demo",
               show_default=True, help="demo: built-in offline demo (built on first use); genimage: GenImage "
               "under --root (<generator>/[<archive>/]{train,val}/{ai,nature}/); folder: one sub-folder of --root "
               "per source ('real' = real images; train/val/test sub-folders optional); list: --list file.")
 @click.option("--root", type=click.Path(), default=None,
-              help="Dataset folder (demo default: data/demo). Paths in the cache are relative to it. With "
-              "--dataset list: the folder relative paths start from (default: the list file's folder).")
+              help=f"Dataset folder (demo default: {choices.DEFAULT_DEMO_ROOT}). Paths in the cache are relative "
+              "to it. With --dataset list: the folder relative paths start from (default: the list file's folder).")
 @click.option("--list", "list_file", type=click.Path(), default=None,
               help="For --dataset list: a file of path<TAB>source[<TAB>subset] lines ('#' comments, optional "
               "header line; a feature set's images.tsv works).")
-@click.option("--model", default="ViT-B-16", show_default=True,
+@click.option("--model", default=choices.DEFAULT_MODEL, show_default=True,
               help="open_clip model name, hf-hub:org/repo, local-dir:/folder (open_clip_config.json + weights), "
-              "timm:<name>, or attrib-tiny (built-in tiny ViT).")
-@click.option("--pretrained", default=None,
-              help="Weights: an open_clip tag (laion2b_s34b_b88k, openai, ...), a checkpoint file, or "
-              "random-init. Ignored for hf-hub:/local-dir: models. [default: laion2b_s34b_b88k for ViT-B-16, "
-              "random-init for attrib-tiny, timm's own weights for timm:]")
+              f"timm:<name>, or {choices.TINY} (built-in tiny ViT).")
+@click.option("--pretrained", default=None, metavar="TAG|FILE",
+              help=f"The weights to load into --model: an open_clip tag ({choices.DEFAULT_PRETRAINED}, openai, ...), "
+              f"a checkpoint file, or {choices.RANDOM_INIT}. Ignored for hf-hub:/local-dir: models. [default: "
+              f"{choices.DEFAULT_PRETRAINED} for {choices.DEFAULT_MODEL}, {choices.RANDOM_INIT} for {choices.TINY}, "
+              "timm's own weights for timm:]")
 @click.option("--fallback-model", default=None, metavar="NAME",
               help="If the weights are neither cached nor downloadable, warn loudly and use this model with "
               "random weights instead (make demo uses attrib-tiny). Default: fail.")
-@click.option("--view", default="none", show_default=True,
-              help="Perturbation before the model's transform, e.g. jpeg:75, blur:1, noise:5, resize:0.5, "
-              "rotate:10, brightness:1.2, contrast:0.8, saturation:0.5; the paper's: shortside:352 (shortest "
-              "side in px), blurk:9 (kernel size, sigma 3), rcrop:0.125 (random crop of that area, to 224 px), "
-              "paper-train-aug (one of its training perturbations per image); join with '+'. Each view is its "
-              "own feature set.")
-@click.option("--preprocess", type=click.Choice(["model", "paper", "paper-train"]), default="model",
+@click.option("--view", type=ViewSpec(), default="none", show_default=True,
+              help=f"{ViewSpec.help} Each view is its own feature set.")
+@click.option("--preprocess", type=click.Choice(PREPROCESSES), default="model",
               show_default=True, help="model: the model's own transform; paper: the paper's (squash to the "
               "input size, bilinear, ImageNet mean/std); paper-train: the same with bicubic. Part of the "
               "feature set's identity.")
@@ -99,9 +96,9 @@ def _runner_options(device_note: str = ""):
               help="Cache root; the feature set goes to CACHE/<dataset>__<model>__<weights>[__<view>]-<hash>.")
 @click.option("--out", type=click.Path(), default=None, help="Exact feature-set folder (overrides --cache naming).")
 @click.option("--shard-size", type=click.IntRange(min=1), default=None,
-              help="Images per HDF5 shard (the unit of resume and of rank splitting). [default: 10000, or "
-              "the existing feature set's]")
-@_runner_options(" With cuda, ranks started by torchrun use cuda:$LOCAL_RANK.")
+              help="Images per HDF5 shard (the unit of resume and of rank splitting). [default: "
+              f"{choices.DEFAULT_SHARD_SIZE}, or the existing feature set's]")
+@runner_options(" With cuda, ranks started by torchrun use cuda:$LOCAL_RANK.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch threads for the forward pass (CPU runs; e.g. cores / ranks when several ranks share a "
               "machine). [default: torch's, all cores]")
@@ -110,11 +107,16 @@ def _runner_options(device_note: str = ""):
 @click.option("--max-per-source", type=click.IntRange(min=1), default=None,
               help="At most N images per (source, subset), a seeded sample that does not depend on listing "
               "order (a larger N only adds images). A different N is a different image list, hence its own "
-              "feature set. 5000 covers the default probe caps (4000 train + 1000 val, 4000 test).")
+              f"feature set. {choices.DEFAULT_TRAIN_PER_CLASS + choices.DEFAULT_VAL_PER_CLASS} covers the default "
+              f"probe caps ({choices.DEFAULT_TRAIN_PER_CLASS} train + {choices.DEFAULT_VAL_PER_CLASS} val, "
+              f"{choices.DEFAULT_TEST_PER_CLASS} test).")
 @click.option("--sample-seed", type=int, default=0, show_default=True, help="Seed of --max-per-source.")
 @click.option("--splits-dir", "only_splits_dir", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Extract only the images named in the split files (POSE format) under this folder, e.g. "
-              "the paper's GenImage splits: one pass over exactly the images `attrib probe --splits-dir` needs.")
+              metavar="DIR",
+              help="Extract only the images named in the split files (POSE format) under DIR, e.g. the paper's "
+              "GenImage splits: one pass over exactly the images `attrib probe --splits-dir DIR` needs. The folder "
+              "is recorded in the manifest (`attrib cache find --splits-dir DIR` finds the set by it). [default: "
+              "every image of the dataset]")
 @click.option("--rank", type=click.IntRange(min=0), default=None,
               help="This process's rank: it extracts shards k with k % world-size == rank. [default: "
               "$RANK or $SLURM_PROCID, else 0]")
@@ -146,56 +148,49 @@ def features(dataset, root, list_file, model, pretrained, fallback_model, view, 
       torchrun --nproc-per-node 8 -m attrib features --dataset genimage --root /data/GenImage
       srun --ntasks 16 attrib features --dataset genimage --root /data/GenImage
     """
-    from attrib.data import CatalogError, open_dataset
+    from attrib.data import open_dataset
     from attrib.data.catalog import sample_per_source
     from attrib.data.pose import restrict_to_pose
-    from attrib.data.splits import SplitError
     from attrib.extract.backbone import (DEFAULT_MODEL, DEFAULT_PRETRAINED, RANDOM_INIT, RANDOM_INIT_LABEL, TINY,
-                                         BackboneError, WeightsUnavailable, load_backbone)
-    from attrib.extract.runner import ExtractError, RunConfig, dist_from_env, even_subset, extract
-    from attrib.extract.views import View, ViewError
-    from attrib.store import StoreError
+                                         WeightsUnavailable, load_backbone)
+    from attrib.extract.runner import RunConfig, dist_from_env, even_subset, extract
 
     progress = not quiet
+    if rank is None or world_size is None:  # explicit options need no (possibly broken) launcher variables
+        env_rank, env_world, _ = dist_from_env()
+        rank = env_rank if rank is None else rank
+        world_size = env_world if world_size is None else world_size
+    images, name = open_dataset(dataset, root, list_file, progress=progress)
+    extra = {"dataset_kind": dataset}
+    if only_splits_dir:
+        images = restrict_to_pose(images, only_splits_dir)
+        extra["splits_dir"] = str(Path(only_splits_dir).resolve())
+    if max_per_source:
+        images = sample_per_source(images, max_per_source, sample_seed)
+        extra.update(max_per_source=max_per_source, sample_seed=sample_seed)
+    if limit:
+        images = even_subset(images, limit)
+        extra["limit"] = limit
+    if not pretrained and model == DEFAULT_MODEL:
+        pretrained = DEFAULT_PRETRAINED
     try:
-        if rank is None or world_size is None:  # explicit options need no (possibly broken) launcher variables
-            env_rank, env_world, _ = dist_from_env()
-            rank = env_rank if rank is None else rank
-            world_size = env_world if world_size is None else world_size
-        v = View.parse(view)
-        images, name = open_dataset(dataset, root, list_file, progress=progress)
-        extra = {"dataset_kind": dataset}
-        if only_splits_dir:
-            images = restrict_to_pose(images, only_splits_dir)
-            extra["splits_dir"] = str(Path(only_splits_dir).resolve())
-        if max_per_source:
-            images = sample_per_source(images, max_per_source, sample_seed)
-            extra.update(max_per_source=max_per_source, sample_seed=sample_seed)
-        if limit:
-            images = even_subset(images, limit)
-            extra["limit"] = limit
-        if not pretrained and model == DEFAULT_MODEL:
-            pretrained = DEFAULT_PRETRAINED
-        try:
-            backbone = load_backbone(model, pretrained or None, preprocess)
-        except WeightsUnavailable as exc:
-            if not fallback_model:
-                raise
-            _banner(f"{exc}")
-            _banner(f"FALLING BACK to {fallback_model} with random weights: {RANDOM_INIT_LABEL}")
-            backbone = load_backbone(fallback_model, None if fallback_model == TINY else RANDOM_INIT, preprocess)
-            extra["requested"] = {"model": model, "pretrained": pretrained, "reason": str(exc)}
-        if backbone.random_init:
-            _banner(f"{backbone.spec['model']} has random weights: {RANDOM_INIT_LABEL}")
-        click.echo(f"{len(images)} images from {name} ({images.root}); model {backbone.spec['model']} "
-                   f"weights {backbone.spec['weights']}; {backbone.n_blocks} blocks x {backbone.width} dims; "
-                   f"view {v.spec}", err=True)
-        cfg = RunConfig(batch_size=batch_size, workers=workers, device=device, precision=precision,
-                        shard_size=shard_size, rank=rank, world_size=world_size, threads=threads,
-                        progress=progress)
-        summary = extract(images, backbone, cache_dir, name, v, cfg, out=out, manifest_extra=extra)
-    except (CatalogError, SplitError, BackboneError, WeightsUnavailable, ExtractError, ViewError, StoreError) as exc:
-        raise _fail(exc) from None
+        backbone = load_backbone(model, pretrained or None, preprocess)
+    except WeightsUnavailable as exc:
+        if not fallback_model:
+            raise
+        _banner(f"{exc}")
+        _banner(f"FALLING BACK to {fallback_model} with random weights: {RANDOM_INIT_LABEL}")
+        backbone = load_backbone(fallback_model, None if fallback_model == TINY else RANDOM_INIT, preprocess)
+        extra["requested"] = {"model": model, "pretrained": pretrained, "reason": str(exc)}
+    if backbone.random_init:
+        _banner(f"{backbone.spec['model']} has random weights: {RANDOM_INIT_LABEL}")
+    click.echo(f"{len(images)} images from {name} ({images.root}); model {backbone.spec['model']} "
+               f"weights {backbone.spec['weights']}; {backbone.n_blocks} blocks x {backbone.width} dims; "
+               f"view {view.spec}", err=True)
+    cfg = RunConfig(batch_size=batch_size, workers=workers, device=device, precision=precision,
+                    shard_size=shard_size, rank=rank, world_size=world_size, threads=threads,
+                    progress=progress)
+    summary = extract(images, backbone, cache_dir, name, view, cfg, out=out, manifest_extra=extra)
     click.echo(f"done: {summary}", err=True)
     if backbone.random_init:
         click.secho(f"note: {RANDOM_INIT_LABEL}", fg="red", err=True)
@@ -209,12 +204,9 @@ def cache() -> None:
 
 
 def _open_fs(path: str):
-    from attrib.store import FeatureSet, StoreError
+    from attrib.store import FeatureSet
 
-    try:
-        return FeatureSet.open(path)
-    except StoreError as exc:
-        raise _fail(exc) from None
+    return FeatureSet.open(path)
 
 
 @cache.command("ls")
@@ -238,18 +230,13 @@ def cache_ls(cache_dir: str) -> None:
 @click.argument("feature_set", type=click.Path())
 def cache_info(feature_set: str) -> None:
     """Print the manifest and per-source image counts of FEATURE_SET."""
-    from attrib.store import StoreError
-
     fs = _open_fs(feature_set)
     if fs.label:
         click.secho(f"WARNING: {fs.label}", fg="red", bold=True)
     click.echo(json.dumps(fs.manifest.to_json(), indent=2))
     done = len(fs.shards_done())
     click.echo(f"shards: {done}/{fs.n_shards} complete, {fs.nbytes() / 1e6:.1f} MB")
-    try:
-        counts = fs.images.counts()
-    except StoreError as exc:
-        raise _fail(exc) from None
+    counts = fs.images.counts()
     click.echo("images per (source, subset):")
     for (src, sub), n in counts.items():
         click.echo(f"  {src:28s} {sub:6s} {n}")
@@ -281,23 +268,29 @@ def cache_verify(feature_set: str, max_failed: int) -> None:
     if len(rep.failed) > max_failed:
         click.echo(f"    ... and {len(rep.failed) - max_failed} more")
     if not rep.ok:
-        raise AttribError("verification failed")
+        raise ProblemsFound("verification failed")
     click.echo("OK")
 
 
 @cache.command("find")
-@click.option("--cache", "cache_dir", default=DEFAULT_CACHE, show_default=True, type=click.Path())
+@click.option("--cache", "cache_dir", default=DEFAULT_CACHE, show_default=True, type=click.Path(),
+              help="Cache root to search.")
 @click.option("--dataset", default=None, help="Dataset name (demo, genimage, or a folder/list name).")
 @click.option("--model", default=None, help="Model as given to `attrib features` (a fallback's request counts).")
-@click.option("--pretrained", default=None, help="Weights as given to `attrib features`.")
-@click.option("--view", default=None, help="View spec.")
+@click.option("--pretrained", default=None, metavar="TAG|FILE",
+              help="Only feature sets extracted with these weights, as given to `attrib features --pretrained` "
+              "(a tag, or a checkpoint file matched by path or file name). [default: any weights]")
+@click.option("--view", default=None, metavar="SPEC",
+              help="Only feature sets of this view (`attrib features --view`; jpeg:75.0 finds jpeg:75). "
+              "[default: any view]")
 @click.option("--max-per-source", type=click.IntRange(min=1), default=None,
               help="Match the image list `attrib features --max-per-source N` makes (default: unsampled).")
 @click.option("--sample-seed", type=int, default=0, show_default=True, help="Seed of --max-per-source.")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Match the image list of a --limit N trial (default: no limit).")
-@click.option("--splits-dir", type=click.Path(), default=None,
-              help="Match feature sets restricted to these split files (default: unrestricted ones).")
+@click.option("--splits-dir", type=click.Path(), default=None, metavar="DIR",
+              help="Only feature sets extracted with `attrib features --splits-dir DIR` (restricted to the images "
+              "of these split files). [default: only unrestricted feature sets]")
 def cache_find(cache_dir, dataset, model, pretrained, view, max_per_source, sample_seed, limit, splits_dir) -> None:
     """Print the newest complete feature set matching the filters (used by `make probe`).
 
@@ -305,14 +298,11 @@ def cache_find(cache_dir, dataset, model, pretrained, view, max_per_source, samp
     model, weights and view, and the same image list (a --max-per-source N larger than every (source,
     subset) group gives the unsampled list, for example).
     """
-    from attrib.extract.views import View, ViewError
+    from attrib.extract.views import View
     from attrib.manifest import FeatureRequest
     from attrib.store import find_feature_set
 
-    try:
-        want_view = View.parse(view).spec if view is not None else None
-    except ViewError as exc:
-        raise _fail(exc) from None
+    want_view = View.parse(view).spec if view is not None else None
     request = FeatureRequest(dataset=dataset, model=model, pretrained=pretrained, view=want_view,
                              max_per_source=max_per_source, sample_seed=sample_seed, limit=limit,
                              splits_dir=str(Path(splits_dir).resolve()) if splits_dir else None)
@@ -323,37 +313,11 @@ def cache_find(cache_dir, dataset, model, pretrained, view, max_per_source, samp
     given = {"dataset": dataset, "model": model, "pretrained": pretrained, "view": view,
              "max-per-source": max_per_source, "limit": limit, "splits-dir": splits_dir}
     filters = " ".join(f"--{k} {v}" for k, v in given.items() if v is not None)
-    raise AttribError(f"no complete feature set in {cache_dir}/ matches {filters or '(no filters)'}; run "
-                      "`make features` (or `attrib features`) with the same options first")
+    raise ProblemsFound(f"no complete feature set in {cache_dir}/ matches {filters or '(no filters)'}; run "
+                        "`make features` (or `attrib features`) with the same options first")
 
 
 # ------------------------------------------------------------------------------------------ probe
-def _parse_int_list(spec: str, what: str) -> list[int | None]:
-    out: list[int | None] = []
-    for tok in spec.split(","):
-        tok = tok.strip()
-        if tok == "all":
-            out.append(None)
-        elif tok.isdigit() and int(tok) > 0:
-            out.append(int(tok))
-        else:
-            raise AttribError(f"{what} {spec!r}: use positive integers and 'all', comma-separated")
-    return out
-
-
-class _PerClass(click.ParamType):
-    """A per-class cap: a positive integer, or ``all`` for no cap."""
-
-    name = "N|all"
-
-    def convert(self, value, param, ctx):
-        if value is None or isinstance(value, int) or value == "all":
-            return value
-        if str(value).isdigit() and int(value) > 0:
-            return int(value)
-        self.fail(f"{value!r}: use a positive integer or 'all'", param, ctx)
-
-
 def _split_source(fs, splits: str, splits_dir: str | None, split_file: str | None, caps: dict,
                   known_test: str, allow_missing: bool):
     """The SplitSource of `attrib probe`: POSE files (--splits-dir), a YAML/JSON file, or built-in splits."""
@@ -361,6 +325,7 @@ def _split_source(fs, splits: str, splits_dir: str | None, split_file: str | Non
     from attrib.data.sampling import SampledSplits
     from attrib.data.splitfile import load_split_file
     from attrib.data.splits import builtin_splits, select_splits
+    from attrib.data.splits import SplitError
 
     kind = fs.manifest.kind
     ok, _ = fs.status()
@@ -372,25 +337,9 @@ def _split_source(fs, splits: str, splits_dir: str | None, split_file: str | Non
                           allow_missing=allow_missing, only=splits, **given)
     available = defined if defined is not None else builtin_splits(kind)
     if not available:
-        raise AttribError(f"feature set {fs.id} ({kind}) has no built-in splits (only demo and genimage do): "
-                          f"name known and unknown sources with --split-file FILE, or use --splits-dir DIR")
+        raise SplitError(f"feature set {fs.id} ({kind}) has no built-in splits (only demo and genimage do): "
+                         f"name known and unknown sources with --split-file FILE, or use --splits-dir DIR")
     return SampledSplits(fs.images, ok, select_splits(available, splits), **given)
-
-
-class _RegistryOption(click.Option):
-    """An option whose --help lists what is registered now (heads, scores), imported only for --help."""
-
-    def __init__(self, *args, registry: str, **kwargs):
-        self.registry = registry
-        super().__init__(*args, **kwargs)
-
-    def get_help_record(self, ctx):
-        import importlib
-
-        module, name = self.registry.rsplit(".", 1)
-        names = ", ".join(getattr(importlib.import_module(module), name))
-        self.help = (self.help or "").replace("{names}", names)
-        return super().get_help_record(ctx)
 
 
 @main.command()
@@ -399,51 +348,56 @@ class _RegistryOption(click.Option):
 @click.option("--splits", default="all", show_default=True,
               help="Which splits to run: all, 1-5, 1,3, or names (GenImage: the paper's five; demo: three; with "
               "--split-file or --splits-dir: theirs, where N also finds splitN).")
-@click.option("--splits-dir", type=click.Path(exists=True, file_okay=False), default=None,
-              help="The paper's own split files (POSE format, e.g. split1_train/annotations/split1_train.txt, "
-              "path<TAB>label), read as they are: fixed rows, the same for every seed. Class names come from "
-              "the built-in splits (splitN = split N) or from --split-file.")
+@click.option("--splits-dir", type=click.Path(exists=True, file_okay=False), default=None, metavar="DIR",
+              help="Define the splits by the paper's own split files under DIR (POSE format, e.g. "
+              "split1_train/annotations/split1_train.txt, path<TAB>label), read as they are: fixed rows, the same "
+              "for every seed, instead of rows sampled by seed. Class names come from the built-in splits (splitN "
+              "= split N) or from --split-file. (`attrib features --splits-dir DIR` extracts just these images.)")
 @click.option("--split-file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="YAML or JSON file naming each split's known and unknown sources (see README); works "
               "with any dataset. Rows are sampled by seed, or taken from --splits-dir.")
-@click.option("--known-test", type=click.Choice(["test", "val"]), default="test", show_default=True,
+@click.option("--known-test", type=click.Choice(choices.KNOWN_TEST), default="test", show_default=True,
               help="With --splits-dir: test known classes on splitN_test.txt, or on splitN_val.txt as the "
               "paper's code does (the file that also selects C).")
 @click.option("--allow-missing", is_flag=True,
               help="With --splits-dir: run even if some listed images are not in the feature set (they are "
               "reported, first 20 and the count). Default: that is an error.")
-@click.option("--protocol", type=click.Choice(["clean", "paper"]), default="clean", show_default=True,
+@click.option("--protocol", type=click.Choice(choices.PROTOCOLS), default="clean", show_default=True,
               help="clean: each head's C / k chosen on known-class validation data only (accuracy, then "
               "log-loss). paper: chosen by validation AUROC against the unknown generators' validation "
               "images, as the paper's code does (optimistic; for replication).")
-@click.option("--layers", default="all", show_default=True,
-              help="Blocks (0-based): all | 8 | 6-10 | 2,5,8 | concat:9,10,11; join specs with ';'.")
-@click.option("--heads", default="logreg", show_default=True, cls=_RegistryOption,
-              registry="attrib.probe.heads.HEADS", help="Comma-separated heads, or all: {names}.")
-@click.option("--scores", default="msp", show_default=True, cls=_RegistryOption,
-              registry="attrib.probe.scorers.SCORERS",
-              help="Comma-separated open-set scores, or all: {names}. Pairs a score cannot use are skipped.")
-@click.option("--shots", default="all", show_default=True,
+@click.option("--layers", type=Layers(), default="all", show_default=True, help=Layers.help)
+@click.option("--heads", type=RegistryNames("attrib.probe.heads.HEADS", choices.HEADS), default="logreg",
+              show_default=True, help=f"Comma-separated heads, or all: {', '.join(choices.HEADS)}.")
+@click.option("--scores", type=RegistryNames("attrib.probe.scorers.SCORERS", choices.SCORERS), default="msp",
+              show_default=True, help=f"Comma-separated open-set scores, or all: {', '.join(choices.SCORERS)}. "
+              "Pairs a score cannot use are skipped.")
+@click.option("--shots", type=Shots(), default="all", show_default=True,
               help="Training images per class: e.g. 1,2,5,10,50,100,500,all.")
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Seeds per shots value (each seed draws its own shots subset and validation split).")
-@click.option("--train-per-class", type=_PerClass(), default=None, metavar="N|all",
-              help="Cap on training images per class (or 'all'). [default: 4000, as in the paper's code]")
-@click.option("--val-per-class", type=_PerClass(), default=None, metavar="N|all",
+@click.option("--train-per-class", type=PerClass(), default=None,
+              help="Cap on training images per class (or 'all'). [default: "
+              f"{choices.DEFAULT_TRAIN_PER_CLASS}, as in the paper's code]")
+@click.option("--val-per-class", type=PerClass(), default=None,
               help="Cap on validation images per class, unknown generators included (or 'all'). [default: "
-              "1000; --splits-dir: 4000, first in file order, as in the paper's code]")
-@click.option("--test-per-class", type=_PerClass(), default=None, metavar="N|all",
-              help="Cap on test images per class, unknown generators included (or 'all'). [default: 4000]")
-@click.option("--grid", multiple=True, metavar="NAME=V1,V2,...",
+              f"{choices.DEFAULT_VAL_PER_CLASS}; --splits-dir: {choices.POSE_PER_CLASS}, first in file order, as in "
+              "the paper's code]")
+@click.option("--test-per-class", type=PerClass(), default=None,
+              help="Cap on test images per class, unknown generators included (or 'all'). [default: "
+              f"{choices.DEFAULT_TEST_PER_CLASS}]")
+@click.option("--grid", type=GridValues(), multiple=True,
               help="Values to sweep for a head's path hyperparameter instead of its default, e.g. "
-              "C=0.01,0.1,1,10 or k=1,5,10 (repeatable). [default: C = 10^linspace(-6, 5, 45); k = 1..20]")
+              "C=0.01,0.1,1,10 or k=1,5,10 (repeatable). [default: C = 10^linspace({}, {}, {}); k = {}..{}]".format(
+                  *choices.DEFAULT_LOG10_C, choices.DEFAULT_KS[0], choices.DEFAULT_KS[-1]))
 @click.option("--jobs", type=click.IntRange(min=-1), default=1, show_default=True,
               help="Parallel processes over (split, layer, shots, seed) jobs (-1 = all CPUs). Results are "
               "identical for any value.")
 @click.option("--save-head", "save_head_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Also fit and save a head for later use (attrib predict): clean protocol, one split; the "
               "best layer/head/score on validation data unless one of each is given. .npz + JSON, no pickle.")
-@click.option("--out", "out_dir", required=True, type=click.Path(), help="Results folder (results.jsonl, tables, plots).")
+@click.option("--out", "out_dir", required=True, type=click.Path(),
+              help="Results folder (results.jsonl, tables, plots).")
 @click.option("--quiet", is_flag=True, help="No progress bar, no table.")
 def probe(features_path, splits, splits_dir, split_file, known_test, allow_missing, protocol, layers, heads,
           scores, shots, seeds, train_per_class, val_per_class, test_per_class, out_dir, quiet, **opts):
@@ -461,44 +415,31 @@ def probe(features_path, splits, splits_dir, split_file, known_test, allow_missi
       attrib probe --features cache/genimage__... --splits-dir /data/GenImage-splits --out results/paper-files
       attrib probe --features cache/my_generators__... --split-file splits.yaml --out results/mine
     """
-    from attrib.data.splits import SplitError
-    from attrib.probe.heads import HEADS
-    from attrib.probe.persist import HeadFileError
-    from attrib.probe.protocol import SelectionError
     from attrib.probe.report import write_report
-    from attrib.probe.scorers import SCORERS
-    from attrib.probe.study import (StudyConfig, StudyError, check_save_head, expand_names, parse_grid, parse_layers,
-                                    run_study, save_chosen_head)
-    from attrib.store import StoreError
+    from attrib.probe.study import StudyConfig, check_save_head, run_study, save_chosen_head
 
     fs = _open_fs(features_path)
     if fs.label:
         _banner(f"{fs.id}: {fs.label}")
     log = lambda msg: click.echo(msg, err=True)  # noqa: E731
-    try:
-        source = _split_source(fs, splits, splits_dir, split_file, {
-            "train_per_class": train_per_class, "val_per_class": val_per_class, "test_per_class": test_per_class},
-            known_test, allow_missing)
-        for note in source.notes():
-            click.secho(f"note: {note}", fg="yellow", err=True)
-        cfg = StudyConfig(
-            splits=source, layers=parse_layers(layers, fs.n_blocks),
-            heads=expand_names(heads, HEADS), scores=expand_names(scores, SCORERS),
-            shots=_parse_int_list(shots, "--shots"), seeds=seeds, protocol=protocol,
-            grid=parse_grid(opts["grid"]), jobs=opts["jobs"])
-        cfg.validate()
-        if opts["save_head_dir"]:  # fail before a long study, not after
-            check_save_head(cfg, opts["save_head_dir"])
-        run = run_study(fs, cfg, out_dir, progress=not quiet, log=log)
-        for e in run.errors[:20]:
-            click.echo(f"FAILED {e}", err=True)
-        if run.errors and not run.written + run.skipped_done:
-            raise StudyError(f"all {len(run.errors)} result line(s) failed (listed above); nothing to report")
-        rep = write_report(run.results.parent)
-        saved = save_chosen_head(fs, cfg, opts["save_head_dir"], progress=not quiet, log=log) \
-            if opts["save_head_dir"] else None
-    except (StudyError, SplitError, StoreError, SelectionError, HeadFileError) as exc:
-        raise _fail(exc) from None
+    source = _split_source(fs, splits, splits_dir, split_file, {
+        "train_per_class": train_per_class, "val_per_class": val_per_class, "test_per_class": test_per_class},
+        known_test, allow_missing)
+    for note in source.notes():
+        click.secho(f"note: {note}", fg="yellow", err=True)
+    cfg = StudyConfig(splits=source, layers=layers.resolve(fs.n_blocks), heads=heads, scores=scores, shots=shots,
+                      seeds=seeds, protocol=protocol, grid=dict(opts["grid"]), jobs=opts["jobs"])
+    cfg.validate()
+    if opts["save_head_dir"]:  # fail before a long study, not after
+        check_save_head(cfg, opts["save_head_dir"])
+    run = run_study(fs, cfg, out_dir, progress=not quiet, log=log)
+    for e in run.errors[:20]:
+        click.echo(f"FAILED {e}", err=True)
+    if run.errors and not run.written + run.skipped_done:
+        raise ProblemsFound(f"all {len(run.errors)} result line(s) failed (listed above); nothing to report")
+    rep = write_report(run.results.parent)
+    saved = save_chosen_head(fs, cfg, opts["save_head_dir"], progress=not quiet, log=log) \
+        if opts["save_head_dir"] else None
     if not quiet:
         click.echo(rep.main)
     click.echo(f"results: {run.results} ({run.written} new lines in {run.seconds:.1f} s, {run.skipped_done} already "
@@ -506,15 +447,19 @@ def probe(features_path, splits, splits_dir, split_file, known_test, allow_missi
     for k, p in rep.paths.items():
         click.echo(f"{k}: {p}", err=True)
     if saved:
-        v = saved["validation"]
-        click.echo(f"saved head: {opts['save_head_dir']}  layer {saved['layer']}, {saved['head']}+{saved['score']} "
-                   f"{saved['hparams']}, chosen by {saved['choice']['criterion']}; threshold {saved['threshold']:.6g} "
-                   f"(validation: accuracy {100 * v['accuracy']:.2f}%, known accepted {100 * v['tpr']:.2f}%)", err=True)
-        if fs.label:
-            click.secho(f"WARNING: the saved head was trained on {fs.label}", fg="red", err=True)
+        _print_saved_head(saved, opts["save_head_dir"], fs.label)
     if run.errors:
-        raise AttribError(f"{len(run.errors)} result line(s) failed (listed above) and were not written; rerun "
-                          "the same command to retry them")
+        raise ProblemsFound(f"{len(run.errors)} result line(s) failed (listed above) and were not written; rerun "
+                            "the same command to retry them")
+
+
+def _print_saved_head(saved: dict, head_dir: str, label: str | None) -> None:
+    v = saved["validation"]
+    click.echo(f"saved head: {head_dir}  layer {saved['layer']}, {saved['head']}+{saved['score']} "
+               f"{saved['hparams']}, chosen by {saved['choice']['criterion']}; threshold {saved['threshold']:.6g} "
+               f"(validation: accuracy {100 * v['accuracy']:.2f}%, known accepted {100 * v['tpr']:.2f}%)", err=True)
+    if label:
+        click.secho(f"WARNING: the saved head was trained on {label}", fg="red", err=True)
 
 
 @main.command()
@@ -528,12 +473,8 @@ def report(results_dir: str, out_dir: str | None) -> None:
     confusion.png. Numbers are mean ± std over splits and seeds, in %.
     """
     from attrib.probe.report import write_report
-    from attrib.probe.study import StudyError
 
-    try:
-        rep = write_report(results_dir, out_dir)
-    except StudyError as exc:
-        raise _fail(exc) from None
+    rep = write_report(results_dir, out_dir)
     click.echo(rep.main)
     for k, p in rep.paths.items():
         click.echo(f"{k}: {p}", err=True)
@@ -545,17 +486,18 @@ def report(results_dir: str, out_dir: str | None) -> None:
               help="A head saved by `attrib probe ... --save-head DIR`.")
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Predictions file to write.")
-@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(choices.FORMATS), default="csv", show_default=True)
 @click.option("--threshold", type=float, default=None,
-              help="Score below which a prediction becomes 'unknown'. [default: the head's, chosen to accept 95% "
-              "of known validation images]")
+              help="Score below which a prediction becomes 'unknown'. [default: the head's, chosen to accept "
+              f"{100 * choices.DEFAULT_TPR:g}% of known validation images]")
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True, help="Sources listed per image.")
-@click.option("--pretrained", default=None,
-              help="Where the head's checkpoint file is on this machine, if not at the path recorded at training "
-              "time (checked by sha256).")
+@click.option("--pretrained", default=None, metavar="FILE",
+              help="Not a choice of weights (the head fixes them): where the head's checkpoint file is on this "
+              "machine, if not at the path recorded at training time (checked by sha256). [default: the recorded "
+              "path; tags need no file]")
 @click.option("--cache", "cache_dir", type=click.Path(), default=DEFAULT_CACHE, show_default=True,
               help="Where the images' features are cached (a rerun, e.g. with another threshold, reuses them).")
-@_runner_options()
+@runner_options()
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def predict(head_dir, images, out, fmt, threshold, top_k, pretrained, cache_dir, batch_size, workers, device,
             precision, quiet):
@@ -570,22 +512,16 @@ def predict(head_dir, images, out, fmt, threshold, top_k, pretrained, cache_dir,
     Example:
       attrib predict --head heads/split1 suspicious/ more.png --out predictions.csv
     """
-    from attrib.extract.backbone import BackboneError, WeightsUnavailable
-    from attrib.extract.runner import ExtractError, RunConfig
-    from attrib.predict import PredictError, predict as run_predict
-    from attrib.probe.persist import HeadFileError, load_head
-    from attrib.store import StoreError
+    from attrib.extract.runner import RunConfig
+    from attrib.predict import predict as run_predict
+    from attrib.probe.persist import load_head
 
-    try:
-        saved = load_head(head_dir)
-        if saved.label:
-            _banner(f"this head was trained on {saved.label}")
-        cfg = RunConfig(batch_size=batch_size, workers=workers, device=device, precision=precision,
-                        progress=not quiet)
-        res = run_predict(saved, images, out, cache=cache_dir, fmt=fmt, threshold=threshold, top_k=top_k,
-                          pretrained=pretrained, config=cfg)
-    except (HeadFileError, PredictError, BackboneError, WeightsUnavailable, ExtractError, StoreError) as exc:
-        raise _fail(exc) from None
+    saved = load_head(head_dir)
+    if saved.label:
+        _banner(f"this head was trained on {saved.label}")
+    cfg = RunConfig(batch_size=batch_size, workers=workers, device=device, precision=precision, progress=not quiet)
+    res = run_predict(saved, images, out, cache=cache_dir, fmt=fmt, threshold=threshold, top_k=top_k,
+                      pretrained=pretrained, config=cfg)
     known = res.rows - res.failed - res.unknown
     click.echo(f"{res.rows} images: {known} attributed to a known source, {res.unknown} unknown, {res.failed} "
                f"unreadable; features cached in {res.feature_set.path}", err=True)

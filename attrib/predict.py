@@ -21,6 +21,7 @@ import numpy as np
 from attrib import atomic
 from attrib.data.catalog import CatalogError, ImageList, walk_images
 from attrib.data.images import IMAGE_SUFFIXES, is_image_name
+from attrib.errors import AttribError
 from attrib.extract.backbone import RANDOM_INIT, Backbone, load_backbone
 from attrib.extract.runner import RunConfig, extract
 from attrib.extract.views import View
@@ -36,7 +37,7 @@ ERROR = "error"
 CHUNK = 10_000  # rows per head application: bounded memory for any input size
 
 
-class PredictError(ValueError):
+class PredictError(AttribError, ValueError):
     """Inputs or the head cannot be used as asked; the message names the file and what to do."""
 
 

@@ -38,6 +38,7 @@ import numpy as np
 
 from attrib import atomic, shard_io
 from attrib.data.catalog import ImageList
+from attrib.errors import AttribError
 from attrib.manifest import DTYPE, FORMAT_VERSION, SAME_FEATURE_SET, FeatureRequest, Manifest
 from attrib.manifest import feature_set_name, identity_hash  # noqa: F401  (re-exported for callers)
 
@@ -48,7 +49,7 @@ DEFAULT_SHARD_SIZE = 10_000
 CHUNK_BYTES = 1 << 20  # ~1 MiB chunks: large enough for sequential reads, small enough for row subsets
 
 
-class StoreError(RuntimeError):
+class StoreError(AttribError, RuntimeError):
     """The cache on disk is missing, incomplete, or not what the caller asked for."""
 
 
@@ -256,6 +257,8 @@ class FeatureSet:
                     error: Sequence[str]) -> Path | None:
         """Write shard ``k`` atomically; its path, or None when another process had published it first
         (that shard is left alone, and this call's work is not counted as written)."""
+        import h5py
+
         start, stop = self.shard_range(k)
         n = stop - start
         L, D, E = self.n_blocks, self.width, self.embed_dim

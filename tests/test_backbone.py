@@ -246,4 +246,4 @@ def test_weights_that_do_not_fit_the_model_fail_with_a_clear_message(tiny_checkp
     res = CliRunner().invoke(main, ["features", "--dataset", "folder", "--root", str(tmp_path / "images"), "--model",
                                     TINY, "--pretrained", str(other), "--cache", str(tmp_path / "cache")],
                              catch_exceptions=False)
-    assert res.exit_code == 1 and f"Error: cannot load weights {other}: this checkpoint does not fit" in res.output
+    assert res.exit_code == 2 and f"Error: cannot load weights {other}: this checkpoint does not fit" in res.output

@@ -117,7 +117,7 @@ def test_list_file_that_is_not_utf8_names_file_and_line(tmp_path: Path) -> None:
                                            r"UTF-8"):
         read_list(tmp_path / "l.tsv")
     code, out = _features(["--dataset", "list", "--list", str(tmp_path / "l.tsv"), "--cache", str(tmp_path / "c")])
-    assert code == 1 and "l.tsv:3: not UTF-8 text" in out and "Traceback" not in out
+    assert code == 2 and "l.tsv:3: not UTF-8 text" in out and "Traceback" not in out
 
 
 def test_list_root_must_hold_the_listed_files(tmp_path: Path) -> None:
@@ -136,24 +136,24 @@ def test_list_root_must_hold_the_listed_files(tmp_path: Path) -> None:
     assert read_list(lst, tmp_path / "data").paths == ["imgs/a.png", "imgs/b.png"]  # b.png missing: a failed row
     code, out = _features(["--dataset", "list", "--list", str(lst), "--root", str(tmp_path / "nonexistent"),
                            "--cache", str(tmp_path / "cache")])
-    assert code == 1 and "is not a folder" in out and not (tmp_path / "cache").exists()
+    assert code == 2 and "is not a folder" in out and not (tmp_path / "cache").exists()
     code, out = _features(["--dataset", "list", "--list", str(lst), "--root", str(tmp_path),
                            "--cache", str(tmp_path / "cache")])
-    assert code == 1 and "none of the first 2 listed files exist under" in out and not (tmp_path / "cache").exists()
+    assert code == 2 and "none of the first 2 listed files exist under" in out and not (tmp_path / "cache").exists()
 
 
 def test_demo_root_that_is_not_a_demo_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "mine" / "photos").mkdir(parents=True)
     res = CliRunner().invoke(main, ["features", "--dataset", "demo", "--root", str(tmp_path / "mine"), "--quiet"],
                              catch_exceptions=False)
-    assert res.exit_code == 1 and "is not an attrib demo folder; choose another --root" in res.output
+    assert res.exit_code == 2 and "is not an attrib demo folder; choose another --root" in res.output
     assert (tmp_path / "mine" / "photos").is_dir()  # nothing deleted
 
 
 def test_cache_find_with_a_bad_view_is_a_clear_error(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["cache", "find", "--cache", str(tmp_path), "--view", "jpeg"],
                              catch_exceptions=False)
-    assert res.exit_code == 1 and "Error: --view 'jpeg'" in res.output
+    assert res.exit_code == 2 and "Error: --view 'jpeg'" in res.output
 
 
 def test_duplicate_rows_are_refused() -> None:
@@ -236,7 +236,7 @@ def test_max_per_source_is_its_own_feature_set(tmp_path: Path, tiny_checkpoint: 
     code, out = _features(common + ["--max-per-source", "2"])
     assert code == 0 and Path(out.strip().splitlines()[-1]) == paths[2]
     code, out = _features(common + ["--max-per-source", "1", "--out", str(paths[2])])
-    assert code == 1 and "images_sha256" in out and "n_images" in out
+    assert code == 2 and "images_sha256" in out and "n_images" in out
     assert FeatureSet.open(paths[2]).n_images == 12
     found = CliRunner().invoke(main, ["cache", "find", "--cache", str(cache), "--dataset", "bench",
                                       "--max-per-source", "1"])
@@ -257,4 +257,4 @@ def test_list_dataset_end_to_end(tmp_path: Path, tiny_checkpoint: Path) -> None:
     assert list(fs.images) == [("imgs/a.png", "ganA", "train"), ("imgs/b.png", "real", "val")]
     (tmp_path / "bad.tsv").write_text("imgs/a.png\tganA\nimgs/a.png\treal\n")
     code, out = _features(["--dataset", "list", "--list", str(tmp_path / "bad.tsv"), "--cache", str(tmp_path / "c")])
-    assert code == 1 and "bad.tsv:2: duplicate path 'imgs/a.png' (first on line 1)" in out
+    assert code == 2 and "bad.tsv:2: duplicate path 'imgs/a.png' (first on line 1)" in out

@@ -63,7 +63,7 @@ def test_unusable_output_locations_are_clear_errors(tmp_path: Path) -> None:
     for args in (("--out", str(a_file)), ("--cache", str(a_file))):
         res = _run("features", "--dataset", "folder", "--root", str(root), "--model", "attrib-tiny",
                    "--workers", "0", "--quiet", *args)
-        assert res.exit_code == 1 and "cannot create the feature-set folder" in res.output, res.output
+        assert res.exit_code == 2 and "cannot create the feature-set folder" in res.output, res.output
 
 
 def test_long_names_are_cut_but_stay_unique() -> None:
@@ -88,7 +88,7 @@ def test_damaged_feature_sets_are_reported_not_crashed_on(tmp_path: Path) -> Non
 
     (good / "images.tsv").unlink()
     info = _run("cache", "info", str(good))
-    assert info.exit_code == 1 and "images.tsv: missing or unreadable" in info.output
+    assert info.exit_code == 2 and "images.tsv: missing or unreadable" in info.output
     assert _run("cache", "verify", str(good)).exit_code == 1
     with pytest.raises(StoreError, match="rerun `attrib features`"):
         FeatureSet.open(good).images

@@ -93,5 +93,5 @@ def test_without_fallback_missing_weights_fail_clearly(demo_root: Path, tmp_path
     monkeypatch.setattr(backbone, "_cached_tag_file", lambda cfg: None)
     res = CliRunner().invoke(main, ["features", "--dataset", "demo", "--root", str(demo_root),
                                     "--cache", str(tmp_path / "c"), "--quiet"])
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     assert "not in the local cache" in res.output and "--pretrained /path/to/weights" in res.output

@@ -185,7 +185,7 @@ def test_the_cli_reports_a_bad_launcher_variable_and_explicit_ranks_override_it(
     monkeypatch.setenv("WORLD_SIZE", "abc")
     base = ["features", "--dataset", "folder", "--root", str(photos), "--model", "attrib-tiny", "--workers", "0",
             "--quiet", "--out", str(tmp_path / "fs")]
-    res = _cli(base, code=1)
+    res = _cli(base, code=2)
     assert "Error: environment variable WORLD_SIZE='abc'" in res.output and "Traceback" not in res.output
     _cli(base + ["--rank", "0", "--world-size", "1"])
 
@@ -226,14 +226,14 @@ def test_cli_progress_summary_and_manifest_mismatch(photos: Path, tmp_path: Path
     assert summary.startswith("done: 10 images (0 failed) in ") and " img/s; 3 shards, " in summary
     assert summary.endswith(" MB written") and res.stdout.strip().splitlines()[-1] == str(out)
     assert "random weights" in res.stderr  # the random-init banner
-    bad = _cli(base + ["--shard-size", "5", "--view", "jpeg:90", "--quiet"], code=1)
+    bad = _cli(base + ["--shard-size", "5", "--view", "jpeg:90", "--quiet"], code=2)
     assert "extracted with different settings" in bad.output
     assert "view: cache has 'none', this run has 'jpeg:90'" in bad.output
     assert "shard_size: cache has 4, this run has 5" in bad.output
     assert "model:" not in bad.output
-    bad = _cli(base + ["--rank", "1", "--quiet"], code=1)
+    bad = _cli(base + ["--rank", "1", "--quiet"], code=2)
     assert "--rank 1 must be in [0, --world-size 1)" in bad.output
-    bad = _cli(base + ["--view", "sepia:1", "--quiet"], code=1)
+    bad = _cli(base + ["--view", "sepia:1", "--quiet"], code=2)
     assert "'sepia:1' is not a view" in bad.output
 
 
@@ -259,6 +259,6 @@ def test_cache_ls_info_verify(photos: Path, tmp_path: Path) -> None:
     assert "MISSING shard 0 (shard-00000.h5)" in bad and "BROKEN shard 1: checksum mismatch" in bad
     assert "Error: verification failed" in bad
     assert _cli(["cache", "ls", str(tmp_path / "empty")]).output.startswith("no feature sets in")
-    assert "is not a feature set" in _cli(["cache", "info", str(tmp_path)], code=1).output
+    assert "is not a feature set" in _cli(["cache", "info", str(tmp_path)], code=2).output
     json.loads((fs.path / "manifest.json").read_text())
     assert not [p for p in os.listdir(fs.path) if p.startswith(".")]

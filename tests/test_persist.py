@@ -210,7 +210,7 @@ def test_save_head_with_one_candidate_and_its_errors(fs: FeatureSet, tmp_path: P
         "model: head was trained on 'synthetic', these features have 'ViT-B-16'"]
     res = CliRunner().invoke(main, ["probe", "--features", str(fs.path), "--splits", "1,2", "--save-head",
                                     str(tmp_path / "h2"), "--out", str(tmp_path / "r2")])
-    assert res.exit_code == 1 and "name it with --splits" in res.output
+    assert res.exit_code == 2 and "name it with --splits" in res.output
     assert not (tmp_path / "r2" / "results.jsonl").exists()  # refused before running the study
 
 

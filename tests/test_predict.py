@@ -119,7 +119,7 @@ def test_a_different_backbone_is_refused(trained: dict, tmp_path: Path, demo_roo
     res = CliRunner().invoke(main, ["predict", "--head", str(trained["head"]), str(demo_root / "deconv"),
                                     "--out", str(tmp_path / "p.csv"), "--pretrained", str(other),
                                     "--cache", str(tmp_path / "c"), "--quiet"])
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     assert "weights_sha256" in res.output and "does not reproduce the head's features" in res.output
     assert not (tmp_path / "p.csv").exists()
 

@@ -118,9 +118,9 @@ def test_report_command(tmp_path: Path) -> None:
     assert "| 7 | logreg | msp | all | clean | 2 |" in out.output and (tmp_path / "elsewhere" / "table.md").exists()
     (tmp_path / "empty").mkdir()
     out = CliRunner().invoke(main, ["report", str(tmp_path / "empty")])
-    assert out.exit_code == 1 and "no results yet" in out.output
+    assert out.exit_code == 2 and "no results yet" in out.output
     (tmp_path / "file").write_text("x")
     for bad, why in ((tmp_path / "file", "is a file; give a folder"),
                      (tmp_path / "file" / "sub", "is a file, so nothing can be created under it")):
         out = CliRunner().invoke(main, ["report", str(res), "--out", str(bad)])
-        assert out.exit_code == 1 and out.output.startswith(f"Error: --out {bad}") and why in out.output
+        assert out.exit_code == 2 and out.output.startswith(f"Error: --out {bad}") and why in out.output

@@ -363,7 +363,7 @@ def test_cli_features_and_probe_with_split_files(tmp_path: Path, tiny_checkpoint
     assert code == 0, out
     sampled = out.strip().splitlines()[-1]
     code, out = _cli(["probe", "--features", sampled, "--splits-dir", str(splits_dir), "--out", str(tmp_path / "r2")])
-    assert code == 1 and "images named by split split1 are not in this feature set" in out
+    assert code == 2 and "images named by split split1 are not in this feature set" in out
 
     yaml_file = tmp_path / "mine.yaml"
     yaml_file.write_text("A:\n  known: [ADM, glide]\n  unknown: [VQDM, wukong]\n")
@@ -375,13 +375,13 @@ def test_cli_features_and_probe_with_split_files(tmp_path: Path, tiny_checkpoint
     assert line["unknown"] == ["VQDM", "wukong"]
     yaml_file.write_text("A:\n  known: [ADM, DALLE]\n  unknown: [VQDM]\n")
     code, out = _cli(["probe", "--features", sampled, "--split-file", str(yaml_file), "--out", str(tmp_path / "r4")])
-    assert code == 1 and f"split A ({yaml_file}:1): source(s) DALLE have no usable images" in out
+    assert code == 2 and f"split A ({yaml_file}:1): source(s) DALLE have no usable images" in out
     # files in another encoding than UTF-8: a clear error, no traceback
     yaml_file.write_bytes("# générateurs\nA:\n  known: [ADM]\n  unknown: [VQDM]\n".encode("latin-1"))
     code, out = _cli(["probe", "--features", sampled, "--split-file", str(yaml_file), "--out", str(tmp_path / "r5")])
-    assert code == 1 and f"{yaml_file}:1: not UTF-8 text (byte 0xe9" in out and "Traceback" not in out
+    assert code == 2 and f"{yaml_file}:1: not UTF-8 text (byte 0xe9" in out and "Traceback" not in out
     train = splits_dir / "split1_train" / "annotations" / "split1_train.txt"
     train.write_bytes(b"./dataset/GenImage/ADM/train/ai/\xe9.png\t1\n")
     code, out = _cli(["probe", "--features", str(fs.path), "--splits-dir", str(splits_dir),
                       "--out", str(tmp_path / "r6")])
-    assert code == 1 and f"{train}:1: not UTF-8 text (byte 0xe9" in out and "Traceback" not in out
+    assert code == 2 and f"{train}:1: not UTF-8 text (byte 0xe9" in out and "Traceback" not in out

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from attrib.data.images import IMAGE_SUFFIXES, is_image_name
+from attrib.errors import AttribError
 
 REAL = "real"
 TSV_HEADER = ("row", "path", "source", "subset")
 
 
-class CatalogError(ValueError):
+class CatalogError(AttribError, ValueError):
     """A dataset description is malformed; the message names the file (and line) to fix."""
 
 

@@ -20,9 +20,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from attrib.data.catalog import REAL
+from attrib.errors import AttribError
 
 
-class SplitError(ValueError):
+class SplitError(AttribError, ValueError):
     """A split cannot be built from this image list; the message names the file, line, source or class."""
 
 

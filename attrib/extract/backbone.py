@@ -45,6 +45,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from attrib.errors import AttribError
 from attrib.manifest import PREPROCESSES, preprocess_name  # noqa: F401 (re-exported: the CLI and tests use it here)
 
 TINY = "attrib-tiny"
@@ -58,11 +59,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _PAPER_INTERPOLATION = {"paper": "bilinear", "paper-train": "bicubic"}
 
 
-class WeightsUnavailable(RuntimeError):
+class WeightsUnavailable(AttribError, RuntimeError):
     """Pretrained weights are neither cached locally nor downloadable right now."""
 
 
-class BackboneError(ValueError):
+class BackboneError(AttribError, ValueError):
     """The model cannot serve as an attrib backbone (no CLS token, unknown name, ...)."""
 
 

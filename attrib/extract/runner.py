@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from attrib.data.catalog import ImageList
 from attrib.data.images import MAX_PIXELS, ImageDecodeError, error_text, load_rgb
+from attrib.errors import AttribError
 from attrib.extract.backbone import RANDOM_INIT_LABEL, Backbone
 from attrib.extract.views import View
 from attrib.manifest import Manifest
@@ -36,7 +37,7 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-class ExtractError(RuntimeError):
+class ExtractError(AttribError, RuntimeError):
     """The run cannot start as asked (device missing, bad rank, ...); the message says what to change."""
 
 

@@ -28,9 +28,10 @@ from PIL import Image, ImageEnhance, ImageFilter
 
 from attrib.data.catalog import seeded_key
 from attrib.data.images import MAX_PIXELS
+from attrib.errors import AttribError
 
 
-class ViewError(ValueError):
+class ViewError(AttribError, ValueError):
     """A --view spec that cannot be parsed; the message lists the valid forms."""
 
 

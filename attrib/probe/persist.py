@@ -33,6 +33,7 @@ import numpy as np
 
 from attrib import __version__, atomic
 from attrib.manifest import SAME_FEATURES, Manifest
+from attrib.errors import AttribError
 from attrib.output_paths import check_output, make_folder
 from attrib.probe.heads import HEADS, ProbeHead
 from attrib.probe.scorers import SCORERS
@@ -45,7 +46,7 @@ UNKNOWN = "unknown"
 SAVE_OPTION = "--save-head"  # named in errors about the folder a head is saved to
 
 
-class HeadFileError(ValueError):
+class HeadFileError(AttribError, ValueError):
     """A saved head cannot be written or read; the message names the file and what to do."""
 
 

@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from attrib.errors import AttribError
 from attrib.probe.heads import ProbeHead
 from attrib.probe.metrics import accuracy, auroc, oscr
 
@@ -37,7 +38,7 @@ PROTOCOLS = ("clean", "paper")
 LOGLOSS_EPS = 1e-15
 
 
-class SelectionError(ValueError):
+class SelectionError(AttribError, ValueError):
     """Model selection impossible with the data given; the message says what is missing."""
 
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from attrib import __version__
 from attrib.data.splits import Split, SplitRows, SplitSource
+from attrib.errors import AttribError
 from attrib.output_paths import make_folder
 from attrib.probe.heads import HEADS, ProbeHead
 from attrib.probe.metrics import evaluate
@@ -47,7 +48,7 @@ RESULTS = "results.jsonl"
 DEFAULT_TPR = 0.95
 
 
-class StudyError(ValueError):
+class StudyError(AttribError, ValueError):
     """A study option that cannot be satisfied; the message names the option and the valid values."""
 
 
