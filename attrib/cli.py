@@ -495,8 +495,9 @@ def probe(features_path, splits, splits_dir, split_file, known_test, allow_missi
     from attrib.probe.protocol import SelectionError
     from attrib.probe.report import write_report
     from attrib.probe.scorers import SCORERS
-    from attrib.probe.study import (StudyConfig, StudyError, check_save_head, expand_names, parse_grid, parse_layers,
-                                    run_study, save_chosen_head)
+    from attrib.probe.choose import check_save_head, save_chosen_head
+    from attrib.probe.options import StudyError, expand_names, parse_grid, parse_layers
+    from attrib.probe.study import StudyConfig, run_study
     from attrib.store import StoreError
 
     fs = _open_fs(features_path)
@@ -555,8 +556,8 @@ def report(results_dir: str, out_dir: str | None) -> None:
     per_unknown.csv, metrics_by_layer.png, metrics_by_shots.png (with several shots values) and
     confusion.png. Numbers are mean ± std over splits and seeds, in %.
     """
+    from attrib.probe.options import StudyError
     from attrib.probe.report import write_report
-    from attrib.probe.study import StudyError
 
     try:
         rep = write_report(results_dir, out_dir)
