@@ -49,7 +49,6 @@ def save_chosen_head(fs: FeatureSet, cfg: StudyConfig, folder: str | os.PathLike
 
     Returns a summary of the choice (also stored in ``head.json``).
     """
-    from attrib.probe.metrics import auroc, threshold_at_tpr
     from attrib.probe.persist import save_head
     from attrib.probe.protocol import pseudo_folds
 
@@ -80,14 +79,9 @@ def save_chosen_head(fs: FeatureSet, cfg: StudyConfig, folder: str | os.PathLike
         sel = fitted[(layer, best["head"])]
         X_tr, X_va = cache.take(layer, tr_rows), cache.take(layer, rows.val)
         scorer = SCORERS[best["score"]](head=sel.head).fit(X_tr, y_tr)
-        s_val = scorer.score_samples(X_va)
-        threshold = threshold_at_tpr(s_val, cfg.tpr)
-        validation = {"accuracy": sel.val["val_accuracy"], "tpr": float(np.mean(s_val >= threshold)),
-                      "n_known": int(len(rows.val))}
-        if len(rows.val_unknown):  # reported for information, never used to choose
-            s_vu = scorer.score_samples(cache.take(layer, rows.val_unknown))
-            validation.update(unknown_rejected=float(np.mean(s_vu < threshold)), auroc=auroc(s_val, s_vu),
-                              n_unknown=int(len(rows.val_unknown)))
+        X_vu = cache.take(layer, rows.val_unknown) if len(rows.val_unknown) else None
+        threshold, validation = _threshold(scorer, X_va, X_vu, cfg.tpr)
+        validation = {"accuracy": sel.val["val_accuracy"], **validation}
         criterion = ("pseudo_open_set_oscr" if folds else "val_accuracy") if n_cand > 1 else "given"
         summary = to_jsonable({
             "protocol": "clean", "layer": best["layer"], "head": best["head"], "score": best["score"],
@@ -103,6 +97,22 @@ def save_chosen_head(fs: FeatureSet, cfg: StudyConfig, folder: str | os.PathLike
                   threshold=threshold, feature_set=fs.id, manifest=fs.manifest, check_X=X_va[:8],
                   info={k: v for k, v in summary.items() if k not in ("threshold", "layer", "head", "score")})
     return summary
+
+
+def _threshold(scorer: Any, X_val: np.ndarray, X_val_unknown: np.ndarray | None,
+               tpr: float) -> tuple[float, dict[str, Any]]:
+    """The score accepting ``tpr`` of the known validation images, and how it does on validation data
+    (on unknown generators, when the split has some: reported for information, never used to choose)."""
+    from attrib.probe.metrics import auroc, threshold_at_tpr
+
+    s_val = scorer.score_samples(X_val)
+    threshold = threshold_at_tpr(s_val, tpr)
+    validation = {"tpr": float(np.mean(s_val >= threshold)), "n_known": int(len(X_val))}
+    if X_val_unknown is not None:
+        s_vu = scorer.score_samples(X_val_unknown)
+        validation.update(unknown_rejected=float(np.mean(s_vu < threshold)), auroc=auroc(s_val, s_vu),
+                          n_unknown=int(len(X_val_unknown)))
+    return threshold, validation
 
 
 def _candidates(cache: FeatureCache, cfg: StudyConfig, pairs: list[tuple[str, str]], tr_rows: np.ndarray,
