@@ -16,7 +16,7 @@ import pytest
 
 from attrib.data.splits import SampledSplits, builtin_splits
 from attrib.probe import protocol as P
-from attrib.probe.heads import HEADS, LogisticProbe
+from attrib.probe.heads import LogisticProbe
 from attrib.probe.metrics import auroc
 from attrib.probe.scorers import SCORERS
 from attrib.probe.featcache import FeatureCache

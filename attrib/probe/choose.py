@@ -137,9 +137,9 @@ def _candidates(cache: FeatureCache, cfg: StudyConfig, pairs: list[tuple[str, st
             pseudo_oscr = {}
             if folds:
                 with counted_warnings() as caught_folds:
-                    pseudo_oscr = pseudo_open_set_oscr(
-                        lambda: clone(sel.head), {s: (lambda hd, s=s: SCORERS[s](head=hd)) for s in score_names},
-                        X_tr, y_tr, X_va, y_va, folds)
+                    scorers = {s: (lambda hd, s=s: SCORERS[s](head=hd)) for s in score_names}
+                    pseudo_oscr = pseudo_open_set_oscr(lambda head=sel.head: clone(head), scorers,
+                                                       X_tr, y_tr, X_va, y_va, folds)
                 caught += caught_folds
             for score_name in score_names:
                 entry = {"layer": layer_name(layer), "head": head_name, "score": score_name,

@@ -355,7 +355,7 @@ def _plan(fs: FeatureSet, cfg: StudyConfig, run: StudyRun, log: Callable[[str], 
     paths = {h: path_summary(HEADS[h], path_values(HEADS[h], cfg.grid)) for h in cfg.heads}
     check_compatible(existing, meta["feature_set"], meta["feature_hash"], digests, paths, results)
     if cfg.protocol == "paper":
-        for (name, seed), rows in rows_of.items():
+        for (name, _seed), rows in rows_of.items():
             if not len(rows.val_unknown):
                 raise StudyError(f"--protocol paper: split {name} has no validation images of its unknown "
                                  "generators; use --protocol clean")
