@@ -416,7 +416,8 @@ def probe(features_path, splits, splits_dir, split_file, known_test, allow_missi
       attrib probe --features cache/my_generators__... --split-file splits.yaml --out results/mine
     """
     from attrib.probe.report import write_report
-    from attrib.probe.study import StudyConfig, check_save_head, run_study, save_chosen_head
+    from attrib.probe.choose import check_save_head, save_chosen_head
+    from attrib.probe.study import StudyConfig, run_study
 
     fs = _open_fs(features_path)
     if fs.label:

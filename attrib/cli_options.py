@@ -46,7 +46,7 @@ class LayerSpec:
 
     def resolve(self, n_blocks: int) -> list[tuple[int, ...]]:
         """The block tuples (one tuple = one feature vector) of a model with ``n_blocks`` blocks."""
-        from attrib.probe.study import parse_layers
+        from attrib.probe.options import parse_layers
 
         return parse_layers(self.text, n_blocks)
 
@@ -107,7 +107,7 @@ class GridValues(_Grammar):
     def convert(self, value: Any, param, ctx) -> tuple[str, list]:
         if isinstance(value, tuple):
             return value
-        from attrib.probe.study import parse_grid
+        from attrib.probe.options import parse_grid
 
         ((name, values),) = parse_grid([str(value)]).items()
         return name, values
@@ -128,7 +128,7 @@ class RegistryNames(_Grammar):
     def convert(self, value: Any, param, ctx) -> list[str]:
         if isinstance(value, list):
             return value
-        from attrib.probe.study import expand_names
+        from attrib.probe.options import expand_names
 
         module, attr = self.registry.rsplit(".", 1)
         return expand_names(str(value), getattr(importlib.import_module(module), attr))

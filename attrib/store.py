@@ -257,7 +257,7 @@ class FeatureSet:
                     error: Sequence[str]) -> Path | None:
         """Write shard ``k`` atomically; its path, or None when another process had published it first
         (that shard is left alone, and this call's work is not counted as written)."""
-        import h5py
+        import h5py  # here, not at the top: `attrib cache ls` and `--help` need no HDF5
 
         start, stop = self.shard_range(k)
         n = stop - start
@@ -268,7 +268,6 @@ class FeatureSet:
         final = self.shard_path(k)
         if final.exists():
             return None
-        import h5py  # here, not at the top: `attrib cache ls` and `--help` need no HDF5
         row = np.arange(start, stop, dtype=np.int64)
         cls = np.ascontiguousarray(cls, dtype=DTYPE)
         embed = np.ascontiguousarray(embed, dtype=DTYPE)
@@ -487,7 +486,7 @@ def find_feature_set(cache: str | os.PathLike, request: FeatureRequest) -> Featu
         if not request.matches_settings(fs.manifest) or not fs.complete:
             continue
         try:
-            if request.same_image_list(fs.manifest, lambda: fs.images.counts().values()):
+            if request.same_image_list(fs.manifest, lambda fs=fs: fs.images.counts().values()):
                 return fs
         except StoreError:  # a damaged image list matches nothing; `attrib cache verify` says why
             continue

@@ -91,7 +91,7 @@ def test_damaged_feature_sets_are_reported_not_crashed_on(tmp_path: Path) -> Non
     assert info.exit_code == 2 and "images.tsv: missing or unreadable" in info.output
     assert _run("cache", "verify", str(good)).exit_code == 1
     with pytest.raises(StoreError, match="rerun `attrib features`"):
-        FeatureSet.open(good).images
+        _ = FeatureSet.open(good).images
 
 
 def test_a_study_whose_every_line_fails_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from attrib import choices
 from attrib.cli import main
 from attrib.cli_options import GridValues, Layers, OptionError, PerClass, RegistryNames, Shots, ViewSpec
-from attrib.probe.study import StudyError
+from attrib.probe.options import StudyError
 
 
 # ------------------------------------------------------------------------ choices == the registries
@@ -109,7 +109,7 @@ def test_grid_values_one_name_each() -> None:
 
 def test_a_repeated_grid_name_overrides_the_earlier_one() -> None:
     """As `parse_grid` does: the CLI folds the (name, values) pairs into a dict, the last one winning."""
-    from attrib.probe.study import parse_grid
+    from attrib.probe.options import parse_grid
 
     specs = ["C=1,2", "k=3", "C=5"]
     assert dict(GridValues().convert(s, None, None) for s in specs) == parse_grid(specs) == {"C": [5], "k": [3]}

@@ -110,7 +110,7 @@ def test_two_ranks_as_two_processes_make_one_complete_feature_set(dataset: Path,
     cache = tmp_path / "cache"
     procs = [_spawn(_args(dataset, cache, tiny_checkpoint), RANK=str(r), WORLD_SIZE="2") for r in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err
     paths = {out.strip().splitlines()[-1] for out, _ in outs}
     assert len(paths) == 1

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from scipy.stats import multivariate_normal
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils.validation import check_is_fitted
 
 from attrib.probe.heads import (DEFAULT_CS, HEADS, PAPER_KS, GaussHead, KNNHead, KNNPaperHead, LogisticProbe,
                                 NCMHead, ProbeHead)
@@ -387,6 +388,36 @@ def test_head_state_round_trip(name):
     np.testing.assert_array_equal(fresh.decision_function(X), head.decision_function(X))
     np.testing.assert_array_equal(fresh.predict(X), head.predict(X))
     assert (head.predict(X) == labels).mean() > 0.8
+
+
+OUTPUTS = ("decision_function", "predict", "predict_proba", "predict_with_proba")
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_unfitted_head_says_it_is_not_fitted(name):
+    X, y = clusters(n_per_class=10)
+    head = HEADS[name]()
+    for method in OUTPUTS:
+        with pytest.raises(NotFittedError, match=f"{type(head).__name__} is not fitted yet: call fit"):
+            getattr(head, method)(X)
+    with pytest.raises(NotFittedError):
+        check_is_fitted(head)
+    head.fit(X, y)
+    check_is_fitted(head)
+    for method in OUTPUTS:
+        getattr(head, method)(X)
+
+
+def test_head_base_is_abstract():
+    with pytest.raises(TypeError, match="abstract"):
+        ProbeHead()
+
+    class NoScores(ProbeHead):
+        def fit(self, X, y):
+            return self
+
+    with pytest.raises(TypeError, match="decision_function"):
+        NoScores()
 
 
 def test_registry_and_paths():

@@ -18,7 +18,10 @@ from attrib.probe.heads import LogisticProbe
 from attrib.output_paths import make_folder
 from attrib.probe.persist import UNKNOWN, HeadFileError, load_head, save_head
 from attrib.probe.scorers import SCORERS
-from attrib.probe.study import StudyConfig, StudyError, check_save_head, read_results, shots_subset
+from attrib.probe.choose import check_save_head
+from attrib.probe.options import StudyError
+from attrib.probe.results import read_results
+from attrib.probe.study import StudyConfig, shots_subset
 from attrib.store import FeatureSet
 
 from synthetic_features import CentroidDistance, CentroidHead, make_feature_set, register

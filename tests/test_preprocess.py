@@ -168,7 +168,8 @@ def test_predict_reproduces_the_heads_preprocessing(demo_root: Path, tmp_path: P
     listing.write_text("".join(f"{Path(fs.images.root) / fs.images.paths[r]}\n" for r in rows))
     run(["predict", "--head", str(tmp_path / "head"), str(listing), "--out", str(tmp_path / "p.jsonl"), "--format",
          "jsonl", "--cache", str(tmp_path / "cache"), "--workers", "0", "--quiet"])
-    got = {json.loads(line)["path"]: json.loads(line)["score"] for line in (tmp_path / "p.jsonl").read_text().splitlines()}
+    lines = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    got = {d["path"]: d["score"] for d in lines}
     want = saved.score_samples(saved.features(fs, rows))
     paths = [str(Path(fs.images.root) / fs.images.paths[r]) for r in rows]
     np.testing.assert_allclose([got[p] for p in paths], want, atol=1e-4)

@@ -124,3 +124,32 @@ def test_report_command(tmp_path: Path) -> None:
                      (tmp_path / "file" / "sub", "is a file, so nothing can be created under it")):
         out = CliRunner().invoke(main, ["report", str(res), "--out", str(bad)])
         assert out.exit_code == 2 and out.output.startswith(f"Error: --out {bad}") and why in out.output
+
+
+HEAVY = ("torch", "h5py", "open_clip", "timm", "matplotlib")
+LIGHT_SCRIPT = """
+import json, sys
+from attrib.probe.report import aggregate, markdown_table
+from attrib.probe.results import read_results
+rows = aggregate(read_results(sys.argv[1]))
+assert rows and markdown_table(rows)
+heavy = {heavy!r}
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in heavy)))
+"""
+
+
+def test_reading_and_aggregating_results_loads_no_heavy_library(tmp_path: Path) -> None:
+    """`attrib report` reads results without the feature store (h5py), the backbones (torch, open_clip,
+    timm) or the plots (matplotlib, loaded by the plotting functions only). In a fresh interpreter:
+    other tests have imported all of them into this one."""
+    import os
+    import subprocess
+    import sys
+
+    import attrib
+
+    folder = _write(tmp_path / "res", [_line("1", 0), _line("2", 0, acc=0.7)])
+    env = {**os.environ, "PYTHONPATH": str(Path(attrib.__file__).parents[1])}  # this checkout's attrib
+    out = subprocess.run([sys.executable, "-c", LIGHT_SCRIPT.format(heavy=HEAVY), str(folder)], env=env,
+                         capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []

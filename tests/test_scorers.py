@@ -8,8 +8,10 @@ import pytest
 from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
 from scipy.special import logsumexp, softmax
 from sklearn.covariance import EmpiricalCovariance
+from sklearn.exceptions import NotFittedError
 from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import NearestNeighbors
+from sklearn.utils.validation import check_is_fitted
 
 from attrib.probe.heads import HEADS, KNNHead, LogisticProbe
 from attrib.probe.scorers import (GEN, MSP, RMDS, SCORERS, Energy, KNNScore, Mahalanobis, MaxLogit,
@@ -175,6 +177,43 @@ def test_scorer_state_round_trip(name):
     Q = X[::3] + 0.5
     np.testing.assert_array_equal(fresh.score_samples(Q), scorer.score_samples(Q))
     assert np.isfinite(scorer.score_samples(Q)).all()
+
+
+@pytest.mark.parametrize("name", sorted(SCORERS))
+def test_unfitted_scorer_or_head_says_it_is_not_fitted(name):
+    X, y = clusters(n_per_class=20)
+    cls = SCORERS[name]
+    if cls.needs_head:  # a head that was never fitted
+        with pytest.raises(NotFittedError, match=f"{cls.__name__}: its head LogisticProbe is not fitted yet"):
+            cls(head=LogisticProbe()).score_samples(X)
+    head = LogisticProbe().fit(X, y)
+    scorer = cls(head=head)
+    if cls.fit is OpenSetScorer.fit:  # learns nothing of its own: a function of the fitted head
+        check_is_fitted(scorer)
+        before = scorer.score_samples(X)
+    else:
+        with pytest.raises(NotFittedError, match=f"{cls.__name__} is not fitted yet: call fit"):
+            scorer.score_samples(X)
+        with pytest.raises(NotFittedError):
+            check_is_fitted(scorer)
+        before = None
+    scorer.fit(X, y)
+    check_is_fitted(scorer)
+    after = scorer.score_samples(X)
+    assert after.shape == (len(X),) and np.isfinite(after).all()
+    if before is not None:
+        np.testing.assert_array_equal(before, after)
+
+
+def test_scorer_base_is_abstract():
+    with pytest.raises(TypeError, match="abstract"):
+        OpenSetScorer()
+
+    class NoScores(OpenSetScorer):
+        pass
+
+    with pytest.raises(TypeError, match="score_samples"):
+        NoScores()
 
 
 def test_registry():

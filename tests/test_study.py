@@ -17,11 +17,13 @@ import pytest
 from attrib.data.sampling import SampledSplits
 from attrib.data.splits import builtin_splits
 from attrib.probe import protocol as P
-from attrib.probe.heads import HEADS, LogisticProbe
+from attrib.probe.heads import LogisticProbe
 from attrib.probe.metrics import auroc
 from attrib.probe.scorers import SCORERS
-from attrib.probe.study import (FeatureCache, StudyConfig, StudyError, line_key, parse_grid, parse_layers,
-                                read_results, run_study, shots_subset)
+from attrib.probe.featcache import FeatureCache
+from attrib.probe.options import StudyError, parse_grid, parse_layers
+from attrib.probe.results import line_key, read_results
+from attrib.probe.study import StudyConfig, run_study, shots_subset
 from attrib.store import FeatureSet
 
 from synthetic_features import CentroidHead, MaxLogitScore, make_feature_set, register
@@ -174,7 +176,8 @@ def test_logreg_clean_choice_is_the_best_validation_accuracy(fs: FeatureSet, tmp
     rows = cfg.splits.rows("1", 0)
     X, Xv = fs.block(1, rows.train), fs.block(1, rows.val)
     heads = [LogisticProbe(C=c).fit(X, rows.y_train) for c in grid]
-    keys = [(np.mean(h.predict(Xv) == rows.y_val), -P.log_loss(h.predict_proba(Xv), h.classes_, rows.y_val)) for h in heads]
+    keys = [(np.mean(h.predict(Xv) == rows.y_val), -P.log_loss(h.predict_proba(Xv), h.classes_, rows.y_val))
+            for h in heads]
     assert line["hparams"] == {"C": grid[P.best_index(keys)]}
     assert line["selection"]["val_accuracy"] == pytest.approx(keys[P.best_index(keys)][0])
     assert line["config"]["path"] == {"param": "C", "n": 3, "min": 0.001, "max": 10.0,
@@ -293,7 +296,8 @@ def test_resume_after_a_real_kill(fs: FeatureSet, tmp_path: Path, monkeypatch) -
     out = tmp_path / "out"
     script = tmp_path / "study.py"
     script.write_text(SLOW_SCRIPT.format(tests=str(TESTS), fs=str(fs.path), out=str(out)))
-    env = {**os.environ, "SLOW_SECONDS": "0.15", "PYTHONPATH": str(TESTS)}
+    # the tests and this checkout's attrib (not another copy installed in the environment)
+    env = {**os.environ, "SLOW_SECONDS": "0.15", "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent)])}
     proc = subprocess.Popen([sys.executable, str(script)], env=env, stderr=subprocess.PIPE)
     results = out / "results.jsonl"
     deadline = time.time() + 120

@@ -33,8 +33,10 @@ def main(argv: list[str] | None = None) -> None:
     argparse.ArgumentParser(prog="python -m attrib.bench study", description=__doc__.split("\n\n")[0]).parse_args(argv)
     from attrib.data.sampling import SampledSplits
     from attrib.data.splits import builtin_splits
+    from attrib.probe.options import parse_layers
     from attrib.probe.report import write_report
-    from attrib.probe.study import StudyConfig, parse_layers, read_results, run_study
+    from attrib.probe.results import read_results
+    from attrib.probe.study import StudyConfig, run_study
     from attrib.store import FeatureSet
 
     fs = FeatureSet.open(demo_features())

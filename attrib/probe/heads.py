@@ -16,11 +16,13 @@ to fit at once than value by value.
 from __future__ import annotations
 
 import warnings
+from abc import ABC, abstractmethod
 from typing import ClassVar, Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.validation import check_is_fitted
 
 from attrib.probe.geometry import (NeighbourCache, as_features, check_width, cosine_class_means, l2_normalize,
                                    label_indices, mahalanobis_sq, softmax, tied_gaussian, topk_cosine)
@@ -34,26 +36,39 @@ __all__ = ["DEFAULT_CS", "DEFAULT_KS", "HEADS", "PAPER_KS", "GaussHead", "KNNHea
            "NCMHead", "ProbeHead", "softmax"]
 
 
-class ProbeHead(ClassifierMixin, BaseEstimator):
-    """Base of all heads: subclasses implement ``fit`` and ``decision_function``."""
+class ProbeHead(ClassifierMixin, BaseEstimator, ABC):
+    """Base of all heads: subclasses implement ``fit`` and ``decision_function``.
+
+    An unfitted head asked for outputs raises scikit-learn's ``NotFittedError`` (a ValueError and an
+    AttributeError) saying so: ``predict``, ``predict_proba`` and ``predict_with_proba`` check it here,
+    and the heads' ``decision_function`` through :meth:`_input`.
+    """
 
     path_param: ClassVar[str | None] = None  # the hyperparameter model selection sweeps
     default_path: ClassVar[Sequence] = ()
     linear: ClassVar[bool] = False  # decision_function(X) == X @ coef_.T + intercept_ (ViM needs it)
 
-    def decision_function(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "ProbeHead":
+        """Learn the head's state (public attributes ending in ``_``, ``classes_`` among them); return self."""
+
+    @abstractmethod
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """(n, K) class scores ("logits"), one column per class of ``classes_``."""
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        self._check_fitted()
         return softmax(self.decision_function(X))
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """The class with the largest score; ties go to the first class in ``classes_``."""
+        self._check_fitted()
         return self.classes_[np.argmax(self.decision_function(X), axis=1)]
 
     def predict_with_proba(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(predict(X), predict_proba(X))`` from one ``decision_function`` pass: model selection
         needs both on the same validation set for every head of a path."""
+        self._check_fitted()
         Z = self.decision_function(X)
         return self.classes_[np.argmax(Z, axis=1)], softmax(Z)
 
@@ -85,7 +100,13 @@ class ProbeHead(ClassifierMixin, BaseEstimator):
                              f"{self.classes_.tolist()}")
         return X, y_idx
 
+    def _check_fitted(self) -> None:
+        check_is_fitted(self, msg=f"%(name)s is not fitted yet: call fit(X, y) (or {type(self).__name__}.fit_path) "
+                        "before asking it for scores or predictions")
+
     def _input(self, X: np.ndarray) -> np.ndarray:
+        """Features a fitted head can take (NotFittedError before fit, ValueError for a wrong width)."""
+        self._check_fitted()
         X = as_features(X)
         check_width(X, self.n_features_in_, type(self).__name__)
         return X

@@ -23,7 +23,6 @@ import datetime as _dt
 import hashlib
 import io
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +30,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from attrib import __version__, atomic
-from attrib.manifest import SAME_FEATURES, Manifest
+from attrib import __version__, atomic, jsonio
 from attrib.errors import AttribError
+from attrib.manifest import SAME_FEATURES, Manifest
 from attrib.output_paths import check_output, make_folder
 from attrib.probe.heads import HEADS, ProbeHead
 from attrib.probe.scorers import SCORERS
@@ -57,7 +56,11 @@ def check_head_folder(folder: str | os.PathLike) -> Path:
 
 # ------------------------------------------------------------------------------------ encoding
 def _encode(value: Any, key: str, arrays: dict[str, np.ndarray]) -> Any:
-    """JSON-ready form of ``value``; arrays go to ``arrays`` under ``key`` and leave a reference."""
+    """JSON-ready form of ``value``; arrays go to ``arrays`` under ``key`` and leave a reference.
+
+    Numbers follow :mod:`attrib.jsonio` with ``exact=True``: a non-finite float in the learned state
+    comes back as the same float when the head is loaded.
+    """
     if isinstance(value, np.ndarray):
         if value.dtype == object:
             if not all(isinstance(v, str) for v in value.ravel()):
@@ -65,18 +68,15 @@ def _encode(value: Any, key: str, arrays: dict[str, np.ndarray]) -> Any:
             value = value.astype(str)
         arrays[key] = value
         return {"__array__": key}
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return {"__float__": repr(value)}
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
     if isinstance(value, (list, tuple)):
         return [_encode(v, f"{key}.{i}", arrays) for i, v in enumerate(value)]
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
         return {"__dict__": {k: _encode(v, f"{key}.{k}", arrays) for k, v in value.items()}}
-    raise HeadFileError(f"{key}: a {type(value).__name__} cannot be saved without pickle (a head or scorer "
-                        "must keep its state in arrays, numbers, strings and lists)")
+    try:
+        return jsonio.scalar(value, exact=True)
+    except TypeError:
+        raise HeadFileError(f"{key}: a {type(value).__name__} cannot be saved without pickle (a head or scorer "
+                            "must keep its state in arrays, numbers, strings and lists)") from None
 
 
 def _decode(value: Any, arrays: dict[str, np.ndarray], where: str) -> Any:
@@ -87,8 +87,8 @@ def _decode(value: Any, arrays: dict[str, np.ndarray], where: str) -> Any:
             if value["__array__"] not in arrays:
                 raise HeadFileError(f"{where}: array {value['__array__']!r} is missing from {NPZ_NAME}")
             return arrays[value["__array__"]]
-        if "__float__" in value:
-            return float(value["__float__"])
+        if jsonio.FLOAT_TAG in value:
+            return jsonio.tagged_float(value)
         if "__dict__" in value:
             return {k: _decode(v, arrays, where) for k, v in value["__dict__"].items()}
         raise HeadFileError(f"{where}: unexpected object {sorted(value)}")
@@ -133,7 +133,7 @@ def decode_estimator(doc: dict[str, Any], registry: dict[str, type], role: str,
 
 
 def _canonical(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    return jsonio.canonical(doc)
 
 
 # ----------------------------------------------------------------------------------- the object

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from attrib.output_paths import make_folder
-from attrib.probe.study import StudyError, read_results
+from attrib.probe.options import StudyError
+from attrib.probe.results import read_results
 
 PAPER_METRICS = ("accuracy", "auroc", "oscr")
 METRICS = ("accuracy", "macro_f1", "auroc", "fpr95", "aupr_in", "aupr_out", "oscr")

@@ -13,18 +13,27 @@ exactly like the fitted one.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
 
 from attrib.probe.geometry import (as_features, check_width, cosine_class_means, l2_normalize, label_indices,
                                    logsumexp, mahalanobis_sq, tied_gaussian, topk_cosine)
 from attrib.probe.heads import ProbeHead
 
 
-class OpenSetScorer(BaseEstimator):
-    """Base of all scorers; ``needs_head``: the score reads the head's outputs."""
+class OpenSetScorer(BaseEstimator, ABC):
+    """Base of all scorers; ``needs_head``: the score reads the head's outputs.
+
+    Subclasses implement ``score_samples``, and ``fit`` when they learn statistics of their own. An
+    unfitted scorer (or one whose head is unfitted) asked for scores raises scikit-learn's
+    ``NotFittedError`` (a ValueError and an AttributeError) saying so, through :meth:`_check_head`
+    and :meth:`_input`.
+    """
 
     needs_head: ClassVar[bool] = True
 
@@ -39,15 +48,29 @@ class OpenSetScorer(BaseEstimator):
         self._check_head()
         return self
 
-    def score_samples(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def score_samples(self, X: np.ndarray) -> np.ndarray:
+        """One score per row of ``X``: higher = more likely from a known generator."""
+
+    def __sklearn_is_fitted__(self) -> bool:
+        """Whether ``fit`` has run, for :func:`sklearn.utils.validation.check_is_fitted`.
+
+        A scorer that overrides ``fit`` learns statistics of its own (public attributes ending in
+        ``_``), so it is fitted once it holds some. One that keeps the base ``fit`` (MSP, MaxLogit,
+        Energy, GEN) is a function of its head's outputs: it is fitted when its head is, which also
+        holds for such a scorer loaded from a saved head, whose state is empty.
+        """
+        if self.needs_head and not _fitted(self.head):
+            return False
+        if type(self).fit is OpenSetScorer.fit:
+            return True
+        return any(k.endswith("_") and not k.startswith("__") for k in vars(self))
 
     def _check_head(self) -> ProbeHead:
         name = type(self).__name__
         if self.head is None:
             raise ValueError(f"{name} reads a head's outputs: create it as {name}(head=fitted_head)")
-        if not hasattr(self.head, "classes_"):
-            raise ValueError(f"{name}: the head {type(self.head).__name__} is not fitted; fit it first")
+        check_is_fitted(self.head, msg=f"{name}: its head %(name)s is not fitted yet; fit the head first")
         if not self.supports(self.head):
             raise ValueError(f"{name} does not work with a {type(self.head).__name__} head")
         return self.head
@@ -63,10 +86,20 @@ class OpenSetScorer(BaseEstimator):
         return X, label_indices(y, len(X))[1]
 
     def _input(self, X: np.ndarray) -> np.ndarray:
+        """Features a fitted scorer can take (NotFittedError before fit, ValueError for a wrong width)."""
+        check_is_fitted(self, msg="%(name)s is not fitted yet: call fit(X, y) with the training features first")
         X = as_features(X)
         if hasattr(self, "n_features_in_"):
             check_width(X, self.n_features_in_, type(self).__name__)
         return X
+
+
+def _fitted(est: BaseEstimator | None) -> bool:
+    try:
+        check_is_fitted(est)
+    except (NotFittedError, TypeError):  # TypeError: None, or not an estimator
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- from the head's outputs

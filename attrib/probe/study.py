@@ -1,14 +1,13 @@
 """Studies: sweep splits x layers x heads x scores x shots x seeds over one feature set.
 
 Every finished (split, layer, head, score, shots, seed, protocol) becomes one JSON line in
-``results.jsonl``, appended as soon as it is known (with ``--jobs N``: when its job ends), so an
-interrupted study resumes without redoing finished lines (a line torn by a kill is cut off and redone).
+``results.jsonl`` (:mod:`attrib.probe.results`), appended as soon as it is known (with ``--jobs N``:
+when its job ends), so an interrupted study resumes without redoing finished lines.
 
 Why the work is cut into (split, layer, shots, seed) jobs: those are independent and each needs one
 feature matrix, while the heads and scores of a job share it (and the scores share the fitted head). The
-blocks a study needs are read from the HDF5 cache once into per-block float32 ``.npy`` files in a
-temporary folder; jobs open them memory-mapped, so ``--jobs N`` processes share one copy in the page
-cache instead of each reading and holding its own.
+blocks a study needs are read once into a :class:`~attrib.probe.featcache.FeatureCache` that the jobs
+(and their worker processes) share.
 """
 
 from __future__ import annotations
@@ -16,118 +15,32 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
-import json
-import math
 import os
-import re
-import shutil
 import sys
-import tempfile
 import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
 from attrib import __version__
 from attrib.data.splits import Split, SplitRows, SplitSource
-from attrib.errors import AttribError
+from attrib.jsonio import dumps, to_jsonable
 from attrib.output_paths import make_folder
+from attrib.probe.featcache import FeatureCache, feature_cache
 from attrib.probe.heads import HEADS, ProbeHead
 from attrib.probe.metrics import evaluate
-from attrib.probe.persist import check_head_folder
-from attrib.probe.protocol import (PROTOCOLS, Selection, SelectionError, best_index, fit_candidates,
-                                   path_values, select_clean, select_paper)
+from attrib.probe.options import StudyError, layer_name, shots_name
+from attrib.probe.protocol import (PROTOCOLS, Selection, SelectionError, fit_candidates, path_values,
+                                   select_clean, select_paper)
+from attrib.probe.results import RESULTS, appending, check_compatible, exclusive, line_key, read_results, repair_tail
 from attrib.probe.scorers import SCORERS
 from attrib.store import FeatureSet, identity_hash
 
-RESULTS = "results.jsonl"
 DEFAULT_TPR = 0.95
-
-
-class StudyError(AttribError, ValueError):
-    """A study option that cannot be satisfied; the message names the option and the valid values."""
-
-
-# ----------------------------------------------------------------------------------------- options
-def parse_layers(spec: str, n_blocks: int) -> list[tuple[int, ...]]:
-    """Layer spec -> list of block tuples (one tuple = one feature vector).
-
-    ``all`` | ``8`` | ``6-10`` | ``2,5,8`` | ``concat:9,10,11`` | ``concat:9-11``; several specs join
-    with ``;`` (``all;concat:9,10,11``). Blocks are 0-based; a negative index counts from the end.
-    """
-    usage = "use all, N, A-B, A,B,C or concat:A,B,C (0-based blocks), joined with ';'"
-
-    def block(tok: str) -> int:
-        try:
-            v = int(tok)
-        except ValueError:
-            raise StudyError(f"--layers {spec!r}: {tok!r} is not a block number; {usage}") from None
-        if not -n_blocks <= v < n_blocks:
-            raise StudyError(f"--layers {spec!r}: block {v} out of range 0..{n_blocks - 1}")
-        return v % n_blocks
-
-    def blocks(part: str) -> list[int]:
-        out = []
-        for tok in (t.strip() for t in part.split(",")):
-            m = re.fullmatch(r"(\d+)-(\d+)", tok)
-            if m:
-                lo, hi = block(m.group(1)), block(m.group(2))
-                if lo > hi:
-                    raise StudyError(f"--layers {spec!r}: empty range {tok}")
-                out.extend(range(lo, hi + 1))
-            else:
-                out.append(block(tok))
-        return out
-
-    out: list[tuple[int, ...]] = []
-    for part in (p.strip() for p in spec.split(";")):
-        if part == "all":
-            out.extend((i,) for i in range(n_blocks))
-        elif part.startswith("concat:"):
-            cat = blocks(part[len("concat:"):])
-            if len(set(cat)) != len(cat):
-                raise StudyError(f"--layers {spec!r}: a block repeats in {part}")
-            out.append(tuple(cat))
-        elif part:
-            out.extend((b,) for b in blocks(part))
-    if not out:
-        raise StudyError(f"--layers {spec!r}: no layers; {usage}")
-    return list(dict.fromkeys(out))
-
-
-def layer_name(layer: Sequence[int]) -> str:
-    return str(layer[0]) if len(layer) == 1 else "concat:" + ",".join(map(str, layer))
-
-
-def parse_layer_name(name: str) -> tuple[int, ...]:
-    return tuple(int(b) for b in name[len("concat:"):].split(",")) if name.startswith("concat:") else (int(name),)
-
-
-def parse_grid(specs: Iterable[str]) -> dict[str, list]:
-    """``C=0.01,1,100`` / ``k=1,5,10`` (repeatable) -> {param: values}; overrides a head's default path."""
-    grid: dict[str, list] = {}
-    for spec in specs:
-        name, sep, vals = spec.partition("=")
-        name = name.strip()
-        if not sep or not name or not vals.strip():
-            raise StudyError(f"--grid {spec!r}: use NAME=V1,V2,... e.g. C=0.01,1,100 or k=1,5,10")
-        out = []
-        for tok in vals.split(","):
-            tok = tok.strip()
-            try:
-                out.append(int(tok) if re.fullmatch(r"[+-]?\d+", tok) else float(tok))
-            except ValueError:
-                raise StudyError(f"--grid {spec!r}: {tok!r} is not a number") from None
-        grid[name] = out
-    return grid
-
-
-def shots_name(shots: int | None) -> str:
-    return "all" if shots is None else str(shots)
 
 
 @dataclass
@@ -153,6 +66,15 @@ class StudyConfig:
             if bad or not names:
                 raise StudyError(f"{opt}: {', '.join(bad) or 'nothing'} not available; available: "
                                  f"{', '.join(registry)}")
+        self._validate_grid()
+        if self.seeds < 1:
+            raise StudyError("--seeds must be at least 1")
+        if self.jobs == 0 or self.jobs < -1:
+            raise StudyError(f"--jobs {self.jobs}: use a positive number of processes, or -1 for all CPUs")
+        if any(s is not None and s < 1 for s in self.shots) or not self.shots:
+            raise StudyError("--shots: use positive integers and 'all'")
+
+    def _validate_grid(self) -> None:
         params = {HEADS[h].path_param for h in self.heads}
         bad = [p for p in self.grid if p not in params]
         if bad:
@@ -165,12 +87,6 @@ class StudyConfig:
                     HEADS[h].check_path(self.grid[param])
                 except ValueError as exc:
                     raise StudyError(f"--grid {param}={','.join(map(str, self.grid[param]))}: {exc}") from None
-        if self.seeds < 1:
-            raise StudyError("--seeds must be at least 1")
-        if self.jobs == 0 or self.jobs < -1:
-            raise StudyError(f"--jobs {self.jobs}: use a positive number of processes, or -1 for all CPUs")
-        if any(s is not None and s < 1 for s in self.shots) or not self.shots:
-            raise StudyError("--shots: use positive integers and 'all'")
 
     def pairs(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         """(supported, skipped) (head, score) pairs: a scorer that cannot read a head is skipped."""
@@ -180,12 +96,6 @@ class StudyConfig:
             for s in self.scores:
                 (ok if SCORERS[s].supports(probe) else skipped).append((h, s))
         return ok, skipped
-
-
-def expand_names(spec: str, registry: dict) -> list[str]:
-    """``a,b`` -> [a, b]; ``all`` -> every registered name."""
-    names = [t.strip() for t in spec.split(",") if t.strip()]
-    return list(registry) if names == ["all"] else list(dict.fromkeys(names))
 
 
 # --------------------------------------------------------------------------------- data of a job
@@ -216,53 +126,8 @@ def rows_digest(rows: SplitRows) -> str:
     return h.hexdigest()[:16]
 
 
-class FeatureCache:
-    """The blocks a study needs, for the rows it needs, as float32 ``.npy`` files opened memory-mapped.
-
-    Pickles as folder + row index (a few MB at most), so parallel jobs share the arrays through the page
-    cache instead of receiving copies.
-    """
-
-    def __init__(self, folder: Path, rows: np.ndarray, blocks: dict[int, str]):
-        self.folder, self.rows, self.paths = folder, rows, blocks
-
-    @classmethod
-    def build(cls, fs: FeatureSet, rows: np.ndarray, blocks: Iterable[int], folder: Path,
-              progress: bool = False) -> "FeatureCache":
-        from tqdm import tqdm
-
-        rows = np.unique(np.asarray(rows, dtype=np.int64))
-        paths = {}
-        for b in tqdm(sorted(set(blocks)), desc="read features", unit="block", disable=not progress,
-                      leave=False):
-            path = folder / f"block-{b:03d}.npy"
-            mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(rows), fs.width))
-            mm[:] = fs.block(b, rows)
-            mm.flush()
-            del mm
-            paths[b] = str(path)
-        return cls(folder, rows, paths)
-
-    def take(self, layer: Sequence[int], rows: np.ndarray) -> np.ndarray:
-        pos = np.searchsorted(self.rows, rows)
-        if len(rows) and (pos.max() >= len(self.rows) or not np.array_equal(self.rows[pos], rows)):
-            raise StudyError("internal: rows requested that were not read into the feature cache")
-        parts = [np.load(self.paths[b], mmap_mode="r")[pos] for b in layer]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
-
-
 @contextlib.contextmanager
-def feature_cache(fs: FeatureSet, rows: np.ndarray, blocks: Iterable[int], progress: bool = False):
-    """A :class:`FeatureCache` in a temporary folder (``$TMPDIR``), removed afterwards."""
-    tmp = Path(tempfile.mkdtemp(prefix="attrib-features-"))
-    try:
-        yield FeatureCache.build(fs, rows, blocks, tmp, progress)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def counted_warnings():
+def counted_warnings() -> Iterator[Counter]:
     """Count warnings by class instead of printing them (e.g. lbfgs stopping at max_iter for a large
     C, dozens of times per study): they go into the result line, the console stays readable."""
     counts: Counter = Counter()
@@ -270,6 +135,18 @@ def counted_warnings():
         warnings.simplefilter("always")
         yield counts
     counts.update(type(w.message).__name__ for w in caught)
+
+
+def path_summary(head_cls: type[ProbeHead], values: list | None) -> dict[str, Any] | None:
+    """The path a head was swept over, as result lines record it (``config.path``)."""
+    if head_cls.path_param is None or values is None:
+        return None
+    return {"param": head_cls.path_param, "n": len(values), "min": min(values), "max": max(values),
+            "sha": hashlib.sha256(dumps(to_jsonable(values)).encode()).hexdigest()[:12]}
+
+
+def _params(est: Any, drop: Iterable[str] = ("head",)) -> dict[str, Any]:
+    return to_jsonable({k: v for k, v in est.get_params(deep=False).items() if k not in set(drop)})
 
 
 # ------------------------------------------------------------------------------------------- a job
@@ -296,33 +173,35 @@ class Job:
         return (self.split.name, layer_name(self.layer), head, score, shots_name(self.shots), self.seed,
                 self.protocol)
 
-
-def _jsonable(x: Any) -> Any:
-    """Plain JSON: numpy scalars to Python, NaN/inf to null (strict JSON has no NaN)."""
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if x is None or isinstance(x, (bool, int, float, str)):
-        return x
-    return str(x)
+    def where(self) -> str:
+        """How error messages name the job."""
+        return f"split {self.split.name} layer {layer_name(self.layer)}"
 
 
-def _path_summary(head_cls: type[ProbeHead], values: list | None) -> dict[str, Any] | None:
-    if head_cls.path_param is None or values is None:
-        return None
-    return {"param": head_cls.path_param, "n": len(values), "min": min(values), "max": max(values),
-            "sha": hashlib.sha256(json.dumps(_jsonable(values)).encode()).hexdigest()[:12]}
+@dataclass
+class JobData:
+    """A job's feature matrices and what every one of its lines records about its training data."""
 
+    X: dict[str, np.ndarray]  # train (its shots subset), val, test, val_unknown, test_unknown
+    y_train: np.ndarray
+    n: dict[str, Any]
+    train_rows: str
+    seconds_read: float
 
-def _params(est: Any, drop: Iterable[str] = ("head",)) -> dict[str, Any]:
-    return _jsonable({k: v for k, v in est.get_params(deep=False).items() if k not in set(drop)})
+    @classmethod
+    def read(cls, job: Job, cache: FeatureCache) -> "JobData":
+        t0 = time.perf_counter()
+        rows, sp = job.rows, job.split
+        keep = shots_subset(rows.y_train, job.shots, job.seed)
+        y_tr = rows.y_train[keep]
+        X = {name: cache.take(job.layer, r) for name, r in (
+            ("train", rows.train[keep]), ("val", rows.val), ("test", rows.test),
+            ("val_unknown", rows.val_unknown), ("test_unknown", rows.test_unknown))}
+        t_read = time.perf_counter() - t0
+        digest = hashlib.sha256(np.ascontiguousarray(rows.train[keep], dtype=np.int64).tobytes()).hexdigest()[:16]
+        n = {**rows.sizes(), "train": int(len(keep)),
+             "train_per_class": {sp.classes[c]: int(np.sum(y_tr == c)) for c in range(len(sp.classes))}}
+        return cls(X, y_tr, n, digest, t_read)
 
 
 def run_job(job: Job, cache: FeatureCache,
@@ -332,171 +211,98 @@ def run_job(job: Job, cache: FeatureCache,
     With ``emit``, each line is handed to it as soon as it is computed (and not returned): in the
     writing process, that appends it to ``results.jsonl`` at once, so a kill loses no finished line.
     """
-    t0 = time.perf_counter()
-    rows, sp = job.rows, job.split
-    keep = shots_subset(rows.y_train, job.shots, job.seed)
-    y_tr = rows.y_train[keep]
-    X = {name: cache.take(job.layer, r) for name, r in (
-        ("train", rows.train[keep]), ("val", rows.val), ("test", rows.test),
-        ("val_unknown", rows.val_unknown), ("test_unknown", rows.test_unknown))}
-    t_read = time.perf_counter() - t0
-    labels = np.arange(len(sp.classes))
-    train_digest = hashlib.sha256(np.ascontiguousarray(rows.train[keep], dtype=np.int64).tobytes()).hexdigest()[:16]
-    n = {**rows.sizes(), "train": int(len(keep)),
-         "train_per_class": {sp.classes[c]: int(np.sum(y_tr == c)) for c in labels}}
+    data = JobData.read(job, cache)
     lines: list[dict] = []
     errors: list[str] = []
     emit = emit or lines.append
-    head_free: dict[str, Any] = {}  # scorers that ignore the head: fitted once per job, for every head
-
-    def fit_scorer(score_name: str, head: ProbeHead) -> Any:
-        scorer_cls = job.scorer_classes[score_name]
-        if scorer_cls.needs_head:
-            return scorer_cls(head=head).fit(X["train"], y_tr)
-        if score_name not in head_free:
-            head_free[score_name] = scorer_cls(head=None).fit(X["train"], y_tr)
-        return head_free[score_name]
-
+    fit_scorer = _scorer_fitter(job, data)
     for head_name in dict.fromkeys(h for h, _ in job.todo):
         head_cls = job.head_classes[head_name]
         values = path_values(head_cls, job.grid)
         t1 = time.perf_counter()
         try:
             with counted_warnings() as fit_warnings:
-                cands = fit_candidates(head_cls, X["train"], y_tr, X["val"], rows.y_val, values)
+                cands = fit_candidates(head_cls, data.X["train"], data.y_train, data.X["val"], job.rows.y_val, values)
         except Exception as exc:  # noqa: BLE001 - one failing head must not end a long study
-            errors.append(f"split {sp.name} layer {layer_name(job.layer)} head {head_name}: fitting failed: "
-                          f"{type(exc).__name__}: {exc}")
+            errors.append(f"{job.where()} head {head_name}: fitting failed: {type(exc).__name__}: {exc}")
             continue
         t_fit = time.perf_counter() - t1
         clean = select_clean(cands, head_cls.path_param) if job.protocol == "clean" else None
         for score_name in (s for h, s in job.todo if h == head_name):
-            t2 = time.perf_counter()
+            make = lambda head, s=score_name: fit_scorer(s, head)  # noqa: E731
             try:
-                make = lambda head: fit_scorer(score_name, head)  # noqa: E731
-                sel: Selection = clean if clean is not None else select_paper(
-                    cands, head_cls.path_param, make, X["val"], X["val_unknown"])
-                t3 = time.perf_counter()
-                scorer = make(sel.head)
-                pred_known = sel.head.predict(X["test"])
-                s_known = scorer.score_samples(X["test"])
-                if len(rows.test_unknown):
-                    pred_unknown = sel.head.predict(X["test_unknown"])
-                    s_unknown = scorer.score_samples(X["test_unknown"])
-                else:  # a split without unknown generators: open-set metrics are nan
-                    pred_unknown, s_unknown = np.zeros(0, dtype=np.int64), np.zeros(0)
-                t4 = time.perf_counter()
-                metrics = evaluate(rows.y_test, pred_known, s_known, s_unknown, pred_unknown,
-                                   rows.test_unknown_source, labels, sp.classes, job.tpr)
+                sel, scorer, metrics, seconds = _score(job, data, cands, clean, head_cls.path_param, make)
             except SelectionError:
                 raise
             except Exception as exc:  # noqa: BLE001
-                errors.append(f"split {sp.name} layer {layer_name(job.layer)} {head_name}+{score_name}: "
-                              f"{type(exc).__name__}: {exc}")
+                errors.append(f"{job.where()} {head_name}+{score_name}: {type(exc).__name__}: {exc}")
                 continue
-            t5 = time.perf_counter()
-            split_name, layer, _, _, shots, seed, protocol = job.key(head_name, score_name)
-            emit(_jsonable({
-                "feature_set": job.meta["feature_set"], "feature_hash": job.meta["feature_hash"],
-                "label": job.meta["label"], "split": split_name,
-                "layer": layer, "head": head_name, "score": score_name, "shots": shots, "seed": seed,
-                "protocol": protocol, "hparams": sel.hparams, "selection": sel.summary(), **metrics,
-                "classes": list(sp.classes), "known": list(sp.known), "unknown": list(sp.unknown), "n": n,
-                "rows": job.meta["rows"], "train_rows": train_digest,
-                "warnings": dict(fit_warnings),
-                "config": {"path": _path_summary(head_cls, values), "head_params": _params(sel.head),
-                           "score_params": _params(scorer), "tpr": job.tpr},
-                "seconds": {"read": round(t_read, 4), "fit_path": round(t_fit, 4),
-                            "select": round(t3 - t2, 4), "score": round(t4 - t3, 4),
-                            "metrics": round(t5 - t4, 4)},
-                "attrib": __version__,
-            }))
+            config = {"path": path_summary(head_cls, values), "head_params": _params(sel.head),
+                      "score_params": _params(scorer), "tpr": job.tpr}
+            emit(_result_line(job, data, head_name, score_name, sel, metrics, dict(fit_warnings), config,
+                              {"read": round(data.seconds_read, 4), "fit_path": round(t_fit, 4), **seconds}))
     return lines, errors
 
 
-# ----------------------------------------------------------------------------------- results file
-def line_key(d: dict[str, Any]) -> tuple:
-    return (str(d["split"]), str(d["layer"]), d["head"], d["score"], str(d["shots"]), int(d["seed"]),
-            d.get("protocol", "clean"))
+def _scorer_fitter(job: Job, data: JobData) -> Callable[[str, ProbeHead], Any]:
+    """``fit(score_name, head)``: a fitted scorer. Scorers that ignore the head are fitted once per job
+    and shared by every head."""
+    head_free: dict[str, Any] = {}
+
+    def fit(score_name: str, head: ProbeHead) -> Any:
+        scorer_cls = job.scorer_classes[score_name]
+        if scorer_cls.needs_head:
+            return scorer_cls(head=head).fit(data.X["train"], data.y_train)
+        if score_name not in head_free:
+            head_free[score_name] = scorer_cls(head=None).fit(data.X["train"], data.y_train)
+        return head_free[score_name]
+
+    return fit
 
 
-def _repair_tail(path: Path) -> int:
-    """Cut a last line torn by a kill (no trailing newline); returns the bytes removed."""
-    if not path.exists() or path.stat().st_size == 0:
-        return 0
-    with open(path, "rb+") as f:
-        f.seek(-1, os.SEEK_END)
-        if f.read(1) == b"\n":
-            return 0
-        size = f.seek(0, os.SEEK_END)
-        pos, chunk = size, 1 << 16
-        while pos > 0:  # find the last newline, reading backwards
-            start = max(0, pos - chunk)
-            f.seek(start)
-            i = f.read(pos - start).rfind(b"\n")
-            if i >= 0:
-                cut = start + i + 1
-                break
-            pos = start
-        else:
-            cut = 0
-        f.truncate(cut)
-        return size - cut
+def _score(job: Job, data: JobData, cands: list, clean: Selection | None, param: str | None,
+           make: Callable[[ProbeHead], Any]) -> tuple[Selection, Any, dict[str, Any], dict[str, float]]:
+    """Select the head of one (head, score), score the test images and measure:
+    (selection, fitted scorer, metrics, seconds of each step)."""
+    rows, sp, X = job.rows, job.split, data.X
+    t2 = time.perf_counter()
+    sel = clean if clean is not None else select_paper(cands, param, make, X["val"], X["val_unknown"])
+    t3 = time.perf_counter()
+    scorer = make(sel.head)
+    pred_known = sel.head.predict(X["test"])
+    s_known = scorer.score_samples(X["test"])
+    if len(rows.test_unknown):
+        pred_unknown = sel.head.predict(X["test_unknown"])
+        s_unknown = scorer.score_samples(X["test_unknown"])
+    else:  # a split without unknown generators: open-set metrics are nan
+        pred_unknown, s_unknown = np.zeros(0, dtype=np.int64), np.zeros(0)
+    t4 = time.perf_counter()
+    metrics = evaluate(rows.y_test, pred_known, s_known, s_unknown, pred_unknown, rows.test_unknown_source,
+                       np.arange(len(sp.classes)), sp.classes, job.tpr)
+    t5 = time.perf_counter()
+    return sel, scorer, metrics, {"select": round(t3 - t2, 4), "score": round(t4 - t3, 4),
+                                  "metrics": round(t5 - t4, 4)}
 
 
-def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Every result line of ``path`` (a results folder or file). A torn last line (a study killed, or
-    still running) is ignored; any other unreadable line is an error naming it."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / RESULTS
-    if not path.exists():
-        raise StudyError(f"{path}: no results yet; run `attrib probe ... --out {path.parent}` first")
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    out = []
-    for i, raw in enumerate(lines, 1):
-        if not raw.strip():
-            continue
-        try:
-            d = json.loads(raw)
-            line_key(d)
-        except (ValueError, KeyError, TypeError) as exc:
-            if i == len(lines):  # no newline after it: torn, redone by the next `attrib probe`
-                continue
-            raise StudyError(f"{path}:{i}: not a result line ({exc}); delete that line (a rerun of "
-                             "`attrib probe` redoes it)") from None
-        out.append(d)
-    return out
+def _result_line(job: Job, data: JobData, head_name: str, score_name: str, sel: Selection,
+                 metrics: dict[str, Any], fit_warnings: dict[str, int], config: dict[str, Any],
+                 seconds: dict[str, float]) -> dict[str, Any]:
+    """One line of ``results.jsonl``, JSON-ready (undefined metrics are null)."""
+    sp = job.split
+    split_name, layer, _, _, shots, seed, protocol = job.key(head_name, score_name)
+    return to_jsonable({
+        "feature_set": job.meta["feature_set"], "feature_hash": job.meta["feature_hash"],
+        "label": job.meta["label"], "split": split_name,
+        "layer": layer, "head": head_name, "score": score_name, "shots": shots, "seed": seed,
+        "protocol": protocol, "hparams": sel.hparams, "selection": sel.summary(), **metrics,
+        "classes": list(sp.classes), "known": list(sp.known), "unknown": list(sp.unknown), "n": data.n,
+        "rows": job.meta["rows"], "train_rows": data.train_rows,
+        "warnings": fit_warnings, "config": config, "seconds": seconds,
+        "attrib": __version__,
+    })
 
 
-def _check_compatible(existing: list[dict], fs: FeatureSet, digests: dict[tuple[str, int], str],
-                      paths: dict[str, Any], results: Path) -> None:
-    """Refuse to append results that could not be aggregated with those already in the file."""
-    problems = []
-    ident = identity_hash(fs.manifest)
-    other_fs = sorted({f"{d['feature_set']} ({d.get('feature_hash', '?')})" for d in existing
-                       if d["feature_set"] != fs.id or d.get("feature_hash", ident) != ident})
-    if other_fs:
-        problems.append(f"it holds results of feature set {', '.join(other_fs)}, not {fs.id} ({ident})")
-    seen = set()
-    for d in existing:
-        k = (str(d["split"]), int(d["seed"]))
-        if k in digests and d.get("rows") not in (None, digests[k]) and k not in seen:
-            seen.add(k)
-            problems.append(f"split {k[0]} seed {k[1]} had other rows (split definition or --*-per-class "
-                            "changed)")
-        h = d["head"]
-        old = (d.get("config") or {}).get("path")
-        if h in paths and old and paths[h] and old.get("sha") != paths[h]["sha"] and ("grid", h) not in seen:
-            seen.add(("grid", h))
-            problems.append(f"head {h} was swept over another {old['param']} grid ({old['n']} values "
-                            f"{old['min']:g}..{old['max']:g})")
-    if problems:
-        raise StudyError(f"{results} cannot take these results: " + "; ".join(problems) +
-                         ". Use another --out folder (or delete that file to start over).")
-
-
+# ----------------------------------------------------------------------------------------- a study
 @dataclass
 class StudyRun:
     results: Path
@@ -507,45 +313,31 @@ class StudyRun:
     seconds: float = 0.0
 
 
-def _stderr(msg: str) -> None:
+def stderr_log(msg: str) -> None:
+    """The default `log` of a study and of `--save-head`: one line on stderr, apart from the tables on stdout."""
     print(msg, file=sys.stderr)
 
 
-@contextlib.contextmanager
-def _exclusive(out_dir: Path):
-    """One study at a time per results folder: two writers would duplicate and interleave lines."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: no lock
-        yield
-        return
-    with open(out_dir / ".lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise StudyError(f"another `attrib probe` is writing to {out_dir}; wait for it or use another "
-                             "--out") from None
-        yield
-
-
 def run_study(fs: FeatureSet, cfg: StudyConfig, out_dir: str | os.PathLike, progress: bool = True,
-              log: Callable[[str], None] = _stderr) -> StudyRun:
+              log: Callable[[str], None] = stderr_log) -> StudyRun:
     """Run every missing line of the study into ``out_dir/results.jsonl``."""
     cfg.validate()
     out_dir = make_folder(out_dir, "--out", StudyError)
-    with _exclusive(out_dir):
-        return _run_study(fs, cfg, out_dir, progress, log)
+    with exclusive(out_dir):
+        t0 = time.perf_counter()
+        run = StudyRun(out_dir / RESULTS)
+        jobs = _plan(fs, cfg, run, log)
+        if jobs:
+            _execute(fs, cfg, jobs, run, progress)
+        run.seconds = time.perf_counter() - t0
+        return run
 
 
-def _run_study(fs: FeatureSet, cfg: StudyConfig, out_dir: Path, progress: bool,
-               log: Callable[[str], None]) -> StudyRun:
-    from joblib import Parallel, delayed
-    from tqdm import tqdm
-
-    t0 = time.perf_counter()
-    results = out_dir / RESULTS
-    run = StudyRun(results)
-    torn = _repair_tail(results)
+def _plan(fs: FeatureSet, cfg: StudyConfig, run: StudyRun, log: Callable[[str], None]) -> list[Job]:
+    """The jobs with lines still missing from ``run.results`` (repaired first), after checking that
+    their lines can join those already there."""
+    results = run.results
+    torn = repair_tail(results)
     if torn:
         log(f"{results}: cut a torn last line ({torn} bytes) left by an interrupted run; it is redone")
     existing = read_results(results) if results.exists() else []
@@ -560,10 +352,10 @@ def _run_study(fs: FeatureSet, cfg: StudyConfig, out_dir: Path, progress: bool,
     rows_of: dict[tuple[str, int], SplitRows] = {
         (name, seed): cfg.splits.rows(name, seed) for name in cfg.splits.names() for seed in range(cfg.seeds)}
     digests = {key: rows_digest(rows) for key, rows in rows_of.items()}
-    paths = {h: _path_summary(HEADS[h], path_values(HEADS[h], cfg.grid)) for h in cfg.heads}
-    _check_compatible(existing, fs, digests, paths, results)
+    paths = {h: path_summary(HEADS[h], path_values(HEADS[h], cfg.grid)) for h in cfg.heads}
+    check_compatible(existing, meta["feature_set"], meta["feature_hash"], digests, paths, results)
     if cfg.protocol == "paper":
-        for (name, seed), rows in rows_of.items():
+        for (name, _seed), rows in rows_of.items():
             if not len(rows.val_unknown):
                 raise StudyError(f"--protocol paper: split {name} has no validation images of its unknown "
                                  "generators; use --protocol clean")
@@ -578,19 +370,22 @@ def _run_study(fs: FeatureSet, cfg: StudyConfig, out_dir: Path, progress: bool,
         run.skipped_done += len(pairs) - len(job.todo)
         if job.todo:
             jobs.append(job)
-    if not jobs:
-        run.seconds = time.perf_counter() - t0
-        return run
+    return jobs
+
+
+def _execute(fs: FeatureSet, cfg: StudyConfig, jobs: list[Job], run: StudyRun, progress: bool) -> None:
+    """Run ``jobs`` (in this process, or ``cfg.jobs`` workers) and append their lines to ``run.results``."""
+    from joblib import Parallel, delayed
+    from tqdm import tqdm
 
     needed = np.concatenate([np.concatenate([j.rows.train, j.rows.val, j.rows.test, j.rows.val_unknown,
                                              j.rows.test_unknown]) for j in jobs])
     blocks = {b for j in jobs for b in j.layer}
     with feature_cache(fs, needed, blocks, progress) as cache:
         bar = tqdm(total=len(jobs), desc="probe", unit="job", disable=not progress)
-        with open(results, "a") as out:
+        with appending(run.results) as append:
             def write(line: dict) -> None:
-                out.write(json.dumps(line, allow_nan=False) + "\n")
-                out.flush()
+                append(line)
                 run.written += 1
 
             if cfg.jobs == 1:  # in this process: every line is written the moment it is computed
@@ -604,114 +399,3 @@ def _run_study(fs: FeatureSet, cfg: StudyConfig, out_dir: Path, progress: bool,
                 run.errors.extend(errors)
                 bar.update()
         bar.close()
-    run.seconds = time.perf_counter() - t0
-    return run
-
-
-# --------------------------------------------------------------------------------- a head to keep
-def check_save_head(cfg: StudyConfig, folder: str | os.PathLike) -> None:
-    """Refuse what :func:`save_chosen_head` could not do (several splits, a folder that cannot be
-    written): the command line calls it before the study, which may take hours, not after."""
-    names = cfg.splits.names()
-    if len(names) != 1:
-        raise StudyError(f"--save-head: a saved head knows the classes of one split; name it with --splits "
-                         f"(this study has splits {', '.join(names)})")
-    check_head_folder(folder)
-
-
-def save_chosen_head(fs: FeatureSet, cfg: StudyConfig, folder: str | os.PathLike, progress: bool = False,
-                     log: Callable[[str], None] = _stderr) -> dict[str, Any]:
-    """Choose a (layer, head, score) under the clean protocol, fit it, and save it to ``folder``.
-
-    Known-class data only, on the study's single split, seed 0, and its largest shots value:
-
-    - each head's path value: the clean rule (validation accuracy, then log-loss);
-    - among several layers / heads / scores: the highest *pseudo-open-set* validation OSCR (each known
-      generator in turn hidden from training and used as the unknown; see
-      :func:`attrib.probe.protocol.pseudo_open_set_oscr`), ties broken by validation accuracy, then
-      log-loss, then the order given. With a single candidate nothing is compared.
-    - the rejection threshold: the score accepting ``cfg.tpr`` (95%) of the known validation images.
-
-    Returns a summary of the choice (also stored in ``head.json``).
-    """
-    from sklearn.base import clone
-
-    from attrib.probe.metrics import auroc, threshold_at_tpr
-    from attrib.probe.persist import save_head
-    from attrib.probe.protocol import pseudo_folds, pseudo_open_set_oscr
-
-    cfg.validate()
-    check_save_head(cfg, folder)
-    names = cfg.splits.names()
-    if cfg.protocol != "clean":
-        log("--save-head always chooses under the clean protocol (no unknown generator is looked at)")
-    sp = cfg.splits.split(names[0])
-    shots = None if None in cfg.shots else max(cfg.shots)
-    seed = 0
-    rows = cfg.splits.rows(sp.name, seed)
-    keep = shots_subset(rows.y_train, shots, seed)
-    y_tr, tr_rows = rows.y_train[keep], rows.train[keep]
-    pairs, _ = cfg.pairs()
-    if not pairs:
-        raise StudyError("--save-head: no (head, score) pair is supported: choose other --heads / --scores")
-    n_cand = len(cfg.layers) * len(pairs)
-    folds = pseudo_folds(y_tr) if n_cand > 1 else []
-    if n_cand > 1 and not folds:
-        log("--save-head: fewer than two known generators, so no pseudo-unknown can be held out; choosing "
-            "by validation accuracy only (name one --scores to choose the score yourself)")
-    table, fitted = [], {}
-    blocks = {b for layer in cfg.layers for b in layer}
-    with feature_cache(fs, np.concatenate([tr_rows, rows.val, rows.val_unknown]), blocks, progress) as cache:
-        for layer in cfg.layers:
-            X_tr, X_va = cache.take(layer, tr_rows), cache.take(layer, rows.val)
-            for head_name in dict.fromkeys(h for h, _ in pairs):
-                head_cls = HEADS[head_name]
-                with counted_warnings() as caught:
-                    sel = select_clean(fit_candidates(head_cls, X_tr, y_tr, X_va, rows.y_val,
-                                                      path_values(head_cls, cfg.grid)), head_cls.path_param)
-                fitted[(layer, head_name)] = sel
-                score_names = [s for h, s in pairs if h == head_name]
-                pseudo_oscr = {}
-                if folds:
-                    with counted_warnings() as caught_folds:
-                        pseudo_oscr = pseudo_open_set_oscr(
-                            lambda: clone(sel.head), {s: (lambda hd, s=s: SCORERS[s](head=hd)) for s in score_names},
-                            X_tr, y_tr, X_va, rows.y_val, folds)
-                    caught += caught_folds
-                for score_name in score_names:
-                    entry = {"layer": layer_name(layer), "head": head_name, "score": score_name,
-                             "hparams": sel.hparams, "val_accuracy": sel.val["val_accuracy"],
-                             "val_logloss": sel.val["val_logloss"]}
-                    if folds:
-                        entry["pseudo_oscr"] = pseudo_oscr[score_name]
-                    entry["warnings"] = dict(caught)
-                    table.append(entry)
-        keys = [(e.get("pseudo_oscr", 0.0), e["val_accuracy"], -e["val_logloss"]) for e in table]
-        best = table[best_index(keys)]
-        layer = parse_layer_name(best["layer"])
-        sel = fitted[(layer, best["head"])]
-        X_tr, X_va = cache.take(layer, tr_rows), cache.take(layer, rows.val)
-        scorer = SCORERS[best["score"]](head=sel.head).fit(X_tr, y_tr)
-        s_val = scorer.score_samples(X_va)
-        threshold = threshold_at_tpr(s_val, cfg.tpr)
-        validation = {"accuracy": sel.val["val_accuracy"], "tpr": float(np.mean(s_val >= threshold)),
-                      "n_known": int(len(rows.val))}
-        if len(rows.val_unknown):  # reported for information, never used to choose
-            s_vu = scorer.score_samples(cache.take(layer, rows.val_unknown))
-            validation.update(unknown_rejected=float(np.mean(s_vu < threshold)), auroc=auroc(s_val, s_vu),
-                              n_unknown=int(len(rows.val_unknown)))
-        criterion = ("pseudo_open_set_oscr" if folds else "val_accuracy") if n_cand > 1 else "given"
-        summary = _jsonable({
-            "protocol": "clean", "layer": best["layer"], "head": best["head"], "score": best["score"],
-            "hparams": sel.hparams, "selection": sel.summary(), "threshold": threshold, "tpr": cfg.tpr,
-            "split": {"name": sp.name, "known": list(sp.known), "unknown": list(sp.unknown),
-                      "rows": rows_digest(rows)},
-            "shots": shots_name(shots), "seed": seed, "n_train": int(len(tr_rows)), "validation": validation,
-            "choice": {"criterion": criterion, "pseudo_unknown": [sp.classes[g] for g in folds],
-                       "candidates": table},
-        })
-        save_head(folder, sel.head, scorer, head_name=best["head"], score_name=best["score"],
-                  classes=[sp.classes[c] for c in np.asarray(sel.head.classes_).tolist()], layer=layer,
-                  threshold=threshold, feature_set=fs.id, manifest=fs.manifest, check_X=X_va[:8],
-                  info={k: v for k, v in summary.items() if k not in ("threshold", "layer", "head", "score")})
-    return summary
