@@ -24,6 +24,19 @@ def _fail(exc: BaseException) -> AttribError:
     return AttribError(str(exc))
 
 
+def _given(name: str) -> bool:
+    """Whether the user gave the current command's option ``name`` (rather than leaving its default):
+    an option that does not apply is refused only when it was asked for."""
+    from click.core import ParameterSource
+
+    return click.get_current_context().get_parameter_source(name) not in (
+        None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+
+
+def _refuse_unused(option: str, needs: str) -> AttribError:
+    return AttribError(f"{option} applies only {needs}; drop {option} or add what it needs")
+
+
 def _banner(text: str) -> None:
     line = "!" * min(100, max(60, len(text) + 8))
     click.secho(f"{line}\n!!! {text}\n{line}", fg="red", bold=True, err=True)
@@ -75,6 +88,9 @@ def _runner_options(device_note: str = ""):
 @click.option("--list", "list_file", type=click.Path(), default=None,
               help="For --dataset list: a file of path<TAB>source[<TAB>subset] lines ('#' comments, optional "
               "header line; a feature set's images.tsv works).")
+@click.option("--build-demo", is_flag=True,
+              help="With --dataset demo: build the demo at --root if it is not there. Only the default root "
+              "(data/demo) is built without it, so a mistyped --root is an error, not a second demo.")
 @click.option("--model", default="ViT-B-16", show_default=True,
               help="open_clip model name, hf-hub:org/repo, local-dir:/folder (open_clip_config.json + weights), "
               "timm:<name>, or attrib-tiny (built-in tiny ViT).")
@@ -121,7 +137,7 @@ def _runner_options(device_note: str = ""):
 @click.option("--world-size", type=click.IntRange(min=1), default=None,
               help="Number of processes sharing the work. [default: $WORLD_SIZE or $SLURM_NTASKS, else 1]")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def features(dataset, root, list_file, model, pretrained, fallback_model, view, preprocess, cache_dir, out, shard_size,
+def features(dataset, root, list_file, build_demo, model, pretrained, fallback_model, view, preprocess, cache_dir, out, shard_size,
              batch_size, workers, threads, device, precision, limit, max_per_source, sample_seed, only_splits_dir,
              rank, world_size, quiet):
     """Stage 1: extract the CLS token of every block (one forward per batch) into the feature cache.
@@ -163,7 +179,9 @@ def features(dataset, root, list_file, model, pretrained, fallback_model, view, 
             rank = env_rank if rank is None else rank
             world_size = env_world if world_size is None else world_size
         v = View.parse(view)
-        images, name = open_dataset(dataset, root, list_file, progress=progress)
+        if _given("sample_seed") and not max_per_source:
+            raise _refuse_unused("--sample-seed", "with --max-per-source N (it seeds that sample)")
+        images, name = open_dataset(dataset, root, list_file, progress=progress, build_demo=build_demo)
         extra = {"dataset_kind": dataset}
         if only_splits_dir:
             images = restrict_to_pose(images, only_splits_dir)
@@ -309,6 +327,8 @@ def cache_find(cache_dir, dataset, model, pretrained, view, max_per_source, samp
     from attrib.manifest import FeatureRequest
     from attrib.store import find_feature_set
 
+    if _given("sample_seed") and not max_per_source:
+        raise _refuse_unused("--sample-seed", "with --max-per-source N (it seeds that sample)")
     try:
         want_view = View.parse(view).spec if view is not None else None
     except ViewError as exc:
@@ -362,6 +382,12 @@ def _split_source(fs, splits: str, splits_dir: str | None, split_file: str | Non
     from attrib.data.splitfile import load_split_file
     from attrib.data.splits import builtin_splits, select_splits
 
+    if not splits_dir:  # both only change how split files are read
+        if allow_missing:
+            raise _refuse_unused("--allow-missing", "with --splits-dir DIR (images the split files name but the "
+                                 "feature set lacks); without it, rows are drawn from the feature set itself")
+        if _given("known_test"):
+            raise _refuse_unused("--known-test", "with --splits-dir DIR (which split file tests the known classes)")
     kind = fs.manifest.kind
     ok, _ = fs.status()
     defined = load_split_file(split_file) if split_file else None
