@@ -138,8 +138,8 @@ def _runner_options(device_note: str = ""):
               help="Number of processes sharing the work. [default: $WORLD_SIZE or $SLURM_NTASKS, else 1]")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def features(dataset, root, list_file, build_demo, model, pretrained, fallback_model, view, preprocess, cache_dir, out,
-             shard_size, batch_size, workers, threads, device, precision, limit, max_per_source, sample_seed, only_splits_dir,
-             rank, world_size, quiet):
+             shard_size, batch_size, workers, threads, device, precision, limit, max_per_source, sample_seed,
+             only_splits_dir, rank, world_size, quiet):
     """Stage 1: extract the CLS token of every block (one forward per batch) into the feature cache.
 
     Reruns skip finished shards, so an interrupted run resumes where it stopped. Corrupt images are
