@@ -41,6 +41,7 @@ from attrib.probe.persist import check_head_folder
 from attrib.probe.protocol import (PROTOCOLS, Selection, SelectionError, best_index, fit_candidates,
                                    path_values, select_clean, select_paper)
 from attrib.probe.scorers import SCORERS
+from attrib.probe.shots import shots_notes
 from attrib.store import FeatureSet, identity_hash
 
 RESULTS = "results.jsonl"
@@ -568,6 +569,8 @@ def _run_study(fs: FeatureSet, cfg: StudyConfig, out_dir: Path, progress: bool,
                                  "generators; use --protocol clean")
 
     splits = {name: cfg.splits.split(name) for name in cfg.splits.names()}
+    for note in shots_notes(cfg.shots, rows_of):  # a shots value some class cannot fill
+        log(f"note: {note}")
     head_classes, scorer_classes = {h: HEADS[h] for h in cfg.heads}, {s: SCORERS[s] for s in cfg.scores}
     jobs = []
     for name, layer, shots, seed in itertools.product(splits, cfg.layers, cfg.shots, range(cfg.seeds)):
