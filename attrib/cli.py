@@ -294,8 +294,10 @@ def cache_verify(feature_set: str, max_failed: int) -> None:
     if rep.nonfinite:
         click.echo(f"  NON-FINITE features in {len(rep.nonfinite)} ok rows, e.g. {rep.nonfinite[:10]}")
     click.echo(f"  {len(rep.failed)} images failed to decode (recorded, excluded from probes)")
+    from attrib.data.filenames import escape_path
+
     for row, path, err in rep.failed[:max_failed]:
-        click.echo(f"    row {row}: {path}: {err}")
+        click.echo(f"    row {row}: {escape_path(path)}: {err}")  # printable on any terminal
     if len(rep.failed) > max_failed:
         click.echo(f"    ... and {len(rep.failed) - max_failed} more")
     if not rep.ok:

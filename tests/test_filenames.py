@@ -113,18 +113,20 @@ def test_features_extracts_a_non_utf8_name_and_list_round_trips(tmp_path: Path, 
     write_png(root / "real" / "a.png", seed=1, size=24)
     bad = _write_bad_name(root / "gen")
     write_png(root / "gen" / "tab\tname.png", seed=2, size=24)
+    (root / "gen" / os.fsdecode(b"broken\xff.png")).write_bytes(b"not an image")
     res = CliRunner().invoke(main, ["features", "--dataset", "folder", "--root", str(root), "--model", "attrib-tiny",
                                     "--pretrained", str(tiny_checkpoint), "--cache", str(tmp_path / "cache"),
                                     "--workers", "0", "--max-per-source", "5", "--quiet"])
     assert res.exit_code == 0, res.output
-    assert "tab\\tname.png" in res.output and "done: 2 images (0 failed)" in res.output
+    assert "tab\\tname.png" in res.output and "done: 3 images (1 failed)" in res.output
     fs = FeatureSet.open(res.output.strip().splitlines()[-1])
-    assert fs.images.paths == [f"gen/{BAD}", "real/a.png"]
+    assert fs.images.paths == [f"gen/{BAD}", os.fsdecode(b"gen/broken\xff.png"), "real/a.png"]
     ok, errors = fs.status()
-    assert ok.all(), errors
-    assert fs.verify().ok
+    assert ok.tolist() == [True, False, True], errors
+    verify = CliRunner().invoke(main, ["cache", "verify", str(fs.path)])  # stdout is strict UTF-8 here
+    assert verify.exit_code == 0 and "row 1: gen/broken\\xff.png: not an image" in verify.output
     # the image's features are those of its pixels: equal to a copy of it under a plain name
-    assert np.abs(fs.block(3)[0] - fs.block(3)[1]).sum() > 0
+    assert np.abs(fs.block(3)[0] - fs.block(3)[2]).sum() > 0
     plain = tmp_path / "plain"
     (plain / "gen").mkdir(parents=True)
     Image.open(bad).save(plain / "gen" / "copy.png")
@@ -133,7 +135,21 @@ def test_features_extracts_a_non_utf8_name_and_list_round_trips(tmp_path: Path, 
                                      "attrib-tiny", "--pretrained", str(tiny_checkpoint), "--cache",
                                      str(tmp_path / "cache2"), "--workers", "0", "--quiet"])
     assert res2.exit_code == 0, res2.output
-    np.testing.assert_array_equal(FeatureSet.open(res2.output.strip().splitlines()[-1]).block(3), fs.block(3))
+    np.testing.assert_array_equal(FeatureSet.open(res2.output.strip().splitlines()[-1]).block(3), fs.block(3)[[0, 2]])
     # the feature set's images.tsv is a list that gives back the same names (and the same image list)
     again = read_list(fs.path / "images.tsv", root)
     assert again.paths == fs.images.paths and again.sha256() == fs.images.sha256()
+
+
+def test_an_images_tsv_written_before_escapes_reads_as_written(tmp_path: Path) -> None:
+    """Before escapes, a name holding a literal '\\x80' or '\\\\' was written as it is: the manifest's hash
+    tells that it must be read as it is, not unescaped."""
+    rows = [("gen/lit\\x80.png", "gen", "all"), ("gen/two\\\\slashes.png", "gen", "all")]
+    old = ImageList.from_rows(rows)
+    text = "row\tpath\tsource\tsubset\n" + "".join(f"{i}\t{p}\t{s}\t{sub}\n" for i, (p, s, sub) in enumerate(old))
+    (tmp_path / "images.tsv").write_text(text, encoding="utf-8")
+    assert ImageList.read_tsv(tmp_path / "images.tsv").paths != old.paths  # alone, the text is ambiguous
+    assert ImageList.read_tsv(tmp_path / "images.tsv", sha256=old.sha256()).paths == old.paths
+    new = ImageList.from_rows([(f"gen/{BAD}", "gen", "all"), *rows])
+    new.write_tsv(tmp_path / "new.tsv")  # written now: unescaped, whatever the hash says
+    assert ImageList.read_tsv(tmp_path / "new.tsv", sha256=new.sha256()).paths == new.paths

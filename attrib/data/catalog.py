@@ -120,9 +120,14 @@ class ImageList:
             f.write(f"{i}\t{escape_path(p)}\t{s}\t{sub}\n")
 
     @classmethod
-    def read_tsv(cls, path: str | os.PathLike, root: str = "") -> "ImageList":
-        """Read what :meth:`write_tsv` wrote (paths unescaped back to the names on disk)."""
-        paths, sources, subsets = [], [], []
+    def read_tsv(cls, path: str | os.PathLike, root: str = "", sha256: str | None = None) -> "ImageList":
+        """Read what :meth:`write_tsv` wrote (paths unescaped back to the names on disk).
+
+        ``sha256`` (the manifest's ``images_sha256``) settles the one ambiguous case: a list written
+        before escapes existed whose names hold ``\\\\`` or ``\\x80``-``\\xff`` literally. When
+        unescaping changed a path and only the raw text matches ``sha256``, the raw text is right.
+        """
+        paths, sources, subsets, raw = [], [], [], []
         with open(path, encoding="utf-8", newline="") as f:
             header = f.readline().rstrip("\n").split("\t")
             if tuple(header) != TSV_HEADER:
@@ -132,9 +137,15 @@ class ImageList:
                 if len(parts) != 4 or parts[0] != str(lineno - 2):
                     raise CatalogError(f"{path}:{lineno}: malformed row {line.rstrip()!r}")
                 paths.append(unescape_path(parts[1]))
+                raw.append(parts[1])
                 sources.append(parts[2])
                 subsets.append(parts[3])
-        return cls(paths, sources, subsets, root)
+        images = cls(paths, sources, subsets, root)
+        if sha256 and any("\\" in p for p in raw) and paths != raw and images.sha256() != sha256:
+            as_written = cls(raw, sources, subsets, root)
+            if as_written.sha256() == sha256:
+                return as_written
+        return images
 
 
 def text_lines(path: str | os.PathLike, error: type[Exception] = CatalogError) -> Iterator[tuple[int, str]]:
