@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 from attrib.data.catalog import CatalogError, ImageList, read_folder, read_list, resolve_root
+from attrib.data.filenames import as_label
 
 DATASETS = ("demo", "genimage", "folder", "list")
 DEFAULT_DEMO_ROOT = "data/demo"
@@ -29,7 +30,8 @@ def open_dataset(kind: str, root: str | os.PathLike | None = None, list_file: st
     """(image list, dataset name) for ``--dataset kind``; the demo is built on first use.
 
     The name goes into the cache manifest and folder name: ``demo`` and ``genimage`` keep their kind
-    (probe uses it to find the built-in splits); a folder or list is named after the folder or file.
+    (probe uses it to find the built-in splits); a folder or list is named after the folder or file
+    (as text: bytes that are not UTF-8 are escaped, see :mod:`attrib.data.filenames`).
     Options that do not apply to ``kind`` are refused, never ignored: ``list_file`` is for ``list``,
     ``build_demo`` for ``demo``.
     """
@@ -50,12 +52,12 @@ def open_dataset(kind: str, root: str | os.PathLike | None = None, list_file: st
         if not root:
             raise CatalogError("--dataset folder needs --root DIR (one sub-folder per source)")
         root = resolve_root(root)
-        return read_folder(root, progress=progress), Path(root).name
+        return read_folder(root, progress=progress), as_label(Path(root).name)
     if kind == "list":
         if not list_file:
             raise CatalogError("--dataset list needs --list FILE (path<TAB>source[<TAB>subset] per line)")
         images = read_list(list_file, resolve_root(root) if root else None)
-        return images, Path(list_file).stem
+        return images, as_label(Path(list_file).stem)
     raise CatalogError(f"--dataset {kind!r}: use one of {', '.join(DATASETS)}")
 
 
