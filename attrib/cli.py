@@ -43,6 +43,19 @@ class AttribGroup(click.Group):
             raise _Shown(exc) from None
 
 
+def _given(name: str) -> bool:
+    """Whether the user gave the current command's option ``name`` (rather than leaving its default):
+    an option that does not apply is refused only when it was asked for."""
+    from click.core import ParameterSource
+
+    return click.get_current_context().get_parameter_source(name) not in (
+        None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+
+
+def _refuse_unused(option: str, needs: str) -> AttribError:
+    return AttribError(f"{option} applies only {needs}; drop {option} or add what it needs")
+
+
 def _banner(text: str) -> None:
     line = "!" * min(100, max(60, len(text) + 8))
     click.secho(f"{line}\n!!! {text}\n{line}", fg="red", bold=True, err=True)
@@ -75,6 +88,9 @@ def main() -> None:
 @click.option("--list", "list_file", type=click.Path(), default=None,
               help="For --dataset list: a file of path<TAB>source[<TAB>subset] lines ('#' comments, optional "
               "header line; a feature set's images.tsv works).")
+@click.option("--build-demo", is_flag=True,
+              help="With --dataset demo: build the demo at --root if it is not there. Only the default root "
+              "(data/demo) is built without it, so a mistyped --root is an error, not a second demo.")
 @click.option("--model", default=choices.DEFAULT_MODEL, show_default=True,
               help="open_clip model name, hf-hub:org/repo, local-dir:/folder (open_clip_config.json + weights), "
               f"timm:<name>, or {choices.TINY} (built-in tiny ViT).")
@@ -123,9 +139,9 @@ def main() -> None:
 @click.option("--world-size", type=click.IntRange(min=1), default=None,
               help="Number of processes sharing the work. [default: $WORLD_SIZE or $SLURM_NTASKS, else 1]")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def features(dataset, root, list_file, model, pretrained, fallback_model, view, preprocess, cache_dir, out, shard_size,
-             batch_size, workers, threads, device, precision, limit, max_per_source, sample_seed, only_splits_dir,
-             rank, world_size, quiet):
+def features(dataset, root, list_file, build_demo, model, pretrained, fallback_model, view, preprocess, cache_dir, out,
+             shard_size, batch_size, workers, threads, device, precision, limit, max_per_source, sample_seed,
+             only_splits_dir, rank, world_size, quiet):
     """Stage 1: extract the CLS token of every block (one forward per batch) into the feature cache.
 
     Reruns skip finished shards, so an interrupted run resumes where it stopped. Corrupt images are
@@ -160,7 +176,9 @@ def features(dataset, root, list_file, model, pretrained, fallback_model, view, 
         env_rank, env_world, _ = dist_from_env()
         rank = env_rank if rank is None else rank
         world_size = env_world if world_size is None else world_size
-    images, name = open_dataset(dataset, root, list_file, progress=progress)
+    if _given("sample_seed") and not max_per_source:
+        raise _refuse_unused("--sample-seed", "with --max-per-source N (it seeds that sample)")
+    images, name = open_dataset(dataset, root, list_file, progress=progress, build_demo=build_demo)
     extra = {"dataset_kind": dataset}
     if only_splits_dir:
         images = restrict_to_pose(images, only_splits_dir)
@@ -263,8 +281,10 @@ def cache_verify(feature_set: str, max_failed: int) -> None:
     if rep.nonfinite:
         click.echo(f"  NON-FINITE features in {len(rep.nonfinite)} ok rows, e.g. {rep.nonfinite[:10]}")
     click.echo(f"  {len(rep.failed)} images failed to decode (recorded, excluded from probes)")
+    from attrib.data.filenames import escape_path
+
     for row, path, err in rep.failed[:max_failed]:
-        click.echo(f"    row {row}: {path}: {err}")
+        click.echo(f"    row {row}: {escape_path(path)}: {err}")  # printable on any terminal
     if len(rep.failed) > max_failed:
         click.echo(f"    ... and {len(rep.failed) - max_failed} more")
     if not rep.ok:
@@ -302,6 +322,8 @@ def cache_find(cache_dir, dataset, model, pretrained, view, max_per_source, samp
     from attrib.manifest import FeatureRequest
     from attrib.store import find_feature_set
 
+    if _given("sample_seed") and not max_per_source:
+        raise _refuse_unused("--sample-seed", "with --max-per-source N (it seeds that sample)")
     want_view = View.parse(view).spec if view is not None else None
     request = FeatureRequest(dataset=dataset, model=model, pretrained=pretrained, view=want_view,
                              max_per_source=max_per_source, sample_seed=sample_seed, limit=limit,
@@ -327,6 +349,12 @@ def _split_source(fs, splits: str, splits_dir: str | None, split_file: str | Non
     from attrib.data.splits import builtin_splits, select_splits
     from attrib.data.splits import SplitError
 
+    if not splits_dir:  # both only change how split files are read
+        if allow_missing:
+            raise _refuse_unused("--allow-missing", "with --splits-dir DIR (images the split files name but the "
+                                 "feature set lacks); without it, rows are drawn from the feature set itself")
+        if _given("known_test"):
+            raise _refuse_unused("--known-test", "with --splits-dir DIR (which split file tests the known classes)")
     kind = fs.manifest.kind
     ok, _ = fs.status()
     defined = load_split_file(split_file) if split_file else None

@@ -20,6 +20,7 @@ import numpy as np
 
 from attrib import atomic
 from attrib.data.catalog import CatalogError, ImageList, walk_images
+from attrib.data.filenames import TAB_IN_FILE, Skipped, escape_path, unlistable
 from attrib.data.images import IMAGE_SUFFIXES, is_image_name
 from attrib.errors import AttribError
 from attrib.extract.backbone import RANDOM_INIT, Backbone, load_backbone
@@ -51,20 +52,26 @@ def collect_images(inputs: Sequence[str | os.PathLike]) -> ImageList:
     if not inputs:
         raise PredictError("no images given: pass files, folders or list files")
     paths: list[str] = []
+    skipped = Skipped()
     for item in inputs:
         p = Path(item).expanduser()
         if p.is_dir():
-            found = list(walk_images(p))
+            found = list(walk_images(p, skipped))
             if not found:
                 raise PredictError(f"{p}: no image files in this folder (looked recursively)")
             paths.extend(os.path.abspath(f) for f in found)
+        elif p.is_file() and is_image_name(p.name) and unlistable(str(p)):
+            skipped.add(TAB_IN_FILE, str(p))
         elif p.is_file() and is_image_name(p.name):
             paths.append(os.path.abspath(p))
         elif p.is_file():
             paths.extend(_read_list(p))
         else:
             raise PredictError(f"{p}: no such file or folder")
+    skipped.print()
     unique = sorted(set(paths))
+    if not unique:
+        raise PredictError("no image left to attribute (see the notes above)")
     return ImageList.from_rows([(q, SOURCE, SUBSET) for q in unique], root="", where="predict inputs")
 
 
@@ -137,7 +144,7 @@ def _records(saved: SavedHead, fs: FeatureSet, k: int, threshold: float | None) 
         res = saved.outputs(saved.features(fs, good), k=k, threshold=threshold) if good.size else None
         pos = {int(r): i for i, r in enumerate(good)}
         for r in idx.tolist():
-            rec: dict[str, Any] = {"path": images.paths[r]}
+            rec: dict[str, Any] = {"path": escape_path(images.paths[r])}  # text, even for a non-UTF-8 name
             if r in pos:
                 i = pos[r]
                 rec.update(prediction=str(res["prediction"][i]), score=float(res["score"][i]),

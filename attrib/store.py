@@ -221,7 +221,8 @@ class FeatureSet:
     def images(self) -> ImageList:
         if self._images is None:
             try:
-                self._images = ImageList.read_tsv(self.path / IMAGES, root=self.manifest.root)
+                self._images = ImageList.read_tsv(self.path / IMAGES, root=self.manifest.root,
+                                                  sha256=self.manifest.images_sha256)
             except (OSError, ValueError) as exc:  # its writer was killed right after the manifest, or a damaged file
                 raise StoreError(f"{self.path / IMAGES}: missing or unreadable ({exc}); rerun `attrib features` "
                                  "with the same options to rewrite it") from None

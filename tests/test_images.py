@@ -7,6 +7,7 @@ an ok row or a failed row with its error text.
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -58,12 +59,16 @@ def write_zoo(root: Path) -> dict[str, str]:
     (root / "zero.png").write_bytes(b"")
     (root / "text.jpg").write_text("this is not an image\n")
     Image.new("1", (10_000, 10_000)).save(root / "bomb.png")  # 100 Mpx in a few kB
+    Image.fromarray(RGB[..., 0].astype(np.float32), mode="F").save(root / "float255.tif")  # 0..255 floats
+    nan = RGB[..., 0].astype(np.float32)
+    nan[0, 0] = np.nan
+    Image.fromarray(nan, mode="F").save(root / "float_nan.tif")
     return {"rgb.png": "", "gray.png": "", "gray16.png": "", "rgba.png": "", "palette_transparent.png": "",
             "cmyk.jpg": "", "cmyk.tif": "", "exif_rotated.jpg": "", "animated.gif": "",
             "truncated.png": "truncated", "truncated.jpg": "truncated",
             "broken.png": "not an image Pillow can read (UnidentifiedImageError)",
             "zero.png": "empty file (0 bytes)", "text.jpg": "not an image Pillow can read (UnidentifiedImageError)",
-            "bomb.png": "image too large"}
+            "bomb.png": "image too large", "float255.tif": "", "float_nan.tif": "NaN or infinite pixel values"}
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +159,79 @@ def test_float_and_32bit_integer_images_are_rescaled_not_clipped(tmp_path: Path)
     i = (GRAY16[:8, :8].astype(np.int32))
     Image.fromarray(i, mode="I").save(tmp_path / "i.tif")
     np.testing.assert_array_equal(_px(tmp_path / "i.tif")[..., 0], (i >> 8).astype(np.uint8))
+
+
+# ---------------------------------------------------------------- floating-point and deep modes
+def _tif(path: Path, img: Image.Image) -> Path:
+    img.save(path)
+    assert Image.open(path).mode == img.mode, "Pillow wrote another mode than the test means to check"
+    return path
+
+
+def test_float_images_of_every_range_decode_as_their_values_say(tmp_path: Path) -> None:
+    """A float32 TIFF of 0..255 values decoded all black (scaled as if it held 0..65535) and was recorded ok."""
+    gray = RGB[..., 0].astype(np.float32)
+    for name, data in (("f255", gray), ("f1", gray / 255), ("f65535", gray * 257)):
+        px = _px(_tif(tmp_path / f"{name}.tif", Image.fromarray(data.astype(np.float32), mode="F")))
+        np.testing.assert_allclose(px[..., 0].astype(int), RGB[..., 0].astype(int), atol=1, err_msg=name)
+        assert (px[..., 0] == px[..., 2]).all()
+
+
+@pytest.mark.parametrize("values, why", [
+    ([0.0, np.inf], "NaN or infinite pixel values"),
+    ([-1.0, 200.0], "negative pixel values (min -1)"),
+    ([0.0, 70000.0], "values up to 70000: not 0-1, 0-255 or 0-65535 data"),
+])
+def test_float_images_without_a_display_range_fail_with_the_reason(tmp_path: Path, values, why) -> None:
+    data = np.resize(np.array(values, np.float32), (8, 8))
+    path = _tif(tmp_path / "f.tif", Image.fromarray(data, mode="F"))
+    with pytest.raises(ImageDecodeError, match=re.escape(why)):
+        load_rgb(path)
+
+
+def test_signed_integer_images_fail_instead_of_clipping(tmp_path: Path) -> None:
+    data = np.resize(np.array([-300, 0, 300], np.int32), (8, 8))
+    path = _tif(tmp_path / "i.tif", Image.fromarray(data, mode="I"))
+    with pytest.raises(ImageDecodeError, match=r"mode I image with negative pixel values \(min -300\)"):
+        load_rgb(path)
+
+
+def test_16_bit_big_endian_tiff_is_rescaled(tmp_path: Path) -> None:
+    big = Image.frombytes("I;16B", (30, 20), GRAY16.astype(">u2").tobytes())
+    px = _px(_tif(tmp_path / "b.tif", big))
+    np.testing.assert_array_equal(px[..., 0], (GRAY16 >> 8).astype(np.uint8))
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "PA", "CMYK", "YCbCr", "LAB", "RGBA", "I", "F"])
+def test_every_mode_pillow_writes_to_tiff_decodes_like_pillows_own_conversion(tmp_path: Path, mode: str) -> None:
+    """Each mode a TIFF can hold, written by Pillow from one RGB picture, must come back as that picture seen
+    through the mode (Pillow's conversion of the in-memory image), never black, white or channel-swapped."""
+    img = Image.fromarray(RGB).convert(mode)
+    want = np.asarray(img.convert("L").convert("RGB") if mode in ("I", "F") else img.convert("RGB")).astype(int)
+    got = _px(_tif(tmp_path / f"{mode}.tif", img)).astype(int)
+    assert np.abs(got - want).max() <= 1, mode
+    assert got.std() > 20  # a picture, not a flat field
+
+
+@pytest.mark.parametrize("mode", ["HSV", "RGBa", "La", "RGBX", "I;16L", "I;16N"])
+def test_modes_no_file_format_writes_convert_too(mode: str) -> None:
+    """Modes only made in memory (or by decoders of other formats) go through the same function."""
+    src = Image.fromarray(RGB)
+    img = Image.new(mode, src.size, 40000) if mode.startswith("I;16") else src.convert(mode)
+    out = imgmod.to_rgb(img)
+    assert out.mode == "RGB" and out.size == src.size
+    if mode.startswith("I;16"):
+        assert (np.asarray(out) == 40000 >> 8).all()
+        return
+    want = RGB if mode != "La" else np.asarray(src.convert("L").convert("RGB"))
+    tolerance = 8 if mode == "HSV" else 0  # HSV stores hue in 256 steps: a few levels off, never another colour
+    assert np.abs(np.asarray(out).astype(int) - want.astype(int)).max() <= tolerance
+
+
+def test_an_unknown_pixel_mode_is_refused_not_guessed() -> None:
+    class Future:  # what a future Pillow could hand over: only the mode is looked at
+        mode = "RGB;30"
+        info: dict = {}
+
+    with pytest.raises(ImageDecodeError, match=r"Pillow mode 'RGB;30': not a pixel format attrib knows"):
+        imgmod.to_rgb(Future())  # type: ignore[arg-type]

@@ -109,6 +109,31 @@ def test_folders_broken_files_threshold_and_jsonl(trained: dict, demo_root: Path
     assert all(r["decision"] == "unknown" and r["error"] == "" and len(r["top"]) == 3 for r in good)
 
 
+def test_odd_file_names_are_attributed_or_skipped_with_a_note(trained: dict, demo_root: Path, tmp_path: Path) -> None:
+    """A name that is not UTF-8 crashed predict (UnicodeEncodeError); a tab in a name aborted every image."""
+    import os
+    import shutil
+
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    src = next((demo_root / "fractal" / "val" / "ai").glob("*.png"))
+    shutil.copy(src, folder / "plain.png")
+    shutil.copy(src, folder / "tab\there.png")
+    try:
+        shutil.copy(src, os.fsdecode(os.fsencode(folder) + b"/bad\xff\xfe.png"))
+    except OSError:
+        pytest.skip("this file system does not store file names that are not UTF-8")
+    res = CliRunner().invoke(main, ["predict", "--head", str(trained["head"]), str(folder), "--out",
+                                    str(tmp_path / "p.csv"), "--cache", str(tmp_path / "c"), "--workers", "0",
+                                    "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "note: 1 image file(s) skipped: a tab or line break in the name" in res.output
+    rows = _read_csv(tmp_path / "p.csv")
+    assert set(rows) == {str(folder / "plain.png"), str(folder / "bad\\xff\\xfe.png")}  # escaped, UTF-8 text
+    a, b = rows.values()
+    assert a["error"] == b["error"] == "" and a["score"] == b["score"]  # the same pixels, the same prediction
+
+
 def test_a_different_backbone_is_refused(trained: dict, tmp_path: Path, demo_root: Path) -> None:
     other = tmp_path / "other.safetensors"
     from safetensors.torch import load_file, save_file

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
+from attrib.data.filenames import (LINK_AGAIN, LINK_INSIDE, LINK_LOOP, TAB_IN_FILE, TAB_IN_FOLDER, Skipped, as_label,
+                                   escape_path, path_bytes, unescape_path, unlistable)
 from attrib.data.images import IMAGE_SUFFIXES, is_image_name
 from attrib.errors import AttribError
 
@@ -94,11 +96,13 @@ class ImageList:
         """Identity of the list: the exact rows, in order (root excluded, so a moved dataset still matches).
 
         Computed once: lists are not modified after construction (``take`` and the readers build new ones).
+        Paths are hashed as their bytes on disk (:func:`path_bytes`): the UTF-8 of an ordinary name, so
+        the hash of a list without odd names is what it always was.
         """
         if self._sha256 is None:
             h = hashlib.sha256()
             for p, s, sub in self:
-                h.update(f"{p}\t{s}\t{sub}\n".encode("utf-8"))
+                h.update(path_bytes(f"{p}\t{s}\t{sub}\n"))
             self._sha256 = h.hexdigest()
         return self._sha256
 
@@ -110,13 +114,21 @@ class ImageList:
                 self._write_tsv(f)
 
     def _write_tsv(self, f: io.TextIOBase) -> None:
+        """One line per row; paths in their lossless text form (:func:`escape_path`: a name that is not
+        UTF-8 gets ``\\xNN`` escapes, an ordinary one is written as it is)."""
         f.write("\t".join(TSV_HEADER) + "\n")
         for i, (p, s, sub) in enumerate(self):
-            f.write(f"{i}\t{p}\t{s}\t{sub}\n")
+            f.write(f"{i}\t{escape_path(p)}\t{s}\t{sub}\n")
 
     @classmethod
-    def read_tsv(cls, path: str | os.PathLike, root: str = "") -> "ImageList":
-        paths, sources, subsets = [], [], []
+    def read_tsv(cls, path: str | os.PathLike, root: str = "", sha256: str | None = None) -> "ImageList":
+        """Read what :meth:`write_tsv` wrote (paths unescaped back to the names on disk).
+
+        ``sha256`` (the manifest's ``images_sha256``) settles the one ambiguous case: a list written
+        before escapes existed whose names hold ``\\\\`` or ``\\x80``-``\\xff`` literally. When
+        unescaping changed a path and only the raw text matches ``sha256``, the raw text is right.
+        """
+        paths, sources, subsets, raw = [], [], [], []
         with open(path, encoding="utf-8", newline="") as f:
             header = f.readline().rstrip("\n").split("\t")
             if tuple(header) != TSV_HEADER:
@@ -125,10 +137,16 @@ class ImageList:
                 parts = line.rstrip("\n").split("\t")
                 if len(parts) != 4 or parts[0] != str(lineno - 2):
                     raise CatalogError(f"{path}:{lineno}: malformed row {line.rstrip()!r}")
-                paths.append(parts[1])
+                paths.append(unescape_path(parts[1]))
+                raw.append(parts[1])
                 sources.append(parts[2])
                 subsets.append(parts[3])
-        return cls(paths, sources, subsets, root)
+        images = cls(paths, sources, subsets, root)
+        if sha256 and any("\\" in p for p in raw) and paths != raw and images.sha256() != sha256:
+            as_written = cls(raw, sources, subsets, root)
+            if as_written.sha256() == sha256:
+                return as_written
+        return images
 
 
 def text_lines(path: str | os.PathLike, error: type[Exception] = CatalogError) -> Iterator[tuple[int, str]]:
@@ -164,17 +182,23 @@ def _relpath(path: str, root: str) -> str:
 SKIP_DIRS = frozenset({"__MACOSX", "@eaDir", "$RECYCLE.BIN", "System Volume Information"})
 
 
-def scan_images(top: str | os.PathLike) -> Iterator[tuple[str, list[str]]]:
+def scan_images(top: str | os.PathLike, skipped: Skipped | None = None) -> Iterator[tuple[str, list[str]]]:
     """Yield ``(relative folder, image file names)`` for every folder under ``top`` that holds images.
 
     Only names are looked at, with ``os.scandir`` (one ``getdents`` per folder, no ``stat`` on file
     systems that report entry types), so listing millions of images takes about a minute. Relative
     folders use forward slashes (``''`` for ``top`` itself); callers build paths by concatenation,
     which is several times faster than ``os.path.relpath`` per file. Hidden entries (``.``-prefixed:
-    macOS ``._*`` forks, ``.ipynb_checkpoints``) and :data:`SKIP_DIRS` are skipped; symlinked folders
-    are followed once (a link loop is listed once, not forever).
+    macOS ``._*`` forks, ``.ipynb_checkpoints``) and :data:`SKIP_DIRS` are skipped silently (they are
+    never data). Recorded in ``skipped``, for the caller's notes: names with a tab or line break (the
+    image list cannot hold them), symlinked folders that loop back to a folder containing them, and
+    links to a folder inside ``top`` (listed under its own path) or listed already through another link:
+    each of these would list the same images twice, once in training and once in testing. Names that
+    are not UTF-8 are kept (see :mod:`attrib.data.filenames`).
     """
     top = os.fspath(top)
+    skipped = skipped if skipped is not None else Skipped()
+    top_real = os.path.realpath(top)
     stack = [(top, "")]
     seen: set[tuple[int, int]] = set()
     while stack:
@@ -194,33 +218,75 @@ def scan_images(top: str | os.PathLike) -> Iterator[tuple[str, list[str]]]:
                 except OSError:
                     continue  # a dangling link
                 if is_dir:
-                    if e.is_symlink():
-                        st = e.stat(follow_symlinks=True)
-                        if (st.st_dev, st.st_ino) in seen:
-                            continue
-                        seen.add((st.st_dev, st.st_ino))
-                    stack.append((e.path, f"{rel}/{name}" if rel else name))
+                    path = f"{rel}/{name}" if rel else name
+                    if unlistable(name):
+                        skipped.add(TAB_IN_FOLDER, os.path.join(top, path))
+                    elif not e.is_symlink() or _follow_link(e, top_real, seen, skipped):
+                        stack.append((e.path, path))
                 elif name[name.rfind("."):].lower() in IMAGE_SUFFIXES:  # is_image_name, inlined: hot loop
-                    names.append(name)
+                    if unlistable(name):
+                        skipped.add(TAB_IN_FILE, e.path)
+                    else:
+                        names.append(name)
         if names:
             yield rel, names
 
 
-def top_folders(root: str) -> list[str]:
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _follow_link(entry: os.DirEntry, top_real: str, seen: set[tuple[int, int]], skipped: Skipped) -> bool:
+    """Whether to list the folder a symlink leads to: not when it contains the link (a loop, which would
+    list the same images again under ever longer paths), nor when it lies inside the listed tree or
+    another link led there already (its images would be listed twice)."""
+    try:
+        st = entry.stat(follow_symlinks=True)
+        target = os.path.realpath(entry.path)
+    except OSError:
+        return False  # vanished since it was listed
+    if _inside(os.path.realpath(os.path.dirname(entry.path)), target):
+        skipped.add(LINK_LOOP, f"{entry.path} -> {target}")
+        return False
+    if _inside(target, top_real):
+        skipped.add(LINK_INSIDE, f"{entry.path} -> {target}")
+        return False
+    if (st.st_dev, st.st_ino) in seen:
+        skipped.add(LINK_AGAIN, f"{entry.path} -> {target}")
+        return False
+    seen.add((st.st_dev, st.st_ino))
+    return True
+
+
+def top_folders(root: str, skipped: Skipped | None = None) -> list[str]:
     """The sub-folders of a dataset ``--root``, sorted, skipping what :func:`scan_images` skips."""
     if not os.path.isdir(root):
         raise CatalogError(f"--root {root!r} is not a folder")
+    out = []
     with os.scandir(root) as it:
-        return sorted(e.name for e in it if e.is_dir() and e.name[0] != "." and e.name not in SKIP_DIRS)
+        for e in it:
+            if e.is_dir() and e.name[0] != "." and e.name not in SKIP_DIRS:
+                if not unlistable(e.name):
+                    out.append(e.name)
+                elif skipped is not None:
+                    skipped.add(TAB_IN_FOLDER, e.path)
+    return sorted(out)
 
 
-def walk_images(top: str | os.PathLike) -> Iterator[str]:
-    """Every image file under ``top`` (full paths), by name only; see :func:`scan_images`."""
+def walk_images(top: str | os.PathLike, skipped: Skipped | None = None) -> Iterator[str]:
+    """Every image file under ``top`` (full paths), by name only; see :func:`scan_images`.
+
+    Without ``skipped``, what was skipped is noted on stderr once the walk is done.
+    """
     top = os.fspath(top)
-    for rel, names in scan_images(top):
+    own = skipped is None
+    skipped = Skipped() if own else skipped
+    for rel, names in scan_images(top, skipped):
         base = os.path.join(top, rel) if rel else top
         for n in names:
             yield os.path.join(base, n)
+    if own:
+        skipped.print()
 
 
 def _bar(desc: str, progress: bool):
@@ -238,21 +304,24 @@ def read_folder(root: str | os.PathLike, progress: bool = False) -> ImageList:
     See :mod:`attrib.data.sampling` for how each is used (it notes every variant it reads).
     """
     root = os.fspath(root)
-    sources = top_folders(root)
+    skipped = Skipped()
+    sources = top_folders(root, skipped)
     if not sources:
         raise CatalogError(f"{root}: no source folders found (expected <root>/<source>/.../*.png, "
                            f"e.g. <root>/real/a.jpg and <root>/my_generator/b.png)")
     rows = []
     loose = [n for n in os.listdir(root) if is_image_name(n)]
     bar = _bar("listing images", progress)
-    for source in sources:
-        for rel, names in scan_images(os.path.join(root, source)):
+    for folder in sources:
+        source = as_label(folder)
+        for rel, names in scan_images(os.path.join(root, folder), skipped):
             parts = rel.split("/") if rel else []
             subset = next((p for p in parts if subset_role(p) is not None), "all")
-            prefix = f"{source}/{rel}/" if rel else f"{source}/"
+            prefix = f"{folder}/{rel}/" if rel else f"{folder}/"
             rows.extend((prefix + n, source, subset) for n in names)
             bar.update(len(names))
     bar.close()
+    skipped.print()
     if not rows:
         raise CatalogError(f"{root}: no image files found under {', '.join(sources)}")
     if loose and progress:
@@ -301,7 +370,9 @@ def read_list(list_file: str | os.PathLike, root: str | os.PathLike | None = Non
 
     Blank lines and lines starting with ``#`` are skipped. A first line naming its columns (``path``,
     ``source``, optionally ``subset`` and ``row``, in any order) is a header, so a feature set's own
-    ``images.tsv`` is a valid list. Relative paths are relative to ``root`` (default: the list file's
+    ``images.tsv`` is a valid list; a header with ``row`` marks that form, whose paths are read as
+    :meth:`ImageList.read_tsv` reads them (escapes decoded, a backslash is part of a name, not a Windows
+    separator), so its names round-trip exactly. Relative paths are relative to ``root`` (default: the list file's
     folder); the subset defaults to ``all``. Errors name the file and line. A ``root`` that is not a
     folder, or under which none of the first listed files exist, is refused before anything is extracted.
     """
@@ -340,7 +411,11 @@ def read_list(list_file: str | os.PathLike, root: str | os.PathLike | None = Non
         _check_field(path, "path", where)
         _check_field(source, "source", where)
         _check_field(subset, "subset", where)
-        rel = _relpath(path, root) if os.path.isabs(path) else posixpath.normpath(path.replace("\\", "/"))
+        if cols is not None and "row" in cols:  # an images.tsv: attrib wrote its paths
+            path = unescape_path(line.split("\t")[cols["path"]])
+        else:
+            path = path.replace("\\", "/")
+        rel = _relpath(path, root) if os.path.isabs(path) else posixpath.normpath(path)
         if rel in seen:
             raise CatalogError(f"{where}: duplicate path {rel!r} (first on line {seen[rel]})")
         seen[rel] = lineno
@@ -362,7 +437,7 @@ def seeded_key(seed: int | str, text: str) -> bytes:
     same seed gives the same draw on every machine and Python version. Views seed their per-image
     randomness from it too (``seed`` = the view spec).
     """
-    return hashlib.blake2b(f"{seed}\0{text}".encode(), digest_size=SEEDED_KEY_SIZE).digest()
+    return hashlib.blake2b(path_bytes(f"{seed}\0{text}"), digest_size=SEEDED_KEY_SIZE).digest()
 
 
 def sample_per_source(images: ImageList, max_per_source: int, seed: int = 0) -> ImageList:

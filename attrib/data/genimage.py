@@ -22,6 +22,7 @@ import re
 import sys
 
 from attrib.data.catalog import REAL, CatalogError, ImageList, _bar, scan_images, top_folders
+from attrib.data.filenames import Skipped, as_label
 
 GENERATORS = (
     "ADM", "BigGAN", "glide", "Midjourney",
@@ -203,13 +204,14 @@ def read_genimage(root: str | os.PathLike, progress: bool = False) -> ImageList:
     stray copies) are skipped and counted in a note; so are generators that are missing.
     """
     root = os.fspath(root)
-    tops = top_folders(root)
+    unlisted = Skipped()
+    tops = top_folders(root, unlisted)
     found: list[tuple[str, list[str], int, list[str]]] = []  # (folder, its parts, train/val index, names)
     skipped: list[str] = []
     n_skipped = 0
     bar = _bar("listing GenImage", progress)
     for top in tops:
-        for rel, names in scan_images(os.path.join(root, top)):
+        for rel, names in scan_images(os.path.join(root, top), unlisted):
             folder = f"{top}/{rel}" if rel else top
             parts = folder.split("/")
             i = _layout_position(parts)
@@ -221,13 +223,14 @@ def read_genimage(root: str | os.PathLike, progress: bool = False) -> ImageList:
             found.append((folder, parts, i, names))  # i == 0: --root is one generator's folder
             bar.update(len(names))
     bar.close()
+    unlisted.print()
     # the generator of a folder depends on the whole tree (see _generators), so it is chosen after listing
     gens, notes = _generators({tuple(parts[:i]) for _, parts, i, _ in found}, root)
     rows: list[tuple[str, str, str]] = []
     generators: set[str] = set()
     copies: dict[tuple[str, str], list[list[str]]] = {}  # (generator, subset/kind/...) -> name lists
     for folder, parts, i, names in found:
-        gen = gens[tuple(parts[:i])]
+        gen = as_label(gens[tuple(parts[:i])])
         source = gen if parts[i + 1] == "ai" else REAL
         if source != REAL:
             generators.add(gen)

@@ -45,15 +45,40 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
 
 
+def _range_of(arr: np.ndarray, mode: str) -> tuple[float, float]:
+    """(min, max) of single-channel pixel data, refusing what has no display range.
+
+    A float image stores no range: it may hold 0..1, 0..255 or 0..65535 values, or measurements that
+    are not a picture at all (negative, NaN, huge). The first three are recognised by their maximum;
+    the rest fail, because a guessed stretch would feed the model a picture nobody looked at.
+    """
+    if arr.size == 0:
+        return 0.0, 0.0
+    if mode == "F" and not np.isfinite(arr).all():
+        raise ImageDecodeError(f"mode {mode} image with NaN or infinite pixel values: not a picture attrib can show")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < 0:
+        raise ImageDecodeError(f"mode {mode} image with negative pixel values (min {lo:g}): no standard display "
+                               "range; convert it to 8-bit first")
+    if mode == "F" and hi > 65535:
+        raise ImageDecodeError(f"mode F image with values up to {hi:g}: not 0-1, 0-255 or 0-65535 data, no "
+                               "standard display range; convert it to 8-bit first")
+    return lo, hi
+
+
 def _to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
-    """Scale integer or float pixel data of any depth to 0..255 without clipping."""
+    """Scale single-channel integer or float pixel data of any depth to 0..255 without clipping.
+
+    ``I;16*`` is 16-bit by definition. ``I`` (32-bit ints, often 16-bit data in disguise) and ``F``
+    (floats) carry no range, so their maximum decides: up to 1.0 (floats only) is 0..1 data, up to 255
+    is 8-bit data, up to 65535 is 16-bit data; ``I`` beyond that is stretched to its maximum.
+    """
     if mode.startswith("I;16"):
         return (arr.astype(np.uint32) >> 8).astype(np.uint8)
+    _, hi = _range_of(arr, mode)
     if mode == "F":
-        hi = float(np.nanmax(arr)) if arr.size else 1.0
-        scale = 255.0 if hi <= 1.0 else 255.0 / 65535.0
-        return np.clip(np.nan_to_num(arr) * scale, 0, 255).astype(np.uint8)
-    hi = int(arr.max(initial=0))  # mode "I": 32-bit ints, often 16-bit data in disguise
+        scale = 255.0 if hi <= 1.0 else 1.0 if hi <= 255.0 else 255.0 / 65535.0
+        return np.clip(arr * scale, 0, 255).astype(np.uint8)
     if hi <= 255:
         return arr.clip(0, 255).astype(np.uint8)
     if hi <= 65535:
@@ -61,21 +86,34 @@ def _to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
     return (arr.clip(0, None).astype(np.float64) * (255.0 / hi)).astype(np.uint8)
 
 
+# Pillow modes and how each becomes RGB. A mode not named here (a future Pillow's) is refused rather
+# than passed to ``convert``, whose result for it nobody has checked.
+_SINGLE_CHANNEL_DEEP = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})  # rescaled by _to_uint8
+_PREMULTIPLIED = {"RGBa": "RGBA", "La": "LA"}  # alpha-premultiplied: un-premultiply, then drop alpha
+_CONVERTS = frozenset({"1", "L", "LA", "P", "PA", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"})  # Pillow's own
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB the way a human would see the image.
 
     Alpha is dropped (not composited), which is what the reference CLIP pipeline does with
-    ``convert('RGB')``; 16-bit and float data are rescaled rather than clipped.
+    ``convert('RGB')``; 16-bit and float data are rescaled rather than clipped (see :func:`_to_uint8`);
+    CMYK, YCbCr, LAB and HSV go through Pillow's colour conversions. Raises :class:`ImageDecodeError`
+    for data with no display range and for modes this function does not know.
     """
     mode = img.mode
     if mode == "RGB":
         return img
-    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+    if mode in _SINGLE_CHANNEL_DEEP:
         arr = _to_uint8(np.asarray(img), mode)
         return Image.fromarray(arr, mode="L").convert("RGB")
+    if mode in _PREMULTIPLIED:
+        return img.convert(_PREMULTIPLIED[mode]).convert("RGB")
     if mode == "P" and "transparency" in img.info:
         return img.convert("RGBA").convert("RGB")
-    return img.convert("RGB")
+    if mode in _CONVERTS:
+        return img.convert("RGB")
+    raise ImageDecodeError(f"Pillow mode {mode!r}: not a pixel format attrib knows how to show as RGB")
 
 
 def load_rgb(path: str | os.PathLike) -> Image.Image:

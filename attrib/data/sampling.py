@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from attrib.data.catalog import SEEDED_KEY_SIZE, ImageList, seeded_key, subset_role
+from attrib.data.filenames import path_bytes
 from attrib.data.splits import Split, SplitError, SplitRows, check_split
 
 DEFAULT_TRAIN_PER_CLASS = 4000
@@ -55,7 +56,7 @@ def _usable(images: ImageList, ok: np.ndarray) -> dict[str, int]:
 
 def _key(seed: int, path: str) -> bytes:
     """The file name's seeded key (so copies of one photo sort together), then the path to break ties."""
-    return seeded_key(seed, path.rsplit("/", 1)[-1]) + path.encode()
+    return seeded_key(seed, path.rsplit("/", 1)[-1]) + path_bytes(path)
 
 
 def _cut(order: list[int], keys: list[bytes], at: int) -> int:

@@ -19,6 +19,7 @@ import numpy as np
 from attrib.output_paths import make_folder
 from attrib.probe.options import StudyError
 from attrib.probe.results import read_results
+from attrib.probe.shots import fell_short, used_per_class
 
 PAPER_METRICS = ("accuracy", "auroc", "oscr")
 METRICS = ("accuracy", "macro_f1", "auroc", "fpr95", "aupr_in", "aupr_out", "oscr")
@@ -73,6 +74,8 @@ def aggregate(results: list[dict[str, Any]], metrics: tuple[str, ...] = METRICS)
         row["splits"] = len({str(r["split"]) for r in rs})
         row["seeds"] = len({int(r["seed"]) for r in rs})
         row["hparams"] = _hparams(rs)
+        row["train_per_class"] = used_per_class(rs)  # what the shots value really trained on
+        row["shots_short"] = fell_short(row["shots"], rs)
         for m in metrics:
             vals = _values(rs, m) * 100
             ok = vals[~np.isnan(vals)]
@@ -82,6 +85,19 @@ def aggregate(results: list[dict[str, Any]], metrics: tuple[str, ...] = METRICS)
         rows.append(row)
     rows.sort(key=lambda r: (r["protocol"], r["head"], r["score"], _shots_sort(r["shots"]), _layer_sort(r["layer"])))
     return rows
+
+
+def _shots_cell(r: dict[str, Any]) -> str:
+    """The shots value, with the per-class counts it really trained on when some class had fewer."""
+    return f"{r['shots']} (used {r['train_per_class']}/class)" if r.get("shots_short") else r["shots"]
+
+
+def _shots_notes(rows: list[dict[str, Any]]) -> list[str]:
+    short = sorted({r["shots"] for r in rows if r.get("shots_short")}, key=_shots_sort)
+    if not short:
+        return []
+    return [f"Shots {', '.join(short)}: some classes have fewer training images than that and trained on all "
+            "they have; `used` gives the training images per class (min–max over classes, splits and seeds).", ""]
 
 
 def _cell(mean: float, std: float) -> str:
@@ -94,7 +110,7 @@ def markdown_table(rows: list[dict[str, Any]], metrics: tuple[str, ...] = PAPER_
     head += [NAMES.get(m, m) for m in metrics]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["layer"], r["head"], r["score"], r["shots"], r["protocol"], str(r["n_runs"])]
+        cells = [r["layer"], r["head"], r["score"], _shots_cell(r), r["protocol"], str(r["n_runs"])]
         cells += [r["hparams"]] if hparams else []
         cells += [_cell(r[m], r[m + "_std"]) for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
@@ -292,12 +308,13 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | No
 
     main = _warnings_md(rep.labels) + [
         f"Mean ± std over {n_splits} split(s) x {n_seeds} seed(s), in %. Layers are 0-based block indices.", "",
-        markdown_table(rows, PAPER_METRICS)]
+        *_shots_notes(rows), markdown_table(rows, PAPER_METRICS)]
     rep.main = "\n".join(main)
     unk = per_unknown(rows)
     hl_unk = [u for u in unk if all(u[k] == highlight[k] for k in GROUP)]
 
-    rep.paths["csv"] = _write_csv(out_dir / "table.csv", rows, list(GROUP) + ["n_runs", "splits", "seeds", "hparams"]
+    rep.paths["csv"] = _write_csv(out_dir / "table.csv", rows, list(GROUP) + ["train_per_class", "n_runs", "splits",
+                                                                              "seeds", "hparams"]
                                   + [x for m in METRICS for x in (m, m + "_std")], label)
     rep.paths["per_unknown_csv"] = _write_csv(out_dir / "per_unknown.csv", unk, list(GROUP) + [
         "generator", "runs", "auroc", "auroc_std", "mistaken_for", "fraction"], label)
@@ -316,7 +333,7 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | No
         f"Mean ± std (population, over runs) over {n_splits} split(s) x {n_seeds} seed(s), in %. Layers are "
         "0-based block indices; `clean` = hyperparameters chosen on known-class validation data only, `paper` = "
         "chosen by validation AUROC against the unknown generators (optimistic).", "",
-        markdown_table(rows, PAPER_METRICS), "",
+        *_shots_notes(rows), markdown_table(rows, PAPER_METRICS), "",
         "## All metrics", "",
         "`chosen` = the path hyperparameter each run selected (median [range] over runs). FPR@95TPR: lower is "
         "better.", "",

@@ -38,6 +38,7 @@ from attrib.probe.protocol import (PROTOCOLS, Selection, SelectionError, fit_can
                                    select_clean, select_paper)
 from attrib.probe.results import RESULTS, appending, check_compatible, exclusive, line_key, read_results, repair_tail
 from attrib.probe.scorers import SCORERS
+from attrib.probe.shots import shots_notes
 from attrib.store import FeatureSet, identity_hash
 
 DEFAULT_TPR = 0.95
@@ -361,6 +362,8 @@ def _plan(fs: FeatureSet, cfg: StudyConfig, run: StudyRun, log: Callable[[str], 
                                  "generators; use --protocol clean")
 
     splits = {name: cfg.splits.split(name) for name in cfg.splits.names()}
+    for note in shots_notes(cfg.shots, rows_of):  # a shots value some class cannot fill
+        log(f"note: {note}")
     head_classes, scorer_classes = {h: HEADS[h] for h in cfg.heads}, {s: SCORERS[s] for s in cfg.scores}
     jobs = []
     for name, layer, shots, seed in itertools.product(splits, cfg.layers, cfg.shots, range(cfg.seeds)):
