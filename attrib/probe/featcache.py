@@ -4,13 +4,24 @@ Why: a study cuts its work into many (split, layer, shots, seed) jobs, each need
 same rows. Reading the HDF5 shards once into per-block float32 ``.npy`` files in a temporary folder, and
 opening those memory-mapped, lets ``--jobs N`` processes share one copy in the page cache instead of
 each reading and holding its own.
+
+Those files can be gigabytes (GenImage), so they must not outlive the study: the folder is removed when
+the study ends, also on SIGTERM (what ``timeout``, ``scancel`` and ``kill`` send), and its name carries
+the host and process id so that a later study removes the folders of processes that died by SIGKILL.
+With ``--scratch DIR`` (a cluster's shared file system) the folder goes there instead of ``$TMPDIR``,
+so that workers on other machines can open it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import shutil
+import signal
+import socket
 import tempfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
@@ -58,12 +69,68 @@ class FeatureCache:
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
 
-@contextlib.contextmanager
-def feature_cache(fs: FeatureSet, rows: np.ndarray, blocks: Iterable[int],
-                  progress: bool = False) -> Iterator[FeatureCache]:
-    """A :class:`FeatureCache` in a temporary folder (``$TMPDIR``), removed afterwards."""
-    tmp = Path(tempfile.mkdtemp(prefix="attrib-features-"))
+PREFIX = "attrib-features-"
+_NAME = re.compile(re.escape(PREFIX) + r"(?P<host>.+)-(?P<pid>\d+)-[^-]+")
+
+
+def _alive(pid: int) -> bool:
     try:
-        yield FeatureCache.build(fs, rows, blocks, tmp, progress)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_stale(parent: str | os.PathLike | None = None) -> list[Path]:
+    """Remove the feature caches under ``parent`` (default ``$TMPDIR``) left by dead processes of this
+    host (a study killed by SIGKILL or a crash); the removed folders. Folders of live processes, of other
+    hosts (a shared scratch folder) and of unknown names are left alone."""
+    parent = Path(parent or tempfile.gettempdir())
+    host, removed = socket.gethostname(), []
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return removed
+    for path in entries:
+        m = _NAME.fullmatch(path.name)
+        if m and m["host"] == host and path.is_dir() and not _alive(int(m["pid"])):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+@contextlib.contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit while the cache exists, so ``finally`` blocks remove it. Only the main
+    thread can set handlers; elsewhere (a thread of a larger program) the program's own handling stays."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def exit_now(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, exit_now)
+    try:
+        yield
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def feature_cache(fs: FeatureSet, rows: np.ndarray, blocks: Iterable[int], progress: bool = False,
+                  scratch: str | os.PathLike | None = None) -> Iterator[FeatureCache]:
+    """A :class:`FeatureCache` in a temporary folder (``scratch`` or ``$TMPDIR``), removed afterwards
+    (also on SIGTERM); stale ones of dead processes are removed first."""
+    if scratch is not None:
+        Path(scratch).mkdir(parents=True, exist_ok=True)
+    remove_stale(scratch)
+    tag = f"{PREFIX}{socket.gethostname()}-{os.getpid()}-"
+    with _sigterm_exits():
+        tmp = Path(tempfile.mkdtemp(prefix=tag, dir=scratch))
+        try:
+            yield FeatureCache.build(fs, rows, blocks, tmp, progress)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
