@@ -40,6 +40,9 @@ SCORERS = ("msp", "maxlogit", "energy", "gen", "knn", "mahalanobis", "rmds", "nc
 DEFAULT_LOG10_C = (-6, 5, 45)
 DEFAULT_KS = tuple(range(1, 21))
 
+# attrib.probe.study.BACKENDS
+BACKENDS = ("local", "dask")
+
 # attrib.probe.protocol.PROTOCOLS
 PROTOCOLS = ("clean", "paper")
 

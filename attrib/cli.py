@@ -447,9 +447,20 @@ def _probe_features(paths: tuple[str, ...], eval_paths: tuple[str, ...]):
 @click.option("--jobs", type=click.IntRange(min=-1), default=1, show_default=True,
               help="Parallel processes over (split, layer, shots, seed) jobs (-1 = all CPUs). Results are "
               "identical for any value.")
+@click.option("--backend", type=click.Choice(choices.BACKENDS), default="local", show_default=True,
+              help="local: --jobs processes on this machine. dask: the workers of the dask cluster at "
+              "--scheduler (pip install 'attrib[dask]'); they must reach the feature set, and --scratch, on a "
+              "shared file system. Results are identical either way.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="With --backend dask: the scheduler's address, e.g. tcp://head-node:8786.")
+@click.option("--scratch", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Where the study's per-block feature arrays go while it runs (removed after). [default: "
+              "$TMPDIR; with --backend dask give a folder every worker can read]")
 @click.option("--save-head", "save_head_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Also fit and save a head for later use (attrib predict): clean protocol, one split; the "
-              "best layer/head/score on validation data unless one of each is given. .npz + JSON, no pickle.")
+              "best layer/head/score on validation data unless one of each is given. .npz + JSON, no pickle. "
+              "A folder that already holds a head is refused unless --force.")
+@click.option("--force", is_flag=True, help="With --save-head: replace a head already saved in DIR.")
 @click.option("--out", "out_dir", required=True, type=click.Path(),
               help="Results folder (results.jsonl, tables, plots).")
 @click.option("--quiet", is_flag=True, help="No progress bar, no table.")
@@ -483,17 +494,19 @@ def probe(features_path, splits, splits_dir, split_file, known_test, allow_missi
     for note in source.notes():
         click.secho(f"note: {note}", fg="yellow", err=True)
     cfg = StudyConfig(splits=source, layers=layers.resolve(fs.n_blocks), heads=heads, scores=scores, shots=shots,
-                      seeds=seeds, protocol=protocol, grid=dict(opts["grid"]), jobs=opts["jobs"])
+                      seeds=seeds, protocol=protocol, grid=dict(opts["grid"]), jobs=opts["jobs"],
+                      backend=opts["backend"], scheduler=opts["scheduler"], scratch=opts["scratch"])
     cfg.validate()
     if opts["save_head_dir"]:  # fail before a long study, not after
-        check_save_head(cfg, opts["save_head_dir"])
+        check_save_head(cfg, opts["save_head_dir"], opts["force"])
     run = run_study(fs, cfg, out_dir, progress=not quiet, log=log, eval_fs=eval_fs)
     for e in run.errors[:20]:
         click.echo(f"FAILED {e}", err=True)
     if run.errors and not run.written + run.skipped_done:
         raise ProblemsFound(f"all {len(run.errors)} result line(s) failed (listed above); nothing to report")
     rep = write_report(run.results.parent)
-    saved = save_chosen_head(fs, cfg, opts["save_head_dir"], progress=not quiet, log=log, eval_fs=eval_fs) \
+    saved = save_chosen_head(fs, cfg, opts["save_head_dir"], progress=not quiet, log=log, eval_fs=eval_fs,
+                             force=opts["force"]) \
         if opts["save_head_dir"] else None
     if not quiet:
         click.echo(rep.main)

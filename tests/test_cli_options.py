@@ -46,7 +46,7 @@ def test_choices_are_the_code_defaults() -> None:
                                         sampling.DEFAULT_TEST_PER_CLASS, pose.POSE_PER_CLASS)
     assert np.array_equal(10.0 ** np.linspace(*choices.DEFAULT_LOG10_C), heads.DEFAULT_CS)
     assert choices.DEFAULT_KS == tuple(heads.DEFAULT_KS)
-    assert choices.DEFAULT_TPR == study.DEFAULT_TPR
+    assert choices.DEFAULT_TPR == study.DEFAULT_TPR and choices.BACKENDS == study.BACKENDS
 
 
 def test_known_test_choices_are_what_pose_splits_accept(tmp_path: Path) -> None:

@@ -119,3 +119,23 @@ def test_two_ranks_as_two_processes_make_one_complete_feature_set(dataset: Path,
         mine = len(range(r, n_shards, 2))
         assert f" {mine} shards, " in err, err
     _assert_same(FeatureSet.open(paths.pop()), reference)
+
+
+@pytest.mark.slow
+def test_two_ranks_under_torchrun_make_the_one_process_feature_set(dataset: Path, tiny_checkpoint: Path,
+                                                                    reference: FeatureSet, tmp_path: Path) -> None:
+    """The launcher users run on a GPU node: torchrun sets RANK / WORLD_SIZE / LOCAL_RANK for each process."""
+    cache = tmp_path / "cache"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "OMP_NUM_THREADS": "1"}
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS"):
+        env.pop(var, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "attrib",
+           *_args(dataset, cache, tiny_checkpoint)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    n_shards = -(-N_IMAGES // SHARD)
+    for r in range(2):  # each rank did exactly its shards k % 2 == r
+        assert f" {len(range(r, n_shards, 2))} shards, " in proc.stderr, proc.stderr[-3000:]
+    folders = [p for p in cache.iterdir() if p.is_dir()]
+    assert len(folders) == 1
+    _assert_same(FeatureSet.open(folders[0]), reference)

@@ -243,3 +243,26 @@ def test_a_head_folder_that_cannot_be_written_is_refused(fs: FeatureSet, tmp_pat
     monkeypatch.setattr(Path, "mkdir", read_only)  # a failure no check can foresee
     with pytest.raises(HeadFileError, match=r"cannot create this folder \(Read-only file system\)"):
         make_folder(tmp_path / "ro", "--save-head", HeadFileError)
+
+
+def test_an_existing_head_is_replaced_only_with_force(fs: FeatureSet, tmp_path: Path) -> None:
+    X, y = _data()
+    head = LogisticProbe(C=1.0).fit(X, y)
+    folder = _save(tmp_path / "h", head, SCORERS["msp"](head=head), "logreg", "msp", X)
+    before = (folder / "head.json").read_bytes()
+    other = LogisticProbe(C=0.01).fit(X, y)
+    with pytest.raises(HeadFileError, match=r"already holds a saved head \(head.json\); .* add --force"):
+        _save(folder, other, SCORERS["msp"](head=other), "logreg", "msp", X)
+    assert (folder / "head.json").read_bytes() == before  # nothing was touched
+    save_head(folder, other, SCORERS["msp"](head=other), head_name="logreg", score_name="msp",
+              classes=["real", "genA", "genB"], layer=(7,), threshold=0.6, feature_set="fs-x",
+              manifest={"model": "m", "weights": "w"}, check_X=X[:5], force=True)
+    assert load_head(folder).head.C == 0.01
+    # the command line refuses before the study, and --force lets it through
+    args = ["probe", "--features", str(fs.path), "--splits", "1", "--layers", "2", "--heads", "centroid",
+            "--scores", "msp", "--save-head", str(folder), "--out", str(tmp_path / "r"), "--quiet"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2 and "already holds a saved head" in res.output
+    assert not (tmp_path / "r").exists()  # refused before any work
+    _cli([*args, "--force"])
+    assert load_head(folder).head_name == "centroid"

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -297,7 +298,10 @@ def test_resume_after_a_real_kill(fs: FeatureSet, tmp_path: Path, monkeypatch) -
     script = tmp_path / "study.py"
     script.write_text(SLOW_SCRIPT.format(tests=str(TESTS), fs=str(fs.path), out=str(out)))
     # the tests and this checkout's attrib (not another copy installed in the environment)
-    env = {**os.environ, "SLOW_SECONDS": "0.15", "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent)])}
+    # its feature cache (left behind by SIGKILL, by design) goes to this test's folder, not /tmp
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "SLOW_SECONDS": "0.15", "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent)]),
+           "TMPDIR": str(tmp_path / "tmp")}
     proc = subprocess.Popen([sys.executable, str(script)], env=env, stderr=subprocess.PIPE)
     results = out / "results.jsonl"
     deadline = time.time() + 120
@@ -419,3 +423,79 @@ def test_one_writer_per_folder_and_no_duplicate_lines(fs: FeatureSet, tmp_path: 
         with pytest.raises(StudyError, match="another `attrib probe` is writing"):
             run_study(fs, _cfg(fs, layers=[(1,)], scores=["msp"], shots=[None], seeds=1), tmp_path,
                       progress=False)
+
+
+def _start_slow_study(fs: FeatureSet, tmp_path: Path, lines: int = 3) -> tuple[subprocess.Popen, Path, Path]:
+    """A study in another process, its feature cache under tmp_path/tmp, once it has written ``lines``."""
+    out, tmp = tmp_path / "out", tmp_path / "tmp"
+    tmp.mkdir()
+    script = tmp_path / "study.py"
+    script.write_text(SLOW_SCRIPT.format(tests=str(TESTS), fs=str(fs.path), out=str(out)))
+    env = {**os.environ, "SLOW_SECONDS": "0.15", "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent)]),
+           "TMPDIR": str(tmp)}
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, stderr=subprocess.PIPE)
+    results = out / "results.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if results.exists() and results.read_bytes().count(b"\n") >= lines:
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    return proc, out, tmp
+
+
+def test_sigterm_removes_the_feature_cache(fs: FeatureSet, tmp_path: Path) -> None:
+    """`timeout`, `scancel` and `kill` send SIGTERM: the study's block arrays (GBs on GenImage) must go."""
+    proc, out, tmp = _start_slow_study(fs, tmp_path)
+    assert list(tmp.glob("attrib-features-*"))  # it was there while the study ran
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert not list(tmp.glob("attrib-features-*"))
+    assert read_results(out)  # the lines written before the signal are kept
+
+
+def test_a_study_removes_caches_left_by_dead_processes(fs: FeatureSet, tmp_path: Path, monkeypatch) -> None:
+    proc, _, tmp = _start_slow_study(fs, tmp_path)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    left = list(tmp.glob("attrib-features-*"))
+    assert len(left) == 1  # SIGKILL cannot be caught: the folder stays ...
+    other_host = tmp / "attrib-features-some-other-host-1-abc"
+    other_host.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    run_study(fs, _cfg(fs, layers=[(2,)], shots=[None], seeds=1), tmp_path / "next", progress=False)
+    assert not left[0].exists()  # ... until the next study on this host removes it
+    assert other_host.exists()  # another host's (a shared scratch folder) is not ours to judge
+    assert [p.name for p in tmp.iterdir()] == [other_host.name]
+
+
+@pytest.mark.slow
+def test_dask_backend_gives_the_lines_of_jobs_1(fs: FeatureSet, tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    cfg = _cfg(fs, scores=["msp", "maxlogit_t"], shots=[None])
+    run_study(fs, cfg, tmp_path / "one", progress=False)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  worker_class=distributed.Nanny) as cluster:
+        with distributed.Client(cluster) as client:
+            client.run(_register_on_worker, str(TESTS))
+        cfg_dask = _cfg(fs, scores=["msp", "maxlogit_t"], shots=[None], backend="dask",
+                        scheduler=cluster.scheduler_address, scratch=str(tmp_path / "scratch"))
+        run = run_study(fs, cfg_dask, tmp_path / "dask", progress=False)
+    assert run.written == len(read_results(tmp_path / "one")) and not run.errors
+    assert _strip(read_results(tmp_path / "dask")) == _strip(read_results(tmp_path / "one"))
+    assert not list((tmp_path / "scratch").iterdir())  # the shared scratch folder is cleaned
+
+
+def _register_on_worker(tests: str) -> None:
+    """Jobs carry their head and score classes, pickled by reference: make the tests' module importable."""
+    sys.path.insert(0, tests)
+    import synthetic_features  # noqa: F401
+
+
+def test_backend_options_are_checked(fs: FeatureSet) -> None:
+    with pytest.raises(StudyError, match="--backend dask needs --scheduler"):
+        _cfg(fs, backend="dask").validate()
+    with pytest.raises(StudyError, match="--backend 'ray'"):
+        _cfg(fs, backend="ray").validate()

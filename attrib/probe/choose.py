@@ -25,18 +25,19 @@ from attrib.probe.study import StudyConfig, counted_warnings, rows_digest, shots
 from attrib.store import FeatureSet
 
 
-def check_save_head(cfg: StudyConfig, folder: str | os.PathLike) -> None:
+def check_save_head(cfg: StudyConfig, folder: str | os.PathLike, force: bool = False) -> None:
     """Refuse what :func:`save_chosen_head` could not do (several splits, a folder that cannot be
     written): the command line calls it before the study, which may take hours, not after."""
     names = cfg.splits.names()
     if len(names) != 1:
         raise StudyError(f"--save-head: a saved head knows the classes of one split; name it with --splits "
                          f"(this study has splits {', '.join(names)})")
-    check_head_folder(folder)
+    check_head_folder(folder, force)
 
 
 def save_chosen_head(fs: FeatureSet, cfg: StudyConfig, folder: str | os.PathLike, progress: bool = False,
-                     log: Callable[[str], None] = stderr_log, eval_fs: FeatureSet | None = None) -> dict[str, Any]:
+                     log: Callable[[str], None] = stderr_log, eval_fs: FeatureSet | None = None,
+                     force: bool = False) -> dict[str, Any]:
     """Choose a (layer, head, score) under the clean protocol, fit it, and save it to ``folder``.
 
     Known-class data only, on the study's single split, seed 0, and its largest shots value:
@@ -59,7 +60,7 @@ def save_chosen_head(fs: FeatureSet, cfg: StudyConfig, folder: str | os.PathLike
     from attrib.probe.protocol import pseudo_folds
 
     cfg.validate()
-    check_save_head(cfg, folder)
+    check_save_head(cfg, folder, force)
     if cfg.protocol != "clean":
         log("--save-head always chooses under the clean protocol (no unknown generator is looked at)")
     sp = cfg.splits.split(cfg.splits.names()[0])
@@ -83,7 +84,8 @@ def save_chosen_head(fs: FeatureSet, cfg: StudyConfig, folder: str | os.PathLike
             "by validation accuracy only (name one --scores to choose the score yourself)")
     blocks = {b for layer in cfg.layers for b in layer}
     evaluated = np.concatenate([ev.val, ev.val_unknown])
-    with feature_cache(fs, tr_rows, blocks, progress, eval_fs=eval_fs, eval_rows=evaluated) as cache:
+    with feature_cache(fs, tr_rows, blocks, progress, eval_fs=eval_fs, eval_rows=evaluated,
+                       scratch=cfg.scratch) as cache:
         table, fitted = _candidates(cache, cfg, pairs, tr_rows, y_tr, ev.val, rows.y_val, folds)
         keys = [(e.get("pseudo_oscr", 0.0), e["val_accuracy"], -e["val_logloss"]) for e in table]
         best = table[best_index(keys)]
@@ -108,7 +110,8 @@ def save_chosen_head(fs: FeatureSet, cfg: StudyConfig, folder: str | os.PathLike
         save_head(folder, sel.head, scorer, head_name=best["head"], score_name=best["score"],
                   classes=[sp.classes[c] for c in np.asarray(sel.head.classes_).tolist()], layer=layer,
                   threshold=threshold, feature_set=target.id, manifest=target.manifest, check_X=X_va[:8],
-                  info={k: v for k, v in summary.items() if k not in ("threshold", "layer", "head", "score")})
+                  info={k: v for k, v in summary.items() if k not in ("threshold", "layer", "head", "score")},
+                  force=force)
     return summary
 
 

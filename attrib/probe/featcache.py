@@ -7,13 +7,24 @@ each reading and holding its own.
 
 A study with evaluation features (``--eval-features``) has two: its training rows read from the training
 features, its validation and test rows from the evaluation features (:attr:`FeatureCache.eval`).
+
+Those files can be gigabytes (GenImage), so they must not outlive the study: the folder is removed when
+the study ends, also on SIGTERM (what ``timeout``, ``scancel`` and ``kill`` send), and its name carries
+the host and process id so that a later study removes the folders of processes that died by SIGKILL.
+With ``--scratch DIR`` (a cluster's shared file system) the folder goes there instead of ``$TMPDIR``,
+so that workers on other machines can open it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import shutil
+import signal
+import socket
 import tempfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
@@ -68,23 +79,81 @@ class FeatureCache:
         return (self.eval or self).take(layer, rows)
 
 
+PREFIX = "attrib-features-"
+_NAME = re.compile(re.escape(PREFIX) + r"(?P<host>.+)-(?P<pid>\d+)-[^-]+")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_stale(parent: str | os.PathLike | None = None) -> list[Path]:
+    """Remove the feature caches under ``parent`` (default ``$TMPDIR``) left by dead processes of this
+    host (a study killed by SIGKILL or a crash); the removed folders. Folders of live processes, of other
+    hosts (a shared scratch folder) and of unknown names are left alone."""
+    parent = Path(parent or tempfile.gettempdir())
+    host, removed = socket.gethostname(), []
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return removed
+    for path in entries:
+        m = _NAME.fullmatch(path.name)
+        if m and m["host"] == host and path.is_dir() and not _alive(int(m["pid"])):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+@contextlib.contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit while the cache exists, so ``finally`` blocks remove it. Only the main
+    thread can set handlers; elsewhere (a thread of a larger program) the program's own handling stays."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def exit_now(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, exit_now)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextlib.contextmanager
 def feature_cache(fs: FeatureSet, rows: np.ndarray, blocks: Iterable[int], progress: bool = False,
-                  eval_fs: FeatureSet | None = None, eval_rows: np.ndarray | None = None) -> Iterator[FeatureCache]:
-    """A :class:`FeatureCache` of ``rows`` in a temporary folder (``$TMPDIR``), removed afterwards.
+                  eval_fs: FeatureSet | None = None, eval_rows: np.ndarray | None = None,
+                  scratch: str | os.PathLike | None = None) -> Iterator[FeatureCache]:
+    """A :class:`FeatureCache` of ``rows`` in a temporary folder (``scratch`` or ``$TMPDIR``), removed
+    afterwards (also on SIGTERM); stale ones of dead processes are removed first.
 
     ``eval_rows``: the validation and test rows, read from ``eval_fs`` into the cache's ``eval`` cache
     when given (``rows`` are then the training rows), else from ``fs`` with ``rows``.
     """
-    tmp = Path(tempfile.mkdtemp(prefix="attrib-features-"))
+    if scratch is not None:
+        Path(scratch).mkdir(parents=True, exist_ok=True)
+    remove_stale(scratch)
+    tag = f"{PREFIX}{socket.gethostname()}-{os.getpid()}-"
     eval_rows = np.zeros(0, np.int64) if eval_rows is None else np.asarray(eval_rows, dtype=np.int64)
-    try:
-        blocks = sorted(set(blocks))
-        if eval_fs is None:
-            yield FeatureCache.build(fs, np.concatenate([np.asarray(rows, np.int64), eval_rows]), blocks, tmp, progress)
-        else:
-            cache = FeatureCache.build(fs, rows, blocks, tmp, progress)
-            cache.eval = FeatureCache.build(eval_fs, eval_rows, blocks, tmp, progress, prefix="eval")
-            yield cache
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    blocks = sorted(set(blocks))
+    with _sigterm_exits():
+        tmp = Path(tempfile.mkdtemp(prefix=tag, dir=scratch))
+        try:
+            if eval_fs is None:
+                yield FeatureCache.build(fs, np.concatenate([np.asarray(rows, np.int64), eval_rows]), blocks, tmp,
+                                         progress)
+            else:
+                cache = FeatureCache.build(fs, rows, blocks, tmp, progress)
+                cache.eval = FeatureCache.build(eval_fs, eval_rows, blocks, tmp, progress, prefix="eval")
+                yield cache
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

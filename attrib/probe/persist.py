@@ -49,9 +49,16 @@ class HeadFileError(AttribError, ValueError):
     """A saved head cannot be written or read; the message names the file and what to do."""
 
 
-def check_head_folder(folder: str | os.PathLike) -> Path:
-    """Whether :func:`save_head` could write to ``folder`` (``--save-head``); call it before a study."""
-    return check_output(folder, SAVE_OPTION, HeadFileError)
+def check_head_folder(folder: str | os.PathLike, force: bool = False) -> Path:
+    """Whether :func:`save_head` could write to ``folder`` (``--save-head``); call it before a study.
+
+    A folder that already holds a head is refused unless ``force``: a saved head is the product of a
+    study that may have taken hours, and replacing it by accident loses it."""
+    path = check_output(folder, SAVE_OPTION, HeadFileError)
+    if not force and ((path / JSON_NAME).exists() or (path / NPZ_NAME).exists()):
+        raise HeadFileError(f"{SAVE_OPTION} {path} already holds a saved head ({JSON_NAME}); choose another "
+                            "folder, or add --force to replace it")
+    return path
 
 
 # ------------------------------------------------------------------------------------ encoding
@@ -243,14 +250,15 @@ class SavedHead:
 def save_head(folder: str | os.PathLike, head: ProbeHead, scorer: Any, *, head_name: str, score_name: str,
               classes: Sequence[str], layer: Sequence[int], threshold: float, feature_set: str,
               manifest: Manifest | Mapping[str, Any], check_X: np.ndarray,
-              info: dict[str, Any] | None = None) -> Path:
-    """Write ``folder/head.json`` and ``folder/head.npz``; returns the folder.
+              info: dict[str, Any] | None = None, force: bool = False) -> Path:
+    """Write ``folder/head.json`` and ``folder/head.npz``; returns the folder. A folder that already
+    holds a head is refused unless ``force`` (:func:`check_head_folder`).
 
     ``classes`` are the source names of the head's class labels, in the order of ``head.classes_``.
     ``check_X`` are a few feature vectors (e.g. validation ones) whose outputs are stored so that
     loading can prove the head still computes what it computed here.
     """
-    folder = Path(folder)
+    folder = check_head_folder(folder, force)
     manifest = Manifest.coerce(manifest)
     if len(classes) != len(head.classes_):
         raise HeadFileError(f"{len(classes)} class names for a head with {len(head.classes_)} classes")
@@ -281,7 +289,7 @@ def save_head(folder: str | os.PathLike, head: ProbeHead, scorer: Any, *, head_n
     except ValueError as exc:  # NaN/inf outside the encoded state
         raise HeadFileError(f"cannot save head: {exc}") from None
     make_folder(folder, SAVE_OPTION, HeadFileError)
-    atomic.write_bytes(folder / NPZ_NAME, npz)  # re-saving a head replaces it
+    atomic.write_bytes(folder / NPZ_NAME, npz)  # with force, re-saving a head replaces it
     atomic.write_text(folder / JSON_NAME, json.dumps(doc, indent=1, allow_nan=False))
     return folder
 

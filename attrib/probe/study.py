@@ -47,6 +47,7 @@ from attrib.probe.shots import shots_notes
 from attrib.store import FeatureSet, identity_hash
 
 DEFAULT_TPR = 0.95
+BACKENDS = ("local", "dask")
 
 
 @dataclass
@@ -61,6 +62,9 @@ class StudyConfig:
     grid: dict[str, list] = field(default_factory=dict)
     jobs: int = 1
     tpr: float = DEFAULT_TPR
+    backend: str = "local"  # local: --jobs processes on this machine; dask: the workers of --scheduler
+    scheduler: str | None = None
+    scratch: str | None = None  # where the per-block feature cache goes (shared storage for a cluster)
 
     def validate(self) -> None:
         self.heads, self.scores = list(dict.fromkeys(self.heads)), list(dict.fromkeys(self.scores))
@@ -77,6 +81,11 @@ class StudyConfig:
             raise StudyError("--seeds must be at least 1")
         if self.jobs == 0 or self.jobs < -1:
             raise StudyError(f"--jobs {self.jobs}: use a positive number of processes, or -1 for all CPUs")
+        if self.backend not in BACKENDS:
+            raise StudyError(f"--backend {self.backend!r}: use one of {', '.join(BACKENDS)}")
+        if (self.backend == "dask") != (self.scheduler is not None):
+            raise StudyError("--backend dask needs --scheduler ADDRESS (e.g. tcp://head-node:8786), and "
+                             "--scheduler is only for --backend dask")
         if any(s is not None and s < 1 for s in self.shots) or not self.shots:
             raise StudyError("--shots: use positive integers and 'all'")
 
@@ -414,21 +423,53 @@ def _execute(fs: FeatureSet, cfg: StudyConfig, jobs: list[Job], run: StudyRun, p
     train = np.concatenate([j.rows.train for j in jobs])
     evaluated = np.concatenate([getattr(j.evaluated, part) for j in jobs for part in EVAL_PARTS])
     blocks = {b for j in jobs for b in j.layer}
-    with feature_cache(fs, train, blocks, progress, eval_fs=eval_fs, eval_rows=evaluated) as cache:
+    with feature_cache(fs, train, blocks, progress, eval_fs=eval_fs, eval_rows=evaluated,
+                       scratch=cfg.scratch) as cache:
         bar = tqdm(total=len(jobs), desc="probe", unit="job", disable=not progress)
         with appending(run.results) as append:
             def write(line: dict) -> None:
                 append(line)
                 run.written += 1
 
-            if cfg.jobs == 1:  # in this process: every line is written the moment it is computed
-                done_jobs = (run_job(j, cache, write) for j in jobs)
-            else:  # a worker's lines come back when its whole job is done
-                tasks = (delayed(run_job)(j, cache) for j in jobs)
-                done_jobs = Parallel(n_jobs=cfg.jobs, return_as="generator_unordered")(tasks)
-            for lines, errors in done_jobs:
-                for line in lines:
-                    write(line)
-                run.errors.extend(errors)
-                bar.update()
+            with _parallel_backend(cfg):
+                if cfg.jobs == 1 and cfg.backend == "local":  # every line is written the moment it is computed
+                    done_jobs = (run_job(j, cache, write) for j in jobs)
+                else:  # a worker's lines come back when its whole job is done
+                    tasks = (delayed(run_job)(j, cache) for j in jobs)
+                    n_jobs = cfg.jobs if cfg.backend == "local" else -1
+                    done_jobs = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(tasks)
+                for lines, errors in done_jobs:
+                    for line in lines:
+                        write(line)
+                    run.errors.extend(errors)
+                    bar.update()
         bar.close()
+
+
+@contextlib.contextmanager
+def _parallel_backend(cfg: StudyConfig) -> Iterator[None]:
+    """joblib's backend for the study's jobs: its own process pool, or a dask cluster's workers.
+
+    Why joblib's dask backend rather than a scheduler of our own: the jobs, their order and their lines
+    stay exactly those of ``--jobs N`` (so results are identical), and dask brings the cluster tooling
+    (SLURM/Kubernetes deployment, dashboards, worker restarts) users already run.
+    """
+    if cfg.backend == "local":
+        yield
+        return
+    try:
+        from distributed import Client
+    except ImportError:
+        raise StudyError("--backend dask needs dask's distributed scheduler: pip install 'attrib[dask]'") from None
+    from joblib import parallel_config
+
+    try:
+        client = Client(cfg.scheduler, timeout="30s")
+    except (OSError, TimeoutError) as exc:
+        raise StudyError(f"--scheduler {cfg.scheduler}: cannot reach the dask scheduler ({exc}); start one "
+                         "(dask scheduler / dask worker, or dask-jobqueue) and give its address") from None
+    try:
+        with parallel_config(backend="dask"):
+            yield
+    finally:
+        client.close()
