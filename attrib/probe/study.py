@@ -1,8 +1,8 @@
 """Studies: sweep splits x layers x heads x scores x shots x seeds over one feature set.
 
-Every finished (split, layer, head, score, shots, seed, protocol) becomes one JSON line in
-``results.jsonl`` (:mod:`attrib.probe.results`), appended as soon as it is known (with ``--jobs N``:
-when its job ends), so an interrupted study resumes without redoing finished lines.
+Every finished (split, layer, head, score, shots, seed, protocol, ``--param`` settings) becomes one JSON
+line in ``results.jsonl`` (:mod:`attrib.probe.results`), appended as soon as it is known (with ``--jobs
+N``: when its job ends), so an interrupted study resumes without redoing finished lines.
 
 With evaluation features (``eval_fs``: ``attrib probe --eval-features``), split rows are drawn from the
 training features' image list and the validation and test rows are read from ``eval_fs``, matched by
@@ -301,7 +301,7 @@ def _scorer_fitter(job: Job, data: JobData) -> Callable[[str, ProbeHead], Any]:
 
 
 @dataclass
-class TestOutput:
+class ScoredTest:
     """What one (head, score) gives on the test images: per-sample outputs and the metrics of them."""
 
     pred_known: np.ndarray
@@ -312,7 +312,7 @@ class TestOutput:
 
 
 def _score(job: Job, data: JobData, cands: list, clean: Selection | None, param: str | None,
-           make: Callable[[ProbeHead], Any]) -> tuple[Selection, Any, TestOutput, dict[str, float]]:
+           make: Callable[[ProbeHead], Any]) -> tuple[Selection, Any, ScoredTest, dict[str, float]]:
     """Select the head of one (head, score), score the test images and measure:
     (selection, fitted scorer, test outputs and metrics, seconds of each step)."""
     rows, sp, X = job.rows, job.split, data.X
@@ -331,11 +331,11 @@ def _score(job: Job, data: JobData, cands: list, clean: Selection | None, param:
     metrics = evaluate(rows.y_test, pred_known, s_known, s_unknown, pred_unknown, rows.test_unknown_source,
                        np.arange(len(sp.classes)), sp.classes, job.tpr)
     t5 = time.perf_counter()
-    return sel, scorer, TestOutput(pred_known, s_known, pred_unknown, s_unknown, metrics), {
+    return sel, scorer, ScoredTest(pred_known, s_known, pred_unknown, s_unknown, metrics), {
         "select": round(t3 - t2, 4), "score": round(t4 - t3, 4), "metrics": round(t5 - t4, 4)}
 
 
-def _save_scores(job: Job, head: str, score: str, test: TestOutput) -> str:
+def _save_scores(job: Job, head: str, score: str, test: ScoredTest) -> str:
     """Write a line's per-sample test outputs (``--save-scores``); returns its ``scores_file``."""
     assert job.scores_dir is not None and job.test_paths is not None
     rows = job.rows
