@@ -15,8 +15,8 @@ from pathlib import Path
 import click
 
 from attrib import __version__, choices
-from attrib.cli_options import (DEFAULT_CACHE, GridValues, Layers, PerClass, RegistryNames, Shots, ViewSpec,
-                                runner_options)
+from attrib.cli_options import (DEFAULT_CACHE, GridValues, Layers, ParamSetting, PerClass, RegistryNames, Shots,
+                                ViewSpec, runner_options)
 from attrib.errors import AttribError, ProblemsFound
 from attrib.manifest import PREPROCESSES
 
@@ -418,8 +418,9 @@ def _probe_features(paths: tuple[str, ...], eval_paths: tuple[str, ...]):
               "reported, first 20 and the count). Default: that is an error.")
 @click.option("--protocol", type=click.Choice(choices.PROTOCOLS), default="clean", show_default=True,
               help="clean: each head's C / k chosen on known-class validation data only (accuracy, then "
-              "log-loss). paper: chosen by validation AUROC against the unknown generators' validation "
-              "images, as the paper's code does (optimistic; for replication).")
+              "log-loss). paper: as the paper's code does (optimistic; for replication): training classes "
+              "balanced by cycling, C / k chosen by validation auroc_paper against the unknown generators' "
+              "validation images.")
 @click.option("--layers", type=Layers(), default="all", show_default=True, help=Layers.help)
 @click.option("--heads", type=RegistryNames("attrib.probe.heads.HEADS", choices.HEADS), default="logreg",
               show_default=True, help=f"Comma-separated heads, or all: {', '.join(choices.HEADS)}.")
@@ -444,6 +445,10 @@ def _probe_features(paths: tuple[str, ...], eval_paths: tuple[str, ...]):
               help="Values to sweep for a head's path hyperparameter instead of its default, e.g. "
               "C=0.01,0.1,1,10 or k=1,5,10 (repeatable). [default: C = 10^linspace({}, {}, {}); k = {}..{}]".format(
                   *choices.DEFAULT_LOG10_C, choices.DEFAULT_KS[0], choices.DEFAULT_KS[-1]))
+@click.option("--param", "params", type=ParamSetting(), multiple=True, help=ParamSetting.help)
+@click.option("--save-scores", is_flag=True,
+              help="Also save each new line's per-sample test scores, predictions and labels to OUT/scores/<line "
+              "key>.npz (named in the line as scores_file), to recompute any metric later without refitting.")
 @click.option("--jobs", type=click.IntRange(min=-1), default=1, show_default=True,
               help="Parallel processes over (split, layer, shots, seed) jobs (-1 = all CPUs). Results are "
               "identical for any value.")
@@ -495,7 +500,8 @@ def probe(features_path, splits, splits_dir, split_file, known_test, allow_missi
         click.secho(f"note: {note}", fg="yellow", err=True)
     cfg = StudyConfig(splits=source, layers=layers.resolve(fs.n_blocks), heads=heads, scores=scores, shots=shots,
                       seeds=seeds, protocol=protocol, grid=dict(opts["grid"]), jobs=opts["jobs"],
-                      backend=opts["backend"], scheduler=opts["scheduler"], scratch=opts["scratch"])
+                      backend=opts["backend"], scheduler=opts["scheduler"], scratch=opts["scratch"],
+                      params=list(opts["params"]), save_scores=opts["save_scores"])
     cfg.validate()
     if opts["save_head_dir"]:  # fail before a long study, not after
         check_save_head(cfg, opts["save_head_dir"], opts["force"])
@@ -533,7 +539,11 @@ def _print_saved_head(saved: dict, head_dir: str, label: str | None) -> None:
 @main.command()
 @click.argument("results_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "out_dir", type=click.Path(), default=None, help="Where to write (default: RESULTS_DIR).")
-def report(results_dir: str, out_dir: str | None) -> None:
+@click.option("--metrics", type=click.Choice(choices.REPORT_METRICS), default="standard", show_default=True,
+              help="Conventions of the main table: standard (accuracy, AUROC, OSCR), or paper (accuracy, "
+              "auroc_paper, oscr_paper, tnr95_paper: the paper's code's tie and walk conventions, to put beside "
+              "its published table). Both are in table.csv and the all-metrics table.")
+def report(results_dir: str, out_dir: str | None, metrics: str) -> None:
     """Aggregate RESULTS_DIR/results.jsonl into tables and plots; print the main table.
 
     Writes table.md (main table in the paper's shape, all metrics, unknown generators), table.csv,
@@ -542,7 +552,7 @@ def report(results_dir: str, out_dir: str | None) -> None:
     """
     from attrib.probe.report import write_report
 
-    rep = write_report(results_dir, out_dir)
+    rep = write_report(results_dir, out_dir, metrics)
     click.echo(rep.main)
     for k, p in rep.paths.items():
         click.echo(f"{k}: {p}", err=True)

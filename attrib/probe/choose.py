@@ -92,7 +92,8 @@ def save_chosen_head(fs: FeatureSet, cfg: StudyConfig, folder: str | os.PathLike
         layer = parse_layer_name(best["layer"])
         sel = fitted[(layer, best["head"])]
         X_tr, X_va = cache.take(layer, tr_rows), cache.take_eval(layer, ev.val)
-        scorer = SCORERS[best["score"]](head=sel.head).fit(X_tr, y_tr)
+        score_params = cfg.estimator_params()[1].get(best["score"], {})  # --param
+        scorer = SCORERS[best["score"]](head=sel.head, **score_params).fit(X_tr, y_tr)
         X_vu = cache.take_eval(layer, ev.val_unknown) if len(ev.val_unknown) else None
         threshold, validation = _threshold(scorer, X_va, X_vu, cfg.tpr)
         validation = {"accuracy": sel.val["val_accuracy"], **validation}
@@ -142,19 +143,20 @@ def _candidates(cache: FeatureCache, cfg: StudyConfig, pairs: list[tuple[str, st
     from attrib.probe.protocol import pseudo_open_set_oscr
 
     table, fitted = [], {}
+    head_params, score_params = cfg.estimator_params()  # --param
     for layer in cfg.layers:
         X_tr, X_va = cache.take(layer, tr_rows), cache.take_eval(layer, va_rows)
         for head_name in dict.fromkeys(h for h, _ in pairs):
             head_cls = HEADS[head_name]
             with counted_warnings() as caught:
-                sel = select_clean(fit_candidates(head_cls, X_tr, y_tr, X_va, y_va,
-                                                  path_values(head_cls, cfg.grid)), head_cls.path_param)
+                sel = select_clean(fit_candidates(head_cls, X_tr, y_tr, X_va, y_va, path_values(head_cls, cfg.grid),
+                                                  **head_params.get(head_name, {})), head_cls.path_param)
             fitted[(layer, head_name)] = sel
             score_names = [s for h, s in pairs if h == head_name]
             pseudo_oscr = {}
             if folds:
                 with counted_warnings() as caught_folds:
-                    scorers = {s: (lambda hd, s=s: SCORERS[s](head=hd)) for s in score_names}
+                    scorers = {s: (lambda hd, s=s: SCORERS[s](head=hd, **score_params.get(s, {}))) for s in score_names}
                     pseudo_oscr = pseudo_open_set_oscr(lambda head=sel.head: clone(head), scorers,
                                                        X_tr, y_tr, X_va, y_va, folds)
                 caught += caught_folds

@@ -1,8 +1,14 @@
 """Reports: aggregate ``results.jsonl`` into the paper's table shape (Markdown, CSV) and plots.
 
-A *method* is (layer, head, score, shots, protocol); its numbers are the mean ± std over every split and
-seed it ran on, in percent. The std is the population std (ddof=0) over those runs. Results computed
-from random-init features keep their warning label in every output: tables, CSV rows and plot titles.
+A *method* is (layer, head, score, shots, protocol, params); its numbers are the mean ± std over every
+split and seed it ran on, in percent. The std is the population std (ddof=0) over those runs. Results
+computed from random-init features keep their warning label in every output: tables, CSV rows and plot
+titles.
+
+The main table shows closed-set accuracy, AUROC and OSCR with attrib's standard conventions
+(``--metrics standard``), or the paper's conventions of the same quantities (``--metrics paper``:
+``auroc_paper``, ``oscr_paper``, ``tnr95_paper``, see :mod:`attrib.probe.metrics`), the ones to put beside
+the paper's published table. Both are in every result line, table.csv and the all-metrics table.
 """
 
 from __future__ import annotations
@@ -18,14 +24,25 @@ import numpy as np
 
 from attrib.output_paths import make_folder
 from attrib.probe.options import StudyError
+from attrib.probe.params import params_label
 from attrib.probe.results import evaluated_on, read_results
 from attrib.probe.shots import fell_short, used_per_class
 
-PAPER_METRICS = ("accuracy", "auroc", "oscr")
+PAPER_METRICS = ("accuracy", "auroc", "oscr")  # the paper's table: its three quantities, standard conventions
 METRICS = ("accuracy", "macro_f1", "auroc", "fpr95", "aupr_in", "aupr_out", "oscr")
+PAPER_CONVENTION_METRICS = ("auroc_paper", "oscr_paper", "tnr95_paper")
+ALL_METRICS = METRICS + PAPER_CONVENTION_METRICS
+# --metrics: the main table's columns, and the metric that picks the highlighted method
+MAIN_METRICS = {"standard": PAPER_METRICS, "paper": ("accuracy",) + PAPER_CONVENTION_METRICS}
+MAIN_DESCRIPTION = {
+    "standard": "standard conventions (a tied known/unknown pair counts 1/2 in AUROC; OSCR without lag)",
+    "paper": "the paper's code's conventions (auroc_paper: a tie counts 0; oscr_paper: lagged walk; tnr95_paper: "
+             "TNR at the point whose TPR is nearest 95%)"}
+BEST_BY = {"standard": "oscr", "paper": "oscr_paper"}
 NAMES = {"accuracy": "closed-set acc.", "macro_f1": "macro-F1", "auroc": "AUROC", "fpr95": "FPR@95TPR ↓",
-         "aupr_in": "AUPR-in", "aupr_out": "AUPR-out", "oscr": "OSCR"}
-GROUP = ("layer", "head", "score", "shots", "protocol")
+         "aupr_in": "AUPR-in", "aupr_out": "AUPR-out", "oscr": "OSCR", "auroc_paper": "AUROC (paper)",
+         "oscr_paper": "OSCR (paper)", "tnr95_paper": "TNR@95TPR (paper)"}
+GROUP = ("layer", "head", "score", "shots", "protocol", "params")
 
 
 def _layer_sort(layer: str) -> tuple:
@@ -37,7 +54,16 @@ def _shots_sort(s: str) -> tuple:
 
 
 def method_name(r: dict[str, Any]) -> str:
-    return f"{r['layer']} / {r['head']}+{r['score']} / shots {r['shots']} / {r['protocol']}"
+    params = f" / {r['params']}" if r.get("params") else ""
+    return f"{r['layer']} / {r['head']}+{r['score']} / shots {r['shots']} / {r['protocol']}{params}"
+
+
+def _group_value(r: dict[str, Any], key: str) -> str:
+    """A result line's value of a GROUP field: ``params`` is its ``--param`` settings as text (``""``
+    for every default), ``protocol`` defaults to clean (lines written before protocols existed)."""
+    if key == "params":
+        return params_label((r.get("config") or {}).get("params"))
+    return str(r.get(key, "clean" if key == "protocol" else ""))
 
 
 def _values(rs: list[dict], key: str) -> np.ndarray:
@@ -62,11 +88,11 @@ def _hparams(rs: list[dict]) -> str:
     return ", ".join(out) or "-"
 
 
-def aggregate(results: list[dict[str, Any]], metrics: tuple[str, ...] = METRICS) -> list[dict[str, Any]]:
+def aggregate(results: list[dict[str, Any]], metrics: tuple[str, ...] = ALL_METRICS) -> list[dict[str, Any]]:
     """One row per method: mean and std over its runs (splits x seeds) of each metric, in %."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in results:
-        groups[tuple(str(r.get(k, "clean" if k == "protocol" else "")) for k in GROUP)].append(r)
+        groups[tuple(_group_value(r, k) for k in GROUP)].append(r)
     rows = []
     for key, rs in groups.items():
         row: dict[str, Any] = dict(zip(GROUP, key))
@@ -83,7 +109,8 @@ def aggregate(results: list[dict[str, Any]], metrics: tuple[str, ...] = METRICS)
             row[m + "_std"] = float(ok.std()) if ok.size else float("nan")
         row["_runs"] = rs
         rows.append(row)
-    rows.sort(key=lambda r: (r["protocol"], r["head"], r["score"], _shots_sort(r["shots"]), _layer_sort(r["layer"])))
+    rows.sort(key=lambda r: (r["protocol"], r["head"], r["score"], r["params"], _shots_sort(r["shots"]),
+                             _layer_sort(r["layer"])))
     return rows
 
 
@@ -106,11 +133,14 @@ def _cell(mean: float, std: float) -> str:
 
 def markdown_table(rows: list[dict[str, Any]], metrics: tuple[str, ...] = PAPER_METRICS,
                    hparams: bool = False) -> str:
-    head = ["layer", "head", "score", "shots", "protocol", "runs"] + (["chosen"] if hparams else [])
-    head += [NAMES.get(m, m) for m in metrics]
+    """The rows as a Markdown table; a ``params`` column (the ``--param`` settings) only when a row has some."""
+    params = any(r.get("params") for r in rows)
+    head = ["layer", "head", "score", "shots", "protocol"] + (["params"] if params else []) + ["runs"]
+    head += (["chosen"] if hparams else []) + [NAMES.get(m, m) for m in metrics]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["layer"], r["head"], r["score"], _shots_cell(r), r["protocol"], str(r["n_runs"])]
+        cells = [r["layer"], r["head"], r["score"], _shots_cell(r), r["protocol"]]
+        cells += ([r.get("params") or "default"] if params else []) + [str(r["n_runs"])]
         cells += [r["hparams"]] if hparams else []
         cells += [_cell(r[m], r[m + "_std"]) for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
@@ -215,11 +245,16 @@ def _plot_lines(path: Path, series: dict[str, list[tuple[float, dict]]], xlabel:
     return path
 
 
+def _params_suffix(r: dict) -> str:
+    return f" [{r['params']}]" if r.get("params") else ""
+
+
 def plot_by_layer(rows: list[dict], path: Path, labels: list[str]) -> Path | None:
     series: dict[str, list] = defaultdict(list)
     for r in rows:
         if not r["layer"].startswith("concat"):
-            series[f"{r['head']}+{r['score']} shots={r['shots']} {r['protocol']}"].append((int(r["layer"]) + 1, r))
+            series[f"{r['head']}+{r['score']} shots={r['shots']} {r['protocol']}{_params_suffix(r)}"].append(
+                (int(r["layer"]) + 1, r))
     if not series:
         return None
     return _plot_lines(path, series, "block (1-based, as in the paper's figures)", None, labels,
@@ -233,7 +268,8 @@ def plot_by_shots(rows: list[dict], path: Path, labels: list[str]) -> Path | Non
     pos = {s: i for i, s in enumerate(shots)}
     series: dict[str, list] = defaultdict(list)
     for r in rows:
-        series[f"layer {r['layer']} {r['head']}+{r['score']} {r['protocol']}"].append((pos[r["shots"]], r))
+        series[f"layer {r['layer']} {r['head']}+{r['score']} {r['protocol']}{_params_suffix(r)}"].append(
+            (pos[r["shots"]], r))
     return _plot_lines(path, series, "training images per class", {i: s for s, i in pos.items()}, labels,
                        "metrics by shots (mean ± std over splits and seeds)")
 
@@ -280,18 +316,28 @@ def plot_confusion(row: dict, path: Path, labels: list[str]) -> Path | None:
 
 
 # ------------------------------------------------------------------------------------------ files
-def _write_csv(path: Path, rows: list[dict], fields: list[str], label: str) -> Path:
+def _write_csv(path: Path, rows: list[dict], fields: list[str], label: str, extra: dict | None = None) -> Path:
+    """``fields`` of each row, then the ``extra`` columns (one value for every row) and ``label``."""
+    extra = dict(extra or {})
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields + ["label"], extrasaction="ignore")
+        w = csv.DictWriter(f, fieldnames=fields + list(extra) + ["label"], extrasaction="ignore")
         w.writeheader()
         for r in rows:
             w.writerow({k: (f"{r[k]:.4f}" if isinstance(r.get(k), float) else r.get(k)) for k in fields} |
-                       {"label": label})
+                       extra | {"label": label})
     return path
 
 
-def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Report:
-    """Write table.md, table.csv, per_unknown.csv and the plots; return what was written."""
+def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+                 metrics: str = "standard") -> Report:
+    """Write table.md, table.csv, per_unknown.csv and the plots; return what was written.
+
+    ``metrics``: the conventions of the main table, ``standard`` or ``paper`` (:data:`MAIN_METRICS`);
+    the highlighted method is the one with the best mean OSCR under the same conventions.
+    """
+    if metrics not in MAIN_METRICS:
+        raise StudyError(f"--metrics {metrics!r}: use one of {', '.join(MAIN_METRICS)}")
+    main_metrics = MAIN_METRICS[metrics]
     results_dir = Path(results_dir)
     out_dir = make_folder(out_dir or results_dir, "--out", StudyError)
     results = read_results(results_dir)
@@ -299,7 +345,8 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | No
     if not results:
         raise StudyError(f"{results_dir}: results.jsonl has no finished lines yet")
     rows = aggregate(results)
-    best = max(range(len(rows)), key=lambda i: (np.nan_to_num(rows[i]["oscr"], nan=-1.0), -i))
+    best_by = BEST_BY[metrics]
+    best = max(range(len(rows)), key=lambda i: (np.nan_to_num(rows[i][best_by], nan=-1.0), -i))
     highlight = rows[best]
     rep.highlight = method_name(highlight)
     fsets = sorted({r["feature_set"] for r in results})
@@ -307,16 +354,17 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | No
     n_splits, n_seeds = len({str(r["split"]) for r in results}), len({int(r["seed"]) for r in results})
     label = "; ".join(rep.labels)
 
+    conventions = f"Metrics: {metrics} — {MAIN_DESCRIPTION[metrics]}."
     main = _warnings_md(rep.labels) + [
-        f"Mean ± std over {n_splits} split(s) x {n_seeds} seed(s), in %. Layers are 0-based block indices.", "",
-        *_shots_notes(rows), markdown_table(rows, PAPER_METRICS)]
+        f"Mean ± std over {n_splits} split(s) x {n_seeds} seed(s), in %. Layers are 0-based block indices. "
+        f"{conventions}", "", *_shots_notes(rows), markdown_table(rows, main_metrics)]
     rep.main = "\n".join(main)
     unk = per_unknown(rows)
     hl_unk = [u for u in unk if all(u[k] == highlight[k] for k in GROUP)]
 
     rep.paths["csv"] = _write_csv(out_dir / "table.csv", rows, list(GROUP) + ["train_per_class", "n_runs", "splits",
                                                                               "seeds", "hparams"]
-                                  + [x for m in METRICS for x in (m, m + "_std")], label)
+                                  + [x for m in ALL_METRICS for x in (m, m + "_std")], label, {"metrics": metrics})
     rep.paths["per_unknown_csv"] = _write_csv(out_dir / "per_unknown.csv", unk, list(GROUP) + [
         "generator", "runs", "auroc", "auroc_std", "mistaken_for", "fraction"], label)
     for key, plot, data, name in (("plot_layers", plot_by_layer, rows, "metrics_by_layer.png"),
@@ -335,14 +383,16 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | No
         "## Main table", "",
         f"Mean ± std (population, over runs) over {n_splits} split(s) x {n_seeds} seed(s), in %. Layers are "
         "0-based block indices; `clean` = hyperparameters chosen on known-class validation data only, `paper` = "
-        "chosen by validation AUROC against the unknown generators (optimistic).", "",
-        *_shots_notes(rows), markdown_table(rows, PAPER_METRICS), "",
+        "training classes balanced by cycling and hyperparameters chosen by validation auroc_paper against the "
+        f"unknown generators (the paper's code; optimistic). {conventions}", "",
+        *_shots_notes(rows), markdown_table(rows, main_metrics), "",
         "## All metrics", "",
         "`chosen` = the path hyperparameter each run selected (median [range] over runs). FPR@95TPR: lower is "
-        "better.", "",
-        markdown_table(rows, METRICS, hparams=True), "",
+        "better. The `(paper)` columns are the same quantities with the paper's code's conventions.", "",
+        markdown_table(rows, ALL_METRICS, hparams=True), "",
         "## Unknown generators", "",
-        f"For `{rep.highlight}` (the method with the highest mean OSCR); every method is in `per_unknown.csv`. "
+        f"For `{rep.highlight}` (the method with the highest mean {NAMES[best_by]}); every method is in "
+        "`per_unknown.csv`. "
         "AUROC of all known test images against that generator's; *mistaken for* = the known class the head "
         "assigns most of its images to.", "",
         "| generator | runs | AUROC | mistaken for | % of its images |", "|---|---|---|---|---|"]

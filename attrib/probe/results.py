@@ -1,6 +1,6 @@
 """The results file of a study, ``results.jsonl``: read it, repair it, lock it, append to it.
 
-One JSON line per finished (split, layer, head, score, shots, seed, protocol), appended as soon as it is
+One JSON line per finished (split, layer, head, score, shots, seed, protocol, params), appended as soon as it is
 known, so an interrupted study resumes without redoing finished lines: a line torn by a kill (no newline
 after it) is cut off by :func:`repair_tail` and redone.
 
@@ -18,14 +18,16 @@ from typing import Any, Callable, Iterator
 
 from attrib import jsonio
 from attrib.probe.options import StudyError
+from attrib.probe.params import params_key
 
 RESULTS = "results.jsonl"
 
 
 def line_key(d: dict[str, Any]) -> tuple:
-    """What identifies a result line: a study skips the keys already in the file."""
+    """What identifies a result line: a study skips the keys already in the file. Lines run with other
+    ``--param`` settings (``config.params``) are other lines."""
     return (str(d["split"]), str(d["layer"]), d["head"], d["score"], str(d["shots"]), int(d["seed"]),
-            d.get("protocol", "clean"))
+            d.get("protocol", "clean"), params_key((d.get("config") or {}).get("params")))
 
 
 def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:

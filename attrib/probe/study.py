@@ -1,8 +1,8 @@
 """Studies: sweep splits x layers x heads x scores x shots x seeds over one feature set.
 
-Every finished (split, layer, head, score, shots, seed, protocol) becomes one JSON line in
-``results.jsonl`` (:mod:`attrib.probe.results`), appended as soon as it is known (with ``--jobs N``:
-when its job ends), so an interrupted study resumes without redoing finished lines.
+Every finished (split, layer, head, score, shots, seed, protocol, ``--param`` settings) becomes one JSON
+line in ``results.jsonl`` (:mod:`attrib.probe.results`), appended as soon as it is known (with ``--jobs
+N``: when its job ends), so an interrupted study resumes without redoing finished lines.
 
 With evaluation features (``eval_fs``: ``attrib probe --eval-features``), split rows are drawn from the
 training features' image list and the validation and test rows are read from ``eval_fs``, matched by
@@ -39,9 +39,11 @@ from attrib.probe.featcache import FeatureCache, feature_cache
 from attrib.probe.heads import HEADS, ProbeHead
 from attrib.probe.metrics import evaluate
 from attrib.probe.options import StudyError, layer_name, shots_name
-from attrib.probe.protocol import (PROTOCOLS, Selection, SelectionError, fit_candidates, path_values,
-                                   select_clean, select_paper)
+from attrib.probe.params import Setting, line_params, params_key, resolve_params
+from attrib.probe.protocol import (BALANCE, PROTOCOLS, Selection, SelectionError, fit_candidates, path_values,
+                                   select_clean, select_paper, training_positions)
 from attrib.probe.results import RESULTS, appending, check_compatible, exclusive, line_key, read_results, repair_tail
+from attrib.probe.scorefile import write_scores
 from attrib.probe.scorers import SCORERS
 from attrib.probe.shots import shots_notes
 from attrib.store import FeatureSet, identity_hash
@@ -65,6 +67,8 @@ class StudyConfig:
     backend: str = "local"  # local: --jobs processes on this machine; dask: the workers of --scheduler
     scheduler: str | None = None
     scratch: str | None = None  # where the per-block feature cache goes (shared storage for a cluster)
+    params: list[Setting] = field(default_factory=list)  # --param NAME.KEY=VALUE, parsed
+    save_scores: bool = False
 
     def validate(self) -> None:
         self.heads, self.scores = list(dict.fromkeys(self.heads)), list(dict.fromkeys(self.scores))
@@ -77,6 +81,7 @@ class StudyConfig:
                 raise StudyError(f"{opt}: {', '.join(bad) or 'nothing'} not available; available: "
                                  f"{', '.join(registry)}")
         self._validate_grid()
+        self.estimator_params()
         if self.seeds < 1:
             raise StudyError("--seeds must be at least 1")
         if self.jobs == 0 or self.jobs < -1:
@@ -102,6 +107,10 @@ class StudyConfig:
                     HEADS[h].check_path(self.grid[param])
                 except ValueError as exc:
                     raise StudyError(f"--grid {param}={','.join(map(str, self.grid[param]))}: {exc}") from None
+
+    def estimator_params(self) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        """(head_params, score_params) of ``--param``, by head / score name (checked: see resolve_params)."""
+        return resolve_params(self.params, self.heads, self.scores, HEADS, SCORERS)
 
     def pairs(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         """(supported, skipped) (head, score) pairs: a scorer that cannot read a head is skipped."""
@@ -183,8 +192,17 @@ class Job:
     # (plugins, tests) also work in worker processes, whose registries only hold the built-in ones.
     head_classes: dict[str, type] = field(default_factory=dict)
     scorer_classes: dict[str, type] = field(default_factory=dict)
+    head_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # --param, by head name
+    score_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # --param, by score name
+    # --save-scores: the results folder, and the image paths of the known and unknown test rows
+    scores_dir: str | None = None
+    test_paths: tuple[np.ndarray, np.ndarray] | None = None
     # ``rows`` with validation and test rows of the evaluation features (--eval-features); None: ``rows``
     eval_rows: SplitRows | None = None
+
+    def params(self, head: str, score: str) -> dict[str, Any]:
+        """The ``--param`` settings of one (head, score) line, ``{"NAME.KEY": value}``."""
+        return line_params(head, score, self.head_params, self.score_params)
 
     @property
     def evaluated(self) -> SplitRows:
@@ -193,7 +211,7 @@ class Job:
 
     def key(self, head: str, score: str) -> tuple:
         return (self.split.name, layer_name(self.layer), head, score, shots_name(self.shots), self.seed,
-                self.protocol)
+                self.protocol, params_key(self.params(head, score)))
 
     def where(self) -> str:
         """How error messages name the job."""
@@ -202,9 +220,14 @@ class Job:
 
 @dataclass
 class JobData:
-    """A job's feature matrices and what every one of its lines records about its training data."""
+    """A job's feature matrices and what every one of its lines records about its training data.
 
-    X: dict[str, np.ndarray]  # train (its shots subset), val, test, val_unknown, test_unknown
+    ``X["train"]`` / ``y_train`` are the rows heads and scorers are fitted on: the shots subset, balanced
+    by cycling under the paper protocol (:func:`attrib.probe.protocol.training_positions`). ``n["train"]``
+    and ``n["train_per_class"]`` count distinct images, ``n["train_fitted"]`` the rows fitted.
+    """
+
+    X: dict[str, np.ndarray]  # train (its shots subset, balanced if the protocol says so), val, test, ...
     y_train: np.ndarray
     n: dict[str, Any]
     train_rows: str
@@ -216,13 +239,14 @@ class JobData:
         rows, sp = job.rows, job.split
         keep = shots_subset(rows.y_train, job.shots, job.seed)
         y_tr = rows.y_train[keep]
-        X = {"train": cache.take(job.layer, rows.train[keep])}
+        fit = training_positions(y_tr, job.protocol)
+        X = {"train": cache.take(job.layer, rows.train[keep][fit])}
         X.update((name, cache.take_eval(job.layer, getattr(job.evaluated, name))) for name in EVAL_PARTS)
         t_read = time.perf_counter() - t0
         digest = hashlib.sha256(np.ascontiguousarray(rows.train[keep], dtype=np.int64).tobytes()).hexdigest()[:16]
-        n = {**rows.sizes(), "train": int(len(keep)),
+        n = {**rows.sizes(), "train": int(len(keep)), "train_fitted": int(len(fit)),
              "train_per_class": {sp.classes[c]: int(np.sum(y_tr == c)) for c in range(len(sp.classes))}}
-        return cls(X, y_tr, n, digest, t_read)
+        return cls(X, y_tr[fit], n, digest, t_read)
 
 
 def run_job(job: Job, cache: FeatureCache,
@@ -243,7 +267,8 @@ def run_job(job: Job, cache: FeatureCache,
         t1 = time.perf_counter()
         try:
             with counted_warnings() as fit_warnings:
-                cands = fit_candidates(head_cls, data.X["train"], data.y_train, data.X["val"], job.rows.y_val, values)
+                cands = fit_candidates(head_cls, data.X["train"], data.y_train, data.X["val"], job.rows.y_val, values,
+                                       **job.head_params.get(head_name, {}))
         except Exception as exc:  # noqa: BLE001 - one failing head must not end a long study
             errors.append(f"{job.where()} head {head_name}: fitting failed: {type(exc).__name__}: {exc}")
             continue
@@ -252,16 +277,19 @@ def run_job(job: Job, cache: FeatureCache,
         for score_name in (s for h, s in job.todo if h == head_name):
             make = lambda head, s=score_name: fit_scorer(s, head)  # noqa: E731
             try:
-                sel, scorer, metrics, seconds = _score(job, data, cands, clean, head_cls.path_param, make)
+                sel, scorer, test, seconds = _score(job, data, cands, clean, head_cls.path_param, make)
+                scores_file = _save_scores(job, head_name, score_name, test) if job.scores_dir else None
             except SelectionError:
                 raise
             except Exception as exc:  # noqa: BLE001
                 errors.append(f"{job.where()} {head_name}+{score_name}: {type(exc).__name__}: {exc}")
                 continue
             config = {"path": path_summary(head_cls, values), "head_params": _params(sel.head),
-                      "score_params": _params(scorer), "tpr": job.tpr}
-            emit(_result_line(job, data, head_name, score_name, sel, metrics, dict(fit_warnings), config,
-                              {"read": round(data.seconds_read, 4), "fit_path": round(t_fit, 4), **seconds}))
+                      "score_params": _params(scorer), "tpr": job.tpr, "balance": BALANCE[job.protocol],
+                      "params": job.params(head_name, score_name)}
+            line = _result_line(job, data, head_name, score_name, sel, test.metrics, dict(fit_warnings), config,
+                                {"read": round(data.seconds_read, 4), "fit_path": round(t_fit, 4), **seconds})
+            emit({**line, "scores_file": scores_file} if scores_file else line)
     return lines, errors
 
 
@@ -272,19 +300,31 @@ def _scorer_fitter(job: Job, data: JobData) -> Callable[[str, ProbeHead], Any]:
 
     def fit(score_name: str, head: ProbeHead) -> Any:
         scorer_cls = job.scorer_classes[score_name]
+        params = job.score_params.get(score_name, {})
         if scorer_cls.needs_head:
-            return scorer_cls(head=head).fit(data.X["train"], data.y_train)
+            return scorer_cls(head=head, **params).fit(data.X["train"], data.y_train)
         if score_name not in head_free:
-            head_free[score_name] = scorer_cls(head=None).fit(data.X["train"], data.y_train)
+            head_free[score_name] = scorer_cls(head=None, **params).fit(data.X["train"], data.y_train)
         return head_free[score_name]
 
     return fit
 
 
+@dataclass
+class ScoredTest:
+    """What one (head, score) gives on the test images: per-sample outputs and the metrics of them."""
+
+    pred_known: np.ndarray
+    s_known: np.ndarray
+    pred_unknown: np.ndarray
+    s_unknown: np.ndarray
+    metrics: dict[str, Any]
+
+
 def _score(job: Job, data: JobData, cands: list, clean: Selection | None, param: str | None,
-           make: Callable[[ProbeHead], Any]) -> tuple[Selection, Any, dict[str, Any], dict[str, float]]:
+           make: Callable[[ProbeHead], Any]) -> tuple[Selection, Any, ScoredTest, dict[str, float]]:
     """Select the head of one (head, score), score the test images and measure:
-    (selection, fitted scorer, metrics, seconds of each step)."""
+    (selection, fitted scorer, test outputs and metrics, seconds of each step)."""
     rows, sp, X = job.rows, job.split, data.X
     t2 = time.perf_counter()
     sel = clean if clean is not None else select_paper(cands, param, make, X["val"], X["val_unknown"])
@@ -301,8 +341,18 @@ def _score(job: Job, data: JobData, cands: list, clean: Selection | None, param:
     metrics = evaluate(rows.y_test, pred_known, s_known, s_unknown, pred_unknown, rows.test_unknown_source,
                        np.arange(len(sp.classes)), sp.classes, job.tpr)
     t5 = time.perf_counter()
-    return sel, scorer, metrics, {"select": round(t3 - t2, 4), "score": round(t4 - t3, 4),
-                                  "metrics": round(t5 - t4, 4)}
+    return sel, scorer, ScoredTest(pred_known, s_known, pred_unknown, s_unknown, metrics), {
+        "select": round(t3 - t2, 4), "score": round(t4 - t3, 4), "metrics": round(t5 - t4, 4)}
+
+
+def _save_scores(job: Job, head: str, score: str, test: ScoredTest) -> str:
+    """Write a line's per-sample test outputs (``--save-scores``); returns its ``scores_file``."""
+    assert job.scores_dir is not None and job.test_paths is not None
+    rows = job.rows
+    return write_scores(job.scores_dir, job.key(head, score), classes=job.split.classes, y_true=rows.y_test,
+                        y_pred=test.pred_known, s_known=test.s_known, s_unknown=test.s_unknown,
+                        pred_unknown=test.pred_unknown, unknown_source=rows.test_unknown_source,
+                        paths_known=job.test_paths[0], paths_unknown=job.test_paths[1])
 
 
 def _result_line(job: Job, data: JobData, head_name: str, score_name: str, sel: Selection,
@@ -310,7 +360,7 @@ def _result_line(job: Job, data: JobData, head_name: str, score_name: str, sel: 
                  seconds: dict[str, float]) -> dict[str, Any]:
     """One line of ``results.jsonl``, JSON-ready (undefined metrics are null)."""
     sp = job.split
-    split_name, layer, _, _, shots, seed, protocol = job.key(head_name, score_name)
+    split_name, layer, _, _, shots, seed, protocol, _ = job.key(head_name, score_name)
     return to_jsonable({
         "feature_set": job.meta["feature_set"], "feature_hash": job.meta["feature_hash"],
         "features": job.meta["features"], "eval_features": job.meta["eval_features"],
@@ -377,7 +427,7 @@ def _plan(fs: FeatureSet, cfg: StudyConfig, run: StudyRun, log: Callable[[str], 
     if torn:
         log(f"{results}: cut a torn last line ({torn} bytes) left by an interrupted run; it is redone")
     existing = read_results(results) if results.exists() else []
-    done = {line_key(d) for d in existing}
+    done = {line_key(d): bool(d.get("scores_file")) for d in existing}  # key -> has saved scores
 
     pairs, run.skipped_pairs = cfg.pairs()
     if run.skipped_pairs:
@@ -402,15 +452,25 @@ def _plan(fs: FeatureSet, cfg: StudyConfig, run: StudyRun, log: Callable[[str], 
     for note in shots_notes(cfg.shots, rows_of):  # a shots value some class cannot fill
         log(f"note: {note}")
     head_classes, scorer_classes = {h: HEADS[h] for h in cfg.heads}, {s: SCORERS[s] for s in cfg.scores}
-    jobs = []
+    head_params, score_params = cfg.estimator_params()
+    image_paths = np.asarray(fs.images.paths, dtype=str) if cfg.save_scores else None
+    jobs, without_scores = [], 0
     for name, layer, shots, seed in itertools.product(splits, cfg.layers, cfg.shots, range(cfg.seeds)):
-        job = Job(splits[name], rows_of[(name, seed)], layer, shots, seed, [], cfg.protocol, cfg.grid, cfg.tpr,
-                  {**meta, "rows": digests[(name, seed)]}, head_classes, scorer_classes,
+        rows = rows_of[(name, seed)]
+        job = Job(splits[name], rows, layer, shots, seed, [], cfg.protocol, cfg.grid, cfg.tpr,
+                  {**meta, "rows": digests[(name, seed)]}, head_classes, scorer_classes, head_params, score_params,
                   eval_rows=eval_rows_of.get((name, seed)))
+        if image_paths is not None:
+            job.scores_dir = str(results.parent)
+            job.test_paths = (image_paths[rows.test], image_paths[rows.test_unknown])
         job.todo = [p for p in pairs if job.key(*p) not in done]
         run.skipped_done += len(pairs) - len(job.todo)
+        without_scores += sum(1 for p in pairs if job.key(*p) in done and not done[job.key(*p)])
         if job.todo:
             jobs.append(job)
+    if cfg.save_scores and without_scores:
+        log(f"--save-scores: {without_scores} line(s) already in {results} were computed without it and are not "
+            "redone; use a new --out to save their scores too")
     return jobs
 
 
