@@ -110,11 +110,15 @@ def _given(names) -> list[str]:
 
 
 def _rows_requested(rows: dict) -> bool:
-    """Whether --rows-for / --rows-from is given; the options that only choose those rows are refused without."""
+    """Whether --rows-for and --rows-from are given (one without the other is refused, and so are the
+    options that only choose those rows)."""
     from attrib.extract.rows_for import RowsForError
 
-    if rows["rows_for"] or rows["rows_from"]:
+    if rows["rows_for"] and rows["rows_from"]:
         return True
+    if rows["rows_for"] or rows["rows_from"]:
+        raise RowsForError("--rows-for SPLITS and --rows-from FEATURE_SET go together: the splits' rows are drawn "
+                           "from the clean feature set's image list (e.g. --rows-for all --rows-from cache/<set>)")
     stray = _given(_ROWS_DETAILS)
     if stray:
         raise RowsForError(f"{', '.join(stray)} only choose the rows of --rows-for SPLITS --rows-from FEATURE_SET")
@@ -123,11 +127,8 @@ def _rows_requested(rows: dict) -> bool:
 
 def _rows_target(rows: dict, splits_dir: str | None, view, preprocess: str | None):
     """(clean feature set, its split source, the :class:`attrib.extract.rows_for.Target`) of --rows-for."""
-    from attrib.extract.rows_for import RowsForError, eval_rows_target
+    from attrib.extract.rows_for import eval_rows_target
 
-    if not rows["rows_for"] or not rows["rows_from"]:
-        raise RowsForError("--rows-for SPLITS and --rows-from FEATURE_SET go together: the splits' rows are drawn "
-                           "from the clean feature set's image list (e.g. --rows-for all --rows-from cache/<set>)")
     clean = _open_fs(rows["rows_from"])
     caps = {"val_per_class": rows["val_per_class"], "test_per_class": rows["test_per_class"]}
     source = _split_source(clean, rows["rows_for"], splits_dir, rows["split_file"], caps, rows["known_test"],
