@@ -107,8 +107,8 @@ def plot(rows: list[dict[str, Any]], path: Path, metrics: tuple[str, ...] = PAPE
         return None
     plt = _plt()
     labels = _labels(rows)
-    fig, axes = plt.subplots(len(by_method), len(metrics), figsize=(5 * len(metrics), 3.6 * len(by_method) + 0.8),
-                             squeeze=False)
+    height = 3.6 * len(by_method) + 1.2  # inches: the panels, and the title above them
+    fig, axes = plt.subplots(len(by_method), len(metrics), figsize=(5 * len(metrics), height), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     perts = list(dict.fromkeys(r["perturbation"] for r in rows if r["perturbation"] != NONE))
     trains = list(dict.fromkeys(r["train"] for r in rows))
@@ -140,8 +140,9 @@ def plot(rows: list[dict[str, Any]], path: Path, metrics: tuple[str, ...] = PAPE
         ", evaluated on perturbed images (mean ± std over splits and seeds)"
     fig.suptitle(title + ("\n" + " / ".join(labels) if labels else ""), color="red" if labels else "black",
                  fontsize=10)
-    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.12 / len(by_method), top=1 - 0.1 / len(by_method) ** 0.5,
-                        wspace=0.25, hspace=0.5)
+    # fixed margins in inches (tight_layout would draw the figure twice); the legend hangs below the
+    # panels and the saved image grows to hold it (bbox_inches)
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.7 / height, top=1 - 1.1 / height, wspace=0.25, hspace=0.55)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
