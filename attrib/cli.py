@@ -439,24 +439,32 @@ def _split_source(fs, splits: str, splits_dir: str | None, split_file: str | Non
     from attrib.data.splits import builtin_splits, select_splits
     from attrib.data.splits import SplitError
 
+    from attrib.union import split_images
+
     kind = fs.manifest.kind
     ok, _ = fs.status()
     defined = load_split_file(split_file) if split_file else None
+    available = defined if defined is not None else builtin_splits(kind)
+    images = split_images(fs, available.values())  # a union's source names, as the splits use them
     # the caps the user gave ('all' = no cap); the others keep the split source's own defaults
     given = {k: None if v == "all" else v for k, v in caps.items() if v is not None}
     if splits_dir:
-        return PoseSplits(fs.images, ok, splits_dir, defined, kind, known_test=known_test,
+        return PoseSplits(images, ok, splits_dir, defined, kind, known_test=known_test,
                           allow_missing=allow_missing, only=splits, **given)
-    available = defined if defined is not None else builtin_splits(kind)
     if not available:
         raise SplitError(f"feature set {fs.id} ({kind}) has no built-in splits (only demo and genimage do): "
                          f"name known and unknown sources with --split-file FILE, or use --splits-dir DIR")
-    return SampledSplits(fs.images, ok, select_splits(available, splits), **given)
+    return SampledSplits(images, ok, select_splits(available, splits), **given)
 
 
 @main.command()
-@click.option("--features", "features_path", required=True, type=click.Path(),
-              help="Feature-set folder (printed by `attrib features`; see `attrib cache ls`).")
+@click.option("--features", "features_path", required=True, multiple=True, type=click.Path(),
+              help="Feature-set folder (printed by `attrib features`; see `attrib cache ls`). Repeat it to read "
+              "several feature sets of the same model, weights, preprocessing and view as one image list.")
+@click.option("--eval-features", "eval_paths", multiple=True, type=click.Path(),
+              help="Read validation and test images (known and unknown) from this feature set instead (repeatable, "
+              "like --features), matched by image path: same model and weights as --features, another --preprocess "
+              "or --view (e.g. bicubic train / bilinear eval, or a jpeg:75 test view). [default: --features]")
 @click.option("--splits", default="all", show_default=True,
               help="Which splits to run: all, 1-5, 1,3, or names (GenImage: the paper's five; demo: three; with "
               "--split-file or --splits-dir: theirs, where N also finds splitN).")
@@ -526,14 +534,22 @@ def probe(features_path, splits, splits_dir, split_file, known_test, allow_missi
       attrib probe --features cache/<set> --splits 1 --layers 4-9 --save-head heads/split1 --out results/s1
       attrib probe --features cache/genimage__... --splits-dir /data/GenImage-splits --out results/paper-files
       attrib probe --features cache/my_generators__... --split-file splits.yaml --out results/mine
+      attrib probe --features $BICUBIC_SET --eval-features $BILINEAR_SET --splits-dir /data/GenImage-splits --out r/p
+      attrib probe --features cache/genimage__... --features cache/other__... --split-file cross.yaml --out r/cross
     """
     from attrib.probe.report import write_report
     from attrib.probe.choose import check_save_head, save_chosen_head
     from attrib.probe.study import StudyConfig, run_study
 
-    fs = _open_fs(features_path)
-    if fs.label:
-        _banner(f"{fs.id}: {fs.label}")
+    from attrib.probe.evalrows import check_same_backbone
+    from attrib.union import open_features
+
+    fs = open_features(features_path, "--features")
+    eval_fs = open_features(opts["eval_paths"], "--eval-features") if opts["eval_paths"] else None
+    if eval_fs is not None:
+        check_same_backbone(fs, eval_fs)
+    for shown in dict.fromkeys(x for x in (fs, eval_fs) if x is not None and x.label):
+        _banner(f"{shown.id}: {shown.label}")
     log = lambda msg: click.echo(msg, err=True)  # noqa: E731
     source = _split_source(fs, splits, splits_dir, split_file, {
         "train_per_class": train_per_class, "val_per_class": val_per_class, "test_per_class": test_per_class},
@@ -545,13 +561,13 @@ def probe(features_path, splits, splits_dir, split_file, known_test, allow_missi
     cfg.validate()
     if opts["save_head_dir"]:  # fail before a long study, not after
         check_save_head(cfg, opts["save_head_dir"])
-    run = run_study(fs, cfg, out_dir, progress=not quiet, log=log)
+    run = run_study(fs, cfg, out_dir, progress=not quiet, log=log, eval_fs=eval_fs)
     for e in run.errors[:20]:
         click.echo(f"FAILED {e}", err=True)
     if run.errors and not run.written + run.skipped_done:
         raise ProblemsFound(f"all {len(run.errors)} result line(s) failed (listed above); nothing to report")
     rep = write_report(run.results.parent)
-    saved = save_chosen_head(fs, cfg, opts["save_head_dir"], progress=not quiet, log=log) \
+    saved = save_chosen_head(fs, cfg, opts["save_head_dir"], progress=not quiet, log=log, eval_fs=eval_fs) \
         if opts["save_head_dir"] else None
     if not quiet:
         click.echo(rep.main)

@@ -18,7 +18,7 @@ import numpy as np
 
 from attrib.output_paths import make_folder
 from attrib.probe.options import StudyError
-from attrib.probe.results import read_results
+from attrib.probe.results import evaluated_on, read_results
 
 PAPER_METRICS = ("accuracy", "auroc", "oscr")
 METRICS = ("accuracy", "macro_f1", "auroc", "fpr95", "aupr_in", "aupr_out", "oscr")
@@ -287,6 +287,7 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | No
     highlight = rows[best]
     rep.highlight = method_name(highlight)
     fsets = sorted({r["feature_set"] for r in results})
+    evals = sorted({evaluated_on(r)[0] for r in results})
     n_splits, n_seeds = len({str(r["split"]) for r in results}), len({int(r["seed"]) for r in results})
     label = "; ".join(rep.labels)
 
@@ -312,6 +313,8 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | No
 
     md = [f"# attrib results: {results_dir}", ""] + _warnings_md(rep.labels) + [
         f"Feature set(s): {', '.join(fsets)}", "",
+        "Validation and test images read from (`--eval-features`): " +
+        (", ".join(evals) if evals != fsets else "the same feature set(s)"), "",
         "## Main table", "",
         f"Mean ± std (population, over runs) over {n_splits} split(s) x {n_seeds} seed(s), in %. Layers are "
         "0-based block indices; `clean` = hyperparameters chosen on known-class validation data only, `paper` = "

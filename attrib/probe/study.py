@@ -4,6 +4,10 @@ Every finished (split, layer, head, score, shots, seed, protocol) becomes one JS
 ``results.jsonl`` (:mod:`attrib.probe.results`), appended as soon as it is known (with ``--jobs N``:
 when its job ends), so an interrupted study resumes without redoing finished lines.
 
+With evaluation features (``eval_fs``: ``attrib probe --eval-features``), split rows are drawn from the
+training features' image list and the validation and test rows are read from ``eval_fs``, matched by
+image (:mod:`attrib.probe.evalrows`).
+
 Why the work is cut into (split, layer, shots, seed) jobs: those are independent and each needs one
 feature matrix, while the heads and scores of a job share it (and the scores share the fitted head). The
 blocks a study needs are read once into a :class:`~attrib.probe.featcache.FeatureCache` that the jobs
@@ -30,6 +34,7 @@ from attrib import __version__
 from attrib.data.splits import Split, SplitRows, SplitSource
 from attrib.jsonio import dumps, to_jsonable
 from attrib.output_paths import make_folder
+from attrib.probe.evalrows import EVAL_PARTS, EvalRows, feature_ids
 from attrib.probe.featcache import FeatureCache, feature_cache
 from attrib.probe.heads import HEADS, ProbeHead
 from attrib.probe.metrics import evaluate
@@ -168,6 +173,13 @@ class Job:
     # (plugins, tests) also work in worker processes, whose registries only hold the built-in ones.
     head_classes: dict[str, type] = field(default_factory=dict)
     scorer_classes: dict[str, type] = field(default_factory=dict)
+    # ``rows`` with validation and test rows of the evaluation features (--eval-features); None: ``rows``
+    eval_rows: SplitRows | None = None
+
+    @property
+    def evaluated(self) -> SplitRows:
+        """The rows validation and test features are read by (:meth:`FeatureCache.take_eval`)."""
+        return self.rows if self.eval_rows is None else self.eval_rows
 
     def key(self, head: str, score: str) -> tuple:
         return (self.split.name, layer_name(self.layer), head, score, shots_name(self.shots), self.seed,
@@ -194,9 +206,8 @@ class JobData:
         rows, sp = job.rows, job.split
         keep = shots_subset(rows.y_train, job.shots, job.seed)
         y_tr = rows.y_train[keep]
-        X = {name: cache.take(job.layer, r) for name, r in (
-            ("train", rows.train[keep]), ("val", rows.val), ("test", rows.test),
-            ("val_unknown", rows.val_unknown), ("test_unknown", rows.test_unknown))}
+        X = {"train": cache.take(job.layer, rows.train[keep])}
+        X.update((name, cache.take_eval(job.layer, getattr(job.evaluated, name))) for name in EVAL_PARTS)
         t_read = time.perf_counter() - t0
         digest = hashlib.sha256(np.ascontiguousarray(rows.train[keep], dtype=np.int64).tobytes()).hexdigest()[:16]
         n = {**rows.sizes(), "train": int(len(keep)),
@@ -292,7 +303,8 @@ def _result_line(job: Job, data: JobData, head_name: str, score_name: str, sel: 
     split_name, layer, _, _, shots, seed, protocol = job.key(head_name, score_name)
     return to_jsonable({
         "feature_set": job.meta["feature_set"], "feature_hash": job.meta["feature_hash"],
-        "label": job.meta["label"], "split": split_name,
+        "features": job.meta["features"], "eval_features": job.meta["eval_features"],
+        "eval_feature_hash": job.meta["eval_feature_hash"], "label": job.meta["label"], "split": split_name,
         "layer": layer, "head": head_name, "score": score_name, "shots": shots, "seed": seed,
         "protocol": protocol, "hparams": sel.hparams, "selection": sel.summary(), **metrics,
         "classes": list(sp.classes), "known": list(sp.known), "unknown": list(sp.unknown), "n": data.n,
@@ -319,21 +331,35 @@ def stderr_log(msg: str) -> None:
 
 
 def run_study(fs: FeatureSet, cfg: StudyConfig, out_dir: str | os.PathLike, progress: bool = True,
-              log: Callable[[str], None] = stderr_log) -> StudyRun:
-    """Run every missing line of the study into ``out_dir/results.jsonl``."""
+              log: Callable[[str], None] = stderr_log, eval_fs: FeatureSet | None = None) -> StudyRun:
+    """Run every missing line of the study into ``out_dir/results.jsonl``.
+
+    ``fs`` and ``eval_fs`` are feature sets or unions of several (:class:`attrib.union.FeatureUnion`);
+    with ``eval_fs``, validation and test rows are read from it (the module docstring says how).
+    """
     cfg.validate()
     out_dir = make_folder(out_dir, "--out", StudyError)
     with exclusive(out_dir):
         t0 = time.perf_counter()
         run = StudyRun(out_dir / RESULTS)
-        jobs = _plan(fs, cfg, run, log)
+        jobs = _plan(fs, cfg, run, log, eval_fs)
         if jobs:
-            _execute(fs, cfg, jobs, run, progress)
+            _execute(fs, cfg, jobs, run, progress, eval_fs)
         run.seconds = time.perf_counter() - t0
         return run
 
 
-def _plan(fs: FeatureSet, cfg: StudyConfig, run: StudyRun, log: Callable[[str], None]) -> list[Job]:
+def study_meta(fs: FeatureSet, eval_fs: FeatureSet | None) -> dict[str, Any]:
+    """What every result line of a study records about its features (the training and evaluation sets)."""
+    ev = fs if eval_fs is None else eval_fs
+    labels = list(dict.fromkeys(lab for lab in (fs.label, ev.label) if lab))
+    return {"feature_set": fs.id, "feature_hash": identity_hash(fs.manifest), "label": "; ".join(labels),
+            "features": feature_ids(fs), "eval_features": feature_ids(ev),
+            "eval_feature_hash": identity_hash(ev.manifest)}
+
+
+def _plan(fs: FeatureSet, cfg: StudyConfig, run: StudyRun, log: Callable[[str], None],
+          eval_fs: FeatureSet | None = None) -> list[Job]:
     """The jobs with lines still missing from ``run.results`` (repaired first), after checking that
     their lines can join those already there."""
     results = run.results
@@ -348,12 +374,14 @@ def _plan(fs: FeatureSet, cfg: StudyConfig, run: StudyRun, log: Callable[[str], 
         log("skipped (score cannot use this head): " + ", ".join(f"{h}+{s}" for h, s in run.skipped_pairs))
     if not pairs:
         raise StudyError("no (head, score) pair is supported: choose other --heads / --scores")
-    meta = {"feature_set": fs.id, "feature_hash": identity_hash(fs.manifest), "label": fs.label}
+    meta = study_meta(fs, eval_fs)
     rows_of: dict[tuple[str, int], SplitRows] = {
         (name, seed): cfg.splits.rows(name, seed) for name in cfg.splits.names() for seed in range(cfg.seeds)}
+    eval_rows_of = EvalRows(fs, eval_fs).map(rows_of) if eval_fs is not None else {}
     digests = {key: rows_digest(rows) for key, rows in rows_of.items()}
     paths = {h: path_summary(HEADS[h], path_values(HEADS[h], cfg.grid)) for h in cfg.heads}
-    check_compatible(existing, meta["feature_set"], meta["feature_hash"], digests, paths, results)
+    check_compatible(existing, meta["feature_set"], meta["feature_hash"], digests, paths, results,
+                     eval_features=meta["eval_features"], eval_hash=meta["eval_feature_hash"])
     if cfg.protocol == "paper":
         for (name, _seed), rows in rows_of.items():
             if not len(rows.val_unknown):
@@ -365,7 +393,8 @@ def _plan(fs: FeatureSet, cfg: StudyConfig, run: StudyRun, log: Callable[[str], 
     jobs = []
     for name, layer, shots, seed in itertools.product(splits, cfg.layers, cfg.shots, range(cfg.seeds)):
         job = Job(splits[name], rows_of[(name, seed)], layer, shots, seed, [], cfg.protocol, cfg.grid, cfg.tpr,
-                  {**meta, "rows": digests[(name, seed)]}, head_classes, scorer_classes)
+                  {**meta, "rows": digests[(name, seed)]}, head_classes, scorer_classes,
+                  eval_rows=eval_rows_of.get((name, seed)))
         job.todo = [p for p in pairs if job.key(*p) not in done]
         run.skipped_done += len(pairs) - len(job.todo)
         if job.todo:
@@ -373,15 +402,20 @@ def _plan(fs: FeatureSet, cfg: StudyConfig, run: StudyRun, log: Callable[[str], 
     return jobs
 
 
-def _execute(fs: FeatureSet, cfg: StudyConfig, jobs: list[Job], run: StudyRun, progress: bool) -> None:
+def _execute(fs: FeatureSet, cfg: StudyConfig, jobs: list[Job], run: StudyRun, progress: bool,
+             eval_fs: FeatureSet | None = None) -> None:
     """Run ``jobs`` (in this process, or ``cfg.jobs`` workers) and append their lines to ``run.results``."""
     from joblib import Parallel, delayed
     from tqdm import tqdm
 
-    needed = np.concatenate([np.concatenate([j.rows.train, j.rows.val, j.rows.test, j.rows.val_unknown,
-                                             j.rows.test_unknown]) for j in jobs])
+    train = np.concatenate([j.rows.train for j in jobs])
+    evaluated = np.concatenate([getattr(j.evaluated, part) for j in jobs for part in EVAL_PARTS])
     blocks = {b for j in jobs for b in j.layer}
-    with feature_cache(fs, needed, blocks, progress) as cache:
+    if eval_fs is None:
+        cache_ctx = feature_cache(fs, np.concatenate([train, evaluated]), blocks, progress)
+    else:
+        cache_ctx = feature_cache(fs, train, blocks, progress, eval_fs=eval_fs, eval_rows=evaluated)
+    with cache_ctx as cache:
         bar = tqdm(total=len(jobs), desc="probe", unit="job", disable=not progress)
         with appending(run.results) as append:
             def write(line: dict) -> None:
