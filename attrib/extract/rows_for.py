@@ -31,19 +31,14 @@ from attrib.data.catalog import ImageList
 from attrib.data.splits import SplitSource
 from attrib.errors import AttribError
 from attrib.extract.views import View
-from attrib.manifest import OPTION_FIELDS, Manifest, MatchRule
+from attrib.manifest import OPTION_FIELDS, SAME_BACKBONE, Manifest
+from attrib.probe.evalrows import EVAL_PARTS  # the parts of a split a study reads from its evaluation features
 from attrib.store import FeatureSet, identity_hash, list_feature_sets
 
 if TYPE_CHECKING:  # torch is imported only when something is extracted
     from attrib.extract.backbone import Backbone
     from attrib.extract.runner import RunConfig
 
-# The parts of a split a study evaluates on (SplitRows attributes): everything but the training rows.
-EVAL_PARTS = ("val", "test", "val_unknown", "test_unknown")
-# The same backbone: what a feature vector means, apart from the preprocessing and the view (which a
-# study's training and evaluation features may change).
-SAME_BACKBONE = MatchRule(("family", "model", "weights", "weights_sha256", "quick_gelu", "n_blocks", "width"),
-                          weights_by_checksum=True)
 
 
 class RowsForError(AttribError, ValueError):
@@ -180,5 +175,5 @@ def _extract(cache: str | os.PathLike, clean: FeatureSet, t: Target, backbones: 
     return summary.feature_set
 
 
-__all__ = ["EVAL_PARTS", "SAME_BACKBONE", "RowsForError", "Target", "Provided", "study_rows", "eval_rows_target",
+__all__ = ["EVAL_PARTS", "RowsForError", "Target", "Provided", "study_rows", "eval_rows_target",
            "whole_set_target", "find_target", "clean_backbone", "provide"]
