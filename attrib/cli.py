@@ -681,7 +681,7 @@ def robustness(features_path, perturb, intensities, train_view, preprocess, no_e
     run_cfg = RunConfig(batch_size=batch_size, workers=workers, device=device, precision=precision, progress=not quiet)
     plan = prepare(clean, source_for, opts["seeds"], conds, cache_dir, train_view.spec if train_view else None,
                    preprocess, run_cfg, extract=not no_extract, log=log)
-    n_sets = len(plan.evals) + len(plan.train)
+    n_sets = len({fs.path for fs in [*plan.train.values(), *plan.evals.values()]})
     click.echo(f"feature sets: {len(plan.extracted)} extracted ({plan.images_extracted} images), "
                f"{n_sets - len(plan.extracted)} already there", err=True)
     run = run_robustness(plan, config_for, out_dir, progress=not quiet, log=log)
