@@ -40,7 +40,6 @@ if TYPE_CHECKING:  # torch is imported only when something is extracted
     from attrib.extract.runner import RunConfig
 
 
-
 class RowsForError(AttribError, ValueError):
     """The rows or views a study needs cannot be had as asked; the message says what to run instead."""
 

@@ -139,6 +139,7 @@ def prepare(clean: "FeatureSet", source_for: Callable[["FeatureSet"], SplitSourc
         got = provide(cache, clean, [whole_set_target(clean, view)], run, extract, log)
         _count(plan, got)
         plan.train[view.spec] = got.sets[0]
+    # every training set holds clean's image list (whole_set_target), so their rows index the same list
     sources = [source_for(fs) for fs in plan.train.values()]
     pp = preprocess or clean.manifest.preprocess_name
     need = [c for c in conds if not (c.clean and pp == clean.manifest.preprocess_name)]
