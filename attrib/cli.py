@@ -457,6 +457,26 @@ def _split_source(fs, splits: str, splits_dir: str | None, split_file: str | Non
     return SampledSplits(images, ok, select_splits(available, splits), **given)
 
 
+def _probe_features(paths: tuple[str, ...], eval_paths: tuple[str, ...]):
+    """(training features, evaluation features or None) of `attrib probe`: a feature set, or the union of
+    several; evaluation features of another backbone are refused before anything is read. Warning labels
+    (random-init) are shown once each."""
+    from attrib.probe.evalrows import check_same_backbone
+    from attrib.union import open_features
+
+    fs = open_features(paths, "--features")
+    eval_fs = open_features(eval_paths, "--eval-features") if eval_paths else None
+    if eval_fs is not None:
+        check_same_backbone(fs, eval_fs)
+    labelled: dict[str, list[str]] = {}
+    for x in (fs, eval_fs):
+        if x is not None and x.label:
+            labelled.setdefault(x.label, []).append(x.id)
+    for label, ids in labelled.items():
+        _banner(f"{', '.join(ids)}: {label}")
+    return fs, eval_fs
+
+
 @main.command()
 @click.option("--features", "features_path", required=True, multiple=True, type=click.Path(),
               help="Feature-set folder (printed by `attrib features`; see `attrib cache ls`). Repeat it to read "
@@ -541,15 +561,7 @@ def probe(features_path, splits, splits_dir, split_file, known_test, allow_missi
     from attrib.probe.choose import check_save_head, save_chosen_head
     from attrib.probe.study import StudyConfig, run_study
 
-    from attrib.probe.evalrows import check_same_backbone
-    from attrib.union import open_features
-
-    fs = open_features(features_path, "--features")
-    eval_fs = open_features(opts["eval_paths"], "--eval-features") if opts["eval_paths"] else None
-    if eval_fs is not None:
-        check_same_backbone(fs, eval_fs)
-    for shown in dict.fromkeys(x for x in (fs, eval_fs) if x is not None and x.label):
-        _banner(f"{shown.id}: {shown.label}")
+    fs, eval_fs = _probe_features(features_path, opts["eval_paths"])
     log = lambda msg: click.echo(msg, err=True)  # noqa: E731
     source = _split_source(fs, splits, splits_dir, split_file, {
         "train_per_class": train_per_class, "val_per_class": val_per_class, "test_per_class": test_per_class},

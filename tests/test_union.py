@@ -170,6 +170,21 @@ def test_eval_features_supply_validation_and_test_rows(fs, tmp_path) -> None:
     assert _numbers(_study(t, tmp_path / "alone")) != _numbers(plain)  # the garbage is read without eval
 
 
+@pytest.mark.slow
+def test_eval_study_in_worker_processes_equals_one_process(fs, halves, tmp_path) -> None:
+    e = copy_feature_set(fs, tmp_path / "e", change=lambda r, cls: cls + 0.5, view="jpeg:75")
+    union = FeatureUnion(list(halves))
+    ok, _ = union.status()
+    lines = {}
+    for jobs in (1, 2):
+        cfg = _cfg(union.images, ok, seeds=2)
+        cfg.jobs = jobs
+        run_study(union, cfg, tmp_path / f"j{jobs}", progress=False, eval_fs=e)
+        lines[jobs] = read_results(tmp_path / f"j{jobs}")
+    assert _numbers(lines[1]) == _numbers(lines[2]) and len(lines[1]) == 2 * 2 * 2 * 2
+    assert _numbers(lines[1]) != _numbers(_study(union, tmp_path / "plain", seeds=2))
+
+
 def test_eval_features_of_another_backbone_are_refused_naming_the_field(fs, tmp_path) -> None:
     for field, value in (("model", "ViT-L-14"), ("weights", "openai"), ("quick_gelu", True), ("family", "timm")):
         other = copy_feature_set(fs, tmp_path / field, range(60), **{field: value})

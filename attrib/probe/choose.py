@@ -83,9 +83,7 @@ def save_chosen_head(fs: FeatureSet, cfg: StudyConfig, folder: str | os.PathLike
             "by validation accuracy only (name one --scores to choose the score yourself)")
     blocks = {b for layer in cfg.layers for b in layer}
     evaluated = np.concatenate([ev.val, ev.val_unknown])
-    ctx = feature_cache(fs, np.concatenate([tr_rows, evaluated]), blocks, progress) if eval_fs is None else \
-        feature_cache(fs, tr_rows, blocks, progress, eval_fs=eval_fs, eval_rows=evaluated)
-    with ctx as cache:
+    with feature_cache(fs, tr_rows, blocks, progress, eval_fs=eval_fs, eval_rows=evaluated) as cache:
         table, fitted = _candidates(cache, cfg, pairs, tr_rows, y_tr, ev.val, rows.y_val, folds)
         keys = [(e.get("pseudo_oscr", 0.0), e["val_accuracy"], -e["val_logloss"]) for e in table]
         best = table[best_index(keys)]

@@ -71,15 +71,20 @@ class FeatureCache:
 @contextlib.contextmanager
 def feature_cache(fs: FeatureSet, rows: np.ndarray, blocks: Iterable[int], progress: bool = False,
                   eval_fs: FeatureSet | None = None, eval_rows: np.ndarray | None = None) -> Iterator[FeatureCache]:
-    """A :class:`FeatureCache` in a temporary folder (``$TMPDIR``), removed afterwards. With ``eval_fs``,
-    its ``eval`` cache holds ``eval_rows`` of those features (``rows`` are then the training rows only)."""
+    """A :class:`FeatureCache` of ``rows`` in a temporary folder (``$TMPDIR``), removed afterwards.
+
+    ``eval_rows``: the validation and test rows, read from ``eval_fs`` into the cache's ``eval`` cache
+    when given (``rows`` are then the training rows), else from ``fs`` with ``rows``.
+    """
     tmp = Path(tempfile.mkdtemp(prefix="attrib-features-"))
+    eval_rows = np.zeros(0, np.int64) if eval_rows is None else np.asarray(eval_rows, dtype=np.int64)
     try:
         blocks = sorted(set(blocks))
-        cache = FeatureCache.build(fs, rows, blocks, tmp, progress)
-        if eval_fs is not None:
-            cache.eval = FeatureCache.build(eval_fs, np.zeros(0, np.int64) if eval_rows is None else eval_rows,
-                                            blocks, tmp, progress, prefix="eval")
-        yield cache
+        if eval_fs is None:
+            yield FeatureCache.build(fs, np.concatenate([np.asarray(rows, np.int64), eval_rows]), blocks, tmp, progress)
+        else:
+            cache = FeatureCache.build(fs, rows, blocks, tmp, progress)
+            cache.eval = FeatureCache.build(eval_fs, eval_rows, blocks, tmp, progress, prefix="eval")
+            yield cache
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -411,11 +411,7 @@ def _execute(fs: FeatureSet, cfg: StudyConfig, jobs: list[Job], run: StudyRun, p
     train = np.concatenate([j.rows.train for j in jobs])
     evaluated = np.concatenate([getattr(j.evaluated, part) for j in jobs for part in EVAL_PARTS])
     blocks = {b for j in jobs for b in j.layer}
-    if eval_fs is None:
-        cache_ctx = feature_cache(fs, np.concatenate([train, evaluated]), blocks, progress)
-    else:
-        cache_ctx = feature_cache(fs, train, blocks, progress, eval_fs=eval_fs, eval_rows=evaluated)
-    with cache_ctx as cache:
+    with feature_cache(fs, train, blocks, progress, eval_fs=eval_fs, eval_rows=evaluated) as cache:
         bar = tqdm(total=len(jobs), desc="probe", unit="job", disable=not progress)
         with appending(run.results) as append:
             def write(line: dict) -> None:
