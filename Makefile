@@ -39,6 +39,13 @@ SHOTS       ?= all
 SEEDS       ?= 1
 JOBS        ?= 1
 RESULTS     ?= results/$(DATASET)
+# the robustness study (attrib robustness) on FEATURES or the feature set above, with the study variables
+# of stage 2: the paper's perturbations (resize, blur, jpeg, crop, or all) at its levels 1-5; TRAIN_VIEW=
+# paper-train-aug also trains on augmented features. Defaults: a quick demo run (2 x 2 conditions).
+PERTURB     ?= jpeg,blur
+INTENSITIES ?= 1,5
+TRAIN_VIEW  ?=
+ROBUST_OUT  ?= results/$(DATASET)-robustness
 
 # make paper: the paper's table (Cioni et al.) beside attrib's replication of it; see docs/paper.md.
 # LAYERS given on the command line wins; else the paper's block (index 7 of 12) or, for a model of another
@@ -57,17 +64,22 @@ FEATURE_ARGS = --dataset $(DATASET) $(call opt,--root,$(ROOT)) $(call opt,--list
 	$(call opt,--limit,$(LIMIT)) $(call opt,--max-per-source,$(MAX_PER_SOURCE)) $(call opt,--splits-dir,$(SPLITS_DIR))
 FIND_ARGS = --cache $(CACHE) --dataset $(DATASET) --model $(MODEL) --pretrained "$(PRETRAINED)" --view $(VIEW) \
 	$(call opt,--limit,$(LIMIT)) $(call opt,--max-per-source,$(MAX_PER_SOURCE)) $(call opt,--splits-dir,$(SPLITS_DIR))
-PROBE_ARGS = --splits $(SPLITS) $(call opt,--splits-dir,$(SPLITS_DIR)) $(call opt,--split-file,$(SPLIT_FILE)) \
+STUDY_ARGS = --splits $(SPLITS) $(call opt,--splits-dir,$(SPLITS_DIR)) $(call opt,--split-file,$(SPLIT_FILE)) \
 	--protocol $(PROTOCOL) --layers "$(LAYERS)" --heads $(HEADS) \
-	--scores $(SCORES) --shots $(SHOTS) --seeds $(SEEDS) --jobs $(JOBS) --out $(RESULTS)
+	--scores $(SCORES) --shots $(SHOTS) --seeds $(SEEDS) --jobs $(JOBS)
+PROBE_ARGS = $(STUDY_ARGS) --out $(RESULTS)
+ROBUST_ARGS = --perturb $(PERTURB) --intensities $(INTENSITIES) $(call opt,--train-view,$(TRAIN_VIEW)) \
+	--cache $(CACHE) --batch-size $(BATCH_SIZE) $(call opt,--workers,$(WORKERS)) --device $(DEVICE) \
+	--precision $(PRECISION) $(STUDY_ARGS) --out $(ROBUST_OUT)
 
-.PHONY: help install demo features probe report paper test bench clean-demo shell lint test-quick
+.PHONY: help install demo features probe report paper robustness test bench clean-demo shell lint test-quick
 
 help:
 	@echo "make demo       build the offline demo dataset, extract features, probe, print the table"
 	@echo "make features   stage 1 (DATASET=demo|genimage|folder|list ROOT=... MODEL=... PRETRAINED=...)"
 	@echo "make probe      stage 2 on the newest matching feature set (or FEATURES=cache/...)"
 	@echo "make paper      the paper's table beside attrib's replication (demo offline; ROOT=/data/GenImage for real)"
+	@echo "make robustness train clean, evaluate on perturbed views (PERTURB=jpeg,blur INTENSITIES=1,5 TRAIN_VIEW=)"
 	@echo "make test       the test suite"
 	@echo "make bench      the benchmarks"
 	@echo "make test-quick the test suite without the tests marked slow"
@@ -92,6 +104,18 @@ probe: $(STAMP)
 
 report: $(STAMP)
 	$(ATTRIB) report $(RESULTS)
+
+# Extracts the features first when no matching feature set is cached (on the demo, with the offline
+# attrib-tiny fallback, as `make demo` does), then the views the study needs, then the study.
+robustness: $(STAMP)
+	@fs="$(FEATURES)"; \
+	if [ -z "$$fs" ]; then \
+		fs=$$($(ATTRIB) cache find $(FIND_ARGS) 2>/dev/null) || { \
+			$(MAKE) --no-print-directory features FALLBACK="$(or $(FALLBACK),$(if $(filter demo,$(DATASET)),attrib-tiny))" \
+			&& fs=$$($(ATTRIB) cache find $(FIND_ARGS)); } || exit 1; \
+	fi; \
+	echo "$(ATTRIB) robustness --features $$fs $(ROBUST_ARGS)"; \
+	$(ATTRIB) robustness --features "$$fs" $(ROBUST_ARGS)
 
 # The demo asks for the paper's model; with no network and no cached weights it falls back, loudly, to
 # the built-in random-init attrib-tiny (a pipeline check, not CLIP features).
@@ -137,4 +161,4 @@ shell: $(STAMP)
 	@VIRTUAL_ENV="$(abspath $(VENV))" PATH="$(abspath $(BIN)):$$PATH" $${SHELL:-/bin/sh}
 
 clean-demo:
-	rm -rf data/demo results/demo results/demo-paper $(CACHE)/demo__*
+	rm -rf data/demo results/demo results/demo-paper results/demo-robustness $(CACHE)/demo__*

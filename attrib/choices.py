@@ -32,6 +32,9 @@ VIEW_EXAMPLES = {"jpeg": "75", "blur": "1", "noise": "5", "brightness": "1.2", "
                  "saturation": "0.5", "rotate": "10", "resize": "0.5",
                  "shortside": "352", "blurk": "9", "rcrop": "0.125", "paper-train-aug": None}
 
+# attrib.extract.views.PAPER_INTENSITIES (keys, in order): the paper's test-time perturbations
+PERTURBATIONS = ("resize", "blur", "jpeg", "crop")
+
 # attrib.probe.heads.HEADS and attrib.probe.scorers.SCORERS (keys, in order)
 HEADS = ("logreg", "knn", "ncm", "gauss", "knn-paper")
 SCORERS = ("msp", "maxlogit", "energy", "gen", "knn", "mahalanobis", "rmds", "ncm", "vim")

@@ -70,6 +70,7 @@ def main() -> None:
     Stage 1  attrib features   images -> CLIP -> CLS token of every block, cached once (HDF5 shards)
     Stage 2  attrib probe      cached features -> linear probes + open-set scores -> results.jsonl
              attrib report     results.jsonl -> tables (Markdown, CSV) and plots
+             attrib robustness train clean, evaluate on JPEG/resize/blur/crop views at five intensities
              attrib cache      ls | info | verify | find  the feature sets in a cache folder
     Use      attrib predict    new images + a head saved by `probe --save-head` -> predictions.csv
     """
@@ -77,6 +78,102 @@ def main() -> None:
 
 
 # --------------------------------------------------------------------------------------- features
+def _rows_options(command):
+    """``--rows-for`` and the probe options that decide those rows, shared by `features` and `cache find`."""
+    options = (
+        click.option("--rows-for", metavar="SPLITS", default=None,
+                     help="Only the validation and test rows (known and unknown) of these splits (all, 1-5, 1,3, "
+                     "names), as `attrib probe --splits SPLITS` with the same --seeds, caps and --splits-dir / "
+                     "--split-file draws them from --rows-from: a perturbed test set costs its test rows, not the "
+                     "dataset. Its own feature set (the manifest records rows_for). Needs --rows-from."),
+        click.option("--rows-from", type=click.Path(exists=True, file_okay=False), default=None, metavar="FEATURE_SET",
+                     help="With --rows-for: the clean feature set whose image list, split rows and backbone (model, "
+                     "weights; and preprocessing unless --preprocess is given) are used."),
+        click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="With --rows-for: the rows of seeds 0..N-1, as `attrib probe --seeds N` (sampled splits "
+                     "draw other validation rows for each seed)."),
+        click.option("--split-file", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="With --rows-for: the splits of this YAML/JSON file, as `attrib probe --split-file`."),
+        click.option("--known-test", type=click.Choice(choices.KNOWN_TEST), default="test", show_default=True,
+                     help="With --rows-for and --splits-dir: as `attrib probe --known-test`."),
+        click.option("--val-per-class", type=PerClass(), default=None,
+                     help="With --rows-for: as `attrib probe --val-per-class` (a larger cap only adds rows)."),
+        click.option("--test-per-class", type=PerClass(), default=None,
+                     help="With --rows-for: as `attrib probe --test-per-class`."),
+    )
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+_ROWS_DETAILS = ("seeds", "split_file", "known_test", "val_per_class", "test_per_class")
+# `features` options that --rows-from decides (the image list and the backbone come from the clean set)
+_DECIDED_BY_ROWS_FROM = ("dataset", "root", "list_file", "model", "pretrained", "fallback_model", "out", "limit",
+                         "max_per_source", "sample_seed", "rank", "world_size")
+
+
+def _given(names) -> list[str]:
+    """The options among ``names`` that the user gave (command line or environment), as --option names."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    given = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return ["--" + n.replace("_", "-").replace("list-file", "list") for n in names
+            if ctx.get_parameter_source(n) in given]
+
+
+def _rows_requested(rows: dict) -> bool:
+    """Whether --rows-for and --rows-from are given (one without the other is refused, and so are the
+    options that only choose those rows)."""
+    from attrib.extract.rows_for import RowsForError
+
+    if rows["rows_for"] and rows["rows_from"]:
+        return True
+    if rows["rows_for"] or rows["rows_from"]:
+        raise RowsForError("--rows-for SPLITS and --rows-from FEATURE_SET go together: the splits' rows are drawn "
+                           "from the clean feature set's image list (e.g. --rows-for all --rows-from cache/<set>)")
+    stray = _given(_ROWS_DETAILS)
+    if stray:
+        raise RowsForError(f"{', '.join(stray)} only choose the rows of --rows-for SPLITS --rows-from FEATURE_SET")
+    return False
+
+
+def _rows_target(rows: dict, splits_dir: str | None, view, preprocess: str | None):
+    """(clean feature set, its split source, the :class:`attrib.extract.rows_for.Target`) of --rows-for."""
+    from attrib.extract.rows_for import eval_rows_target
+
+    clean = _open_fs(rows["rows_from"])
+    caps = {"val_per_class": rows["val_per_class"], "test_per_class": rows["test_per_class"]}
+    source = _split_source(clean, rows["rows_for"], splits_dir, rows["split_file"], caps, rows["known_test"],
+                           allow_missing=True)
+    return clean, source, eval_rows_target(clean, [source], rows["seeds"], view, preprocess)
+
+
+def _features_rows_for(rows: dict, splits_dir: str | None, view, preprocess: str, cache_dir: str, cfg) -> None:
+    """`attrib features --rows-for`: the view of a clean feature set's evaluation rows, found or extracted."""
+    from attrib.extract.rows_for import RowsForError, provide
+
+    decided = _given(_DECIDED_BY_ROWS_FROM)
+    if decided:
+        raise RowsForError(f"{', '.join(decided)}: with --rows-from the image list and the backbone are the clean "
+                           "feature set's; drop these options")
+    clean, source, target = _rows_target(rows, splits_dir, view, preprocess if _given(["preprocess"]) else None)
+    if clean.label:
+        _banner(f"{clean.id}: {clean.label}")
+    for note in source.notes():
+        click.secho(f"note: {note}", fg="yellow", err=True)
+    click.echo(f"{len(target.images)} validation and test rows of split(s) {', '.join(source.names())} x "
+               f"{rows['seeds']} seed(s), of the {clean.n_images} images of {clean.id}; view {view.spec}, "
+               f"preprocess {target.preprocess}", err=True)
+    got = provide(cache_dir, clean, [target], cfg, extract=True)
+    fs = got.sets[0]
+    click.echo(f"done: {got.images_extracted} images extracted in {got.seconds:.1f} s" if got.extracted else
+               "done: already in the cache, nothing extracted", err=True)
+    if fs.label:
+        click.secho(f"note: {fs.label}", fg="red", err=True)
+    click.echo(str(fs.path))
+
+
 @main.command()
 @click.option("--dataset", type=click.Choice(choices.DATASETS), default="demo",
               show_default=True, help="demo: built-in offline demo (built on first use); genimage: GenImage "
@@ -138,10 +235,11 @@ def main() -> None:
               "$RANK or $SLURM_PROCID, else 0]")
 @click.option("--world-size", type=click.IntRange(min=1), default=None,
               help="Number of processes sharing the work. [default: $WORLD_SIZE or $SLURM_NTASKS, else 1]")
+@_rows_options
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def features(dataset, root, list_file, build_demo, model, pretrained, fallback_model, view, preprocess, cache_dir, out,
              shard_size, batch_size, workers, threads, device, precision, limit, max_per_source, sample_seed,
-             only_splits_dir, rank, world_size, quiet):
+             only_splits_dir, rank, world_size, quiet, **rows):
     """Stage 1: extract the CLS token of every block (one forward per batch) into the feature cache.
 
     Reruns skip finished shards, so an interrupted run resumes where it stopped. Corrupt images are
@@ -159,6 +257,7 @@ def features(dataset, root, list_file, build_demo, model, pretrained, fallback_m
       attrib features --dataset genimage --root /data/GenImage --max-per-source 5000
       attrib features --dataset genimage --root /data/GenImage --splits-dir /data/GenImage-splits
       attrib features --dataset genimage --root /data/GenImage --view jpeg:75
+      attrib features --rows-from cache/<clean set> --rows-for all --view jpeg:26
       attrib features --dataset folder --root /data/my_generators
       attrib features --dataset list --list images.tsv --root /data
       torchrun --nproc-per-node 8 -m attrib features --dataset genimage --root /data/GenImage
@@ -172,6 +271,10 @@ def features(dataset, root, list_file, build_demo, model, pretrained, fallback_m
     from attrib.extract.runner import RunConfig, dist_from_env, even_subset, extract
 
     progress = not quiet
+    if _rows_requested(rows):
+        cfg = RunConfig(batch_size=batch_size, workers=workers, device=device, precision=precision,
+                        shard_size=shard_size, threads=threads, progress=progress)
+        return _features_rows_for(rows, only_splits_dir, view, preprocess, cache_dir, cfg)
     if rank is None or world_size is None:  # explicit options need no (possibly broken) launcher variables
         env_rank, env_world, _ = dist_from_env()
         rank = env_rank if rank is None else rank
@@ -311,12 +414,16 @@ def cache_verify(feature_set: str, max_failed: int) -> None:
 @click.option("--splits-dir", type=click.Path(), default=None, metavar="DIR",
               help="Only feature sets extracted with `attrib features --splits-dir DIR` (restricted to the images "
               "of these split files). [default: only unrestricted feature sets]")
-def cache_find(cache_dir, dataset, model, pretrained, view, max_per_source, sample_seed, limit, splits_dir) -> None:
+@_rows_options
+def cache_find(cache_dir, dataset, model, pretrained, view, max_per_source, sample_seed, limit, splits_dir,
+               **rows) -> None:
     """Print the newest complete feature set matching the filters (used by `make probe`).
 
     A feature set matches when `attrib features` with these options would extract into it: the same
     model, weights and view, and the same image list (a --max-per-source N larger than every (source,
-    subset) group gives the unsampled list, for example).
+    subset) group gives the unsampled list, for example). With --rows-for and --rows-from (and the same
+    --seeds, caps and split options): the evaluation rows `attrib features --rows-for` extracted; add
+    --view to pick a view. Without them, such subsets are never found.
     """
     from attrib.extract.views import View
     from attrib.manifest import FeatureRequest
@@ -325,15 +432,20 @@ def cache_find(cache_dir, dataset, model, pretrained, view, max_per_source, samp
     if _given("sample_seed") and not max_per_source:
         raise _refuse_unused("--sample-seed", "with --max-per-source N (it seeds that sample)")
     want_view = View.parse(view).spec if view is not None else None
+    rows_sha = None
+    if _rows_requested(rows):  # --splits-dir then defines the rows, as in `attrib features --rows-for`
+        rows_sha = _rows_target(rows, splits_dir, View.parse(view), None)[2].images.sha256()
+        splits_dir = None
     request = FeatureRequest(dataset=dataset, model=model, pretrained=pretrained, view=want_view,
                              max_per_source=max_per_source, sample_seed=sample_seed, limit=limit,
-                             splits_dir=str(Path(splits_dir).resolve()) if splits_dir else None)
+                             splits_dir=str(Path(splits_dir).resolve()) if splits_dir else None, rows_for=rows_sha)
     fs = find_feature_set(cache_dir, request)
     if fs is not None:
         click.echo(str(fs.path))
         return
     given = {"dataset": dataset, "model": model, "pretrained": pretrained, "view": view,
-             "max-per-source": max_per_source, "limit": limit, "splits-dir": splits_dir}
+             "max-per-source": max_per_source, "limit": limit, "splits-dir": splits_dir,
+             "rows-for": rows["rows_for"], "rows-from": rows["rows_from"]}
     filters = " ".join(f"--{k} {v}" for k, v in given.items() if v is not None)
     raise ProblemsFound(f"no complete feature set in {cache_dir}/ matches {filters or '(no filters)'}; run "
                         "`make features` (or `attrib features`) with the same options first")
@@ -534,6 +646,113 @@ def _print_saved_head(saved: dict, head_dir: str, label: str | None) -> None:
                f"(validation: accuracy {100 * v['accuracy']:.2f}%, known accepted {100 * v['tpr']:.2f}%)", err=True)
     if label:
         click.secho(f"WARNING: the saved head was trained on {label}", fg="red", err=True)
+
+
+# ------------------------------------------------------------------------------------- robustness
+# `attrib probe`'s options that define a study; robustness takes the very same option objects (one definition)
+_STUDY_OPTIONS = ("splits", "splits_dir", "split_file", "known_test", "allow_missing", "protocol", "layers", "heads",
+                  "scores", "shots", "seeds", "train_per_class", "val_per_class", "test_per_class", "grid", "jobs")
+
+
+def _with_study_options(command: click.Command) -> click.Command:
+    """Give ``command`` `attrib probe`'s study options (inserted before --out), so both read alike."""
+    shared = [p for p in probe.params if p.name in _STUDY_OPTIONS]
+    at = next(i for i, p in enumerate(command.params) if p.name == "out_dir")
+    command.params[at:at] = shared
+    return command
+
+
+@_with_study_options
+@main.command()
+@click.option("--features", "features_path", required=True, type=click.Path(),
+              help="The clean feature set: the training features, and the images whose views are evaluated.")
+@click.option("--perturb", default="all", show_default=True,
+              help=f"The paper's test-time perturbations, comma-separated, or all: {', '.join(choices.PERTURBATIONS)} "
+              "(resize = shortest side, blur = Gaussian kernel with sigma 3, jpeg = quality, crop = random resized "
+              "crop; see docs/robustness.md).")
+@click.option("--intensities", default="all", show_default=True,
+              help="The paper's levels, 1 to 5: all, N, A-B or A,B,C.")
+@click.option("--train-view", type=ViewSpec(), default=None, metavar="SPEC",
+              help="Also train on this view of the clean set's whole image list, e.g. paper-train-aug (the paper's "
+              "training-time random perturbations), evaluated on every condition too: the table then shows both "
+              "trainings. [default: clean training only]")
+@click.option("--preprocess", type=click.Choice(PREPROCESSES), default=None,
+              help="Preprocessing of the evaluation features (e.g. paper when the clean set is paper-train). "
+              "[default: the clean feature set's]")
+@click.option("--no-extract", is_flag=True,
+              help="Use views already in --cache only; refuse (listing them) when some are missing.")
+@click.option("--cache", "cache_dir", type=click.Path(), default=DEFAULT_CACHE, show_default=True,
+              help="Where views are looked for and extracted to.")
+@runner_options()
+@click.option("--out", "out_dir", required=True, type=click.Path(),
+              help="Results folder: runs/<train>/<condition>/results.jsonl, robustness.json, robustness.csv, "
+              "robustness.md, robustness.png.")
+@click.option("--quiet", is_flag=True, help="No progress bars, no table.")
+def robustness(features_path, perturb, intensities, train_view, preprocess, no_extract, cache_dir, batch_size,
+               workers, device, precision, out_dir, quiet, **opts):
+    """Train on clean features, evaluate on perturbed ones: JPEG, resizing, blur and cropping at the paper's
+    five intensities.
+
+    Each (perturbation, intensity) is a view of the validation and test rows of the study's splits only
+    (extracted into --cache once, found there afterwards: a rerun extracts nothing). Every condition, and
+    the clean one, is a study trained on --features and evaluated on that view (OUT/runs/...; reruns skip
+    finished lines). Writes robustness.csv (training, perturbation, intensity, method, each metric's mean
+    and std in %), robustness.md and robustness.png (one panel per metric, x = intensity, a line per
+    perturbation, the clean value dashed).
+
+    \b
+    Examples:
+      attrib robustness --features cache/<set> --layers 7 --out results/robustness
+      attrib robustness --features cache/<set> --perturb jpeg,blur --intensities 1,3,5 --out results/rb
+      attrib robustness --features cache/<set> --train-view paper-train-aug --layers 7 --out results/rb-aug
+    """
+    from attrib.extract.runner import RunConfig
+    from attrib.probe.robustness import conditions, parse_intensities, parse_perturbations, prepare, run_robustness
+    from attrib.probe.robustness_report import write_robustness
+    from attrib.probe.study import StudyConfig
+
+    conds = conditions(parse_perturbations(perturb), parse_intensities(intensities))
+    clean = _open_fs(features_path)
+    if clean.label:
+        _banner(f"{clean.id}: {clean.label}")
+    log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    caps = {k: opts[k] for k in ("train_per_class", "val_per_class", "test_per_class")}
+    sources: dict = {}
+
+    def source_for(fs):
+        if fs.path not in sources:
+            sources[fs.path] = _split_source(fs, opts["splits"], opts["splits_dir"], opts["split_file"], caps,
+                                             opts["known_test"], opts["allow_missing"])
+        return sources[fs.path]
+
+    def config_for(fs):
+        cfg = StudyConfig(splits=source_for(fs), layers=opts["layers"].resolve(fs.n_blocks), heads=opts["heads"],
+                          scores=opts["scores"], shots=opts["shots"], seeds=opts["seeds"], protocol=opts["protocol"],
+                          grid=dict(opts["grid"]), jobs=opts["jobs"])
+        cfg.validate()
+        return cfg
+
+    config_for(clean)  # a bad option fails before anything is extracted
+    for note in source_for(clean).notes():
+        click.secho(f"note: {note}", fg="yellow", err=True)
+    run_cfg = RunConfig(batch_size=batch_size, workers=workers, device=device, precision=precision, progress=not quiet)
+    plan = prepare(clean, source_for, opts["seeds"], conds, cache_dir, train_view.spec if train_view else None,
+                   preprocess, run_cfg, extract=not no_extract, log=log)
+    n_sets = len({fs.path for fs in [*plan.train.values(), *plan.evals.values()]})
+    click.echo(f"feature sets: {len(plan.extracted)} extracted ({plan.images_extracted} images), "
+               f"{n_sets - len(plan.extracted)} already there", err=True)
+    run = run_robustness(plan, config_for, out_dir, progress=not quiet, log=log)
+    for e in run.errors[:20]:
+        click.echo(f"FAILED {e}", err=True)
+    rep = write_robustness(out_dir)
+    if not quiet:
+        click.echo(rep.main)
+    click.echo(f"results: {run.written} new lines, {run.skipped_done} already done", err=True)
+    for k, p in rep.paths.items():
+        click.echo(f"{k}: {p}", err=True)
+    if run.errors:
+        raise ProblemsFound(f"{len(run.errors)} result line(s) failed (listed above); rerun the same command to "
+                            "retry them")
 
 
 @main.command()

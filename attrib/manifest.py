@@ -18,7 +18,9 @@ layout (:data:`LAYOUT_FIELDS`: how the arrays are shaped and stored; must match 
 record (never compared: where, when and with what the features were extracted)
     ``root``, ``checkpoint``, ``label``, ``versions``, ``created``, and the options that chose the image
     list (``dataset_kind``, ``splits_dir``, ``max_per_source``, ``sample_seed``, ``limit``,
-    ``requested``), written only when set. Keys this attrib does not know are kept in ``extra`` and
+    ``rows_for``, ``requested``), written only when set (``rows_for``: the record of a feature set holding
+    only a study's evaluation rows, see :mod:`attrib.extract.rows_for`). Keys this attrib does not know
+    are kept in ``extra`` and
     written back as they were read.
 """
 
@@ -48,7 +50,7 @@ REQUIRED_FIELDS = ("n_images", "n_blocks", "width", "embed_dim", "shard_size")
 BACKBONE_FIELDS = ("family", "model", "weights", "weights_sha256", "checkpoint", "quick_gelu", "preprocess",
                    "n_blocks", "width", "embed_dim")
 # Options of `attrib features` that chose the image list: recorded only when given.
-OPTION_FIELDS = ("dataset_kind", "splits_dir", "max_per_source", "sample_seed", "limit", "requested")
+OPTION_FIELDS = ("dataset_kind", "splits_dir", "max_per_source", "sample_seed", "limit", "rows_for", "requested")
 
 # File systems cap a name at 255 bytes; the hash alone makes a name unique, so the readable part (a long
 # view chain, a local-dir: path) is cut to fit.
@@ -124,12 +126,13 @@ class Manifest:
     max_per_source: int | None = None
     sample_seed: int | None = None
     limit: int | None = None
+    rows_for: dict[str, Any] | None = None
     requested: Requested | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     created: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("preprocess", "versions", "extra"):
+        for name in ("preprocess", "versions", "rows_for", "extra"):
             object.__setattr__(self, name, _plain(getattr(self, name)))
 
     # ------------------------------------------------------------------------------- JSON
@@ -278,7 +281,8 @@ class FeatureRequest:
 
     ``None`` means "not given" (any value matches), except for the image-list options, where ``None``
     means the unsampled, uncut, unrestricted list. ``view`` is a parsed view spec; ``splits_dir`` a
-    resolved path.
+    resolved path. ``rows_for``: the images_sha256 of the evaluation rows `attrib features --rows-for`
+    would extract (None: only feature sets of whole image lists match, never such a subset).
     """
 
     dataset: str | None = None
@@ -289,6 +293,7 @@ class FeatureRequest:
     sample_seed: int = 0
     limit: int | None = None
     splits_dir: str | None = None
+    rows_for: str | None = None
 
     def matches_settings(self, m: Manifest) -> bool:
         """Same dataset, model (a fallback's request counts), weights (tag, file, or checkpoint file name),
@@ -302,6 +307,8 @@ class FeatureRequest:
         if self.pretrained and self.pretrained not in weights and Path(self.pretrained).name not in weights:
             return False
         if self.view and m.view != self.view:
+            return False
+        if (m.rows_for is not None or self.rows_for is not None) and m.images_sha256 != self.rows_for:
             return False
         return m.splits_dir == self.splits_dir
 
