@@ -136,6 +136,16 @@ def _break(path: Path, judged: Owner | None, stale_after: float) -> bool:
         lock.unlink(missing_ok=True)
 
 
+def remove_stale(folder: Path, stale_after: float = STALE_AFTER_S) -> list[Path]:
+    """Remove the stale claims in ``folder`` (a killed run's, also on shards it had published); returns them."""
+    removed = []
+    for p in sorted(folder.glob("*" + SUFFIX)):
+        owner = read_owner(p)
+        if is_stale(p, owner, stale_after) and _break(p, owner, stale_after):
+            removed.append(p)
+    return removed
+
+
 def held(folder: Path) -> list[tuple[Path, Owner | None, bool]]:
     """Every claim file in ``folder``: (path, owner, stale), sorted by name (for `attrib cache verify`)."""
     out = []

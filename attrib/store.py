@@ -178,6 +178,10 @@ class FeatureSet:
         """Remove the temporary files of this host's killed writers (a resumed run calls this)."""
         return [p.name for p in atomic.remove_stale(self.path)]
 
+    def remove_stale_claims(self) -> list[str]:
+        """Remove shard claims of killed (or long silent) extractions (a resumed run calls this)."""
+        return [p.name for p in claims.remove_stale(self.path)]
+
     # ---------------------------------------------------------------------------------- properties
     @property
     def id(self) -> str:

@@ -414,6 +414,7 @@ def extract(images: ImageList, backbone: Backbone, cache: str | os.PathLike, dat
             manifest = manifest.replace(precision=precision)
     fs = FeatureSet.create(path, manifest, images)
     fs.remove_stale_temp_files()  # left by killed writers of this host
+    fs.remove_stale_claims()  # left by killed runs (the shards they claimed are extracted again if missing)
     repaired = fs.remove_damaged_shards(range(cfg.rank, fs.n_shards, cfg.world_size))
     if repaired and log is not None:
         log(f"re-extracting {len(repaired)} damaged shard(s) of {fs.path}: " + "; ".join(
