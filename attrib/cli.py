@@ -126,14 +126,17 @@ def features(dataset, root, list_file, model, pretrained, fallback_model, view, 
              rank, world_size, quiet):
     """Stage 1: extract the CLS token of every block (one forward per batch) into the feature cache.
 
-    Reruns skip finished shards, so an interrupted run resumes where it stopped. Corrupt images are
-    recorded as failed rows, never a crash. The last line printed (on stdout) is the feature-set folder;
-    the summary line before it on stderr starts with 'done:' (images, failed, seconds, img/s, shards and
-    MB written).
+    Reruns skip finished shards, so an interrupted run resumes where it stopped, and re-extract damaged
+    ones (truncated, empty, holding other rows). Corrupt images are recorded as failed rows, never a crash.
+    The last line printed (on stdout) is the feature-set folder; the summary line before it on stderr
+    starts with 'done:' (images, failed, seconds, img/s, shards and MB written), or 'already complete:'
+    when there was nothing to extract.
 
     Several processes (ranks) share a run by shards: rank R of W extracts shards k with k % W == R,
     nothing else is coordinated, so any launcher works (torchrun, srun, a SLURM array with --rank and
-    --world-size, or W shells). Rerun any rank to finish its missing shards.
+    --world-size, or W shells). Rerun any rank to finish its missing shards. Runs started by hand
+    without ranks share the work too: each claims a shard (shard-*.h5.claim) before extracting it, and
+    skips shards other live runs have claimed.
 
     \b
     Examples:
