@@ -125,12 +125,13 @@ def test_two_ranks_as_two_processes_make_one_complete_feature_set(dataset: Path,
 
 
 def _paused_holding_a_claim(proc: subprocess.Popen, cache: Path) -> list[str]:
-    """SIGSTOP ``proc`` at a moment it has published a shard and holds a claim on another; the claims."""
+    """SIGSTOP ``proc`` at a moment it has published a shard and holds a claim on another; the claims on
+    shards not published yet (a published shard's claim may still wait for its release)."""
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
         if list(cache.glob("*/shard-*.h5")) and list(cache.glob("*/*.claim")):
             proc.send_signal(signal.SIGSTOP)
-            held = sorted(p.name for p in cache.glob("*/*.claim"))
+            held = sorted(p.name for p in cache.glob("*/*.claim") if not p.with_suffix("").exists())
             if held:
                 return held
             proc.send_signal(signal.SIGCONT)  # released it just now: try again
