@@ -336,7 +336,11 @@ class FeatureSet:
         for k in range(self.n_shards) if shards is None else shards:
             if not self.shard_path(k).exists() or not problem(k, self.shard_path(k)):
                 continue
-            why = shard_check.remove_if_damaged(self.shard_path(k), lambda path, k=k: problem(k, path))
+            try:
+                why = shard_check.remove_if_damaged(self.shard_path(k), lambda path, k=k: problem(k, path))
+            except OSError as exc:  # a read-only cache, another owner
+                raise StoreError(f"cannot remove the damaged shard {self.shard_path(k)}: {exc.strerror or exc}; "
+                                 "remove it by hand, then rerun `attrib features` with the same options") from None
             if why:
                 out.append((k, why))
         return out
