@@ -64,19 +64,27 @@ def remove_stale(folder: str | os.PathLike) -> list[Path]:
 
     Another host's files, and those of a live process (or one this user may not signal), are left alone.
     """
-    host, removed = socket.gethostname(), []
+    removed = []
     for tmp in temp_files(folder):
         owner = temp_owner(tmp.name)
-        if owner is None or owner[0] != host:
-            continue
-        try:
-            os.kill(owner[1], 0)
-        except ProcessLookupError:
+        if owner is not None and owner_dead(*owner):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
-        except (PermissionError, OverflowError, ValueError):
-            pass
     return removed
+
+
+def owner_dead(host: str, pid: int) -> bool:
+    """Whether process ``pid`` of ``host`` is known to be gone: only a process of this host can be asked;
+    a live one, or one this user may not signal, counts as alive."""
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError, ValueError):
+        pass
+    return False
 
 
 @contextmanager

@@ -242,14 +242,17 @@ def features(dataset, root, list_file, build_demo, model, pretrained, fallback_m
              only_splits_dir, rank, world_size, quiet, **rows):
     """Stage 1: extract the CLS token of every block (one forward per batch) into the feature cache.
 
-    Reruns skip finished shards, so an interrupted run resumes where it stopped. Corrupt images are
-    recorded as failed rows, never a crash. The last line printed (on stdout) is the feature-set folder;
-    the summary line before it on stderr starts with 'done:' (images, failed, seconds, img/s, shards and
-    MB written).
+    Reruns skip finished shards, so an interrupted run resumes where it stopped, and re-extract damaged
+    ones (truncated, empty, holding other rows). Corrupt images are recorded as failed rows, never a crash.
+    The last line printed (on stdout) is the feature-set folder; the summary line before it on stderr
+    starts with 'done:' (images, failed, seconds, img/s, shards and MB written), or 'already complete:'
+    when there was nothing to extract.
 
     Several processes (ranks) share a run by shards: rank R of W extracts shards k with k % W == R,
     nothing else is coordinated, so any launcher works (torchrun, srun, a SLURM array with --rank and
-    --world-size, or W shells). Rerun any rank to finish its missing shards.
+    --world-size, or W shells). Rerun any rank to finish its missing shards. Runs started by hand
+    without ranks share the work too: each claims a shard (shard-*.h5.claim) before extracting it, and
+    skips shards other live runs have claimed.
 
     \b
     Examples:
@@ -311,11 +314,23 @@ def features(dataset, root, list_file, build_demo, model, pretrained, fallback_m
     cfg = RunConfig(batch_size=batch_size, workers=workers, device=device, precision=precision,
                     shard_size=shard_size, rank=rank, world_size=world_size, threads=threads,
                     progress=progress)
-    summary = extract(images, backbone, cache_dir, name, view, cfg, out=out, manifest_extra=extra)
-    click.echo(f"done: {summary}", err=True)
+    summary = extract(images, backbone, cache_dir, name, view, cfg, out=out, manifest_extra=extra,
+                      log=lambda msg: click.secho(f"note: {msg}", fg="yellow", err=True))
+    click.echo(_features_outcome(summary, rank, world_size), err=True)
     if backbone.random_init:
         click.secho(f"note: {RANDOM_INIT_LABEL}", fg="red", err=True)
     click.echo(str(summary.feature_set.path))
+
+
+def _features_outcome(summary, rank: int, world_size: int) -> str:
+    """The summary line of `attrib features`: 'already complete' when there was nothing to do."""
+    fs = summary.feature_set
+    if summary.already_complete:
+        return f"already complete: {fs.n_images} images in {fs.n_shards} shards; nothing to extract"
+    if summary.shards_todo == 0:
+        return (f"nothing to do for rank {rank} of {world_size}: its shards are done; {summary.shards_left} shards "
+                "of other ranks still missing")
+    return f"done: {summary}"
 
 
 # ------------------------------------------------------------------------------------------ cache
@@ -341,10 +356,20 @@ def cache_ls(cache_dir: str) -> None:
         click.echo(f"no feature sets in {cache_dir}/ (make one with `attrib features`)")
         return
     for fs in sets:
-        done = len(fs.shards_done())
-        state = "complete" if done == fs.n_shards else f"{done}/{fs.n_shards} shards"
+        state = _shard_state(fs)
         label = f"  [{fs.label}]" if fs.label else ""
         click.echo(f"{fs.path}  {fs.n_images} images  {fs.n_blocks}x{fs.width}  {state}{label}")
+
+
+def _shard_state(fs, whole: str = "complete", part: str = "shards") -> str:
+    """``whole`` when every shard is there and none damaged, else how many shards are whole and how many
+    damaged (cheap checks, no HDF5: see FeatureSet.damaged_shards)."""
+    done, damaged = len(fs.shards_done()), len(fs.damaged_shards())
+    if done == fs.n_shards and not damaged:
+        return whole
+    state = f"{done - damaged}/{fs.n_shards} {part}"
+    return state + (f", {damaged} DAMAGED (rerun `attrib features`, or `attrib cache verify --repair`)" if damaged
+                    else "")
 
 
 @cache.command("info")
@@ -355,8 +380,8 @@ def cache_info(feature_set: str) -> None:
     if fs.label:
         click.secho(f"WARNING: {fs.label}", fg="red", bold=True)
     click.echo(json.dumps(fs.manifest.to_json(), indent=2))
-    done = len(fs.shards_done())
-    click.echo(f"shards: {done}/{fs.n_shards} complete, {fs.nbytes() / 1e6:.1f} MB")
+    click.echo(f"shards: {_shard_state(fs, f'{fs.n_shards}/{fs.n_shards} complete', 'complete')}, "
+               f"{fs.nbytes() / 1e6:.1f} MB")
     counts = fs.images.counts()
     click.echo("images per (source, subset):")
     for (src, sub), n in counts.items():
@@ -366,10 +391,14 @@ def cache_info(feature_set: str) -> None:
 @cache.command("verify")
 @click.argument("feature_set", type=click.Path())
 @click.option("--max-failed", type=int, default=50, show_default=True, help="Failed images to list.")
-def cache_verify(feature_set: str, max_failed: int) -> None:
-    """Check FEATURE_SET: every shard opens, rows cover the image list once, features finite in ok rows.
+@click.option("--repair", is_flag=True, help="Remove the broken shards found (truncated, empty, holding other rows, "
+              "checksum mismatch), so that rerunning `attrib features` with the same options re-extracts them.")
+def cache_verify(feature_set: str, max_failed: int, repair: bool) -> None:
+    """Check FEATURE_SET: every shard opens, rows cover the image list once, checksums, features finite in
+    ok rows, and the manifest's label against its weights.
 
-    Failed images are listed with their error. Exit status 1 when something is wrong.
+    Failed images are listed with their error. Exit status 1 when something is wrong (also after --repair:
+    the removed shards are missing until `attrib features` extracts them again).
     """
     fs = _open_fs(feature_set)
     rep = fs.verify()
@@ -381,6 +410,8 @@ def cache_verify(feature_set: str, max_failed: int) -> None:
     for name in rep.leftovers:
         click.echo(f"  note: leftover temporary file {name} (its writer was killed; the file name says on "
                    "which host and pid); delete it once no extraction runs")
+    for text in rep.claims:
+        click.echo(f"  note: shard claim {text}")
     if rep.nonfinite:
         click.echo(f"  NON-FINITE features in {len(rep.nonfinite)} ok rows, e.g. {rep.nonfinite[:10]}")
     click.echo(f"  {len(rep.failed)} images failed to decode (recorded, excluded from probes)")
@@ -390,8 +421,17 @@ def cache_verify(feature_set: str, max_failed: int) -> None:
         click.echo(f"    row {row}: {escape_path(path)}: {err}")  # printable on any terminal
     if len(rep.failed) > max_failed:
         click.echo(f"    ... and {len(rep.failed) - max_failed} more")
+    if repair:
+        removed = fs.remove_broken_shards(rep)
+        for k, why in removed:
+            click.echo(f"  REMOVED {fs.shard_path(k).name}: {why}")
+        if removed:
+            raise AttribError(f"removed {len(removed)} broken shard(s) of {fs.path}; rerun `attrib features` with "
+                              "the same options to extract them again")
     if not rep.ok:
-        raise ProblemsFound("verification failed")
+        raise ProblemsFound("verification failed" + ("" if repair or not any(k >= 0 for k, _ in rep.broken) else
+                                                   "; `attrib cache verify --repair` removes the broken shards, "
+                                                   "then rerun `attrib features` with the same options"))
     click.echo("OK")
 
 
@@ -441,6 +481,7 @@ def cache_find(cache_dir, dataset, model, pretrained, view, max_per_source, samp
                              splits_dir=str(Path(splits_dir).resolve()) if splits_dir else None, rows_for=rows_sha)
     fs = find_feature_set(cache_dir, request)
     if fs is not None:
+        _note_fallback(fs, model, pretrained, cache_dir)
         click.echo(str(fs.path))
         return
     given = {"dataset": dataset, "model": model, "pretrained": pretrained, "view": view,
@@ -449,6 +490,18 @@ def cache_find(cache_dir, dataset, model, pretrained, view, max_per_source, samp
     filters = " ".join(f"--{k} {v}" for k, v in given.items() if v is not None)
     raise ProblemsFound(f"no complete feature set in {cache_dir}/ matches {filters or '(no filters)'}; run "
                         "`make features` (or `attrib features`) with the same options first")
+
+
+def _note_fallback(fs, model: str | None, pretrained: str | None, cache_dir: str) -> None:
+    """Say on stderr when the set found was made by a fallback model, not the model and weights asked for."""
+    m = fs.manifest
+    if m.requested is None or (model in (None, m.model) and pretrained in (None, m.weights)):
+        return
+    asked = " ".join(x for x in (model, pretrained) if x)
+    wanted = " ".join(x for x in (m.requested.model, m.requested.pretrained) if x)
+    click.secho(f"note: asked for {asked}, but {cache_dir}/ holds only a FALLBACK for it: {fs.id}, extracted with "
+                f"{m.model} ({m.weights}) because {wanted} was unavailable" + (f" [{fs.label}]" if fs.label else ""),
+                fg="yellow", err=True)
 
 
 # ------------------------------------------------------------------------------------------ probe

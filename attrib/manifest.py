@@ -52,6 +52,13 @@ BACKBONE_FIELDS = ("family", "model", "weights", "weights_sha256", "checkpoint",
 # Options of `attrib features` that chose the image list: recorded only when given.
 OPTION_FIELDS = ("dataset_kind", "splits_dir", "max_per_source", "sample_seed", "limit", "rows_for", "requested")
 
+# Weights that were never trained: features from them check the pipeline and say nothing about CLIP. Every
+# number computed from them carries RANDOM_INIT_LABEL, decided by the weights (Manifest.random_init), never
+# by the free-text ``label`` field, which a user may edit.
+RANDOM_INIT = "random-init"
+RANDOM_INIT_LABEL = "random-init: pipeline check, not CLIP features"
+TINY = "attrib-tiny"  # the built-in tiny ViT: it has no pretrained weights, only a checkpoint file can train it
+
 # File systems cap a name at 255 bytes; the hash alone makes a name unique, so the readable part (a long
 # view chain, a local-dir: path) is cut to fit.
 MAX_READABLE_NAME = 200
@@ -205,6 +212,39 @@ class Manifest:
     def kind(self) -> str | None:
         """The dataset kind (demo, genimage, folder, list, ...), which decides the built-in splits."""
         return self.dataset_kind if self.dataset_kind is not None else self.dataset
+
+    @property
+    def random_init(self) -> bool:
+        """Whether the features come from untrained weights: ``weights`` says random-init, or the model is
+        the built-in tiny ViT with no checkpoint hashed (it has no pretrained tag)."""
+        return self.weights == RANDOM_INIT or (self.model == TINY and not self.weights_sha256)
+
+    @property
+    def warning(self) -> str:
+        """The warning users must see next to any number computed from these features ('' if none).
+
+        Random-init weights always give :data:`RANDOM_INIT_LABEL`, whatever ``label`` says (a deleted or
+        emptied label must not hide it); other weights show ``label`` as recorded.
+        """
+        return RANDOM_INIT_LABEL if self.random_init else self.label
+
+    def label_problems(self) -> list[str]:
+        """Where ``label`` (or a recorded checksum) contradicts what the weights are; empty when consistent.
+
+        attrib writes :data:`RANDOM_INIT_LABEL` for random-init weights and '' otherwise, so any other
+        value was edited by hand (the warning itself follows the weights, see :attr:`warning`).
+        """
+        out = []
+        if self.weights == RANDOM_INIT and self.weights_sha256:
+            out.append(f"weights is {RANDOM_INIT!r} but a checkpoint sha256 is recorded "
+                       f"({self.weights_sha256[:12]}...)")
+        if self.random_init and self.label != RANDOM_INIT_LABEL:
+            out.append(f"label is {self.label!r} but the weights are untrained (weights {self.weights!r}, no "
+                       f"checkpoint sha256): the warning is shown anyway; restore \"label\": \"{RANDOM_INIT_LABEL}\"")
+        elif not self.random_init and self.label.startswith(RANDOM_INIT):
+            out.append(f"label is {self.label!r} but the weights are trained (weights {self.weights!r}, sha256 "
+                       f"{(self.weights_sha256 or '')[:12]}...): the manifest was edited")
+        return out
 
     def damaged_fields(self) -> list[str]:
         """Required fields that are not integers (a reader cannot address the shards without them)."""

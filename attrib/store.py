@@ -30,17 +30,20 @@ import io
 import json
 import os
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from attrib import atomic, shard_io
+from attrib import atomic, claims, shard_check, shard_io
 from attrib.data.catalog import ImageList
 from attrib.errors import AttribError
 from attrib.manifest import DTYPE, FORMAT_VERSION, SAME_FEATURE_SET, FeatureRequest, Manifest
 from attrib.manifest import feature_set_name, identity_hash  # noqa: F401  (re-exported for callers)
+
+if TYPE_CHECKING:
+    from attrib.verify import VerifyReport
 
 MANIFEST = "manifest.json"
 IMAGES = "images.tsv"
@@ -55,6 +58,15 @@ class StoreError(AttribError, RuntimeError):
 
 class ManifestMismatch(StoreError):
     """An existing feature set was made with different settings; the message lists each field."""
+
+
+class ShardDamaged(StoreError):
+    """A shard file is truncated, empty, not HDF5, or holds rows it should not; the message names it and
+    the fix (rerun `attrib features`, which re-extracts damaged shards); ``why`` says what is wrong."""
+
+    def __init__(self, message: str, why: str = ""):
+        super().__init__(message)
+        self.why = why
 
 
 def _chunk_rows(n: int, width: int) -> int:
@@ -72,22 +84,6 @@ def shard_checksum(row: np.ndarray, cls: np.ndarray, embed: np.ndarray, ok: np.n
     for e in error:
         h.update(e.encode("utf-8") + b"\0")
     return h.hexdigest()
-
-
-@dataclass
-class VerifyReport:
-    path: Path
-    n_images: int
-    n_shards: int
-    missing: list[int] = field(default_factory=list)
-    broken: list[tuple[int, str]] = field(default_factory=list)
-    failed: list[tuple[int, str, str]] = field(default_factory=list)  # (row, path, error)
-    nonfinite: list[int] = field(default_factory=list)
-    leftovers: list[str] = field(default_factory=list)  # temporary files of writers that were killed
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.broken or self.nonfinite)
 
 
 class FeatureSet:
@@ -183,6 +179,10 @@ class FeatureSet:
         """Remove the temporary files of this host's killed writers (a resumed run calls this)."""
         return [p.name for p in atomic.remove_stale(self.path)]
 
+    def remove_stale_claims(self) -> list[str]:
+        """Remove shard claims of killed (or long silent) extractions (a resumed run calls this)."""
+        return [p.name for p in claims.remove_stale(self.path)]
+
     # ---------------------------------------------------------------------------------- properties
     @property
     def id(self) -> str:
@@ -214,8 +214,10 @@ class FeatureSet:
 
     @property
     def label(self) -> str:
-        """Warning label users must see next to any number computed from these features ('' if none)."""
-        return self.manifest.label
+        """Warning label users must see next to any number computed from these features ('' if none).
+
+        Follows from the weights (random-init: always), not from the manifest's free-text ``label``."""
+        return self.manifest.warning
 
     @property
     def images(self) -> ImageList:
@@ -235,8 +237,29 @@ class FeatureSet:
     def shard_path(self, k: int) -> Path:
         return self.path / f"shard-{k:05d}.h5"
 
+    def claim_path(self, k: int) -> Path:
+        """Where an extracting process claims shard ``k`` (see :mod:`attrib.claims`)."""
+        return self.path / f"{self.shard_path(k).name}{claims.SUFFIX}"
+
+    def claim(self, k: int) -> "claims.Claim | None":
+        """Claim shard ``k`` for this process; None when another live process is extracting it."""
+        return claims.acquire(self.claim_path(k))
+
     def shards_done(self) -> list[int]:
+        """Shards whose file exists (whole or damaged: see :meth:`damaged_shards`)."""
         return [k for k in range(self.n_shards) if self.shard_path(k).exists()]
+
+    def damaged_shards(self, shards: Iterable[int] | None = None) -> list[tuple[int, str]]:
+        """(k, what is wrong) for each existing shard file that is empty, not HDF5 or truncated.
+
+        Cheap (a stat and the first bytes of each file, no HDF5), so listings can afford it; the rows a
+        shard holds are checked when it is opened (:meth:`shard_problem`)."""
+        out = []
+        for k in range(self.n_shards) if shards is None else shards:
+            why = shard_check.file_damage(self.shard_path(k))
+            if why and why != "missing":
+                out.append((k, why))
+        return out
 
     def shards_todo(self, rank: int = 0, world_size: int = 1) -> list[int]:
         """Missing shards of rank ``rank`` of ``world_size`` (all missing shards by default)."""
@@ -244,7 +267,8 @@ class FeatureSet:
 
     @property
     def complete(self) -> bool:
-        return not self.shards_todo()
+        """Every shard exists and none is visibly damaged (empty, not HDF5, truncated)."""
+        return not self.shards_todo() and not self.damaged_shards()
 
     def require_complete(self) -> None:
         missing = self.shards_todo()
@@ -252,6 +276,76 @@ class FeatureSet:
             raise StoreError(f"{self.path} is incomplete: {len(missing)} of {self.n_shards} shards missing "
                              f"(first: {self.shard_path(missing[0]).name}). Rerun `attrib features` with the "
                              "same options to finish it.")
+        damaged = self.damaged_shards()
+        if damaged:
+            raise ShardDamaged(f"{self.path}: {len(damaged)} of {self.n_shards} shards damaged (" + "; ".join(
+                f"{self.shard_path(k).name}: {why}" for k, why in damaged[:5]) + (" ..." if len(damaged) > 5 else "")
+                + f"). {self._fix}")
+
+    @property
+    def _fix(self) -> str:
+        return ("Rerun `attrib features` with the same options to re-extract damaged shards (or remove them "
+                f"first with `attrib cache verify --repair {self.path}`).")
+
+    def _damaged(self, k: int, why: str) -> ShardDamaged:
+        return ShardDamaged(f"{self.shard_path(k)} is damaged: {why}. {self._fix}", why)
+
+    @contextmanager
+    def _open_shard(self, k: int, path: Path | None = None):
+        """Shard ``k`` opened for reading once it is whole and holds rows shard_range(k) of this feature
+        set (cheap checks: see :mod:`attrib.shard_check`); :class:`ShardDamaged` naming it otherwise."""
+        import h5py
+
+        path = self.shard_path(k) if path is None else path
+        why = shard_check.file_damage(path)
+        if why == "missing":
+            raise StoreError(f"{path} is missing: the feature set is incomplete. Rerun `attrib features` with "
+                             "the same options to finish it.")
+        if why:
+            raise self._damaged(k, why)
+        try:
+            f = h5py.File(path, "r")
+        except OSError as exc:
+            raise self._damaged(k, f"HDF5 cannot open it ({exc})") from None
+        with f:
+            try:
+                why = shard_check.content_problem(f, *self.shard_range(k), self.manifest.identity_hash)
+            except (OSError, KeyError, ValueError) as exc:
+                why = f"unreadable row dataset ({exc})"
+            if why:
+                raise self._damaged(k, why)
+            yield f
+
+    def shard_problem(self, k: int, path: Path | None = None) -> str:
+        """'' when shard ``k`` (or the file ``path`` standing in for it) opens and holds its rows."""
+        try:
+            with self._open_shard(k, path):
+                return ""
+        except ShardDamaged as exc:
+            return exc.why
+        except StoreError:
+            return "missing"
+
+    def remove_damaged_shards(self, shards: Iterable[int] | None = None,
+                              problem: Callable[[int, Path], str] | None = None) -> list[tuple[int, str]]:
+        """Remove each existing shard that :meth:`shard_problem` (or ``problem(k, path)``) finds damaged, so
+        that `attrib features` extracts it again; (k, what was wrong) for each one removed.
+
+        Each file is re-checked after it was moved aside (:func:`attrib.shard_check.remove_if_damaged`),
+        so a shard that another process re-published meanwhile is kept."""
+        problem = problem or (lambda k, path: self.shard_problem(k, path))
+        out = []
+        for k in range(self.n_shards) if shards is None else shards:
+            if not self.shard_path(k).exists() or not problem(k, self.shard_path(k)):
+                continue
+            try:
+                why = shard_check.remove_if_damaged(self.shard_path(k), lambda path, k=k: problem(k, path))
+            except OSError as exc:  # a read-only cache, another owner
+                raise StoreError(f"cannot remove the damaged shard {self.shard_path(k)}: {exc.strerror or exc}; "
+                                 "remove it by hand, then rerun `attrib features` with the same options") from None
+            if why:
+                out.append((k, why))
+        return out
 
     # -------------------------------------------------------------------------------------- write
     def write_shard(self, k: int, cls: np.ndarray, embed: np.ndarray, ok: np.ndarray,
@@ -286,6 +380,7 @@ class FeatureSet:
                 f.create_dataset("error", data=error, dtype=h5py.string_dtype("utf-8"))
                 f.attrs["sha256"] = shard_checksum(row, cls, embed, ok, error)
                 f.attrs["feature_set"] = self.id
+                f.attrs[shard_check.IDENTITY_ATTR] = self.manifest.identity_hash
                 f.attrs["complete"] = 1
             published = atomic.publish(tmp, final, atomic.KEEP)  # never replaces a shard finished first
         return final if published else None
@@ -309,9 +404,6 @@ class FeatureSet:
             for pos in np.split(order, bounds):
                 if pos.size:
                     k = int(shard[pos[0]])
-                    if not self.shard_path(k).exists():
-                        raise StoreError(f"{self.shard_path(k)} is missing: the feature set is incomplete. "
-                                         "Rerun `attrib features` with the same options to finish it.")
                     yield k, rows[pos] - k * self.shard_size, pos
         return rows, groups()
 
@@ -320,9 +412,8 @@ class FeatureSet:
 
         Each shard's rows [lo, hi) are one contiguous byte range (see write_shard), read in pieces on a
         thread pool, several shards at once (:mod:`attrib.shard_io`); other layouts go through h5py.
+        Each shard is checked as it is opened (whole, its own rows: see :meth:`_open_shard`).
         """
-        import h5py
-
         sel, groups = self._select(rows)
         n = self.n_images if sel is None else len(sel)
         out = np.empty((n, width), dtype=np.float32)
@@ -334,7 +425,7 @@ class FeatureSet:
                 start, stop = self.shard_range(k)
                 lo, hi = (0, stop - start) if local is None else (int(local.min()), int(local.max()) + 1)
                 pick = None if local is None else local - lo
-                with h5py.File(path, "r") as f:
+                with self._open_shard(k) as f:
                     ds = f[dataset]
                     region = shard_io.direct_region(ds, lo, hi, block)
                     if region is None:  # any other layout: HDF5 reads it
@@ -349,7 +440,7 @@ class FeatureSet:
             for fut in pending:
                 fut.result()
         except shard_io.ShortFile as exc:
-            raise StoreError(f"{exc}; run `attrib cache verify` on {self.path}") from None
+            raise ShardDamaged(f"{exc}. {self._fix}", "truncated inside a chunk") from None
         finally:
             for fut in pending:
                 fut.cancel() or fut.exception()
@@ -367,14 +458,12 @@ class FeatureSet:
 
     def status(self) -> tuple[np.ndarray, list[str]]:
         """(ok flags, error texts) for every row, read from all shards."""
-        import h5py
-
         self.require_complete()
         ok = np.zeros(self.n_images, dtype=bool)
         errors = [""] * self.n_images
         for k in range(self.n_shards):
             start, stop = self.shard_range(k)
-            with h5py.File(self.shard_path(k), "r") as f:
+            with self._open_shard(k) as f:
                 ok[start:stop] = f["ok"][:]
                 bad = np.flatnonzero(~ok[start:stop])
                 if bad.size:
@@ -398,68 +487,17 @@ class FeatureSet:
         return np.asarray(out, dtype=np.int64)
 
     # ------------------------------------------------------------------------------------- verify
-    def verify(self) -> VerifyReport:
-        """Check every shard: opens, complete, right rows and shapes, checksum, finite features in ok rows."""
-        rep = VerifyReport(self.path, self.n_images, self.n_shards)
-        if not (self.path / IMAGES).is_file():
-            rep.broken.append((-1, f"{IMAGES} missing"))
-            return rep
-        try:
-            images = self.images
-        except StoreError as exc:
-            rep.broken.append((-1, str(exc)))
-            return rep
-        if len(images) != self.n_images:
-            rep.broken.append((-1, f"{IMAGES} has {len(images)} rows, manifest says {self.n_images}"))
-        if images.sha256() != self.manifest.images_sha256:
-            rep.broken.append((-1, f"{IMAGES} does not match the manifest's images_sha256"))
-        rep.leftovers = self.temp_files()
-        expected = {self.shard_path(k).name for k in range(self.n_shards)}
-        for extra in sorted(self.path.glob(SHARD_GLOB)):
-            if extra.name not in expected:
-                rep.broken.append((-1, f"unexpected file {extra.name} (not a shard of {self.n_images} images "
-                                       f"in shards of {self.shard_size})"))
-        for k in range(self.n_shards):
-            if not self.shard_path(k).exists():
-                rep.missing.append(k)
-                continue
-            try:
-                problem = self._verify_shard(k, rep)
-            except Exception as exc:  # h5py raises OSError, KeyError, ValueError, ... on damaged files
-                problem = f"cannot read: {type(exc).__name__}: {exc}"
-            if problem:
-                rep.broken.append((k, problem))
-        return rep
+    def verify(self) -> "VerifyReport":
+        """Check every shard in full (see :func:`attrib.verify.verify_feature_set`)."""
+        from attrib.verify import verify_feature_set
 
-    def _verify_shard(self, k: int, rep: VerifyReport) -> str:
-        import h5py
+        return verify_feature_set(self)
 
-        start, stop = self.shard_range(k)
-        n, L, D, E = stop - start, self.n_blocks, self.width, self.embed_dim
-        with h5py.File(self.shard_path(k), "r") as f:
-            problems = []
-            if f.attrs.get("complete") != 1:
-                problems.append("not marked complete")
-            for name, shape in (("row", (n,)), ("cls", (n, L, D)), ("embed", (n, E)), ("ok", (n,)),
-                                ("error", (n,))):
-                if name not in f:
-                    problems.append(f"no dataset {name!r}")
-                elif f[name].shape != shape:
-                    problems.append(f"{name} has shape {f[name].shape}, expected {shape}")
-            if problems:
-                return "; ".join(problems)
-            row, cls, embed, ok = f["row"][:], f["cls"][:], f["embed"][:], f["ok"][:]
-            error = f["error"].asstr()[:].tolist()
-            if not np.array_equal(row, np.arange(start, stop)):
-                problems.append(f"rows are not exactly {start}..{stop - 1}")
-            stored = f.attrs.get("sha256")
-            if stored is not None and shard_checksum(row, cls, embed, ok, error) != stored:
-                problems.append("checksum mismatch: the file was modified or corrupted after it was written")
-        finite = np.isfinite(cls).all(axis=(1, 2)) & np.isfinite(embed).all(axis=1)
-        rep.nonfinite.extend(int(start + i) for i in np.flatnonzero(ok & ~finite))
-        for i in np.flatnonzero(~ok):
-            rep.failed.append((start + int(i), self.images.paths[start + int(i)], error[int(i)]))
-        return "; ".join(problems)
+    def remove_broken_shards(self, report: "VerifyReport") -> list[tuple[int, str]]:
+        """Remove the shards ``report`` found broken (see :func:`attrib.verify.remove_broken_shards`)."""
+        from attrib.verify import remove_broken_shards
+
+        return remove_broken_shards(self, report)
 
     def nbytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.glob(SHARD_GLOB))

@@ -109,3 +109,18 @@ def test_a_study_whose_every_line_fails_says_why(tmp_path: Path, monkeypatch: py
                "--scores", "boom", "--grid", "C=1", "--out", str(tmp_path / "results"), "--quiet")
     assert res.exit_code == 1
     assert "singular covariance" in res.output and "all 1 result line(s) failed" in res.output, res.output
+
+
+@pytest.mark.slow
+def test_reruns_say_already_complete_or_what_is_left_to_other_ranks(tmp_path: Path) -> None:
+    root = _folder_dataset(tmp_path / "data", {"real": 2, "ganA": 2})
+    cache, opts = tmp_path / "cache", ("--shard-size", "1", "--world-size", "2")
+    for rank, want in ((0, "done: 2 images"), (0, "nothing to do for rank 0 of 2: its shards are done; 2 shards of "
+                                                   "other ranks still missing"), (1, "done: 2 images")):
+        res = _run("features", "--dataset", "folder", "--root", str(root), "--model", "attrib-tiny", "--cache",
+                   str(cache), "--workers", "0", "--quiet", *opts, "--rank", str(rank))
+        assert res.exit_code == 0 and want in res.stderr, res.output
+    res = _run("features", "--dataset", "folder", "--root", str(root), "--model", "attrib-tiny", "--cache", str(cache),
+               "--workers", "0", "--quiet")
+    assert "already complete: 4 images in 4 shards; nothing to extract" in res.stderr
+    assert "img/s" not in res.stderr and "done:" not in res.stderr

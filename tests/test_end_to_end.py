@@ -75,9 +75,12 @@ def test_offline_fallback_is_labelled(demo_root: Path, tmp_path: Path, monkeypat
     assert fs.manifest.model == "attrib-tiny" and fs.manifest.weights == "random-init"
     assert fs.label == "random-init: pipeline check, not CLIP features"
     assert fs.manifest.requested.model == "ViT-B-16"
-    found = _run(["cache", "find", "--cache", str(tmp_path / "cache"), "--dataset", "demo", "--model",
-                  "ViT-B-16", "--pretrained", "laion2b_s34b_b88k"])
+    find = CliRunner().invoke(main, ["cache", "find", "--cache", str(tmp_path / "cache"), "--dataset", "demo",
+                                     "--model", "ViT-B-16", "--pretrained", "laion2b_s34b_b88k"])
+    found = find.stdout  # the path alone on stdout (what `make probe` reads); the note goes to stderr
     assert found.strip() == str(fs.path)
+    assert find.exit_code == 0 and "asked for ViT-B-16 laion2b_s34b_b88k" in find.stderr and "FALLBACK" in find.stderr
+    assert "attrib-tiny (random-init)" in find.stderr and "not CLIP features" in find.stderr
 
     res_dir = tmp_path / "r"
     _run(["probe", "--features", str(fs.path), "--out", str(res_dir), "--layers", "3", "--splits", "1",

@@ -1,8 +1,10 @@
-"""Real processes: a run killed with SIGKILL resumes exactly; two ranks build one feature set together."""
+"""Real processes: a run killed with SIGKILL resumes exactly; two ranks build one feature set together; two
+runs started by hand share the shards through claims."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -79,6 +81,7 @@ def _assert_same(fs: FeatureSet, ref: FeatureSet) -> None:
         np.testing.assert_array_equal(fs.block(layer), ref.block(layer))
     np.testing.assert_array_equal(fs.embed(), ref.embed())
     assert not list(fs.path.glob(".shard-*"))  # no temporary file left
+    assert not list(fs.path.glob("*.claim*"))  # every claim released (or taken over and released)
 
 
 def test_sigkill_mid_extraction_then_rerun_completes_exactly(dataset: Path, tiny_checkpoint: Path,
@@ -139,3 +142,41 @@ def test_two_ranks_under_torchrun_make_the_one_process_feature_set(dataset: Path
     folders = [p for p in cache.iterdir() if p.is_dir()]
     assert len(folders) == 1
     _assert_same(FeatureSet.open(folders[0]), reference)
+
+
+def _paused_holding_a_claim(proc: subprocess.Popen, cache: Path) -> list[str]:
+    """SIGSTOP ``proc`` at a moment it has published a shard and holds a claim on another; the claims on
+    shards not published yet (a published shard's claim may still wait for its release)."""
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if list(cache.glob("*/shard-*.h5")) and list(cache.glob("*/*.claim")):
+            proc.send_signal(signal.SIGSTOP)
+            held = sorted(p.name for p in cache.glob("*/*.claim") if not p.with_suffix("").exists())
+            if held:
+                return held
+            proc.send_signal(signal.SIGCONT)  # released it just now: try again
+        time.sleep(0.002)
+    raise AssertionError(f"the first run ended before it could be paused: {proc.communicate()}")
+
+
+@pytest.mark.slow
+def test_two_runs_started_by_hand_extract_each_shard_once(dataset: Path, tiny_checkpoint: Path,
+                                                          reference: FeatureSet, tmp_path: Path) -> None:
+    """No ranks: the second run skips the shard the first (alive, paused) has claimed, and does the rest."""
+    cache = tmp_path / "cache"
+    first = _spawn(_args(dataset, cache, tiny_checkpoint))
+    held = _paused_holding_a_claim(first, cache)
+    try:
+        second = _spawn(_args(dataset, cache, tiny_checkpoint))
+        out2, err2 = second.communicate(timeout=300)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    out1, err1 = first.communicate(timeout=300)
+    assert first.returncode == 0 and second.returncode == 0, (err1, err2)
+    assert out1.strip().splitlines()[-1] == out2.strip().splitlines()[-1]
+    images = [int(re.search(r"done: (\d+) images", err).group(1)) for err in (err1, err2)]
+    shards = [int(re.search(r" (\d+) shards, ", err).group(1)) for err in (err1, err2)]
+    assert sum(images) == N_IMAGES and min(images) > 0, (images, err1, err2)  # each image extracted once
+    assert sum(shards) == -(-N_IMAGES // SHARD) and len(held) <= shards[0]
+    assert f"{len(held)} shards left to other processes extracting them" in err2, (held, err2)
+    _assert_same(FeatureSet.open(out1.strip().splitlines()[-1]), reference)

@@ -164,3 +164,24 @@ def test_feature_request_matches_settings_and_image_lists() -> None:
     assert not FeatureRequest(max_per_source=2, sample_seed=1).same_image_list(m, sizes)
     assert not FeatureRequest().same_image_list(m, sizes)  # the groups were cut at 2: not the full list
     assert not FeatureRequest(max_per_source=1).same_image_list(m, sizes)
+
+
+def test_the_random_init_warning_follows_the_weights_not_the_label() -> None:
+    """A deleted or emptied ``label`` must not hide the warning; verify's check names the inconsistency."""
+    from attrib.manifest import RANDOM_INIT_LABEL
+
+    written = Manifest.from_json(json.loads(WRITTEN))
+    assert written.random_init and written.warning == RANDOM_INIT_LABEL and written.label_problems() == []
+    for raw in ({k: v for k, v in json.loads(WRITTEN).items() if k != "label"}, {**json.loads(WRITTEN), "label": ""}):
+        m = Manifest.from_json(raw)
+        assert m.label == "" and m.random_init and m.warning == RANDOM_INIT_LABEL
+        assert len(m.label_problems()) == 1 and "label is '' but the weights are untrained" in m.label_problems()[0]
+    # the tiny model without a checkpoint has random weights whatever `weights` says; with one it has not
+    tiny = written.replace(weights="edited", label="")
+    assert tiny.random_init and tiny.warning == RANDOM_INIT_LABEL
+    trained = written.replace(weights="tiny.safetensors", weights_sha256="ab" * 32, label="")
+    assert not trained.random_init and trained.warning == "" and trained.label_problems() == []
+    assert "label is 'random-init" in trained.replace(label=RANDOM_INIT_LABEL).label_problems()[0]
+    assert "checkpoint sha256 is recorded" in written.replace(weights_sha256="ab" * 32).label_problems()[0]
+    other = Manifest.coerce(SMALL)  # other weights keep whatever label they were given
+    assert not other.random_init and other.replace(label="careful").warning == "careful"

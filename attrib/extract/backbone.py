@@ -47,10 +47,8 @@ from torch import nn
 
 from attrib.errors import AttribError
 from attrib.manifest import PREPROCESSES, preprocess_name  # noqa: F401 (re-exported: the CLI and tests use it here)
+from attrib.manifest import RANDOM_INIT, RANDOM_INIT_LABEL, TINY  # noqa: F401 (defined with the manifest, which decides the warning)
 
-TINY = "attrib-tiny"
-RANDOM_INIT = "random-init"
-RANDOM_INIT_LABEL = "random-init: pipeline check, not CLIP features"
 DEFAULT_MODEL = "ViT-B-16"
 DEFAULT_PRETRAINED = "laion2b_s34b_b88k"
 _TINY_SEED = 0  # random-init weights must be identical in every process (resume, ranks, predict)

@@ -4,7 +4,10 @@ Why this shape: decoding and resizing run in worker processes while the model ru
 tokens are copied to the host asynchronously and handled one batch later, and finished shards are
 written by a background thread, so the accelerator (or the CPU's matrix units) never waits on I/O.
 The unit of work is a shard (see :mod:`attrib.store`): a killed run resumes at the first missing shard,
-and ranks split shards by ``k % world_size == rank`` with no other coordination.
+and ranks split shards by ``k % world_size == rank``. Processes started by hand (no ranks) share the work
+through shard claims (:mod:`attrib.claims`): each shard is extracted by the process that claimed it,
+the others skip it. A rerun first re-extracts the shards it finds damaged (truncated, empty, holding
+other rows), so a damaged cache is repaired by the command that made it.
 
 Bad images never stop a run: each one becomes a row with ``ok=False``, zero features and the error text.
 """
@@ -17,14 +20,15 @@ import sys
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from attrib import claims
 from attrib.data.catalog import ImageList
 from attrib.data.images import MAX_PIXELS, ImageDecodeError, error_text, load_rgb
 from attrib.errors import AttribError
@@ -63,17 +67,29 @@ class RunSummary:
     bytes_written: int
     shards_written: int
     shards_left: int
+    shards_todo: int = 0  # this run's missing shards when it started (damaged ones it removed included)
+    repaired: list[tuple[int, str]] = field(default_factory=list)  # damaged shards removed to re-extract
+    claimed_elsewhere: list[int] = field(default_factory=list)  # skipped: another live process extracts them
 
     @property
     def images_per_s(self) -> float:
         return self.images / self.seconds if self.seconds > 0 else float("nan")
 
+    @property
+    def already_complete(self) -> bool:
+        """Nothing to do: every shard existed, whole, before this run started."""
+        return self.shards_todo == 0 and self.shards_left == 0
+
     def __str__(self) -> str:
         mb = self.bytes_written / 1e6
         s = (f"{self.images} images ({self.failed} failed) in {self.seconds:.1f} s = {self.images_per_s:.1f} img/s; "
              f"{self.shards_written} shards, {mb:.1f} MB written")
+        if self.repaired:
+            s += f"; {len(self.repaired)} damaged shards re-extracted"
+        if self.claimed_elsewhere:
+            s += f"; {len(self.claimed_elsewhere)} shards left to other processes extracting them"
         if self.shards_left:
-            s += f"; {self.shards_left} shards still missing (other ranks, or rerun to finish)"
+            s += f"; {self.shards_left} shards still missing (other ranks or processes, or rerun to finish)"
         return s
 
 
@@ -215,10 +231,11 @@ class _ShardWriter:
 
     ``shards`` and ``bytes`` count only what this process published: when two identical runs overlap, a
     shard the other one published first is left alone by ``write_shard`` and is not counted here.
+    ``done(k)`` is called once shard k is on disk (its claim can go).
     """
 
-    def __init__(self, fs: FeatureSet):
-        self.fs = fs
+    def __init__(self, fs: FeatureSet, done: Callable[[int], None]):
+        self.fs, self.done = fs, done
         self.q: queue.Queue = queue.Queue(maxsize=2)
         self.error: BaseException | None = None
         self.shards = 0
@@ -235,6 +252,7 @@ class _ShardWriter:
                 continue
             try:
                 path = self.fs.write_shard(*item)  # None: another process published this shard first
+                self.done(item[0])
                 if path is not None:
                     self.shards += 1
                     self.bytes += path.stat().st_size
@@ -256,25 +274,68 @@ class _ShardWriter:
 class _ShardBatches:
     """Batches of this rank's missing shards, never crossing a shard boundary (the batch sampler).
 
-    Each shard is re-checked just before its first batch is handed out: a shard that another process
-    (a second launch, an overlapping rank) finished meanwhile is skipped instead of recomputed.
+    Each shard is claimed just before its first batch is handed out (:mod:`attrib.claims`): a shard that
+    another process (a second launch, an overlapping rank) finished meanwhile, or is extracting now, is
+    skipped instead of recomputed. Claims are released as their shards are published (:meth:`release`),
+    refreshed while this process works (:meth:`refresh`), and all released when the run ends.
     """
 
     def __init__(self, fs: FeatureSet, shards: list[int], batch_size: int):
         self.fs, self.shards, self.batch_size = fs, shards, batch_size
-        self.skipped: list[int] = []
+        self.skipped: list[int] = []  # published by another process meanwhile, or claimed by one
+        self.claimed_elsewhere: list[int] = []
+        self._held: dict[int, claims.Claim] = {}
+        self._lock = threading.Lock()
+        self._refreshed = time.monotonic()
 
     def __len__(self) -> int:
         return sum(-(-(b - a) // self.batch_size) for a, b in map(self.fs.shard_range, self.shards))
 
+    def _take(self, k: int) -> bool:
+        """Claim shard k if it is still missing and no live process holds it; False to skip it."""
+        if self.fs.shard_path(k).exists():
+            return False
+        claim = self.fs.claim(k)
+        if claim is None:
+            self.claimed_elsewhere.append(k)
+            return False
+        if self.fs.shard_path(k).exists():  # published (and released) between the look and the claim
+            claim.release()
+            return False
+        with self._lock:
+            self._held[k] = claim
+        return True
+
     def __iter__(self):
         for k in self.shards:
-            if self.fs.shard_path(k).exists():
+            if not self._take(k):
                 self.skipped.append(k)
                 continue
             start, stop = self.fs.shard_range(k)
             for b in range(start, stop, self.batch_size):
                 yield list(range(b, min(b + self.batch_size, stop)))
+
+    def release(self, k: int) -> None:
+        with self._lock:
+            claim = self._held.pop(k, None)
+        if claim is not None:
+            claim.release()
+
+    def release_all(self) -> None:
+        with self._lock:
+            held, self._held = list(self._held.values()), {}
+        for claim in held:
+            claim.release()
+
+    def refresh(self) -> None:
+        """Refresh this process's claims now and then, so no other host takes them for stale."""
+        if time.monotonic() - self._refreshed < claims.REFRESH_EVERY_S:
+            return
+        self._refreshed = time.monotonic()
+        with self._lock:
+            held = list(self._held.values())
+        for claim in held:
+            claim.refresh()
 
 
 class _ShardBuffer:
@@ -318,11 +379,12 @@ def _to_host(t: torch.Tensor) -> torch.Tensor:
 
 def extract(images: ImageList, backbone: Backbone, cache: str | os.PathLike, dataset: str,
             view: View | None = None, config: RunConfig | None = None, out: str | os.PathLike | None = None,
-            manifest_extra: Mapping[str, Any] | None = None) -> RunSummary:
-    """Extract every missing shard of this rank into the feature set for (images, backbone, view).
+            manifest_extra: Mapping[str, Any] | None = None, log: Callable[[str], None] | None = None) -> RunSummary:
+    """Extract every missing (or damaged) shard of this rank into the feature set for (images, backbone, view).
 
     The feature set lives at ``out`` if given, else at ``cache/<feature_set_name>``. Returns a summary;
-    ``summary.feature_set`` is complete when ``summary.shards_left == 0``.
+    ``summary.feature_set`` is complete when ``summary.shards_left == 0``. ``log`` gets notes the user
+    should see before the run starts (damaged shards about to be re-extracted).
     """
     from tqdm import tqdm
 
@@ -353,6 +415,11 @@ def extract(images: ImageList, backbone: Backbone, cache: str | os.PathLike, dat
             manifest = manifest.replace(precision=precision)
     fs = FeatureSet.create(path, manifest, images)
     fs.remove_stale_temp_files()  # left by killed writers of this host
+    fs.remove_stale_claims()  # left by killed runs (the shards they claimed are extracted again if missing)
+    repaired = fs.remove_damaged_shards(range(cfg.rank, fs.n_shards, cfg.world_size))
+    if repaired and log is not None:
+        log(f"re-extracting {len(repaired)} damaged shard(s) of {fs.path}: " + "; ".join(
+            f"{fs.shard_path(k).name}: {why}" for k, why in repaired))
 
     sampler = _ShardBatches(fs, fs.shards_todo(cfg.rank, cfg.world_size), cfg.batch_size)
     n_todo = sum(b - a for a, b in map(fs.shard_range, sampler.shards))
@@ -366,7 +433,7 @@ def extract(images: ImageList, backbone: Backbone, cache: str | os.PathLike, dat
     autocast = (torch.autocast(device.type, dtype=_DTYPES[precision]) if precision in _DTYPES
                 else nullcontext())
 
-    writer = _ShardWriter(fs)
+    writer = _ShardWriter(fs, sampler.release)
     t0 = time.perf_counter()
     failed = done = 0
     desc = f"extract {fs.id}" + (f" [rank {cfg.rank}/{cfg.world_size}]" if cfg.world_size > 1 else "")
@@ -389,10 +456,11 @@ def extract(images: ImageList, backbone: Backbone, cache: str | os.PathLike, dat
             writer.put(buf.k, buf.cls, buf.embed, buf.ok, buf.error)
             buf = None
         done += len(rows)
-        while seen_skips < len(sampler.skipped):  # finished by another process meanwhile
+        while seen_skips < len(sampler.skipped):  # finished (or being extracted) by another process
             a, b = fs.shard_range(sampler.skipped[seen_skips])
             bar.total -= b - a
             seen_skips += 1
+        sampler.refresh()
         bar.set_postfix(failed=failed, refresh=False)
         bar.update(len(rows))
 
@@ -416,10 +484,14 @@ def extract(images: ImageList, backbone: Backbone, cache: str | os.PathLike, dat
             consume(pending)
     finally:
         bar.close()
-        writer.close()
+        try:
+            writer.close()
+        finally:
+            sampler.release_all()
     seconds = time.perf_counter() - t0
     left = len(fs.shards_todo())
-    return RunSummary(fs, done, failed, seconds, writer.bytes, writer.shards, left)
+    return RunSummary(fs, done, failed, seconds, writer.bytes, writer.shards, left, len(sampler.shards), repaired,
+                      sampler.claimed_elsewhere)
 
 
 def even_subset(images: ImageList, limit: int) -> ImageList:

@@ -171,8 +171,9 @@ class SavedHead:
 
     @property
     def label(self) -> str:
-        """Warning label of the features the head was trained on ('' for real weights)."""
-        return self.info.get("label", "")
+        """Warning label of the features the head was trained on ('' for real weights): decided by the
+        weights its manifest records (random-init: always), else the label saved with it."""
+        return self.manifest.warning or self.info.get("label", "")
 
     @property
     def head_name(self) -> str:
@@ -271,7 +272,7 @@ def save_head(folder: str | os.PathLike, head: ProbeHead, scorer: Any, *, head_n
         "scorer": encode_estimator(scorer, score_name, SCORERS, "scorer", arrays),
         "classes": list(map(str, classes)), "layer": [int(b) for b in layer],
         "n_features": int(check_X.shape[1]), "threshold": float(threshold),
-        "feature_set": feature_set, "label": manifest.label, "manifest": manifest.to_json(),
+        "feature_set": feature_set, "label": manifest.warning, "manifest": manifest.to_json(),
     }
     clash = sorted(set(info or {}) & (set(doc) | {"npz_sha256", "json_sha256"}))
     if clash:
