@@ -426,12 +426,12 @@ def cache_verify(feature_set: str, max_failed: int, repair: bool) -> None:
         for k, why in removed:
             click.echo(f"  REMOVED {fs.shard_path(k).name}: {why}")
         if removed:
-            raise AttribError(f"removed {len(removed)} broken shard(s) of {fs.path}; rerun `attrib features` with "
+            raise ProblemsFound(f"removed {len(removed)} broken shard(s) of {fs.path}; rerun `attrib features` with "
                               "the same options to extract them again")
     if not rep.ok:
         raise ProblemsFound("verification failed" + ("" if repair or not any(k >= 0 for k, _ in rep.broken) else
-                                                   "; `attrib cache verify --repair` removes the broken shards, "
-                                                   "then rerun `attrib features` with the same options"))
+                                                     "; `attrib cache verify --repair` removes the broken shards, "
+                                                     "then rerun `attrib features` with the same options"))
     click.echo("OK")
 
 

@@ -131,7 +131,7 @@ def test_rerunning_features_re_extracts_exactly_the_damaged_shards(tmp_path: Pat
     assert "complete" not in ls.output and "2/4 shards, 2 DAMAGED" in ls.output
     assert "2 DAMAGED" in _run("cache", "info", str(fs.path)).output
     probe = _run("probe", "--features", str(fs.path), "--out", str(tmp_path / "r"), "--quiet")
-    assert probe.exit_code == 1 and "shard-00001.h5: truncated" in probe.output and FIX in probe.output
+    assert probe.exit_code == 2 and "shard-00001.h5: truncated" in probe.output and FIX in probe.output
     assert "Traceback" not in probe.output
     assert _run("cache", "find", "--cache", str(cache), "--model", "attrib-tiny").exit_code == 1
 
