@@ -197,6 +197,8 @@ def features(dataset, root, list_file, model, pretrained, fallback_model, view, 
     except (CatalogError, SplitError, BackboneError, WeightsUnavailable, ExtractError, ViewError, StoreError) as exc:
         raise _fail(exc) from None
     click.echo(f"done: {summary}", err=True)
+    for note in summary.notes:
+        click.secho(f"note: {note}", fg="yellow", err=True)
     if backbone.random_init:
         click.secho(f"note: {RANDOM_INIT_LABEL}", fg="red", err=True)
     click.echo(str(summary.feature_set.path))
@@ -221,6 +223,7 @@ def _open_fs(path: str):
 @click.argument("cache_dir", required=False, default=DEFAULT_CACHE, type=click.Path())
 def cache_ls(cache_dir: str) -> None:
     """List the feature sets under CACHE_DIR (default: cache/), newest first."""
+    from attrib.parts import GrownFeatureSet
     from attrib.store import list_feature_sets
 
     sets = list_feature_sets(cache_dir)
@@ -231,13 +234,15 @@ def cache_ls(cache_dir: str) -> None:
         done = len(fs.shards_done())
         state = "complete" if done == fs.n_shards else f"{done}/{fs.n_shards} shards"
         label = f"  [{fs.label}]" if fs.label else ""
-        click.echo(f"{fs.path}  {fs.n_images} images  {fs.n_blocks}x{fs.width}  {state}{label}")
+        grown = f" (grown: {len(fs.parts)} parts)" if isinstance(fs, GrownFeatureSet) else ""
+        click.echo(f"{fs.path}  {fs.n_images} images{grown}  {fs.n_blocks}x{fs.width}  {state}{label}")
 
 
 @cache.command("info")
 @click.argument("feature_set", type=click.Path())
 def cache_info(feature_set: str) -> None:
-    """Print the manifest and per-source image counts of FEATURE_SET."""
+    """Print the manifest and per-source image counts of FEATURE_SET (and its parts, if it grew)."""
+    from attrib.parts import GrownFeatureSet
     from attrib.store import StoreError
 
     fs = _open_fs(feature_set)
@@ -247,6 +252,8 @@ def cache_info(feature_set: str) -> None:
     done = len(fs.shards_done())
     click.echo(f"shards: {done}/{fs.n_shards} complete, {fs.nbytes() / 1e6:.1f} MB")
     try:
+        for line in fs.describe() if isinstance(fs, GrownFeatureSet) else ():
+            click.echo(line)
         counts = fs.images.counts()
     except StoreError as exc:
         raise _fail(exc) from None
@@ -280,6 +287,8 @@ def cache_verify(feature_set: str, max_failed: int) -> None:
         click.echo(f"    row {row}: {path}: {err}")
     if len(rep.failed) > max_failed:
         click.echo(f"    ... and {len(rep.failed) - max_failed} more")
+    for note in getattr(rep, "notes", ()):  # a grown feature set's (attrib.parts)
+        click.echo(f"  note: {note}")
     if not rep.ok:
         raise AttribError("verification failed")
     click.echo("OK")

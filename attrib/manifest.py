@@ -14,11 +14,12 @@ identity (:data:`IDENTITY_FIELDS`: what the features are; hashed into the folder
 layout (:data:`LAYOUT_FIELDS`: how the arrays are shaped and stored; must match to add shards)
     ``format_version``, ``dtype``, ``n_images``, ``n_blocks``, ``width``, ``embed_dim``,
     ``shard_size``, ``precision``
-record (never compared: where, when and with what the features were extracted)
+record (not compared to add shards: where, when and with what the features were extracted)
     ``root``, ``checkpoint``, ``label``, ``versions``, ``created``, and the options that chose the image
     list (``dataset_kind``, ``splits_dir``, ``max_per_source``, ``sample_seed``, ``limit``,
     ``requested``), written only when set. Keys this attrib does not know are kept in ``extra`` and
-    written back as they were read.
+    written back as they were read. ``root``, the dataset kind and those options (:data:`SAME_DATASET`)
+    tell whether a new image list is the same dataset grown (:mod:`attrib.grow`).
 """
 
 from __future__ import annotations
@@ -72,6 +73,14 @@ SAME_FEATURE_SET = MatchRule(IDENTITY_FIELDS + LAYOUT_FIELDS)
 # backbone, weights, preprocessing and view); the image list is of course different.
 SAME_FEATURES = MatchRule(("family", "model", "weights", "weights_sha256", "quick_gelu", "preprocess", "view",
                            "n_blocks", "width"), weights_by_checksum=True)
+# A feature set that grows (attrib.grow): the same features of the same dataset (its root, kind and the
+# options that chose its list); only the image list differs. A --limit trial never grows (its images
+# are spread over the whole list, so a longer list moves them all).
+SAME_DATASET = MatchRule(tuple(f for f in IDENTITY_FIELDS if f != "images_sha256") +
+                         ("root", "kind", "splits_dir", "max_per_source", "sample_seed", "limit"))
+# A new part of a grown feature set: that, and stored alike (as SAME_FEATURE_SET, but any shard size).
+SAME_PART = MatchRule(SAME_DATASET.fields + ("format_version", "dtype", "n_blocks", "width", "embed_dim",
+                                             "precision"))
 
 
 @dataclass(frozen=True)

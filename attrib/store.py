@@ -104,8 +104,16 @@ class FeatureSet:
         return (Path(path) / MANIFEST).is_file()
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "FeatureSet":
+    def open(cls, path: str | os.PathLike, whole: bool = True) -> "FeatureSet":
+        """The feature set at ``path``. One that grew (:mod:`attrib.parts`) opens as the union of its parts;
+        ``whole=False`` opens the folder's own first part, an ordinary feature set (what writers extend)."""
         path = Path(path)
+        if whole:
+            from attrib.parts import open_grown  # here: attrib.parts builds on this module
+
+            grown = open_grown(path)
+            if grown is not None:
+                return grown
         mpath = path / MANIFEST
         if not mpath.is_file():
             raise StoreError(f"{path} is not a feature set (no {MANIFEST}); list them with `attrib cache ls`")
@@ -154,7 +162,7 @@ class FeatureSet:
 
     @classmethod
     def _reopen(cls, path: Path, manifest: Manifest, images: ImageList) -> "FeatureSet":
-        existing = cls.open(path)
+        existing = cls.open(path, whole=False)
         diffs = existing.manifest.mismatches(manifest, SAME_FEATURE_SET)
         if diffs:
             raise ManifestMismatch(
