@@ -36,9 +36,9 @@ import numpy as np
 from attrib import atomic
 from attrib.data.catalog import ImageList
 from attrib.manifest import SAME_DATASET, SAME_PART, Manifest
-from attrib.parts import (BASE, PARTS, GrownFeatureSet, Index, new_header, open_grown, part_names, part_path,
-                          remove_old_indexes)
-from attrib.store import FeatureSet, ManifestMismatch, StoreError, list_feature_sets
+from attrib.parts import (BASE, PARTS, GrownFeatureSet, Index, lookup, new_header, open_grown, part_names,
+                          part_path, path_keys, remove_old_indexes)
+from attrib.store import IMAGES, FeatureSet, ManifestMismatch, StoreError, list_feature_sets
 
 # Dataset kinds whose image list is the listing of a root that can gain files (`attrib predict`'s
 # throwaway lists are not: each predict run stands alone).
@@ -58,74 +58,119 @@ class _Part:
     fs: FeatureSet
     images: ImageList | None
     complete: bool
+    _keys: np.ndarray | None = None
+
+    @property
+    def keys(self) -> np.ndarray:
+        if self._keys is None:
+            self._keys = path_keys(self.images.paths if self.images is not None else [])
+        return self._keys
 
 
 @dataclass
 class _Union:
-    """What readers see now: the newest index, or the first part alone for a set that never grew."""
+    """What readers see now (the newest index, or the first part alone for a set that never grew), its
+    rows' holders given as positions in the scanned part list (-1: a part not found) and rows there."""
 
     generation: int
     images: ImageList
-    index: Index | None
-
-    def holder(self, row: int) -> tuple[str, int]:
-        if self.index is None:
-            return BASE, row
-        return self.index.header.parts[int(self.index.part[row])].name, int(self.index.part_row[row])
+    keys: np.ndarray
+    part: np.ndarray
+    part_row: np.ndarray
 
 
-def _scan(folder: Path) -> list[_Part]:
-    """Every readable part: the first one, then the others oldest first (ties by name)."""
-    found = []
-    for name in part_names(folder):
-        try:
-            fs = FeatureSet.open(part_path(folder, name), whole=False)
-        except StoreError:  # a damaged manifest: `attrib cache verify` reports it
-            continue
-        try:
-            images: ImageList | None = fs.images
-        except StoreError:
-            images = None
-        found.append((name != BASE, fs.manifest.created or "", name, _Part(name, fs, images, fs.complete)))
-    return [p for *_, p in sorted(found, key=lambda t: t[:3])]
+@dataclass
+class _Assignment:
+    """For each image of a list: the position of the part holding it in the scanned list and its row
+    there (-1, -1: no part holds it)."""
+
+    part: np.ndarray
+    part_row: np.ndarray
+
+    def missing(self) -> np.ndarray:
+        return np.flatnonzero(self.part < 0)
 
 
 class Extension:
     """One `attrib features` run over a dataset whose feature set (at ``folder``) was made from another list."""
 
-    def __init__(self, folder: Path, images: ImageList):
+    def __init__(self, folder: Path, images: ImageList, base: FeatureSet | None = None):
+        """``base``: the folder's first part, opened as an ordinary feature set, if the caller has it (its
+        image list, once read, is not read again)."""
         self.folder, self.images = Path(folder), images
-        self.base = FeatureSet.open(folder, whole=False)
+        self.keys = path_keys(images.paths)
+        self.base = base if base is not None else FeatureSet.open(folder, whole=False)
         self.notes: list[str] = []
         self.targets: list[tuple[ImageList, Path, bool]] = []
         self.published = False
+        self._parts: dict[str, _Part] = {}
+        self._indexes: dict[Path, tuple[Index, np.ndarray]] = {}
 
     # -------------------------------------------------------------------------------------- plan
-    def _current(self) -> _Union:
+    def _scan(self) -> list[_Part]:
+        """Every readable part: the first one, then the others oldest first (ties by name). A part's image
+        list never changes once written, so it is read once per extension; completeness is checked anew."""
+        found = []
+        for name in part_names(self.folder):
+            try:
+                fs = self.base if name == BASE else FeatureSet.open(part_path(self.folder, name), whole=False)
+            except StoreError:  # a damaged manifest: `attrib cache verify` reports it
+                continue
+            known = self._parts.get(name)
+            if known is None or known.images is None or known.fs.manifest.images_sha256 != fs.manifest.images_sha256:
+                try:
+                    images: ImageList | None = fs.images
+                except StoreError:
+                    images = None
+                known = self._parts[name] = _Part(name, fs, images, False)
+            known.complete = fs.complete
+            found.append((name != BASE, fs.manifest.created or "", name, known))
+        return [p for *_, p in sorted(found, key=lambda t: t[:3])]
+
+    def _current(self, parts: list[_Part]) -> _Union:
+        """The union readers see now, its holders given as positions in ``parts``."""
+        if not parts or parts[0].name != BASE or parts[0].images is None:
+            raise StoreError(f"{self.folder}: its own image list ({IMAGES}) is missing or unreadable, so it cannot "
+                             "grow; extract into another --cache or --out folder")
         grown = open_grown(self.folder)
         if grown is None:
-            return _Union(0, self.base.images, None)
-        index = Index.read(grown.index_file, self.base.manifest.root)
-        return _Union(grown.generation, index.images, index)
+            n = len(parts[0].keys)
+            return _Union(0, parts[0].images, parts[0].keys, np.zeros(n, dtype=np.int64), np.arange(n))
+        cached = self._indexes.get(grown.index_file)  # each generation's file is written once: read it once
+        if cached is None:
+            index = Index.read(grown.index_file, self.base.manifest.root)
+            cached = self._indexes[grown.index_file] = (index, path_keys(index.images.paths))
+        index, keys = cached
+        where = {p.name: i for i, p in enumerate(parts) if p.images is not None}
+        to_scanned = np.array([where.get(ref.name, -1) for ref in index.header.parts], dtype=np.int64)
+        return _Union(grown.generation, index.images, keys, to_scanned[index.part], index.part_row)
 
-    def _assign(self, parts: list[_Part], current: _Union) -> list[tuple[_Part, int] | None]:
-        """For each image of the new list: (part, row there) holding it, or None when no part does."""
-        usable = [p for p in parts if p.images is not None]
-        by_name = {p.name: p for p in usable}
-        chosen: list[tuple[_Part, int] | None] = []
-        for path in self.images.paths:
-            u = current.images.index(path)
-            now = by_name.get(current.holder(u)[0]) if u is not None else None
-            pick = None
-            for p in ([now] if now is not None else []) + usable:
-                r = p.images.index(path)  # type: ignore[union-attr]
-                if r is None:
+    def _assign(self, parts: list[_Part], current: _Union) -> _Assignment:
+        """Who holds each image of the new list: the part the newest index uses (if complete), else the
+        first complete part holding it, else the first incomplete one; vectorised over sorted paths."""
+        n = len(self.images)
+        chosen = _Assignment(np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64))
+        u = lookup(current.keys, self.keys)
+        rows = np.flatnonzero(u >= 0)
+        held, held_row = current.part[u[rows]], current.part_row[u[rows]]
+        for i, p in enumerate(parts):
+            at = held == i
+            if p.images is None or not p.complete or not at.any():
+                continue
+            mine, r = rows[at], held_row[at]
+            good = r < len(p.keys)
+            good[good] = p.keys[r[good]] == self.keys[mine[good]]  # trust an index only where it is right
+            chosen.part[mine[good]], chosen.part_row[mine[good]] = i, r[good]
+        for want_complete in (True, False):
+            for i, p in enumerate(parts):
+                free = chosen.missing()
+                if not free.size:
+                    return chosen
+                if p.images is None or p.complete != want_complete:
                     continue
-                if p.complete:
-                    pick = (p, r)
-                    break
-                pick = pick or (p, r)  # an interrupted part: finished by this run unless a complete one holds it
-            chosen.append(pick)
+                r = lookup(p.keys, self.keys[free])
+                hit = r >= 0
+                chosen.part[free[hit]], chosen.part_row[free[hit]] = i, r[hit]
         return chosen
 
     def check(self, manifest: Manifest) -> None:
@@ -134,26 +179,24 @@ class Extension:
         if diffs:
             raise ManifestMismatch(
                 f"{self.folder} was extracted with different settings:\n  - " + "\n  - ".join(diffs) +
-                f"\nIts dataset grew since: the new images become a part of it, extracted with its settings. Rerun "
+                "\nIts dataset grew since: the new images become a part of it, extracted with its settings. Rerun "
                 "with the cached settings, or use another --cache/--out folder.")
 
     def plan(self) -> list[tuple[ImageList, Path, bool]]:
         """(images, folder, is new) of each part to extract: interrupted parts, then the new images' part."""
-        parts, current = _scan(self.folder), self._current()
-        chosen = self._assign(parts, current)
-        todo: dict[str, _Part] = {}
-        for c in chosen:
-            if c is not None and not c[0].complete:
-                todo.setdefault(c[0].name, c[0])
-        targets = [(p.images, p.fs.path, False) for p in todo.values()]
-        added = [i for i, c in enumerate(chosen) if c is None]
+        parts = self._scan()
+        chosen = self._assign(parts, self._current(parts))
+        used = np.unique(chosen.part[chosen.part >= 0])
+        todo = [parts[i] for i in used.tolist() if not parts[i].complete]
+        targets = [(p.images, p.fs.path, False) for p in todo]
         if todo:
-            self.notes.append("finishing interrupted part(s) " + ", ".join(_label(n) for n in todo))
-        if added:
-            new = self.images.take(added)
+            self.notes.append("finishing interrupted part(s) " + ", ".join(_label(p.name) for p in todo))
+        added = chosen.missing()
+        if added.size:
+            new = self.images.take(added.tolist())
             name = new.sha256()[:PART_NAME_HEX]
             targets.append((new, part_path(self.folder, name), True))
-            self.notes.append(f"{len(added)} of {len(self.images)} images are new since {self.folder.name} was "
+            self.notes.append(f"{added.size} of {len(self.images)} images are new since {self.folder.name} was "
                               f"extracted: only they are extracted, into its part {_label(name)}")
         return targets  # type: ignore[return-value]
 
@@ -161,6 +204,9 @@ class Extension:
     def run(self, extract_part: Callable[[ImageList, Path, bool], T]) -> list[T]:
         """Extract every part :meth:`plan` names with ``extract_part(images, folder, is_new)``, then
         publish the union if all parts are complete (else other ranks still work: the last one publishes)."""
+        if self.up_to_date():
+            self.published = True
+            return []
         if (self.folder / PARTS).is_dir():
             atomic.remove_stale(self.folder / PARTS)  # index files of this host's killed writers
         self.targets = self.plan()
@@ -168,41 +214,45 @@ class Extension:
         self.published = self.publish()
         return results
 
+    def up_to_date(self) -> bool:
+        """Whether readers already see exactly this list, complete (a rerun with nothing new): told by the
+        newest index's header, without reading any image list."""
+        grown = open_grown(self.folder)
+        return grown is not None and grown.manifest.images_sha256 == self.images.sha256() and grown.complete
+
     def publish(self) -> bool:
         """Publish the union of this run's list as the next index generation; False while a part it needs
         is incomplete. True also when the newest index already is that union."""
         for _ in range(MAX_PUBLISH_TRIES):
-            parts, current = _scan(self.folder), self._current()
+            parts = self._scan()
+            current = self._current(parts)
             chosen = self._assign(parts, current)
-            if any(c is None or not c[0].complete for c in chosen):
+            if chosen.missing().size or not all(parts[i].complete for i in np.unique(chosen.part).tolist()):
                 return False
-            if self._unchanged(current, chosen):
+            if current.images.sha256() == self.images.sha256() and np.array_equal(current.part, chosen.part) \
+                    and np.array_equal(current.part_row, chosen.part_row):
                 return True
-            used = [p for p in parts if p.name in {c[0].name for c in chosen}]  # type: ignore[index]
-            position = {p.name: i for i, p in enumerate(used)}
-            part = np.array([position[c[0].name] for c in chosen], dtype=np.int32)  # type: ignore[index]
-            part_row = np.array([c[1] for c in chosen], dtype=np.int64)  # type: ignore[index]
-            header = new_header(current.generation + 1, self.images, [p.fs for p in used], [p.name for p in used])
-            if Index.write(self.folder, header, self.images, part, part_row):
-                self._note_changes(current, header.generation, len(used))
+            used = np.unique(chosen.part)  # in scan order: the first part first
+            header = new_header(current.generation + 1, self.images, [parts[i].fs for i in used.tolist()],
+                                [parts[i].name for i in used.tolist()])
+            if Index.write(self.folder, header, self.images, np.searchsorted(used, chosen.part), chosen.part_row):
+                self._note_changes(current, header.generation, used.size)
                 remove_old_indexes(self.folder, header.generation)
                 return True
             # another extension published this generation first: assign again against it
         raise StoreError(f"{self.folder}: could not publish its index after {MAX_PUBLISH_TRIES} tries (other "
                          "extensions kept publishing first); rerun `attrib features`")
 
-    def _unchanged(self, current: _Union, chosen: list) -> bool:
-        if current.images.sha256() != self.images.sha256():
-            return False
-        return all(current.holder(u) == (c[0].name, c[1]) for u, c in enumerate(chosen))
-
     def _note_changes(self, current: _Union, generation: int, n_parts: int) -> None:
-        gone = [p for p in current.images.paths if self.images.index(p) is None]
+        here = lookup(self.keys, current.keys)
+        gone = [current.images.paths[i] for i in np.flatnonzero(here < 0).tolist()]
         if gone:
             self.notes.append(f"{len(gone)} images are no longer in the dataset and left the union (their "
                               f"features stay in their part, unused): {_examples(gone)}")
-        moved = [p for p, s, sub in self.images if (u := current.images.index(p)) is not None
-                 and (current.images.sources[u], current.images.subsets[u]) != (s, sub)]
+        kept = np.flatnonzero(here >= 0)
+        old, new = current.images, self.images
+        moved = [old.paths[u] for u, r in zip(kept.tolist(), here[kept].tolist())
+                 if (old.sources[u], old.subsets[u]) != (new.sources[r], new.subsets[r])]
         if moved:
             self.notes.append(f"{len(moved)} images changed source or subset; their features are reused: "
                               f"{_examples(moved)}")
@@ -252,14 +302,18 @@ def _find_base(cache: Path, manifest: Manifest, images: ImageList) -> Extension 
     """The feature set of the same dataset sharing the most images with ``images`` (ties: by name)."""
     best: tuple[int, str] | None = None
     best_fs = None
+    keys = path_keys(images.paths)
     for fs in list_feature_sets(cache):
         if fs.manifest.mismatches(manifest, SAME_DATASET):
             continue
+        base = fs.base if isinstance(fs, GrownFeatureSet) else fs
+        if fs.manifest.images_sha256 == manifest.images_sha256:  # holds this very list (a grown set, rerun)
+            return Extension(fs.path, images, base)
         try:
-            shared = sum(1 for p in fs.images.paths if images.index(p) is not None)
+            shared = int((lookup(path_keys(fs.images.paths), keys) >= 0).sum())
         except StoreError:
             continue
         key = (-shared, fs.id)
         if shared and (best is None or key < best):
-            best, best_fs = key, fs
-    return Extension(best_fs.path, images) if best_fs is not None else None
+            best, best_fs = key, base
+    return Extension(best_fs.path, images, best_fs) if best_fs is not None else None
