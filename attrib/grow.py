@@ -196,7 +196,7 @@ class Extension:
             new = self.images.take(added.tolist())
             name = new.sha256()[:PART_NAME_HEX]
             targets.append((new, part_path(self.folder, name), True))
-            self.notes.append(f"{added.size} of {len(self.images)} images are new since {self.folder.name} was "
+            self.notes.append(f"{added.size} of {_images(len(self.images))} are new since {self.folder.name} was "
                               f"extracted: only they are extracted, into its part {_label(name)}")
         return targets  # type: ignore[return-value]
 
@@ -247,14 +247,14 @@ class Extension:
         here = lookup(self.keys, current.keys)
         gone = [current.images.paths[i] for i in np.flatnonzero(here < 0).tolist()]
         if gone:
-            self.notes.append(f"{len(gone)} images are no longer in the dataset and left the union (their "
+            self.notes.append(f"{_images(len(gone))} no longer in the dataset: left the union (their "
                               f"features stay in their part, unused): {_examples(gone)}")
         kept = np.flatnonzero(here >= 0)
         old, new = current.images, self.images
         moved = [old.paths[u] for u, r in zip(kept.tolist(), here[kept].tolist())
                  if (old.sources[u], old.subsets[u]) != (new.sources[r], new.subsets[r])]
         if moved:
-            self.notes.append(f"{len(moved)} images changed source or subset; their features are reused: "
+            self.notes.append(f"{_images(len(moved))} changed source or subset; their features are reused: "
                               f"{_examples(moved)}")
         self.notes.append(f"{self.folder.name} now reads as {len(self.images)} images from {n_parts} part(s) "
                           f"(index generation {generation})")
@@ -262,6 +262,10 @@ class Extension:
     def shards_left(self) -> int:
         """Shards still missing in the parts this run extracts (other ranks', or a rerun's, to do)."""
         return sum(len(FeatureSet.open(path, whole=False).shards_todo()) for _, path, _ in self.targets)
+
+
+def _images(n: int) -> str:
+    return f"{n} image" if n == 1 else f"{n} images"
 
 
 def _label(name: str) -> str:

@@ -410,8 +410,8 @@ class GrownFeatureSet(FeatureSet):
         out = [f"parts/{n}: in no index (an extension running, or interrupted: rerun `attrib features` to finish "
                "it)" for n in self.unindexed_parts()]
         if removed:
-            out.append(f"{removed} images of the parts are not in the union (files that left the dataset); their "
-                       "features stay in their parts, unused")
+            out.append(f"{removed} image{'s' if removed != 1 else ''} of the parts not in the union (files that "
+                       "left the dataset); their features stay in their parts, unused")
         return out
 
     def nbytes(self) -> int:

@@ -123,12 +123,12 @@ def test_removed_files_leave_the_union_with_a_note_and_come_back_free(grown, tin
     gone.unlink()
     res = _features(root, cache, tiny_checkpoint)
     assert "done: 0 images" in res.stderr
-    assert "1 images are no longer in the dataset and left the union" in res.stderr and "gen1/003.png" in res.stderr
+    assert "1 image no longer in the dataset: left the union" in res.stderr and "gen1/003.png" in res.stderr
     fs = FeatureSet.open(first)
     assert fs.n_images == 36 and "gen1/003.png" not in fs.images.paths and fs.generation == 2
     assert fs.images.paths == read_folder(root).paths
     rep = fs.verify()
-    assert rep.ok and any("1 images of the parts are not in the union" in n for n in rep.notes)
+    assert rep.ok and any("1 image of the parts not in the union" in n for n in rep.notes)
     with pytest.raises(KeyError, match="gen1/003.png"):
         fs.rows(["gen1/003.png"])
     # the file comes back: its features were never deleted, so nothing is extracted
