@@ -19,7 +19,8 @@ do not compress, and gzip makes reads 10-20x slower. Each shard carries a sha256
 ``sha256``) so that ``verify`` catches silent corruption, which HDF5 itself cannot see in uncompressed data.
 
 The manifest's fields, and the rules for when two feature sets match, are in :mod:`attrib.manifest`;
-the names of the files in a feature-set folder are known here only.
+the names of the files in a feature-set folder are known here only. A feature set whose dataset grew has
+parts and an index besides (:mod:`attrib.parts`); :meth:`FeatureSet.open` reads it as one image list.
 """
 
 from __future__ import annotations

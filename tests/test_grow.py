@@ -362,3 +362,15 @@ def test_two_identical_extensions_at_once_make_one_part_and_one_union(photo_set,
     grown = FeatureSet.open(first)
     assert grown.verify().ok
     _assert_same_as(grown, ref)
+
+
+def test_a_set_made_with_out_grows_in_place(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    root, out = tmp_path / "data", tmp_path / "features" / "mine"
+    _generator(root, "gen0", 5, 0)
+    assert _folder(_features(root, tmp_path / "cache", tiny_checkpoint, "--out", str(out))) == out
+    _generator(root, "gen1", 3, 50)
+    res = _features(root, tmp_path / "cache", tiny_checkpoint, "--out", str(out))
+    assert _folder(res) == out and "done: 3 images" in res.stderr
+    fs = FeatureSet.open(out)
+    assert fs.n_images == 8 and fs.images.paths == read_folder(root).paths and fs.verify().ok
+    assert not (tmp_path / "cache").exists()  # --out names the folder: nothing else is looked at or made
