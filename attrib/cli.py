@@ -317,6 +317,8 @@ def features(dataset, root, list_file, build_demo, model, pretrained, fallback_m
     summary = extract(images, backbone, cache_dir, name, view, cfg, out=out, manifest_extra=extra,
                       log=lambda msg: click.secho(f"note: {msg}", fg="yellow", err=True))
     click.echo(_features_outcome(summary, rank, world_size), err=True)
+    for note in summary.notes:
+        click.secho(f"note: {note}", fg="yellow", err=True)
     if backbone.random_init:
         click.secho(f"note: {RANDOM_INIT_LABEL}", fg="red", err=True)
     click.echo(str(summary.feature_set.path))
@@ -349,6 +351,7 @@ def _open_fs(path: str):
 @click.argument("cache_dir", required=False, default=DEFAULT_CACHE, type=click.Path())
 def cache_ls(cache_dir: str) -> None:
     """List the feature sets under CACHE_DIR (default: cache/), newest first."""
+    from attrib.parts import GrownFeatureSet
     from attrib.store import list_feature_sets
 
     sets = list_feature_sets(cache_dir)
@@ -358,7 +361,8 @@ def cache_ls(cache_dir: str) -> None:
     for fs in sets:
         state = _shard_state(fs)
         label = f"  [{fs.label}]" if fs.label else ""
-        click.echo(f"{fs.path}  {fs.n_images} images  {fs.n_blocks}x{fs.width}  {state}{label}")
+        grown = f" (grown: {len(fs.parts)} parts)" if isinstance(fs, GrownFeatureSet) else ""
+        click.echo(f"{fs.path}  {fs.n_images} images{grown}  {fs.n_blocks}x{fs.width}  {state}{label}")
 
 
 def _shard_state(fs, whole: str = "complete", part: str = "shards") -> str:
@@ -375,13 +379,17 @@ def _shard_state(fs, whole: str = "complete", part: str = "shards") -> str:
 @cache.command("info")
 @click.argument("feature_set", type=click.Path())
 def cache_info(feature_set: str) -> None:
-    """Print the manifest and per-source image counts of FEATURE_SET."""
+    """Print the manifest and per-source image counts of FEATURE_SET (and its parts, if it grew)."""
+    from attrib.parts import GrownFeatureSet
+
     fs = _open_fs(feature_set)
     if fs.label:
         click.secho(f"WARNING: {fs.label}", fg="red", bold=True)
     click.echo(json.dumps(fs.manifest.to_json(), indent=2))
     click.echo(f"shards: {_shard_state(fs, f'{fs.n_shards}/{fs.n_shards} complete', 'complete')}, "
                f"{fs.nbytes() / 1e6:.1f} MB")
+    for line in fs.describe() if isinstance(fs, GrownFeatureSet) else ():
+        click.echo(line)
     counts = fs.images.counts()
     click.echo("images per (source, subset):")
     for (src, sub), n in counts.items():
@@ -421,6 +429,8 @@ def cache_verify(feature_set: str, max_failed: int, repair: bool) -> None:
         click.echo(f"    row {row}: {escape_path(path)}: {err}")  # printable on any terminal
     if len(rep.failed) > max_failed:
         click.echo(f"    ... and {len(rep.failed) - max_failed} more")
+    for note in getattr(rep, "notes", ()):  # a grown feature set's (attrib.parts)
+        click.echo(f"  note: {note}")
     if repair:
         removed = fs.remove_broken_shards(rep)
         for k, why in removed:

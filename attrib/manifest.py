@@ -15,13 +15,13 @@ identity (:data:`IDENTITY_FIELDS`: what the features are; hashed into the folder
 layout (:data:`LAYOUT_FIELDS`: how the arrays are shaped and stored; must match to add shards)
     ``format_version``, ``dtype``, ``n_images``, ``n_blocks``, ``width``, ``embed_dim``,
     ``shard_size``, ``precision``
-record (never compared: where, when and with what the features were extracted)
+record (not compared to add shards: where, when and with what the features were extracted)
     ``root``, ``checkpoint``, ``label``, ``versions``, ``created``, and the options that chose the image
     list (``dataset_kind``, ``splits_dir``, ``max_per_source``, ``sample_seed``, ``limit``,
     ``rows_for``, ``requested``), written only when set (``rows_for``: the record of a feature set holding
     only a study's evaluation rows, see :mod:`attrib.extract.rows_for`). Keys this attrib does not know
-    are kept in ``extra`` and
-    written back as they were read.
+    are kept in ``extra`` and written back as they were read. ``root``, the dataset kind and those options
+    (:data:`SAME_DATASET`) tell whether a new image list is the same dataset grown (:mod:`attrib.grow`).
 """
 
 from __future__ import annotations
@@ -87,6 +87,14 @@ SAME_FEATURES = MatchRule(("family", "model", "weights", "weights_sha256", "quic
 # bicubic-train / bilinear-eval features, a clean-train / perturbed-test robustness study).
 SAME_BACKBONE = MatchRule(("family", "model", "weights", "weights_sha256", "quick_gelu", "n_blocks", "width",
                            "embed_dim"), weights_by_checksum=True)
+# A feature set that grows (attrib.grow): the same features of the same dataset (its root, kind and the
+# options that chose its list); only the image list differs. A --limit trial never grows (its images
+# are spread over the whole list, so a longer list moves them all).
+SAME_DATASET = MatchRule(tuple(f for f in IDENTITY_FIELDS if f != "images_sha256") +
+                         ("root", "kind", "splits_dir", "max_per_source", "sample_seed", "limit"))
+# A new part of a grown feature set: that, and stored alike (as SAME_FEATURE_SET, but any shard size).
+SAME_PART = MatchRule(SAME_DATASET.fields + ("format_version", "dtype", "n_blocks", "width", "embed_dim",
+                                             "precision"))
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ do not compress, and gzip makes reads 10-20x slower. Each shard carries a sha256
 ``sha256``) so that ``verify`` catches silent corruption, which HDF5 itself cannot see in uncompressed data.
 
 The manifest's fields, and the rules for when two feature sets match, are in :mod:`attrib.manifest`;
-the names of the files in a feature-set folder are known here only.
+the names of the files in a feature-set folder are known here only. A feature set whose dataset grew has
+parts and an index besides (:mod:`attrib.parts`); :meth:`FeatureSet.open` reads it as one image list.
 """
 
 from __future__ import annotations
@@ -101,8 +102,16 @@ class FeatureSet:
         return (Path(path) / MANIFEST).is_file()
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "FeatureSet":
+    def open(cls, path: str | os.PathLike, whole: bool = True) -> "FeatureSet":
+        """The feature set at ``path``. One that grew (:mod:`attrib.parts`) opens as the union of its parts;
+        ``whole=False`` opens the folder's own first part, an ordinary feature set (what writers extend)."""
         path = Path(path)
+        if whole:
+            from attrib.parts import open_grown  # here: attrib.parts builds on this module
+
+            grown = open_grown(path)
+            if grown is not None:
+                return grown
         mpath = path / MANIFEST
         if not mpath.is_file():
             raise StoreError(f"{path} is not a feature set (no {MANIFEST}); list them with `attrib cache ls`")
@@ -151,7 +160,7 @@ class FeatureSet:
 
     @classmethod
     def _reopen(cls, path: Path, manifest: Manifest, images: ImageList) -> "FeatureSet":
-        existing = cls.open(path)
+        existing = cls.open(path, whole=False)
         diffs = existing.manifest.mismatches(manifest, SAME_FEATURE_SET)
         if diffs:
             raise ManifestMismatch(

@@ -14,6 +14,7 @@ Bad images never stop a run: each one becomes a row with ``ok=False``, zero feat
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import sys
@@ -70,6 +71,7 @@ class RunSummary:
     shards_todo: int = 0  # this run's missing shards when it started (damaged ones it removed included)
     repaired: list[tuple[int, str]] = field(default_factory=list)  # damaged shards removed to re-extract
     claimed_elsewhere: list[int] = field(default_factory=list)  # skipped: another live process extracts them
+    notes: list[str] = field(default_factory=list)  # what an extension did (new part, files gone, ...)
 
     @property
     def images_per_s(self) -> float:
@@ -380,7 +382,52 @@ def _to_host(t: torch.Tensor) -> torch.Tensor:
 def extract(images: ImageList, backbone: Backbone, cache: str | os.PathLike, dataset: str,
             view: View | None = None, config: RunConfig | None = None, out: str | os.PathLike | None = None,
             manifest_extra: Mapping[str, Any] | None = None, log: Callable[[str], None] | None = None) -> RunSummary:
-    """Extract every missing (or damaged) shard of this rank into the feature set for (images, backbone, view).
+    """Extract what this rank still has to of the feature set for (images, backbone, view).
+
+    That is its missing shards, or, when the dataset changed since a feature set was made from it, only
+    the images no part of that set holds, as a new part of it (:mod:`attrib.grow`). The feature set lives
+    at ``out`` if given, else at ``cache/<feature_set_name>`` (or the grown set's folder). Returns a
+    summary; ``summary.feature_set`` is complete when ``summary.shards_left == 0``.
+    """
+    from attrib.grow import plan_extension
+
+    cfg = config or RunConfig()
+    view = view or View()
+    if len(images) and 0 <= cfg.rank < cfg.world_size:  # else extract_shards says what is wrong
+        manifest = build_manifest(images, backbone, dataset, view, cfg.shard_size or DEFAULT_SHARD_SIZE,
+                                  cfg.precision, manifest_extra)
+        ext = plan_extension(manifest, images, cache, out)
+        if ext is not None:
+            device = resolve_device(cfg.device)
+            new_cfg = _part_config(cfg, ext.base.manifest, device)
+            ext.check(manifest.replace(shard_size=new_cfg.shard_size,
+                                       precision=resolve_precision(new_cfg.precision, device)))
+            done = ext.run(lambda imgs, path, new: extract_shards(imgs, backbone, cache, dataset, view,
+                                                                  new_cfg if new else cfg, path, manifest_extra, log))
+            return RunSummary(FeatureSet.open(ext.folder), sum(s.images for s in done), sum(s.failed for s in done),
+                              sum(s.seconds for s in done), sum(s.bytes_written for s in done),
+                              sum(s.shards_written for s in done), ext.shards_left(),
+                              shards_todo=sum(s.shards_todo for s in done),
+                              repaired=[r for s in done for r in s.repaired],
+                              claimed_elsewhere=[k for s in done for k in s.claimed_elsewhere], notes=ext.notes)
+    return extract_shards(images, backbone, cache, dataset, view, cfg, out, manifest_extra, log)
+
+
+def _part_config(cfg: RunConfig, base: Manifest, device: torch.device) -> RunConfig:
+    """Run parameters of a new part: the feature set's shard size and precision unless given, as a resume
+    adopts them."""
+    precision = cfg.precision
+    if precision == "auto" and (base.precision == "fp32" or device.type == "cuda"):
+        precision = base.precision or precision
+    return dataclasses.replace(cfg, shard_size=cfg.shard_size or base.shard_size, precision=precision)
+
+
+def extract_shards(images: ImageList, backbone: Backbone, cache: str | os.PathLike, dataset: str,
+                   view: View | None = None, config: RunConfig | None = None, out: str | os.PathLike | None = None,
+                   manifest_extra: Mapping[str, Any] | None = None,
+                   log: Callable[[str], None] | None = None) -> RunSummary:
+    """Extract every missing (or damaged) shard of this rank into the ordinary feature set for (images,
+    backbone, view).
 
     The feature set lives at ``out`` if given, else at ``cache/<feature_set_name>``. Returns a summary;
     ``summary.feature_set`` is complete when ``summary.shards_left == 0``. ``log`` gets notes the user
