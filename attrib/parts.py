@@ -37,7 +37,8 @@ import numpy as np
 
 from attrib import atomic
 from attrib.data.catalog import ImageList
-from attrib.store import IMAGES, MANIFEST, FeatureSet, StoreError, VerifyReport
+from attrib.store import IMAGES, MANIFEST, FeatureSet, StoreError
+from attrib.verify import VerifyReport
 
 PARTS = "parts"
 BASE = "."  # the part that is the feature-set folder itself
@@ -323,6 +324,16 @@ class GrownFeatureSet(FeatureSet):
     def shards_todo(self, rank: int = 0, world_size: int = 1) -> list[tuple[str, int]]:  # type: ignore[override]
         return [(n, k) for n, p in zip(self.part_names, self.parts) for k in p.shards_todo(rank, world_size)]
 
+    def damaged_shards(self, shards: Iterable[tuple[str, int]] | None = None) -> list[tuple[str, str]]:  # type: ignore[override]
+        """(part/shard name, what is wrong) of every visibly damaged shard of the indexed parts (cheap
+        checks, as :meth:`FeatureSet.damaged_shards`)."""
+        wanted = None if shards is None else set(shards)
+        out = []
+        for name, p in zip(self.part_names, self.parts):
+            ks = None if wanted is None else [k for n, k in wanted if n == name]
+            out.extend((f"{name}/{p.shard_path(k).name}", why) for k, why in p.damaged_shards(ks))
+        return out
+
     def require_complete(self) -> None:
         missing = self.shards_todo()
         if missing:
@@ -330,6 +341,8 @@ class GrownFeatureSet(FeatureSet):
             raise StoreError(f"{self.path} is incomplete: {len(missing)} shards of its parts are missing (first: "
                              f"{part_path(self.path, name) / f'shard-{k:05d}.h5'}). Rerun `attrib features` with "
                              "the same options to finish it.")
+        for p in self.parts:
+            p.require_complete()  # damaged shards: named, with the fix
 
     # --------------------------------------------------------------------------------------- read
     def _by_part(self, rows: Sequence[int] | np.ndarray | None) -> tuple[int, list[tuple[int, np.ndarray, np.ndarray]]]:
