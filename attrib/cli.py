@@ -43,13 +43,20 @@ class AttribGroup(click.Group):
             raise _Shown(exc) from None
 
 
-def _given(name: str) -> bool:
-    """Whether the user gave the current command's option ``name`` (rather than leaving its default):
-    an option that does not apply is refused only when it was asked for."""
+def _options_given(names) -> list[str]:
+    """The current command's options among ``names`` that the user gave (command line or environment),
+    as --option names: an option that does not apply is refused only when it was asked for."""
     from click.core import ParameterSource
 
-    return click.get_current_context().get_parameter_source(name) not in (
-        None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+    ctx = click.get_current_context()
+    given = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return ["--" + n.replace("_", "-").replace("list-file", "list") for n in names
+            if ctx.get_parameter_source(n) in given]
+
+
+def _given(name: str) -> bool:
+    """Whether the user gave the current command's option ``name`` (rather than leaving its default)."""
+    return bool(_options_given([name]))
 
 
 def _refuse_unused(option: str, needs: str) -> AttribError:
@@ -112,16 +119,6 @@ _DECIDED_BY_ROWS_FROM = ("dataset", "root", "list_file", "model", "pretrained", 
                          "max_per_source", "sample_seed", "rank", "world_size")
 
 
-def _given(names) -> list[str]:
-    """The options among ``names`` that the user gave (command line or environment), as --option names."""
-    from click.core import ParameterSource
-
-    ctx = click.get_current_context()
-    given = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
-    return ["--" + n.replace("_", "-").replace("list-file", "list") for n in names
-            if ctx.get_parameter_source(n) in given]
-
-
 def _rows_requested(rows: dict) -> bool:
     """Whether --rows-for and --rows-from are given (one without the other is refused, and so are the
     options that only choose those rows)."""
@@ -132,7 +129,7 @@ def _rows_requested(rows: dict) -> bool:
     if rows["rows_for"] or rows["rows_from"]:
         raise RowsForError("--rows-for SPLITS and --rows-from FEATURE_SET go together: the splits' rows are drawn "
                            "from the clean feature set's image list (e.g. --rows-for all --rows-from cache/<set>)")
-    stray = _given(_ROWS_DETAILS)
+    stray = _options_given(_ROWS_DETAILS)
     if stray:
         raise RowsForError(f"{', '.join(stray)} only choose the rows of --rows-for SPLITS --rows-from FEATURE_SET")
     return False
@@ -153,11 +150,11 @@ def _features_rows_for(rows: dict, splits_dir: str | None, view, preprocess: str
     """`attrib features --rows-for`: the view of a clean feature set's evaluation rows, found or extracted."""
     from attrib.extract.rows_for import RowsForError, provide
 
-    decided = _given(_DECIDED_BY_ROWS_FROM)
+    decided = _options_given(_DECIDED_BY_ROWS_FROM)
     if decided:
         raise RowsForError(f"{', '.join(decided)}: with --rows-from the image list and the backbone are the clean "
                            "feature set's; drop these options")
-    clean, source, target = _rows_target(rows, splits_dir, view, preprocess if _given(["preprocess"]) else None)
+    clean, source, target = _rows_target(rows, splits_dir, view, preprocess if _given("preprocess") else None)
     if clean.label:
         _banner(f"{clean.id}: {clean.label}")
     for note in source.notes():
@@ -515,6 +512,17 @@ def _note_fallback(fs, model: str | None, pretrained: str | None, cache_dir: str
 
 
 # ------------------------------------------------------------------------------------------ probe
+def _refuse_split_file_options(splits_dir: str | None, allow_missing: bool) -> None:
+    """--allow-missing and --known-test only change how the paper's split files (--splits-dir) are read."""
+    if splits_dir:
+        return
+    if allow_missing:
+        raise _refuse_unused("--allow-missing", "with --splits-dir DIR (images the split files name but the "
+                             "feature set lacks); without it, rows are drawn from the feature set itself")
+    if _given("known_test"):
+        raise _refuse_unused("--known-test", "with --splits-dir DIR (which split file tests the known classes)")
+
+
 def _split_source(fs, splits: str, splits_dir: str | None, split_file: str | None, caps: dict,
                   known_test: str, allow_missing: bool):
     """The SplitSource of `attrib probe`: POSE files (--splits-dir), a YAML/JSON file, or built-in splits."""
@@ -524,12 +532,6 @@ def _split_source(fs, splits: str, splits_dir: str | None, split_file: str | Non
     from attrib.data.splits import SplitError, builtin_splits, select_splits
     from attrib.union import split_images
 
-    if not splits_dir:  # both only change how split files are read
-        if allow_missing:
-            raise _refuse_unused("--allow-missing", "with --splits-dir DIR (images the split files name but the "
-                                 "feature set lacks); without it, rows are drawn from the feature set itself")
-        if _given("known_test"):
-            raise _refuse_unused("--known-test", "with --splits-dir DIR (which split file tests the known classes)")
     kind = fs.manifest.kind
     ok, _ = fs.status()
     defined = load_split_file(split_file) if split_file else None
@@ -666,6 +668,7 @@ def probe(features_path, splits, splits_dir, split_file, known_test, allow_missi
     from attrib.probe.choose import check_save_head, save_chosen_head
     from attrib.probe.study import StudyConfig, run_study
 
+    _refuse_split_file_options(splits_dir, allow_missing)
     fs, eval_fs = _probe_features(features_path, opts["eval_paths"])
     log = lambda msg: click.echo(msg, err=True)  # noqa: E731
     source = _split_source(fs, splits, splits_dir, split_file, {
@@ -780,6 +783,7 @@ def robustness(features_path, perturb, intensities, train_view, preprocess, no_e
         _banner(f"{clean.id}: {clean.label}")
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     caps = {k: opts[k] for k in ("train_per_class", "val_per_class", "test_per_class")}
+    _refuse_split_file_options(opts["splits_dir"], opts["allow_missing"])
     sources: dict = {}
 
     def source_for(fs):

@@ -284,8 +284,9 @@ def plan_extension(manifest: Manifest, images: ImageList, cache: str | os.PathLi
     With ``out``, only the feature set there is considered; else the folder named by the new list, and
     failing that the feature sets of the same dataset under ``cache``.
     """
-    if manifest.kind not in GROWABLE_KINDS or manifest.limit is not None or not len(images):
-        return None
+    if manifest.kind not in GROWABLE_KINDS or manifest.limit is not None or manifest.rows_for is not None \
+            or not len(images):
+        return None  # a --limit trial or a study's evaluation rows (--rows-for) is a chosen list, not a dataset
     path = Path(out) if out else Path(cache) / manifest.folder_name
     if FeatureSet.exists(path):
         try:

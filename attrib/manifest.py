@@ -91,7 +91,7 @@ SAME_BACKBONE = MatchRule(("family", "model", "weights", "weights_sha256", "quic
 # options that chose its list); only the image list differs. A --limit trial never grows (its images
 # are spread over the whole list, so a longer list moves them all).
 SAME_DATASET = MatchRule(tuple(f for f in IDENTITY_FIELDS if f != "images_sha256") +
-                         ("root", "kind", "splits_dir", "max_per_source", "sample_seed", "limit"))
+                         ("root", "kind", "splits_dir", "max_per_source", "sample_seed", "limit", "rows_for"))
 # A new part of a grown feature set: that, and stored alike (as SAME_FEATURE_SET, but any shard size).
 SAME_PART = MatchRule(SAME_DATASET.fields + ("format_version", "dtype", "n_blocks", "width", "embed_dim",
                                              "precision"))
