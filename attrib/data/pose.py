@@ -395,7 +395,8 @@ class PoseSplits:
     def describe(self, name: str) -> dict[str, Any]:
         sp = self._splits[name]
         return {"kind": "pose-files", "dir": str(self.dir), "known": list(sp.known), "unknown": list(sp.unknown),
-                **({"groups": {g: list(m) for g, m in sp.groups}} if sp.groups else {}), "known_test": self.known_test, "per_class": self.caps,
+                **({"groups": {g: list(m) for g, m in sp.groups}} if sp.groups else {}),
+                "known_test": self.known_test, "per_class": self.caps,
                 "files": {p: {"path": str(f), "sha256": _sha256(f)} for p, f in self._files[name].items()}}
 
     def notes(self) -> list[str]:
