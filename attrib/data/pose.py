@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import numpy as np
 from attrib.data.catalog import CatalogError, ImageList, text_lines
 from attrib.data.genimage import genimage_key
 from attrib.data.pathmatch import AMBIGUOUS, MISSING, PathMatcher
-from attrib.data.splits import Split, SplitError, SplitRows, builtin_splits, select_splits
+from attrib.data.splits import Split, SplitError, SplitRows, builtin_splits, check_groups, select_splits
 
 # The paper's code caps every file at 4000 images per class (first in file order).
 POSE_PER_CLASS = 4000
@@ -28,7 +28,33 @@ SHOW = 20  # how many offending lines an error lists
 # What each part's file is called (after the split's name), for errors about a missing one.
 PART_FILES = {"train": "_train.txt", "val": "_val.txt", "test": "_test.txt",
               "val_out": "_val_out_all.txt", "test_out": "_test_out_all.txt"}
-_POSE_NAME = re.compile(r"^(?P<name>.+?)_(?P<part>train|val|test)(?P<out>_out(?:_all)?)?\.txt$")
+_POSE_NAME = re.compile(r"^(?P<name>.+?)_(?P<part>train|val|test)(?:_out(?:_(?P<group>[^.]+))?|(?P<bare>))\.txt$")
+# DiffusionForensics' release names its unknown test file just test_out.txt, in df_test/annotations/.
+_BARE_OUT = re.compile(r"^(?P<part>val|test)_out(?:_(?P<group>[^.]+))?\.txt$")
+
+
+def _pose_part(f: Path) -> tuple[str, str, int] | None:
+    """(split name, part, rank) of a split file, or None. Parts: ``train``, ``val``, ``test``, ``val_out``,
+    ``test_out`` (every unknown generator: ``*_out_all.txt``, rank 0, or POSE's ``*_out.txt``, rank 1) and
+    ``test_out:GROUP`` / ``val_out:GROUP`` (the paper's OSMA ``split1_test_out_seed.txt``: one group of
+    unknown generators). A bare ``test_out*.txt`` takes its split's name from its folder
+    (``df_test/annotations/test_out.txt`` is split ``df``)."""
+    m = _POSE_NAME.match(f.name)
+    if m:
+        name, part, group, known = m.group("name"), m.group("part"), m.group("group"), m.group("bare") is not None
+    else:
+        m = _BARE_OUT.match(f.name)
+        folder = f.parent.parent if f.parent.name == "annotations" else f.parent
+        if not m or not folder.name.endswith("_" + m.group("part")):
+            return None
+        name, part, group, known = folder.name[: -len(m.group("part")) - 1], m.group("part"), m.group("group"), False
+    if known:
+        return name, part, 0
+    if part == "train":
+        return None
+    if group in (None, "all"):
+        return name, part + "_out", 0 if group == "all" else 1  # _out_all beats POSE's _out
+    return name, f"{part}_out:{group}", 0
 
 
 def find_pose_files(splits_dir: str | os.PathLike) -> dict[str, dict[str, Path]]:
@@ -43,8 +69,10 @@ def find_pose_files(splits_dir: str | os.PathLike) -> dict[str, dict[str, Path]]
         split1_test/annotations/split1_test_out_all.txt     unknown generators, test
 
     The same file names directly in ``splits_dir`` or one folder down work too, as does POSE's
-    ``*_test_out.txt`` for ``*_test_out_all.txt``. Only the top three levels are looked at, so pointing
-    at a dataset folder that also holds millions of images costs nothing.
+    ``*_test_out.txt`` for ``*_test_out_all.txt``, groups of unknown generators in
+    ``*_test_out_GROUP.txt`` (OSMA: ``split1_test_out_seed.txt``, ``_arch``, ``_dataset``), and
+    DiffusionForensics' ``df_test/annotations/test_out.txt``. Only the top three levels are looked at, so
+    pointing at a dataset folder that also holds millions of images costs nothing.
     """
     d = Path(splits_dir)
     if not d.is_dir():
@@ -52,18 +80,15 @@ def find_pose_files(splits_dir: str | os.PathLike) -> dict[str, dict[str, Path]]
     found: dict[str, dict[str, tuple[int, Path]]] = {}
     for pattern in ("*.txt", "*/*.txt", "*/annotations/*.txt"):
         for f in sorted(d.glob(pattern)):
-            m = _POSE_NAME.match(f.name)
-            if not m or not f.is_file():
+            parsed = _pose_part(f) if f.is_file() else None
+            if parsed is None:
                 continue
-            part = m.group("part") + ("_out" if m.group("out") else "")
-            if part == "train_out":
-                continue
-            rank = 0 if m.group("out") in (None, "_out_all") else 1  # _out_all beats POSE's _out
-            cur = found.setdefault(m.group("name"), {}).get(part)
+            name, part, rank = parsed
+            cur = found.setdefault(name, {}).get(part)
             if cur is not None and cur[0] == rank and cur[1] != f:
-                raise SplitError(f"{d}: two files for split {m.group('name')} {part}: {cur[1]} and {f}")
+                raise SplitError(f"{d}: two files for split {name} {part}: {cur[1]} and {f}")
             if cur is None or rank < cur[0]:
-                found[m.group("name")][part] = (rank, f)
+                found[name][part] = (rank, f)
     out = {name: {p: f for p, (_, f) in parts.items()} for name, parts in found.items() if "train" in parts}
     if not out:
         raise SplitError(f"--splits-dir {d}: no split files found (expected e.g. "
@@ -178,9 +203,8 @@ class PoseSplits:
                         f"--splits-dir: split files for {name!r} but no class names for it: pass --split-file "
                         f"naming its known and unknown generators in label order ({name}: {{known: [...], "
                         f"unknown: [...]}})" + (f"; built-in splits: {', '.join(builtin)}" if builtin else ""))
-            out[name] = Split(name, sp.known, sp.unknown, sp.origin)
+            out[name] = replace(sp, name=name)
         return out
-
 
     def _build(self, split: Split, files: dict[str, Path]) -> SplitRows:
         """The rows of one split: every needed file read, problems raised or noted, caps applied, and
@@ -189,6 +213,9 @@ class PoseSplits:
         problems: dict[str, list[str]] = {"missing": [], "ambiguous": [], "duplicate": [], "label": [], "failed": []}
         seen: dict[int, str] = {}
         parts = {part: self._read(split, part, files[part], seen, problems) for part in need}
+        parts["val_out"], _ = self._unknown_rows(split, "val_out", files, seen, problems)
+        parts["test_out"], found = self._unknown_rows(split, "test_out", files, seen, problems)
+        split = self._splits[split.name] = _with_groups(split, found)
         notes: list[str] = []
         if self.known_test == "val":
             notes.append(f"split {split.name}: known classes are tested on {files['val'].name}, the file "
@@ -208,8 +235,10 @@ class PoseSplits:
     def _needed_parts(self, split: Split, files: dict[str, Path]) -> list[str]:
         """The parts a study reads (known classes are tested on ``*_test.txt``, or ``*_val.txt``); a
         missing file is an error naming it."""
-        need = list(dict.fromkeys(["train", "val", self.known_test, "val_out", "test_out"]))
-        absent = [p for p in need if p not in files]
+        need = list(dict.fromkeys(["train", "val", self.known_test]))
+        absent = [p for p in need + ["test_out"] if p not in files]
+        if "test_out" in absent and any(p.startswith("test_out:") for p in files):
+            absent.remove("test_out")  # the groups' files together are the unknown test images
         if absent:
             hint = (" (the paper's code evaluates known classes on the val file: --known-test val)"
                     if absent == ["test"] else "")
@@ -217,25 +246,68 @@ class PoseSplits:
                              f"{', '.join(split.name + PART_FILES[p] for p in absent)}{hint}")
         return need
 
+    def _unknown_rows(self, split: Split, kind: str, files: dict[str, Path], seen: dict[int, str],
+                      problems: dict[str, list[str]]) -> tuple[list[tuple[int, int]], dict[str, tuple[str, ...]]]:
+        """(row, index into ``split.unknown``) of the unknown generators' ``kind`` part (``val_out`` or
+        ``test_out``), and the groups its group files (``*_test_out_seed.txt``) hold: group -> generators.
 
-    def _read(self, split: Split, part: str, path: Path, seen: dict[int, str],
-              problems: dict[str, list[str]]) -> list[tuple[int, int]]:
-        """(row, label) of one file, in file order; failed rows dropped; problems collected."""
-        unknown = part.endswith("_out")
-        n_labels = len(split.unknown) if unknown else len(split.classes)
+        The part's rows come from its file of every unknown generator (``*_out_all.txt`` / ``*_out.txt``);
+        without one, from the union of its group files. A group file's labels index its group's generators
+        (as the split file lists them) or the split's unknown list: the reading under which every label is
+        in range and agrees with the images' source folders is taken (see :meth:`_group_table`).
+        """
+        found: dict[str, tuple[str, ...]] = {}
+        union: dict[int, int] = {}
+        for part in (p for p in files if p.startswith(kind + ":")):
+            group = part.split(":", 1)[1]
+            table = self._group_table(split, group, files[part])
+            own = problems if kind not in files else {k: [] for k in problems}  # else the all file reports
+            rows = [(r, split.unknown.index(table[y])) for r, y in self._read(split, part, files[part], {}, own, table)]
+            if own is not problems:
+                self._problems(split, own)  # its contradictions are errors; missing images are the all file's
+            for r, y in rows:
+                union.setdefault(r, y)
+            found[group] = tuple(n for i, n in enumerate(split.unknown) if i in {y for _, y in rows})
+        if kind in files:
+            return self._read(split, kind, files[kind], seen, problems, split.unknown), found
+        return list(union.items()), found
+
+    def _group_table(self, split: Split, group: str, path: Path) -> tuple[str, ...]:
+        """The generators a group file's labels index: the group's own list when the split names the group
+        and that reading fits the file, else the split's unknown list; an error when neither fits."""
+        lines = read_pose_file(path)
+        tables = ([split.unknown_groups[group]] if group in split.unknown_groups else []) + [split.unknown]
+        for table in tables:
+            offset = _label_offset({ln.label for ln in lines}, len(table), len(split.classes))
+            if all(0 <= ln.label - offset < len(table) and self._agrees(ln, table[ln.label - offset], split)
+                   for ln in lines):
+                return table
+        return tables[-1]  # _read names the first line that does not fit
+
+    def _agrees(self, ln: PoseLine, name: str, split: Split) -> bool:
+        """Whether a line's label name agrees with its image's source folder (unknowable ones agree)."""
+        row = self._matcher.match(ln.path)
+        if row in (MISSING, AMBIGUOUS):
+            return True
+        src = self.images.sources[row]
+        return src == name or src not in set(split.classes) | set(split.unknown)
+
+    def _read(self, split: Split, part: str, path: Path, seen: dict[int, str], problems: dict[str, list[str]],
+              table: tuple[str, ...] | None = None) -> list[tuple[int, int]]:
+        """(row, label) of one file, in file order; failed rows dropped; problems collected. ``table``: the
+        unknown generators its labels index (None: a file of known classes, labels index ``split.classes``)."""
+        unknown = table is not None
+        names = table if unknown else split.classes
+        n_labels = len(names)
         named = set(split.classes) | set(split.unknown)
         lines = read_pose_file(path)
         if not lines:
             raise SplitError(f"{path}: empty split file")
-        labels = {ln.label for ln in lines}
-        offset = 0
-        if unknown and max(labels) >= n_labels and min(labels) >= len(split.classes):
-            offset = len(split.classes)  # labels continue after the known classes
+        offset = _label_offset({ln.label for ln in lines}, n_labels, len(split.classes)) if unknown else 0
         out = []
         for ln in lines:
             lab = ln.label - offset
             if not 0 <= lab < n_labels:
-                names = split.unknown if unknown else split.classes
                 raise SplitError(f"{ln.where}: label {ln.label} out of range: {split.where} has {n_labels} "
                                  f"{'unknown' if unknown else 'known'} classes "
                                  f"({', '.join(f'{i + offset}={n}' for i, n in enumerate(names))})")
@@ -250,7 +322,7 @@ class PoseSplits:
                 problems["duplicate"].append(f"{ln.where}: {ln.path} (also {seen[row]})")
                 continue
             seen[row] = ln.where
-            want = split.unknown[lab] if unknown else split.classes[lab]
+            want = names[lab]
             src = self.images.sources[row]
             if src != want and src in named:
                 problems["label"].append(f"{ln.where}: label {ln.label} = {want}, but "
@@ -296,15 +368,20 @@ class PoseSplits:
                 if lab not in have:
                     raise SplitError(f"{f}: known class {name!r} (label {lab}) of split {split.name} has no usable "
                                      f"{part} images")
-        for part, rows, f in (("validation", vu, files["val_out"]), ("test", tu, files["test_out"])):
-            if not rows:
+        test_out = files.get("test_out") or next(f for p, f in files.items() if p.startswith("test_out:"))
+        notes = []
+        for part, rows, f in (("validation", vu, files.get("val_out")), ("test", tu, test_out)):
+            if f is None:  # OSMA and DiffusionForensics ship no unknown validation file
+                notes.append(f"split {split.name}: no {split.name}{PART_FILES['val_out']}: no validation images of "
+                             "unknown generators (--protocol paper needs them; --protocol clean does not)")
+            elif not rows:
                 raise SplitError(f"{f}: split {split.name} has no usable unknown {part} images")
         tested = {lab for _, lab in tu}
         absent_unknown = [n for i, n in enumerate(split.unknown) if i not in tested]
         if absent_unknown:
-            return [f"split {split.name}: no test images of unknown generator(s) "
-                    f"{', '.join(absent_unknown)} in {files['test_out'].name}"]
-        return []
+            notes.append(f"split {split.name}: no test images of unknown generator(s) "
+                         f"{', '.join(absent_unknown)} in {test_out.name}")
+        return notes
 
     def names(self) -> list[str]:
         return list(self._splits)
@@ -318,11 +395,32 @@ class PoseSplits:
     def describe(self, name: str) -> dict[str, Any]:
         sp = self._splits[name]
         return {"kind": "pose-files", "dir": str(self.dir), "known": list(sp.known), "unknown": list(sp.unknown),
+                **({"groups": {g: list(m) for g, m in sp.groups}} if sp.groups else {}),
                 "known_test": self.known_test, "per_class": self.caps,
                 "files": {p: {"path": str(f), "sha256": _sha256(f)} for p, f in self._files[name].items()}}
 
     def notes(self) -> list[str]:
         return list(self._notes)
+
+
+def _label_offset(labels: set[int], n_labels: int, n_classes: int) -> int:
+    """0, or ``n_classes`` when an unknown file's labels continue after the known classes' labels."""
+    return n_classes if max(labels) >= n_labels and min(labels) >= n_classes else 0
+
+
+def _with_groups(split: Split, found: dict[str, tuple[str, ...]]) -> Split:
+    """The split with the groups its group files hold: a group the split file names keeps its list (the
+    file must not hold other generators); a group only the files name is what they hold."""
+    defined = split.unknown_groups
+    for group, members in found.items():
+        stray = [m for m in members if group in defined and m not in defined[group]]
+        if stray:
+            raise SplitError(f"{split.where}: the split files' unknown group {group!r} holds {', '.join(stray)}, "
+                             f"which the split file does not list in group {group!r}")
+    groups = {**defined, **{g: m for g, m in found.items() if g not in defined}}
+    out = replace(split, groups=tuple(groups.items()))
+    check_groups(out)
+    return out
 
 
 def _capped(rows: list[tuple[int, int]], cap: int | None) -> list[tuple[int, int]]:

@@ -214,7 +214,7 @@ class SampledSplits:
     def describe(self, name: str) -> dict[str, Any]:
         sp = self._splits[name]
         return {"kind": "sampled", "origin": sp.origin, "known": list(sp.known), "unknown": list(sp.unknown),
-                **self.caps}
+                **({"groups": {g: list(m) for g, m in sp.groups}} if sp.groups else {}), **self.caps}
 
     def notes(self) -> list[str]:
         """The notes of each split's rows (failed images, how subsets were read), from seed 0: none of them

@@ -27,8 +27,16 @@ def load_split_file(path: str | os.PathLike) -> dict[str, Split]:
             known: [gen1, gen2]      # label order: real = 0, gen1 = 1, gen2 = 2
             unknown: [gen3, gen4]
 
+    Unknown generators may come in named groups, each reported on its own besides ``all``::
+
+          B:
+            known: [gen1]
+            unknown: {seed: [gen2, gen3], arch: [gen4]}     # all = gen2, gen3, gen4
+
     The paper's own config keys are accepted too (``known_classes`` with ``real`` first, and
-    ``unknown_classes`` as a list or as ``{all: [...]}``), so its ``configs/data/genimage.yaml`` reads as is.
+    ``unknown_classes`` as a list, as ``{all: [...]}``, or as groups with ``all`` listing every unknown
+    generator), and its other keys (``data_path``, collections, annotation paths) are ignored, so its
+    ``configs/data/genimage.yaml``, ``osma.yaml`` and ``diffusionforensics.yaml`` read as they are.
     JSON is read as JSON (see :func:`_compose`), so tab-indented JSON works too.
     """
     path = os.fspath(path)
@@ -64,8 +72,8 @@ def _split(path: str, name: str, key: yaml.Node, body: yaml.Node) -> Split:
             raise SplitError(f"{_at(path, fields[known_key])}: split {name!r}: '{REAL}' must come first (label 0) "
                              f"or not be listed")
         known = known[1:]
-    unknown = _names(path, fields[unknown_key], f"split {name!r} {unknown_key}")
-    sp = Split(name, known, unknown, _at(path, key))
+    unknown, groups = _unknown(path, fields[unknown_key], f"split {name!r} {unknown_key}")
+    sp = Split(name, known, unknown, _at(path, key), groups)
     check_split(sp)
     return sp
 
@@ -81,13 +89,37 @@ def _mapping(path: str, node: yaml.Node, what: str) -> list[tuple[yaml.Node, yam
     return node.value
 
 
+def _unknown(path: str, node: yaml.Node,
+             what: str) -> tuple[tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]]:
+    """(unknown generators, named groups) of a split's unknown entry: a list (one group), or a mapping
+    of group name to list. ``all``, when given, lists every unknown generator (the paper's OSMA config
+    repeats the groups in it) and must hold every group's members; without it the unknown generators are
+    the groups' members in file order."""
+    if not isinstance(node, yaml.MappingNode):
+        return _names(path, node, what), ()
+    groups: list[tuple[str, tuple[str, ...]]] = []
+    everything = None
+    for k, v in node.value:
+        group = str(k.value).strip()
+        if any(g == group for g, _ in groups) or (group == "all" and everything is not None):
+            raise SplitError(f"{_at(path, k)}: {what}: group {group!r} listed twice")
+        members = _names(path, v, f"{what} {group}")
+        if group == "all":
+            everything = members
+        else:
+            groups.append((group, members))
+    if everything is None:
+        everything = tuple(dict.fromkeys(m for _, members in groups for m in members))
+    else:
+        stray = [m for _, members in groups for m in members if m not in everything]
+        if stray:
+            raise SplitError(f"{_at(path, node)}: {what}: {', '.join(dict.fromkeys(stray))} in a group but not "
+                             f"in 'all'; 'all' must list every unknown generator")
+    return everything, tuple(groups)
+
+
 def _names(path: str, node: yaml.Node, what: str) -> tuple[str, ...]:
-    """Source names of a list node, or of the paper's ``{all: [...]}``."""
-    if isinstance(node, yaml.MappingNode):  # the paper's {all: [...]}
-        items = dict((k.value, v) for k, v in node.value)
-        if list(items) != ["all"]:
-            raise SplitError(f"{_at(path, node)}: {what} must be a list of source names (or {{all: [...]}})")
-        node = items["all"]
+    """Source names of a list node."""
     if not isinstance(node, yaml.SequenceNode):
         raise SplitError(f"{_at(path, node)}: {what} must be a list of source names, e.g. [gen1, gen2]")
     out = []

@@ -29,14 +29,24 @@ class SplitError(AttribError, ValueError):
 
 @dataclass(frozen=True)
 class Split:
+    """A split's classes. ``groups`` names groups of its unknown generators (the paper's OSMA splits:
+    ``seed``, ``arch``, ``dataset``), as (group, members) pairs so the split stays hashable; empty when
+    the unknowns are one group. ``all`` (every unknown generator) is implicit and never stored."""
+
     name: str
     known: tuple[str, ...]
     unknown: tuple[str, ...]
     origin: str = ""  # where it was defined ("built-in", "splits.yaml:4"), for error messages
+    groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def classes(self) -> tuple[str, ...]:
         return (REAL,) + tuple(self.known)
+
+    @property
+    def unknown_groups(self) -> dict[str, tuple[str, ...]]:
+        """The named groups of unknown generators, by group name (empty: one group)."""
+        return dict(self.groups)
 
     @property
     def where(self) -> str:
@@ -75,6 +85,16 @@ class SplitRows:
         return cls(split, ints(train), ints(y_train), ints(val), ints(y_val), ints(test), ints(y_test),
                    ints(val_unknown), names(val_unknown_source), ints(test_unknown), names(test_unknown_source),
                    notes)
+
+    def unknown_groups(self) -> dict[str, list[str]] | None:
+        """The split's unknown groups restricted to the generators that have test rows (the metrics of a
+        group are over its test images; a generator without any is already reported in the notes), groups
+        left empty dropped; None when the split has no groups (result lines then carry no ``groups``)."""
+        if not self.split.groups:
+            return None
+        present = set(self.test_unknown_source.tolist())
+        out = {g: [m for m in members if m in present] for g, members in self.split.groups}
+        return {g: m for g, m in out.items() if m}
 
     def sizes(self) -> dict[str, int]:
         return {k: int(len(getattr(self, k))) for k in ("train", "val", "test", "val_unknown", "test_unknown")}
@@ -131,12 +151,32 @@ def check_split(split: Split, available: dict[str, int] | None = None) -> None:
         raise SplitError(f"{split.where}: {', '.join(overlap)} both known and unknown")
     if REAL in split.unknown or REAL in split.known:
         raise SplitError(f"{split.where}: '{REAL}' is always known class 0; do not list it among the generators")
+    check_groups(split)
     if available is not None:
         missing = [s for s in split.classes + split.unknown if not available.get(s)]
         if missing:
             have = ", ".join(f"{s} ({n})" for s, n in sorted(available.items())) or "none"
             raise SplitError(f"{split.where}: source(s) {', '.join(missing)} have no usable images in this "
                              f"feature set; sources present: {have}")
+
+
+def check_groups(split: Split) -> None:
+    """Unknown groups must be named, non-empty, made of the split's unknown generators, and not called
+    ``all`` (the group of every unknown generator, always reported)."""
+    seen = set()
+    for group, members in split.groups:
+        if not group or group == "all":
+            raise SplitError(f"{split.where}: unknown group {group!r}: 'all' is every unknown generator and is "
+                             "always reported; name the other groups (e.g. seed, arch, dataset)")
+        if group in seen:
+            raise SplitError(f"{split.where}: unknown group {group!r} defined twice")
+        seen.add(group)
+        if not members:
+            raise SplitError(f"{split.where}: unknown group {group!r} names no generator")
+        stray = [m for m in members if m not in split.unknown]
+        if stray:
+            raise SplitError(f"{split.where}: unknown group {group!r} names {', '.join(stray)}, which "
+                             f"{'is' if len(stray) == 1 else 'are'} not among the split's unknown generators")
 
 
 def select_splits(available: dict[str, Split], spec: str | None) -> dict[str, Split]:
@@ -162,4 +202,5 @@ def select_splits(available: dict[str, Split], spec: str | None) -> dict[str, Sp
     return out
 
 
-__all__ = ["Split", "SplitRows", "SplitError", "SplitSource", "builtin_splits", "check_split", "select_splits"]
+__all__ = ["Split", "SplitRows", "SplitError", "SplitSource", "builtin_splits", "check_groups", "check_split",
+           "select_splits"]

@@ -398,6 +398,8 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | No
         "| generator | runs | AUROC | mistaken for | % of its images |", "|---|---|---|---|---|"]
     md += [f"| {u['generator']} | {u['runs']} | {_cell(u['auroc'], u['auroc_std'])} | {u['mistaken_for']} | "
            f"{u['fraction']:.1f} |" for u in hl_unk]
+    from attrib.probe.grouptables import group_section  # it imports this module's table helpers
+    md += group_section(rows, out_dir, label, main_metrics, rep.paths)
     md += ["", "## Files", ""] + [f"- `{p.name}`" for p in rep.paths.values()] + [""]
     rep.paths = {"markdown": out_dir / "table.md", **rep.paths}
     rep.paths["markdown"].write_text("\n".join(md))

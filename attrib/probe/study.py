@@ -147,6 +147,8 @@ def rows_digest(rows: SplitRows) -> str:
         h.update(np.ascontiguousarray(getattr(rows, name), dtype=np.int64).tobytes())
         h.update(b"|")
     h.update("\0".join(map(str, rows.test_unknown_source)).encode())
+    if rows.split.groups:  # regrouped unknowns give other `groups` metrics (ungrouped digests unchanged)
+        h.update(repr(rows.split.groups).encode())
     return h.hexdigest()[:16]
 
 
@@ -339,7 +341,7 @@ def _score(job: Job, data: JobData, cands: list, clean: Selection | None, param:
         pred_unknown, s_unknown = np.zeros(0, dtype=np.int64), np.zeros(0)
     t4 = time.perf_counter()
     metrics = evaluate(rows.y_test, pred_known, s_known, s_unknown, pred_unknown, rows.test_unknown_source,
-                       np.arange(len(sp.classes)), sp.classes, job.tpr)
+                       np.arange(len(sp.classes)), sp.classes, job.tpr, unknown_groups=rows.unknown_groups())
     t5 = time.perf_counter()
     return sel, scorer, ScoredTest(pred_known, s_known, pred_unknown, s_unknown, metrics), {
         "select": round(t3 - t2, 4), "score": round(t4 - t3, 4), "metrics": round(t5 - t4, 4)}
