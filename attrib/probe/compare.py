@@ -147,26 +147,38 @@ def plot_comparison(cmp: Comparison, path: Path) -> Path:
     fig, axes = plt.subplots(len(PAPER_METRICS), 1, figsize=(width, 3.2 * len(PAPER_METRICS) + 1.2), squeeze=False)
     x = np.arange(n)
     bar = 0.8 / k
-    ticks = [" / ".join(plotkit.block_label(r[f], short=False) if f == "layer" else f"{r[f]}" for f in cmp.fields)
-             for r in cmp.rows]
+    # a field with one value in every row goes to the title; the ticks name what tells methods apart
+    same = [f for f in cmp.fields if len({str(r[f]) for r in cmp.rows}) == 1 and n > 1]
+    shown = [f for f in cmp.fields if f not in same]
+
+    def name(r: dict, fields: Sequence[str]) -> str:
+        return " / ".join(plotkit.block_label(r[f]) if f == "layer" else f"{f} {r[f]}" if f == "shots" else str(r[f])
+                          for f in fields)
+
+    ticks = [name(r, shown) for r in cmp.rows]
     letters = [chr(ord("A") + i) for i in range(k)]
     for ax, m in zip(axes[:, 0], PAPER_METRICS):
+        low = []
         for i in range(k):
             vals = np.array([np.nan if r[f"{m}_{i}"] is None else r[f"{m}_{i}"] for r in cmp.rows], dtype=float)
             errs = np.array([0.0 if r[f"{m}_std_{i}"] is None else r[f"{m}_std_{i}"] for r in cmp.rows], dtype=float)
             ax.bar(x + (i - (k - 1) / 2) * bar, np.nan_to_num(vals), bar, yerr=np.nan_to_num(errs), capsize=2,
                    label=f"{letters[i]}: {cmp.studies[i].name}")
+            low += [v for v in vals - errs if not np.isnan(v)]
         ax.set_title(NAMES[m], fontsize=10)
         ax.set_ylabel("%")
         ax.set_xticks(x, ticks, rotation=30 if n > 4 else 0, ha="right" if n > 4 else "center", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
         ax.set_xlim(-0.6, n - 0.4)
-    axes[0, 0].legend(fontsize=8, loc="lower right")
+        ax.set_ylim(max(0.0, 5 * np.floor(min(low, default=0.0) / 5) - 5), None)  # differences stay visible
+    axes[0, 0].legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     varying = "; ".join(f"{f}: " + " vs ".join(v) for f, v in cmp.varying.items())
     what = "comparison of studies (mean ± std over splits and seeds)" + (f" — {varying}" if varying else "")
+    if same:
+        what += "\n" + name(cmp.rows[0], same)
     plotkit.title(fig, what, cmp.labels, fontsize=11)
     fig.tight_layout()
-    return plotkit.save(fig, path, [NAMES[m] for m in PAPER_METRICS], dpi=100)
+    return plotkit.save(fig, path, [NAMES[m] for m in PAPER_METRICS], dpi=100, bbox_inches="tight")
 
 
 def _write_csv(cmp: Comparison, path: Path) -> Path:

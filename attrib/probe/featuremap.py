@@ -108,12 +108,13 @@ def plot_feature_maps(sc: RunScores, layers: Sequence[str], fsets: Sequence[Any]
         ax.set_yticks([])
         titles.append(block_label(la))
         ax.set_title(titles[-1], fontsize=10)
-    handles, legend_names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, legend_names, loc="lower center", ncol=min(len(names), 5), fontsize=8, frameon=False,
-               markerscale=1.6)
     n_max = max(sources.count(n) for n in names)
-    plotkit.title(fig, f"t-SNE of test features, split {sc.split}: up to {per_source} images per source "
-                  f"({n_max} at most here, seed {seed}); x = unknown generator", labels, fontsize=11)
-    rows = -(-len(layers) // 4) if len(layers) > 3 else 1
-    fig.tight_layout(rect=(0, 0.05 + 0.04 * (len(names) > 5) / rows, 1, 1))
-    return plotkit.save(fig, path, titles, dpi=100), ""
+    fewer = f", {n_max} at most here" if n_max < per_source else ""
+    plotkit.title(fig, f"t-SNE of test features, split {sc.split}: up to {per_source} images per source{fewer} "
+                  f"(seed {seed}); x = unknown generator", labels, fontsize=11)
+    fig.tight_layout()
+    handles, legend_names = axes[0].get_legend_handles_labels()
+    # below the panels; the saved image grows to hold it (bbox_inches)
+    fig.legend(handles, legend_names, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(names), 5),
+               fontsize=9, frameon=False, markerscale=1.6)
+    return plotkit.save(fig, path, titles, dpi=100, bbox_inches="tight"), ""
