@@ -43,6 +43,9 @@ DEFAULT_KS = tuple(range(1, 21))
 # attrib.probe.protocol.PROTOCOLS
 PROTOCOLS = ("clean", "paper")
 
+# attrib.probe.report.MAIN_METRICS (keys, in order): the conventions of `attrib report --metrics`
+REPORT_METRICS = ("standard", "paper")
+
 # attrib.data.sampling and attrib.data.pose: per-class caps of sampled splits, and of POSE validation files
 DEFAULT_TRAIN_PER_CLASS = 4000
 DEFAULT_VAL_PER_CLASS = 1000

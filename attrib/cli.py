@@ -15,8 +15,8 @@ from pathlib import Path
 import click
 
 from attrib import __version__, choices
-from attrib.cli_options import (DEFAULT_CACHE, GridValues, Layers, PerClass, RegistryNames, Shots, ViewSpec,
-                                runner_options)
+from attrib.cli_options import (DEFAULT_CACHE, GridValues, Layers, ParamSetting, PerClass, RegistryNames, Shots,
+                                ViewSpec, runner_options)
 from attrib.errors import AttribError, ProblemsFound
 from attrib.manifest import PREPROCESSES
 
@@ -327,24 +327,32 @@ def _split_source(fs, splits: str, splits_dir: str | None, split_file: str | Non
     from attrib.data.splits import builtin_splits, select_splits
     from attrib.data.splits import SplitError
 
+    from attrib.union import split_images
+
     kind = fs.manifest.kind
     ok, _ = fs.status()
     defined = load_split_file(split_file) if split_file else None
+    available = defined if defined is not None else builtin_splits(kind)
+    images = split_images(fs, available.values())  # a union's source names, as the splits use them
     # the caps the user gave ('all' = no cap); the others keep the split source's own defaults
     given = {k: None if v == "all" else v for k, v in caps.items() if v is not None}
     if splits_dir:
-        return PoseSplits(fs.images, ok, splits_dir, defined, kind, known_test=known_test,
+        return PoseSplits(images, ok, splits_dir, defined, kind, known_test=known_test,
                           allow_missing=allow_missing, only=splits, **given)
-    available = defined if defined is not None else builtin_splits(kind)
     if not available:
         raise SplitError(f"feature set {fs.id} ({kind}) has no built-in splits (only demo and genimage do): "
                          f"name known and unknown sources with --split-file FILE, or use --splits-dir DIR")
-    return SampledSplits(fs.images, ok, select_splits(available, splits), **given)
+    return SampledSplits(images, ok, select_splits(available, splits), **given)
 
 
 @main.command()
-@click.option("--features", "features_path", required=True, type=click.Path(),
-              help="Feature-set folder (printed by `attrib features`; see `attrib cache ls`).")
+@click.option("--features", "features_path", required=True, multiple=True, type=click.Path(),
+              help="Feature-set folder (printed by `attrib features`; see `attrib cache ls`). Repeat it to read "
+              "several feature sets of the same model, weights, preprocessing and view as one image list.")
+@click.option("--eval-features", "eval_paths", multiple=True, type=click.Path(),
+              help="Read validation and test images (known and unknown) from this feature set instead (repeatable, "
+              "like --features), matched by image path: same model and weights as --features, another --preprocess "
+              "or --view (e.g. bicubic train / bilinear eval, or a jpeg:75 test view). [default: --features]")
 @click.option("--splits", default="all", show_default=True,
               help="Which splits to run: all, 1-5, 1,3, or names (GenImage: the paper's five; demo: three; with "
               "--split-file or --splits-dir: theirs, where N also finds splitN).")
@@ -364,8 +372,9 @@ def _split_source(fs, splits: str, splits_dir: str | None, split_file: str | Non
               "reported, first 20 and the count). Default: that is an error.")
 @click.option("--protocol", type=click.Choice(choices.PROTOCOLS), default="clean", show_default=True,
               help="clean: each head's C / k chosen on known-class validation data only (accuracy, then "
-              "log-loss). paper: chosen by validation AUROC against the unknown generators' validation "
-              "images, as the paper's code does (optimistic; for replication).")
+              "log-loss). paper: as the paper's code does (optimistic; for replication): training classes "
+              "balanced by cycling, C / k chosen by validation auroc_paper against the unknown generators' "
+              "validation images.")
 @click.option("--layers", type=Layers(), default="all", show_default=True, help=Layers.help)
 @click.option("--heads", type=RegistryNames("attrib.probe.heads.HEADS", choices.HEADS), default="logreg",
               show_default=True, help=f"Comma-separated heads, or all: {', '.join(choices.HEADS)}.")
@@ -390,6 +399,10 @@ def _split_source(fs, splits: str, splits_dir: str | None, split_file: str | Non
               help="Values to sweep for a head's path hyperparameter instead of its default, e.g. "
               "C=0.01,0.1,1,10 or k=1,5,10 (repeatable). [default: C = 10^linspace({}, {}, {}); k = {}..{}]".format(
                   *choices.DEFAULT_LOG10_C, choices.DEFAULT_KS[0], choices.DEFAULT_KS[-1]))
+@click.option("--param", "params", type=ParamSetting(), multiple=True, help=ParamSetting.help)
+@click.option("--save-scores", is_flag=True,
+              help="Also save each new line's per-sample test scores, predictions and labels to OUT/scores/<line "
+              "key>.npz (named in the line as scores_file), to recompute any metric later without refitting.")
 @click.option("--jobs", type=click.IntRange(min=-1), default=1, show_default=True,
               help="Parallel processes over (split, layer, shots, seed) jobs (-1 = all CPUs). Results are "
               "identical for any value.")
@@ -414,14 +427,22 @@ def probe(features_path, splits, splits_dir, split_file, known_test, allow_missi
       attrib probe --features cache/<set> --splits 1 --layers 4-9 --save-head heads/split1 --out results/s1
       attrib probe --features cache/genimage__... --splits-dir /data/GenImage-splits --out results/paper-files
       attrib probe --features cache/my_generators__... --split-file splits.yaml --out results/mine
+      attrib probe --features $BICUBIC_SET --eval-features $BILINEAR_SET --splits-dir /data/GenImage-splits --out r/p
+      attrib probe --features cache/genimage__... --features cache/other__... --split-file cross.yaml --out r/cross
     """
     from attrib.probe.report import write_report
     from attrib.probe.choose import check_save_head, save_chosen_head
     from attrib.probe.study import StudyConfig, run_study
 
-    fs = _open_fs(features_path)
-    if fs.label:
-        _banner(f"{fs.id}: {fs.label}")
+    from attrib.probe.evalrows import check_same_backbone
+    from attrib.union import open_features
+
+    fs = open_features(features_path, "--features")
+    eval_fs = open_features(opts["eval_paths"], "--eval-features") if opts["eval_paths"] else None
+    if eval_fs is not None:
+        check_same_backbone(fs, eval_fs)
+    for shown in dict.fromkeys(x for x in (fs, eval_fs) if x is not None and x.label):
+        _banner(f"{shown.id}: {shown.label}")
     log = lambda msg: click.echo(msg, err=True)  # noqa: E731
     source = _split_source(fs, splits, splits_dir, split_file, {
         "train_per_class": train_per_class, "val_per_class": val_per_class, "test_per_class": test_per_class},
@@ -429,17 +450,18 @@ def probe(features_path, splits, splits_dir, split_file, known_test, allow_missi
     for note in source.notes():
         click.secho(f"note: {note}", fg="yellow", err=True)
     cfg = StudyConfig(splits=source, layers=layers.resolve(fs.n_blocks), heads=heads, scores=scores, shots=shots,
-                      seeds=seeds, protocol=protocol, grid=dict(opts["grid"]), jobs=opts["jobs"])
+                      seeds=seeds, protocol=protocol, grid=dict(opts["grid"]), jobs=opts["jobs"],
+                      params=list(opts["params"]), save_scores=opts["save_scores"])
     cfg.validate()
     if opts["save_head_dir"]:  # fail before a long study, not after
         check_save_head(cfg, opts["save_head_dir"])
-    run = run_study(fs, cfg, out_dir, progress=not quiet, log=log)
+    run = run_study(fs, cfg, out_dir, progress=not quiet, log=log, eval_fs=eval_fs)
     for e in run.errors[:20]:
         click.echo(f"FAILED {e}", err=True)
     if run.errors and not run.written + run.skipped_done:
         raise ProblemsFound(f"all {len(run.errors)} result line(s) failed (listed above); nothing to report")
     rep = write_report(run.results.parent)
-    saved = save_chosen_head(fs, cfg, opts["save_head_dir"], progress=not quiet, log=log) \
+    saved = save_chosen_head(fs, cfg, opts["save_head_dir"], progress=not quiet, log=log, eval_fs=eval_fs) \
         if opts["save_head_dir"] else None
     if not quiet:
         click.echo(rep.main)
@@ -468,6 +490,10 @@ def _print_saved_head(saved: dict, head_dir: str, label: str | None) -> None:
                 metavar="RESULTS_DIR...")
 @click.option("--out", "out_dir", type=click.Path(), default=None,
               help="Where to write. [default: RESULTS_DIR; with --compare: RESULTS_A/compare-<B>...]")
+@click.option("--metrics", type=click.Choice(choices.REPORT_METRICS), default="standard", show_default=True,
+              help="Conventions of the main table: standard (accuracy, AUROC, OSCR), or paper (accuracy, "
+              "auroc_paper, oscr_paper, tnr95_paper: the paper's code's tie and walk conventions, to put beside "
+              "its published table). Both are in table.csv and the all-metrics table.")
 @click.option("--compare", is_flag=True,
               help="Compare studies: one table (each study's mean ± std, and B - A) and one plot.")
 @click.option("--cache", "cache_dir", type=click.Path(), default=DEFAULT_CACHE, show_default=True,
@@ -479,7 +505,7 @@ def _print_saved_head(saved: dict, head_dir: str, label: str | None) -> None:
               "heads saved inside RESULTS_DIR are found without it).")
 @click.option("--map-per-source", type=click.IntRange(min=0), default=100, show_default=True,
               help="Test images per source in the feature map (seeded sample); 0: no feature map.")
-def report(results_dirs, out_dir, compare, cache_dir, features_dirs, head_dirs, map_per_source) -> None:
+def report(results_dirs, out_dir, metrics, compare, cache_dir, features_dirs, head_dirs, map_per_source) -> None:
     """Aggregate RESULTS_DIR/results.jsonl into tables, plots and report.html; print the main table.
 
     Writes table.md, table.csv, per_unknown.csv, metrics_by_layer.png, metrics_by_shots.png (with several
@@ -503,7 +529,7 @@ def report(results_dirs, out_dir, compare, cache_dir, features_dirs, head_dirs, 
             raise AttribError(f"{', '.join(given)}: not used by --compare (it reads result lines only)")
         from attrib.probe.compare import compare_studies
 
-        cmp = compare_studies(results_dirs, out_dir)
+        cmp = compare_studies(results_dirs, out_dir, metrics)
         click.echo(cmp.table)
         for k, p in cmp.paths.items():
             click.echo(f"{k}: {p}", err=True)
@@ -512,7 +538,8 @@ def report(results_dirs, out_dir, compare, cache_dir, features_dirs, head_dirs, 
         raise AttribError(f"{len(results_dirs)} results folders: give one, or add --compare to compare them")
     from attrib.probe.report import ReportInputs, write_report
 
-    rep = write_report(results_dirs[0], out_dir, ReportInputs(cache_dir, features_dirs, head_dirs, map_per_source))
+    rep = write_report(results_dirs[0], out_dir, metrics,
+                       ReportInputs(cache_dir, features_dirs, head_dirs, map_per_source))
     click.echo(rep.main)
     for note in rep.notes:
         click.secho(f"note: {note}", fg="yellow", err=True)

@@ -113,6 +113,24 @@ class GridValues(_Grammar):
         return name, values
 
 
+class ParamSetting(_Grammar):
+    """One ``--param NAME.KEY=VALUE`` -> ``(NAME, KEY, value)``, the value read as int, float, bool, none or
+    text (parsed by ``parse_param``). Whether NAME and KEY exist is checked by the study, against the live
+    registries and the chosen --heads / --scores."""
+
+    name = "NAME.KEY=VALUE"
+    help = ("A head's or score's hyperparameter (an __init__ parameter of that registry entry), e.g. "
+            "mahalanobis.shrinkage=0, rmds.shrinkage=0, knn.k=20, gauss.shrinkage=0.1 (repeatable; recorded in each "
+            "line's config.params and shown in the table). A head's path (C, k) is set with --grid.")
+
+    def convert(self, value: Any, param, ctx) -> tuple[str, str, Any]:
+        if isinstance(value, tuple):
+            return value
+        from attrib.probe.params import parse_param
+
+        return parse_param(str(value))
+
+
 class RegistryNames(_Grammar):
     """``a,b`` or ``all`` -> names of a registry (``--heads``, ``--scores``).
 
@@ -168,5 +186,5 @@ def runner_options(device_note: str = "") -> Callable:
     return apply
 
 
-__all__ = ["DEFAULT_CACHE", "GridValues", "LayerSpec", "Layers", "OptionError", "PerClass", "RegistryNames",
-           "Shots", "ViewSpec", "runner_options"]
+__all__ = ["DEFAULT_CACHE", "GridValues", "LayerSpec", "Layers", "OptionError", "ParamSetting", "PerClass",
+           "RegistryNames", "Shots", "ViewSpec", "runner_options"]

@@ -3,7 +3,8 @@
 A feature set's ``manifest.json`` is read by every later step (probe, predict, cache find, a saved head),
 so its fields are typed here, once, and every question about them is answered here: which fields name
 the feature set (its folder and identity hash), which must match to add shards to it, which must match
-for a head trained on one feature set to read another, and whether a feature set holds the image list
+for a head trained on one feature set to read another, which must match to train on one feature set and
+evaluate on another (:data:`SAME_BACKBONE`), and whether a feature set holds the image list
 that a given ``attrib features`` command would extract. No other module reads manifest keys by string.
 
 Field groups (JSON keys, in the order they are written):
@@ -72,6 +73,11 @@ SAME_FEATURE_SET = MatchRule(IDENTITY_FIELDS + LAYOUT_FIELDS)
 # backbone, weights, preprocessing and view); the image list is of course different.
 SAME_FEATURES = MatchRule(("family", "model", "weights", "weights_sha256", "quick_gelu", "preprocess", "view",
                            "n_blocks", "width"), weights_by_checksum=True)
+# Training on one feature set and evaluating on another (`attrib probe --eval-features`): the same backbone
+# and weights, so the two feature spaces are the same space; preprocessing and view may differ (the paper's
+# bicubic-train / bilinear-eval features, a clean-train / perturbed-test robustness study).
+SAME_BACKBONE = MatchRule(("family", "model", "weights", "weights_sha256", "quick_gelu", "n_blocks", "width",
+                           "embed_dim"), weights_by_checksum=True)
 
 
 @dataclass(frozen=True)

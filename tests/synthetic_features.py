@@ -44,6 +44,31 @@ def make_feature_set(folder: Path, n_train: int = 30, n_val: int = 12, width: in
     return FeatureSet.open(fs.path)
 
 
+def copy_feature_set(fs: FeatureSet, folder: Path, rows=None, change=None, **manifest: object) -> FeatureSet:
+    """A new feature set at ``folder`` holding ``rows`` of ``fs`` (all by default; their order follows the
+    paths) with the same features, flags and errors, written through the store like any extraction.
+
+    ``change(rows, cls)`` may return other features for those rows (cls: float32 (n, L, D)); ``manifest``
+    fields replace ``fs``'s (another preprocess, view, model, dataset, ...).
+    """
+    rows = np.arange(fs.n_images) if rows is None else np.sort(np.asarray(rows, dtype=np.int64))
+    images = fs.images.take(rows)
+    cls = np.stack([fs.block(b, rows) for b in range(fs.n_blocks)], axis=1)
+    if change is not None:
+        cls = np.asarray(change(rows, cls), dtype=np.float32)
+    embed = fs.embed(rows)
+    ok_all, errors_all = fs.status()
+    ok, errors = ok_all[rows], [errors_all[r] for r in rows]
+    m = fs.manifest.to_json()
+    for k in ("n_images", "images_sha256", "created"):
+        m.pop(k, None)
+    out = FeatureSet.create(folder, {**m, **manifest}, images)
+    for k in range(out.n_shards):
+        a, b = out.shard_range(k)
+        out.write_shard(k, cls[a:b], embed[a:b], ok[a:b], errors[a:b])
+    return FeatureSet.open(out.path)
+
+
 # ------------------------------------------------------------------ a head and scores added at run time
 # They stand for registry entries attrib does not ship (another developer's, a user's plugin): the study,
 # the protocols and persistence must handle them through the registries alone. They are also cheap, so

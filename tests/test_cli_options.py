@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from attrib import choices
 from attrib.cli import main
-from attrib.cli_options import GridValues, Layers, OptionError, PerClass, RegistryNames, Shots, ViewSpec
+from attrib.cli_options import GridValues, Layers, OptionError, ParamSetting, PerClass, RegistryNames, Shots, ViewSpec
 from attrib.probe.options import StudyError
 
 
@@ -28,6 +28,9 @@ def test_choices_are_the_registries_names_in_order() -> None:
     assert choices.DATASETS == DATASETS and choices.DEFAULT_DEMO_ROOT == DEFAULT_DEMO_ROOT
     assert choices.HEADS == tuple(HEADS) and choices.SCORERS == tuple(SCORERS)
     assert choices.PROTOCOLS == PROTOCOLS and choices.FORMATS == FORMATS
+    from attrib.probe.report import MAIN_METRICS
+
+    assert choices.REPORT_METRICS == tuple(MAIN_METRICS)
     assert tuple(choices.VIEW_EXAMPLES) == (*VIEWS, *PAPER_VIEWS, *NAMED_VIEWS)
 
 
@@ -71,7 +74,8 @@ def test_every_view_example_parses() -> None:
 @pytest.mark.parametrize("command, listed", [
     ("probe", choices.HEADS + choices.SCORERS + choices.PROTOCOLS + choices.KNOWN_TEST),
     ("features", choices.DATASETS + choices.PRECISIONS + tuple(choices.VIEW_EXAMPLES)),
-    ("predict", choices.FORMATS + choices.PRECISIONS)])
+    ("predict", choices.FORMATS + choices.PRECISIONS),
+    ("report", choices.REPORT_METRICS)])
 def test_help_lists_every_choice(command: str, listed: tuple[str, ...]) -> None:
     text = " ".join(CliRunner().invoke(main, [command, "--help"], terminal_width=1000).output.split())
     missing = [name for name in listed if name not in text]
@@ -113,6 +117,20 @@ def test_a_repeated_grid_name_overrides_the_earlier_one() -> None:
 
     specs = ["C=1,2", "k=3", "C=5"]
     assert dict(GridValues().convert(s, None, None) for s in specs) == parse_grid(specs) == {"C": [5], "k": [3]}
+
+
+def test_param_setting_is_parsed_by_parse_param() -> None:
+    """As `parse_param` does; NAME and KEY are checked later, by the study, against the live registries."""
+    from attrib.probe.params import parse_param
+
+    for spec in ("mahalanobis.shrinkage=0", "knn.k=20", "gauss.shrinkage=0.1", "gauss.shrinkage=auto", "x.on=true"):
+        assert ParamSetting().convert(spec, None, None) == parse_param(spec)
+    assert ParamSetting().convert("knn.k=20", None, None) == ("knn", "k", 20)
+    assert ParamSetting().convert(("knn", "k", 20), None, None) == ("knn", "k", 20)
+    with pytest.raises(StudyError, match="--param 'knn.k': use NAME.KEY=VALUE"):
+        ParamSetting().convert("knn.k", None, None)
+    text = " ".join(CliRunner().invoke(main, ["probe", "--help"], terminal_width=1000).output.split())
+    assert "--param NAME.KEY=VALUE" in text and "--save-scores" in text
 
 
 def test_registry_names_expand_all_from_the_live_registry(monkeypatch) -> None:

@@ -126,6 +126,31 @@ def test_report_command(tmp_path: Path) -> None:
         assert out.exit_code == 2 and out.output.startswith(f"Error: --out {bad}") and why in out.output
 
 
+@pytest.mark.slow
+def test_metrics_paper_puts_the_paper_conventions_in_the_main_table(tmp_path: Path) -> None:
+    paper = dict(auroc_paper=0.75, oscr_paper=0.6, tnr95_paper=0.4)
+    res = _write(tmp_path / "r", [_line("1", 0, **paper), _line("2", 0, **paper, protocol="paper")])
+    rep = write_report(res, metrics="paper")
+    header = "| layer | head | score | shots | protocol | runs | closed-set acc. | AUROC (paper) | OSCR (paper) | " \
+             "TNR@95TPR (paper) |"
+    assert header in rep.main and "Metrics: paper — the paper's code's conventions" in rep.main
+    row = "| 7 | logreg | msp | all | clean | 1 | 90.00 ± 0.00 | 75.00 ± 0.00 | 60.00 ± 0.00 | 40.00 ± 0.00 |"
+    assert row in rep.main
+    md = rep.paths["markdown"].read_text()
+    assert header in md and "(the method with the highest mean OSCR (paper))" in md
+    with open(rep.paths["csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert all(r["metrics"] == "paper" and r["auroc_paper"] == "75.0000" and r["auroc"] == "80.0000" for r in rows)
+    # the default: the standard conventions, said so; lines written before the paper metrics show n/a there
+    rep = write_report(_write(tmp_path / "old", [_line("1", 0)]))
+    assert "| closed-set acc. | AUROC | OSCR |" in rep.main and "Metrics: standard" in rep.main
+    assert "AUROC (paper)" not in rep.main and "| n/a |" in rep.paths["markdown"].read_text()
+    with pytest.raises(Exception, match="--metrics 'best': use one of standard, paper"):
+        write_report(res, metrics="best")
+    out = CliRunner().invoke(main, ["report", str(res), "--metrics", "paper"])
+    assert out.exit_code == 0 and header in out.output
+
+
 HEAVY = ("torch", "h5py", "open_clip", "timm", "matplotlib")
 LIGHT_SCRIPT = """
 import json, sys

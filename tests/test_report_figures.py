@@ -236,10 +236,10 @@ def test_feature_map_reads_the_sampled_test_images(tmp_path: Path, kept_figures)
     assert len(paths) == 8 * 4 and sources.count("real") == 4 and sum(unknown) == 4 * 4
     assert sample_sources(sc, per_source=4, seed=0)[0] == paths != sample_sources(sc, per_source=4, seed=1)[0]
     assert all(fs.images.sources[fs.images.index(p)] == s for p, s in zip(paths, sources))
-    X = read_features([fs], paths, "concat:0,2")
+    X = read_features(fs, paths, "concat:0,2")
     rows = fs.rows(paths)
     assert np.array_equal(X, np.concatenate([fs.block(0, rows), fs.block(2, rows)], axis=1))
-    path, note = plot_feature_maps(sc, ["0", "1", "2", "concat:0,2"], [fs], tmp_path / "m.png", [LABEL], per_source=4)
+    path, note = plot_feature_maps(sc, ["0", "1", "2", "concat:0,2"], fs, tmp_path / "m.png", [LABEL], per_source=4)
     assert not note and read_panels(path) == ["block 1", "block 2", "block 3", "blocks 1+3"]
     fig = kept_figures[-1]
     (ax0, *_) = fig.axes
@@ -247,8 +247,8 @@ def test_feature_map_reads_the_sampled_test_images(tmp_path: Path, kept_figures)
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert legend[0] == "real" and legend[-1].endswith("(unknown)") and sum("(unknown)" in t for t in legend) == 4
     other = make_feature_set(tmp_path / "other", n_val=3)  # lacks most of the test images
-    path, note = plot_feature_maps(sc, ["0"], [other], tmp_path / "n.png", [], per_source=4)
-    assert path is None and "test image(s) are in no feature set given" in note
+    path, note = plot_feature_maps(sc, ["0"], other, tmp_path / "n.png", [], per_source=4)
+    assert path is None and f"the test images are not all in {other.id}: " in note and "path(s) not in" in note
 
 
 # -------------------------------------------------------------------------------- the whole report
@@ -393,3 +393,38 @@ def test_head_file_name_is_persists() -> None:
     from attrib.probe.report_inputs import HEAD_FILE
 
     assert HEAD_FILE == JSON_NAME
+
+
+@pytest.mark.slow
+def test_end_to_end_probe_save_scores_and_save_head_then_report(tmp_path: Path, kept_figures) -> None:
+    """A real study (`attrib probe --save-scores --save-head RESULTS/head`), then `attrib report`: the
+    curves' numbers are the result lines', the saved head's threshold is drawn on its own line's scores,
+    and the feature map reads the test images from the feature set the lines name."""
+    from attrib.probe.results import read_results
+    from attrib.probe.tables import best_method
+
+    fs = make_feature_set(tmp_path / "fs", n_val=12)
+    res = tmp_path / "res"
+    out = CliRunner().invoke(main, ["probe", "--features", str(fs.path), "--splits", "1", "--layers", "0-2",
+                                    "--save-scores", "--save-head", str(res / "head"), "--quiet", "--out", str(res)])
+    assert out.exit_code == 0, out.output
+    lines = read_results(res)
+    assert len(lines) == 3 and all((res / d["scores_file"]).is_file() for d in lines)
+    head = json.loads((res / "head" / "head.json").read_text())
+    kept_figures.clear()
+    out = CliRunner().invoke(main, ["report", str(res), "--features", str(fs.path), "--map-per-source", "6"])
+    assert out.exit_code == 0, out.output
+    assert "note:" not in out.output
+    for name, panels in (("roc.png", ["split 1 (seed 0)"]), ("oscr.png", ["split 1 (seed 0)"]),
+                         ("feature_map.png", ["block 1", "block 2", "block 3"])):
+        assert read_panels(res / name) == panels
+    best = best_method(aggregate(lines))["_runs"][0]
+    by_title = {f._suptitle.get_text().split(":")[0]: f for f in kept_figures if f._suptitle is not None}
+    roc = by_title["ROC, known vs unknown"].axes[0]
+    assert roc.get_legend().get_texts()[0].get_text() == f"AUROC {100 * best['auroc']:.2f}"
+    dist = by_title["open-set score of the test images"].axes[0]
+    legend = [t.get_text() for t in dist.get_legend().get_texts()]
+    assert legend[-1] == f"saved head's threshold {head['threshold']:.4g}"
+    (line,) = [d for d in lines if d["layer"] == str(head["layer"][0])]
+    assert legend[0] == f"known ({len(np.load(res / line['scores_file'])['s_known'])})"
+    assert missing_references(res / "report.html") == []

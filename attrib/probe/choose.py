@@ -14,6 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from attrib.jsonio import to_jsonable
+from attrib.probe.evalrows import EvalRows, feature_ids
 from attrib.probe.featcache import FeatureCache, feature_cache
 from attrib.probe.heads import HEADS
 from attrib.probe.options import StudyError, layer_name, parse_layer_name, shots_name
@@ -35,7 +36,7 @@ def check_save_head(cfg: StudyConfig, folder: str | os.PathLike) -> None:
 
 
 def save_chosen_head(fs: FeatureSet, cfg: StudyConfig, folder: str | os.PathLike, progress: bool = False,
-                     log: Callable[[str], None] = stderr_log) -> dict[str, Any]:
+                     log: Callable[[str], None] = stderr_log, eval_fs: FeatureSet | None = None) -> dict[str, Any]:
     """Choose a (layer, head, score) under the clean protocol, fit it, and save it to ``folder``.
 
     Known-class data only, on the study's single split, seed 0, and its largest shots value:
@@ -46,6 +47,11 @@ def save_chosen_head(fs: FeatureSet, cfg: StudyConfig, folder: str | os.PathLike
       :func:`attrib.probe.protocol.pseudo_open_set_oscr`), ties broken by validation accuracy, then
       log-loss, then the order given. With a single candidate nothing is compared.
     - the rejection threshold: the score accepting ``cfg.tpr`` (95%) of the known validation images.
+
+    With evaluation features (``eval_fs``), the head is trained on ``fs`` and everything validation data
+    decides (the hyperparameter, the choice, the threshold) is measured on ``eval_fs``: the head is
+    calibrated on those features, so it is saved as a head of ``eval_fs`` (its manifest says how `attrib
+    predict` must extract new images: ``eval_fs``'s preprocessing and view).
 
     Returns a summary of the choice (also stored in ``head.json``).
     """
@@ -60,6 +66,11 @@ def save_chosen_head(fs: FeatureSet, cfg: StudyConfig, folder: str | os.PathLike
     shots = None if None in cfg.shots else max(cfg.shots)
     seed = 0
     rows = cfg.splits.rows(sp.name, seed)
+    target = fs if eval_fs is None else eval_fs  # the features validation data is read from
+    ev = rows if eval_fs is None else EvalRows(fs, eval_fs).map({0: rows})[0]
+    if eval_fs is not None:
+        log(f"--save-head: trained on {fs.id}; hyperparameter, choice and threshold from the validation images of "
+            f"{eval_fs.id}, so the head is saved for features extracted like {eval_fs.id}")
     keep = shots_subset(rows.y_train, shots, seed)
     y_tr, tr_rows = rows.y_train[keep], rows.train[keep]
     pairs, _ = cfg.pairs()
@@ -71,15 +82,19 @@ def save_chosen_head(fs: FeatureSet, cfg: StudyConfig, folder: str | os.PathLike
         log("--save-head: fewer than two known generators, so no pseudo-unknown can be held out; choosing "
             "by validation accuracy only (name one --scores to choose the score yourself)")
     blocks = {b for layer in cfg.layers for b in layer}
-    with feature_cache(fs, np.concatenate([tr_rows, rows.val, rows.val_unknown]), blocks, progress) as cache:
-        table, fitted = _candidates(cache, cfg, pairs, tr_rows, y_tr, rows.val, rows.y_val, folds)
+    evaluated = np.concatenate([ev.val, ev.val_unknown])
+    ctx = feature_cache(fs, np.concatenate([tr_rows, evaluated]), blocks, progress) if eval_fs is None else \
+        feature_cache(fs, tr_rows, blocks, progress, eval_fs=eval_fs, eval_rows=evaluated)
+    with ctx as cache:
+        table, fitted = _candidates(cache, cfg, pairs, tr_rows, y_tr, ev.val, rows.y_val, folds)
         keys = [(e.get("pseudo_oscr", 0.0), e["val_accuracy"], -e["val_logloss"]) for e in table]
         best = table[best_index(keys)]
         layer = parse_layer_name(best["layer"])
         sel = fitted[(layer, best["head"])]
-        X_tr, X_va = cache.take(layer, tr_rows), cache.take(layer, rows.val)
-        scorer = SCORERS[best["score"]](head=sel.head).fit(X_tr, y_tr)
-        X_vu = cache.take(layer, rows.val_unknown) if len(rows.val_unknown) else None
+        X_tr, X_va = cache.take(layer, tr_rows), cache.take_eval(layer, ev.val)
+        score_params = cfg.estimator_params()[1].get(best["score"], {})  # --param
+        scorer = SCORERS[best["score"]](head=sel.head, **score_params).fit(X_tr, y_tr)
+        X_vu = cache.take_eval(layer, ev.val_unknown) if len(ev.val_unknown) else None
         threshold, validation = _threshold(scorer, X_va, X_vu, cfg.tpr)
         validation = {"accuracy": sel.val["val_accuracy"], **validation}
         criterion = ("pseudo_open_set_oscr" if folds else "val_accuracy") if n_cand > 1 else "given"
@@ -89,12 +104,13 @@ def save_chosen_head(fs: FeatureSet, cfg: StudyConfig, folder: str | os.PathLike
             "split": {"name": sp.name, "known": list(sp.known), "unknown": list(sp.unknown),
                       "rows": rows_digest(rows)},
             "shots": shots_name(shots), "seed": seed, "n_train": int(len(tr_rows)), "validation": validation,
+            "features": feature_ids(fs), "eval_features": feature_ids(target),
             "choice": {"criterion": criterion, "pseudo_unknown": [sp.classes[g] for g in folds],
                        "candidates": table},
         })
         save_head(folder, sel.head, scorer, head_name=best["head"], score_name=best["score"],
                   classes=[sp.classes[c] for c in np.asarray(sel.head.classes_).tolist()], layer=layer,
-                  threshold=threshold, feature_set=fs.id, manifest=fs.manifest, check_X=X_va[:8],
+                  threshold=threshold, feature_set=target.id, manifest=target.manifest, check_X=X_va[:8],
                   info={k: v for k, v in summary.items() if k not in ("threshold", "layer", "head", "score")})
     return summary
 
@@ -119,25 +135,27 @@ def _candidates(cache: FeatureCache, cfg: StudyConfig, pairs: list[tuple[str, st
                 y_tr: np.ndarray, va_rows: np.ndarray, y_va: np.ndarray, folds: list
                 ) -> tuple[list[dict[str, Any]], dict[tuple, Selection]]:
     """Every (layer, head, score) candidate with what the choice compares, and each (layer, head)'s
-    selected fit: (table in the order given, {(layer, head): selection})."""
+    selected fit: (table in the order given, {(layer, head): selection}). ``va_rows`` are rows of the
+    validation features (:meth:`FeatureCache.take_eval`)."""
     from sklearn.base import clone
 
     from attrib.probe.protocol import pseudo_open_set_oscr
 
     table, fitted = [], {}
+    head_params, score_params = cfg.estimator_params()  # --param
     for layer in cfg.layers:
-        X_tr, X_va = cache.take(layer, tr_rows), cache.take(layer, va_rows)
+        X_tr, X_va = cache.take(layer, tr_rows), cache.take_eval(layer, va_rows)
         for head_name in dict.fromkeys(h for h, _ in pairs):
             head_cls = HEADS[head_name]
             with counted_warnings() as caught:
-                sel = select_clean(fit_candidates(head_cls, X_tr, y_tr, X_va, y_va,
-                                                  path_values(head_cls, cfg.grid)), head_cls.path_param)
+                sel = select_clean(fit_candidates(head_cls, X_tr, y_tr, X_va, y_va, path_values(head_cls, cfg.grid),
+                                                  **head_params.get(head_name, {})), head_cls.path_param)
             fitted[(layer, head_name)] = sel
             score_names = [s for h, s in pairs if h == head_name]
             pseudo_oscr = {}
             if folds:
                 with counted_warnings() as caught_folds:
-                    scorers = {s: (lambda hd, s=s: SCORERS[s](head=hd)) for s in score_names}
+                    scorers = {s: (lambda hd, s=s: SCORERS[s](head=hd, **score_params.get(s, {}))) for s in score_names}
                     pseudo_oscr = pseudo_open_set_oscr(lambda head=sel.head: clone(head), scorers,
                                                        X_tr, y_tr, X_va, y_va, folds)
                 caught += caught_folds

@@ -26,8 +26,8 @@ from attrib.output_paths import make_folder
 from attrib.probe import html, plotkit
 from attrib.probe.options import StudyError
 from attrib.probe.results import read_results
-from attrib.probe.tables import (GROUP, NAMES, PAPER_METRICS, aggregate, cell, layer_sort, markdown, shots_sort,
-                                 warning_labels, warnings_md)
+from attrib.probe.tables import (GROUP, MAIN_DESCRIPTION, MAIN_METRICS, NAMES, aggregate, cell, layer_sort, markdown,
+                                 shots_sort, warning_labels, warnings_md)
 
 
 @dataclass
@@ -45,6 +45,7 @@ class Comparison:
     studies: list[Study]
     fields: list[str]  # the fields methods are matched by
     varying: dict[str, list[str]]  # field -> each study's value, for the fields the studies differ in
+    metrics: tuple[str, ...] = MAIN_METRICS["standard"]  # the metrics compared (--metrics)
     rows: list[dict[str, Any]] = field(default_factory=list)  # one per method: key fields, values, differences
     table: str = ""
     labels: list[str] = field(default_factory=list)
@@ -85,11 +86,13 @@ def match_fields(studies: Sequence[Study]) -> tuple[list[str], dict[str, list[st
         values = [{str(r[f]) for r in s.rows} for s in studies]
         if all(len(v) == 1 for v in values) and len(set.union(*values)) > 1:
             varying[f] = [next(iter(v)) for v in values]
-    return [f for f in GROUP if f not in varying], varying
+    unused = {"params"} if not any(r.get("params") for s in studies for r in s.rows) else set()  # all defaults
+    return [f for f in GROUP if f not in varying and f not in unused], varying
 
 
-def compare_rows(studies: Sequence[Study], fields: Sequence[str]) -> list[dict[str, Any]]:
-    """One row per method found in any study: each study's mean and std of each paper metric (None when
+def compare_rows(studies: Sequence[Study], fields: Sequence[str],
+                 metrics: Sequence[str] = MAIN_METRICS["standard"]) -> list[dict[str, Any]]:
+    """One row per method found in any study: each study's mean and std of each of ``metrics`` (None when
     it lacks the method) and ``diff_<i>_<metric>`` = study i minus the first (None when either lacks it)."""
     by_study = [{_key(r, fields): r for r in s.rows} for s in studies]
     keys = sorted({k for b in by_study for k in b}, key=lambda k: _sort(k, fields))
@@ -97,12 +100,12 @@ def compare_rows(studies: Sequence[Study], fields: Sequence[str]) -> list[dict[s
     for k in keys:
         row: dict[str, Any] = dict(zip(fields, k))
         for i, b in enumerate(by_study):
-            for m in PAPER_METRICS:
+            for m in metrics:
                 r = b.get(k)
                 row[f"{m}_{i}"] = None if r is None else r[m]
                 row[f"{m}_std_{i}"] = None if r is None else r[m + "_std"]
         for i in range(1, len(studies)):
-            for m in PAPER_METRICS:
+            for m in metrics:
                 a, b = row[f"{m}_0"], row[f"{m}_{i}"]
                 row[f"diff_{i}_{m}"] = None if a is None or b is None or np.isnan(a) or np.isnan(b) else b - a
         out.append(row)
@@ -116,13 +119,13 @@ def _diff(v: float | None) -> str:
 def _cells(cmp: Comparison) -> tuple[list[str], list[list[str]]]:
     letters = [chr(ord("A") + i) for i in range(len(cmp.studies))]
     head = list(cmp.fields)
-    for m in PAPER_METRICS:
+    for m in cmp.metrics:
         head += [f"{NAMES[m]} {a}" for a in letters]
         head += [f"Δ {NAMES[m]} {a} - A" for a in letters[1:]]
     body = []
     for row in cmp.rows:
         cells = [row[f] for f in cmp.fields]
-        for m in PAPER_METRICS:
+        for m in cmp.metrics:
             cells += ["n/a" if row[f"{m}_{i}"] is None else cell(row[f"{m}_{i}"], row[f"{m}_std_{i}"])
                       for i in range(len(cmp.studies))]
             cells += [_diff(row[f"diff_{i}_{m}"]) for i in range(1, len(cmp.studies))]
@@ -144,7 +147,8 @@ def plot_comparison(cmp: Comparison, path: Path) -> Path:
     plt = plotkit.pyplot()
     n, k = len(cmp.rows), len(cmp.studies)
     width = max(8.0, 0.22 * n * k + 0.3 * n + 2.5)
-    fig, axes = plt.subplots(len(PAPER_METRICS), 1, figsize=(width, 3.2 * len(PAPER_METRICS) + 1.2), squeeze=False)
+    rows = len(cmp.metrics)
+    fig, axes = plt.subplots(rows, 1, figsize=(width, 3.2 * rows + 1.2), squeeze=False)
     x = np.arange(n)
     bar = 0.8 / k
     # a field with one value in every row goes to the title; the ticks name what tells methods apart
@@ -157,7 +161,7 @@ def plot_comparison(cmp: Comparison, path: Path) -> Path:
 
     ticks = [name(r, shown) for r in cmp.rows]
     letters = [chr(ord("A") + i) for i in range(k)]
-    for ax, m in zip(axes[:, 0], PAPER_METRICS):
+    for ax, m in zip(axes[:, 0], cmp.metrics):
         low = []
         for i in range(k):
             vals = np.array([np.nan if r[f"{m}_{i}"] is None else r[f"{m}_{i}"] for r in cmp.rows], dtype=float)
@@ -178,13 +182,13 @@ def plot_comparison(cmp: Comparison, path: Path) -> Path:
         what += "\n" + name(cmp.rows[0], same)
     plotkit.title(fig, what, cmp.labels, fontsize=11)
     fig.tight_layout()
-    return plotkit.save(fig, path, [NAMES[m] for m in PAPER_METRICS], dpi=100, bbox_inches="tight")
+    return plotkit.save(fig, path, [NAMES[m] for m in cmp.metrics], dpi=100, bbox_inches="tight")
 
 
 def _write_csv(cmp: Comparison, path: Path) -> Path:
     names = [s.name for s in cmp.studies]
     cols = list(cmp.fields)
-    for m in PAPER_METRICS:
+    for m in cmp.metrics:
         cols += [f"{n}:{m}" for n in names] + [f"{n}:{m}_std" for n in names]
         cols += [f"{n} - {names[0]}:{m}" for n in names[1:]]
     with open(path, "w", newline="") as f:
@@ -193,7 +197,7 @@ def _write_csv(cmp: Comparison, path: Path) -> Path:
         fmt = lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.4f}"  # noqa: E731
         for row in cmp.rows:
             vals = [row[fi] for fi in cmp.fields]
-            for m in PAPER_METRICS:
+            for m in cmp.metrics:
                 vals += [fmt(row[f"{m}_{i}"]) for i in range(len(names))]
                 vals += [fmt(row[f"{m}_std_{i}"]) for i in range(len(names))]
                 vals += [fmt(row[f"diff_{i}_{m}"]) for i in range(1, len(names))]
@@ -207,29 +211,33 @@ def default_out(paths: Sequence[str | os.PathLike]) -> Path:
     return Path(paths[0]) / ("compare-" + "-".join(re.sub(r"[^\w.+-]+", "_", n) for n in names[1:]))[:120]
 
 
-def compare_studies(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike | None = None) -> Comparison:
-    """Write compare.md, compare.csv, compare.png and compare.html for the studies in ``paths``."""
+def compare_studies(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike | None = None,
+                    metrics: str = "standard") -> Comparison:
+    """Write compare.md, compare.csv, compare.png and compare.html for the studies in ``paths``;
+    ``metrics``: the conventions compared, as ``attrib report --metrics``."""
+    if metrics not in MAIN_METRICS:
+        raise StudyError(f"--metrics {metrics!r}: use one of {', '.join(MAIN_METRICS)}")
     if len(paths) < 2:
         raise StudyError("--compare needs at least two results folders (RESULTS_A RESULTS_B ...)")
     out = make_folder(out_dir or default_out(paths), "--out", StudyError)
     studies = load_studies(paths)
     fields, varying = match_fields(studies)
-    cmp = Comparison(studies, fields, varying, labels=sorted({lab for s in studies for lab in s.labels}))
-    cmp.rows = compare_rows(studies, fields)
+    cmp = Comparison(studies, fields, varying, MAIN_METRICS[metrics],
+                     labels=sorted({lab for s in studies for lab in s.labels}))
+    cmp.rows = compare_rows(studies, fields, cmp.metrics)
     head, body = _cells(cmp)
     legend = _legend(cmp)
-    cmp.table = "\n".join(warnings_md(cmp.labels) + [f"- {line}" for line in legend] + [
-        "", "Mean ± std over splits and seeds, in %; Δ = difference of the means, in percentage points. "
-        "Layers are 0-based block indices.", "", markdown(head, body)])
+    intro = ("Mean ± std over splits and seeds, in %; Δ = difference of the means, in percentage points. Layers are "
+             f"0-based block indices. Metrics: {metrics} — {MAIN_DESCRIPTION[metrics]}.")
+    cmp.table = "\n".join(warnings_md(cmp.labels) + [f"- {line}" for line in legend] + ["", intro, "",
+                                                                                        markdown(head, body)])
     cmp.paths["markdown"] = out / "compare.md"
     cmp.paths["markdown"].write_text(f"# attrib: comparison of {len(studies)} studies\n\n{cmp.table}\n")
     cmp.paths["csv"] = _write_csv(cmp, out / "compare.csv")
     cmp.paths["plot"] = plot_comparison(cmp, out / "compare.png")
     page = html.Page(title=f"attrib: comparison of {len(studies)} studies", labels=cmp.labels,
                      intro=" · ".join(legend),
-                     tables=[html.Table("Comparison", "Mean ± std over splits and seeds, in %; Δ = difference of "
-                                        "the means, in percentage points. Layers are 0-based block indices.",
-                                        head, body)],
+                     tables=[html.Table("Comparison", intro, head, body)],
                      figures=[html.Figure("Each paper metric per method, one bar per study.", cmp.paths["plot"])],
                      files=[cmp.paths["markdown"], cmp.paths["csv"]])
     cmp.paths["html"] = html.write_html(page, out / "compare.html")

@@ -43,28 +43,11 @@ def sample_sources(sc: RunScores, per_source: int, seed: int = 0) -> tuple[list[
     return paths, sources, unknown
 
 
-def read_features(fsets: Sequence[Any], paths: Sequence[str], layer: str) -> np.ndarray:
-    """Features of ``paths`` at ``layer`` (blocks concatenated for ``concat:``), each path read from the
-    first feature set that lists it. A path none lists is an error naming it."""
-    blocks = parse_layer_name(layer)
-    where = np.full(len(paths), -1)
-    rows = np.zeros(len(paths), dtype=np.int64)
-    for k, fs in enumerate(fsets):
-        for i, p in enumerate(paths):
-            r = fs.images.index(p) if where[i] < 0 else None
-            if r is not None:
-                where[i], rows[i] = k, r
-    if (where < 0).any():
-        missing = [paths[i] for i in np.flatnonzero(where < 0)[:5]]
-        raise KeyError(f"{int((where < 0).sum())} test image(s) are in no feature set given, e.g. {', '.join(missing)}")
-    out = None
-    for k, fs in enumerate(fsets):
-        sel = np.flatnonzero(where == k)
-        if sel.size:
-            X = np.concatenate([fs.block(b, rows[sel]) for b in blocks], axis=1)
-            out = np.zeros((len(paths), X.shape[1]), dtype=np.float32) if out is None else out
-            out[sel] = X
-    return out
+def read_features(fs: Any, paths: Sequence[str], layer: str) -> np.ndarray:
+    """Features of ``paths`` at ``layer`` (blocks concatenated for ``concat:``) from ``fs`` (a feature
+    set or a union of several). A path it does not list is a KeyError naming it."""
+    rows = fs.rows(paths)
+    return np.concatenate([fs.block(b, rows) for b in parse_layer_name(layer)], axis=1)
 
 
 def embed_2d(X: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -80,16 +63,16 @@ def embed_2d(X: np.ndarray, seed: int = 0) -> np.ndarray:
     return TSNE(2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed).fit_transform(X)
 
 
-def plot_feature_maps(sc: RunScores, layers: Sequence[str], fsets: Sequence[Any], path: Path, labels: list[str],
+def plot_feature_maps(sc: RunScores, layers: Sequence[str], fs: Any, path: Path, labels: list[str],
                       per_source: int = DEFAULT_PER_SOURCE, seed: int = 0) -> tuple[Path | None, str]:
     """One t-SNE panel per layer of ``layers`` for the test images of ``sc``'s split; (path, note)."""
     paths, sources, unknown = sample_sources(sc, per_source, seed)
     if len(paths) < MIN_POINTS:
         return None, f"feature map skipped: split {sc.split} has {len(paths)} test images (at least {MIN_POINTS})"
     try:
-        feats = {la: read_features(fsets, paths, la) for la in layers}
+        feats = {la: read_features(fs, paths, la) for la in layers}
     except KeyError as exc:
-        return None, f"feature map skipped: {exc.args[0]}"
+        return None, f"feature map skipped: the test images are not all in {fs.id}: {exc.args[0]}"
     plt = plotkit.pyplot()
     fig, axes = plotkit.panel_grid(plt, len(layers), panel=(3.8, 3.6), max_cols=4)
     names = list(dict.fromkeys(sources))

@@ -156,13 +156,17 @@ def shrunk_covariance(R: np.ndarray, shrinkage: str | float = "auto") -> tuple[n
 
 
 def precision_and_logdet(cov: np.ndarray) -> tuple[np.ndarray, float]:
-    """Inverse and log-determinant of a covariance; eigenvalues are floored at 1e-10 x the largest.
+    """Inverse and log-determinant of a covariance; for a singular one, the pseudo-inverse and the
+    pseudo-determinant (product of the non-zero eigenvalues).
 
-    The floor only matters for shrinkage 0 on rank-deficient data (then it is a pseudo-inverse with a
-    large but finite penalty on directions the training data never spanned).
+    A covariance is singular only with shrinkage 0 on fewer training rows than dimensions (a few shots
+    in 768 dims). The pseudo-inverse is what the published Mahalanobis and RMDS code computes (scikit-learn's
+    ``EmpiricalCovariance``, ``scipy.linalg.pinvh``): directions the training data never spanned add no
+    distance. Eigenvalues at most ``D * eps`` times the largest count as zero, as in ``pinvh``.
     """
     w, V = np.linalg.eigh(cov)
-    w = np.maximum(w, max(float(w.max()), np.finfo(float).tiny) * 1e-10)
+    keep = w > max(float(w.max()), np.finfo(float).tiny) * len(w) * np.finfo(float).eps
+    w, V = w[keep], V[:, keep]
     return (V / w) @ V.T, float(np.sum(np.log(w)))
 
 

@@ -44,7 +44,9 @@ def block_label(layer: str, short: bool = False) -> str:
 
 def method_title(r: dict[str, Any]) -> str:
     """A method as figure titles name it (blocks counted from 1; tables keep the 0-based index)."""
-    return f"{block_label(r['layer'])} / {r['head']}+{r['score']} / shots {r['shots']} / {r.get('protocol', 'clean')}"
+    params = f" / {r['params']}" if r.get("params") else ""
+    return (f"{block_label(r['layer'])} / {r['head']}+{r['score']} / shots {r['shots']} / "
+            f"{r.get('protocol', 'clean')}{params}")
 
 
 def grid_shape(n: int, max_cols: int = 3) -> tuple[int, int]:

@@ -22,6 +22,11 @@ from attrib.probe.tables import METRICS, NAMES, layer_sort, shots_sort
 Point = tuple[float, dict]
 
 
+def params_suffix(r: dict) -> str:
+    """A method's ``--param`` settings, as legends name them ('' for the defaults)."""
+    return f" [{r['params']}]" if r.get("params") else ""
+
+
 def _series_segments(pts: list[Point], gap: float | None) -> list[list[Point]]:
     """A series cut where it crosses ``gap``: points past it (concatenated blocks) are not joined by a
     line to the single blocks before them."""
@@ -81,7 +86,8 @@ def plot_by_layer(rows: list[dict], path: Path, labels: list[str]) -> Path | Non
     pos.update({la: float(last + 1 + i) for i, la in enumerate(la for la in layers if la.startswith("concat"))})
     series: dict[str, list] = defaultdict(list)
     for r in rows:
-        series[f"{r['head']}+{r['score']} shots={r['shots']} {r['protocol']}"].append((pos[r["layer"]], r))
+        series[f"{r['head']}+{r['score']} shots={r['shots']} {r['protocol']}{params_suffix(r)}"].append(
+            (pos[r["layer"]], r))
     gap = last + 0.5 if single and len(pos) > len(single) else None
     return _plot_lines(path, series, "block (counted from 1, as in the paper's figures)",
                        {pos[la]: block_label(la, short=True) for la in layers}, labels,
@@ -95,7 +101,8 @@ def plot_by_shots(rows: list[dict], path: Path, labels: list[str]) -> Path | Non
     pos = {s: i for i, s in enumerate(shots)}
     series: dict[str, list] = defaultdict(list)
     for r in rows:
-        series[f"{block_label(r['layer'])} {r['head']}+{r['score']} {r['protocol']}"].append((pos[r["shots"]], r))
+        series[f"{block_label(r['layer'])} {r['head']}+{r['score']} {r['protocol']}{params_suffix(r)}"].append(
+            (pos[r["shots"]], r))
     return _plot_lines(path, series, "training images per class", {i: s for s, i in pos.items()}, labels,
                        "metrics by shots (mean ± std over splits and seeds)")
 

@@ -13,14 +13,22 @@ looks at an unknown generator before the test.
     clipped at 1e-15), then by the first value in path order. The chosen head is the same for every
     open-set score.
 ``paper``
-    The path value with the highest validation AUROC of *the score being evaluated*, known validation
-    images against the unknown generators' validation images (for MSP this is exactly the paper's
-    code). Ties are broken by validation accuracy, then log-loss, then path order, so a score that does
-    not depend on the head (e.g. a k-NN distance) falls back to the clean choice instead of the
-    strongest regularisation. (The paper's script sweeps C only on the first block it runs and reuses
-    it for later blocks; here every block is swept, the same when a single block is run.)
+    The paper's code, convention for convention. Training classes are balanced by cycling
+    (:func:`balance_by_cycling`: every class repeated, index modulo its size, up to the size of the
+    largest class, as its training loader does), then the path value with the highest validation
+    ``auroc_paper`` (its AUROC: a tied known/unknown pair counts 0, see
+    :func:`attrib.probe.metrics.auroc_paper`) of *the score being evaluated* is chosen, known
+    validation images against the unknown generators' validation images (for MSP this is exactly the
+    paper's code). Ties are broken by validation accuracy, then log-loss, then path order, so a score
+    that does not depend on the head (e.g. a k-NN distance) falls back to the clean choice instead of
+    the strongest regularisation. (The paper's script sweeps C only on the first block it runs and
+    reuses it for later blocks; here every block is swept, the same when a single block is run.)
 
-Scorer hyperparameters are their defaults under both protocols.
+Why ``clean`` does not balance: duplicating the images of a small class is a class weighting in
+disguise (logistic regression) or extra copies in the neighbour bank (k-NN); the clean protocol fits
+the training images as they are, and says how many per class in each result line.
+
+Scorer hyperparameters are their defaults under both protocols, unless set with ``--param``.
 """
 
 from __future__ import annotations
@@ -32,10 +40,13 @@ import numpy as np
 
 from attrib.errors import AttribError
 from attrib.probe.heads import ProbeHead
-from attrib.probe.metrics import accuracy, auroc, oscr
+from attrib.probe.metrics import accuracy, auroc, auroc_paper, oscr
 
 PROTOCOLS = ("clean", "paper")
+# how each protocol feeds the training rows to the heads (recorded in every result line's config)
+BALANCE = {"clean": "none", "paper": "cycle"}
 LOGLOSS_EPS = 1e-15
+PAPER_CRITERION = "val_auroc_paper_unknown"  # auroc_paper, known validation vs unknown generators' validation
 
 
 class SelectionError(AttribError, ValueError):
@@ -90,6 +101,30 @@ def log_loss(proba: np.ndarray, classes: np.ndarray, y: np.ndarray) -> float:
     return float(-np.mean(np.log(np.clip(p, LOGLOSS_EPS, 1.0))))
 
 
+def balance_by_cycling(y: np.ndarray) -> np.ndarray:
+    """Positions into ``y`` that balance its classes as the paper's training loader does.
+
+    Every class is repeated up to the size of the largest class, its ``i``-th row being its
+    ``i % size``-th image (so a class of 3 next to one of 7 gives rows 0,1,2,0,1,2,0 of it). Classes
+    come in sorted order, each class's images in their order in ``y``. A class as large as the largest
+    is taken once, unchanged.
+    """
+    y = np.asarray(y)
+    classes = np.unique(y)
+    if not len(classes):
+        return np.zeros(0, dtype=np.int64)
+    members = [np.flatnonzero(y == c) for c in classes]
+    largest = max(len(m) for m in members)
+    return np.concatenate([m[np.arange(largest) % len(m)] for m in members]).astype(np.int64)
+
+
+def training_positions(y: np.ndarray, protocol: str) -> np.ndarray:
+    """Positions into the training labels ``y`` that ``protocol`` fits heads and scorers on."""
+    if BALANCE[protocol] == "cycle":
+        return balance_by_cycling(y)
+    return np.arange(len(y), dtype=np.int64)
+
+
 def path_values(head_cls: type[ProbeHead], grid: dict[str, Sequence] | None = None) -> list | None:
     """The values of ``head_cls``'s path hyperparameter to sweep: the grid's, else the head's default."""
     if head_cls.path_param is None:
@@ -131,28 +166,31 @@ def select_clean(cands: list[Candidate], param: str | None) -> Selection:
 
 def select_paper(cands: list[Candidate], param: str | None, score: Callable[[ProbeHead], Any],
                  X_val: np.ndarray, X_val_unknown: np.ndarray) -> Selection:
-    """Highest validation AUROC of the score against the unknown generators' validation images.
+    """Highest validation ``auroc_paper`` of the score against the unknown generators' validation images.
 
     ``score(head)`` returns a fitted scorer for that head. A scorer that ignores the head
     (``needs_head = False``) has one AUROC along the whole path: it is asked for and measured once.
+    The selection records both the criterion's value (``val_auroc_paper``) and the standard AUROC
+    (``val_auroc``) of the chosen value; they differ only by the tied known/unknown pairs.
     """
     if not len(X_val_unknown):
         raise SelectionError("--protocol paper needs validation images of the unknown generators, and this "
                              "split has none; use --protocol clean")
 
-    def val_auroc(scorer: Any) -> float:
-        return auroc(scorer.score_samples(X_val), scorer.score_samples(X_val_unknown))
+    def val_aurocs(scorer: Any) -> tuple[float, float]:
+        s_known, s_unknown = scorer.score_samples(X_val), scorer.score_samples(X_val_unknown)
+        return auroc_paper(s_known, s_unknown), auroc(s_known, s_unknown)
 
     first = score(cands[0].head)
     if getattr(first, "needs_head", True):
-        aurocs = [val_auroc(first)] + [val_auroc(score(c.head)) for c in cands[1:]]
+        aurocs = [val_aurocs(first)] + [val_aurocs(score(c.head)) for c in cands[1:]]
     else:
-        aurocs = [val_auroc(first)] * len(cands)
-    i = best_index([(a, c.val_accuracy, -c.val_logloss) for a, c in zip(aurocs, cands)])
+        aurocs = [val_aurocs(first)] * len(cands)
+    i = best_index([(a[0], c.val_accuracy, -c.val_logloss) for a, c in zip(aurocs, cands)])
     c = cands[i]
-    return Selection(c.head, param, c.value, "val_auroc_unknown",
-                     {"val_auroc": aurocs[i], "val_accuracy": c.val_accuracy, "val_logloss": c.val_logloss},
-                     i, len(cands))
+    return Selection(c.head, param, c.value, PAPER_CRITERION,
+                     {"val_auroc_paper": aurocs[i][0], "val_auroc": aurocs[i][1], "val_accuracy": c.val_accuracy,
+                      "val_logloss": c.val_logloss}, i, len(cands))
 
 
 def pseudo_open_set_oscr(make_head: Callable[[], ProbeHead], make_scorers: dict[str, Callable[[ProbeHead], Any]],

@@ -27,8 +27,9 @@ from attrib.output_paths import make_folder
 from attrib.probe import html
 from attrib.probe.options import StudyError
 from attrib.probe.results import read_results
-from attrib.probe.tables import (GROUP, METRICS, PAPER_METRICS, aggregate, best_method, cell, markdown, markdown_table,
-                                 method_name, per_unknown, table_cells, warning_labels, warnings_md)
+from attrib.probe.tables import (ALL_METRICS, BEST_BY, GROUP, MAIN_DESCRIPTION, MAIN_METRICS, NAMES, aggregate,
+                                 best_method, cell, markdown, markdown_table, method_key, method_name, per_unknown,
+                                 table_cells, warning_labels, warnings_md)
 
 DEFAULT_TPR = 0.95
 HTML_NAME = "report.html"
@@ -75,13 +76,15 @@ class ReportInputs:
 
 
 # ------------------------------------------------------------------------------------------ files
-def _write_csv(path: Path, rows: list[dict], fields: list[str], label: str) -> Path:
+def _write_csv(path: Path, rows: list[dict], fields: list[str], label: str, extra: dict | None = None) -> Path:
+    """``fields`` of each row, then the ``extra`` columns (one value for every row) and ``label``."""
+    extra = dict(extra or {})
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields + ["label"], extrasaction="ignore")
+        w = csv.DictWriter(f, fieldnames=fields + list(extra) + ["label"], extrasaction="ignore")
         w.writeheader()
         for r in rows:
             w.writerow({k: (f"{r[k]:.4f}" if isinstance(r.get(k), float) else r.get(k)) for k in fields} |
-                       {"label": label})
+                       extra | {"label": label})
     return path
 
 
@@ -133,11 +136,48 @@ def study_config(results: list[dict[str, Any]], results_dir: Path) -> list[tuple
 
 
 # ------------------------------------------------------------------------------------------ report
-def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+@dataclass
+class _Study:
+    """A study as the report's writers need it: the lines, the methods, the best one and the conventions."""
+
+    results_dir: Path
+    results: list[dict[str, Any]]
+    rows: list[dict[str, Any]]
+    metrics: str  # --metrics: standard | paper
+
+    def __post_init__(self) -> None:
+        self.best = best_method(self.rows, BEST_BY[self.metrics])
+        self.best_unknown = [u for u in per_unknown(self.rows) if all(u[k] == self.best[k] for k in GROUP)]
+        n_splits = len({str(r["split"]) for r in self.results})
+        n_seeds = len({int(r["seed"]) for r in self.results})
+        self.runs = f"{n_splits} split(s) x {n_seeds} seed(s)"
+        self.conventions = f"Metrics: {self.metrics} — {MAIN_DESCRIPTION[self.metrics]}."
+        self.intro = (f"Mean ± std (population, over runs) over {self.runs}, in %. Layers are 0-based block indices "
+                      "(figures count blocks from 1); `clean` = hyperparameters chosen on known-class validation data "
+                      "only, `paper` = training classes balanced by cycling and hyperparameters chosen by validation "
+                      "auroc_paper against the unknown generators (the paper's code; optimistic). "
+                      f"{self.conventions}")
+
+    @property
+    def main_metrics(self) -> tuple[str, ...]:
+        return MAIN_METRICS[self.metrics]
+
+    @property
+    def best_by(self) -> str:
+        return NAMES[BEST_BY[self.metrics]]
+
+
+def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, metrics: str = "standard",
                  inputs: ReportInputs | None = None) -> Report:
-    """Write the tables, the figures and report.html; return what was written (and what was skipped)."""
+    """Write the tables, the figures and report.html; return what was written (and what was skipped).
+
+    ``metrics``: the conventions of the main table, ``standard`` or ``paper`` (:data:`MAIN_METRICS`); the
+    highlighted (best) method is the one with the best mean OSCR under the same conventions.
+    """
     from attrib.probe import plots
 
+    if metrics not in MAIN_METRICS:
+        raise StudyError(f"--metrics {metrics!r}: use one of {', '.join(MAIN_METRICS)}")
     results_dir = Path(results_dir)
     out_dir = make_folder(out_dir or results_dir, "--out", StudyError)
     inputs = inputs or ReportInputs()
@@ -145,48 +185,42 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | No
     rep = Report(labels=warning_labels(results))
     if not results:
         raise StudyError(f"{results_dir}: results.jsonl has no finished lines yet")
-    rows = aggregate(results)
-    best = best_method(rows)
+    study = _Study(results_dir, results, aggregate(results), metrics)
+    rows, best = study.rows, study.best
     rep.highlight = method_name(best)
     label = "; ".join(rep.labels)
-    unk = per_unknown(rows)
-    best_unk = [u for u in unk if all(u[k] == best[k] for k in GROUP)]
     rep.paths["csv"] = _write_csv(out_dir / "table.csv", rows, list(GROUP) + ["n_runs", "splits", "seeds", "hparams"]
-                                  + [x for m in METRICS for x in (m, m + "_std")], label)
-    rep.paths["per_unknown_csv"] = _write_csv(out_dir / "per_unknown.csv", unk, list(GROUP) + [
+                                  + [x for m in ALL_METRICS for x in (m, m + "_std")], label, {"metrics": metrics})
+    rep.paths["per_unknown_csv"] = _write_csv(out_dir / "per_unknown.csv", per_unknown(rows), list(GROUP) + [
         "generator", "runs", "auroc", "auroc_std", "mistaken_for", "fraction"], label)
 
     made = {"plot_layers": plots.plot_by_layer(rows, out_dir / FIGURES["plot_layers"][0], rep.labels),
             "plot_shots": plots.plot_by_shots(rows, out_dir / FIGURES["plot_shots"][0], rep.labels),
             "plot_confusion": plots.plot_confusion(best, out_dir / FIGURES["plot_confusion"][0], rep.labels),
-            "plot_unknown": plots.plot_per_unknown(best_unk, best, out_dir / FIGURES["plot_unknown"][0], rep.labels)}
-    made.update(_score_figures(results_dir, out_dir, results, rows, best, inputs, rep))
+            "plot_unknown": plots.plot_per_unknown(study.best_unknown, best, out_dir / FIGURES["plot_unknown"][0],
+                                                   rep.labels)}
+    made.update(_score_figures(study, out_dir, inputs, rep))
     for key, (name, _) in FIGURES.items():
         if made.get(key) is None:  # drop a stale figure this study no longer makes
             (out_dir / name).unlink(missing_ok=True)
         else:
             rep.paths[key] = made[key]
 
-    n_splits, n_seeds = len({str(r["split"]) for r in results}), len({int(r["seed"]) for r in results})
-    intro = (f"Mean ± std (population, over runs) over {n_splits} split(s) x {n_seeds} seed(s), in %. Layers are "
-             "0-based block indices (figures count blocks from 1); `clean` = hyperparameters chosen on known-class "
-             "validation data only, `paper` = chosen by validation AUROC against the unknown generators "
-             "(optimistic).")
     rep.main = "\n".join(warnings_md(rep.labels) + [
-        f"Mean ± std over {n_splits} split(s) x {n_seeds} seed(s), in %. Layers are 0-based block indices.", "",
-        markdown_table(rows, PAPER_METRICS)])
-    rep.paths["markdown"] = _write_markdown(out_dir / "table.md", results_dir, results, rows, rep, intro, best_unk)
-    rep.paths["html"] = _write_page(out_dir, results_dir, results, rows, best, best_unk, rep, intro)
+        f"Mean ± std over {study.runs}, in %. Layers are 0-based block indices. {study.conventions}", "",
+        markdown_table(rows, study.main_metrics)])
+    rep.paths["markdown"] = _write_markdown(out_dir / "table.md", study, rep)
+    rep.paths["html"] = _write_page(out_dir, study, rep)
     rep.paths = {"markdown": rep.paths.pop("markdown"), **rep.paths}
     return rep
 
 
-def _score_figures(results_dir: Path, out_dir: Path, results: list[dict], rows: list[dict], best: dict,
-                   inputs: ReportInputs, rep: Report) -> dict[str, Path | None]:
+def _score_figures(study: _Study, out_dir: Path, inputs: ReportInputs, rep: Report) -> dict[str, Path | None]:
     """ROC, OSCR, score distributions and the feature map: the figures made from saved scores."""
     from attrib.probe import curves
     from attrib.probe.report_inputs import find_saved_heads, load_scores, scores_by_split
 
+    results_dir, results, best = study.results_dir, study.results, study.best
     if not any(r.get("scores_file") for r in results):
         rep.notes.append("ROC and OSCR curves, score distributions and feature maps need the per-sample scores: "
                          "rerun the study with `attrib probe ... --save-scores` (finished lines are not redone "
@@ -207,7 +241,7 @@ def _score_figures(results_dir: Path, out_dir: Path, results: list[dict], rows: 
     heads, notes = find_saved_heads(results_dir, inputs.heads)
     rep.notes += notes
     dist, methods, thresholds = dict(scores), {s: best for s in scores}, {}
-    by_key = {tuple(str(r.get(k, "clean" if k == "protocol" else "")) for k in GROUP): r for r in rows}
+    by_key = {tuple(r[k] for k in GROUP): r for r in study.rows}
     for head in heads:  # a split with a saved head shows that head's own scores and threshold
         line = next((r for r in results if head.matches(r)), None)
         try:
@@ -220,74 +254,79 @@ def _score_figures(results_dir: Path, out_dir: Path, results: list[dict], rows: 
                              f"{head.score}, shots {head.shots}) matches no result line with saved scores: its "
                              "threshold is not drawn")
             continue
-        dist[head.split], thresholds[head.split] = sc, head
-        methods[head.split] = by_key[tuple(str(line.get(k, "clean" if k == "protocol" else "")) for k in GROUP)]
+        dist[head.split], thresholds[head.split], methods[head.split] = sc, head, by_key[method_key(line)]
     out["plot_scores"] = curves.plot_score_distributions(dist, methods, out_dir / FIGURES["plot_scores"][0],
                                                          rep.labels, thresholds)
-    out["plot_map"] = _feature_map(scores, results, best, inputs, out_dir, rep)
+    out["plot_map"] = _feature_map(study, scores, inputs, out_dir, rep)
     return out
 
 
-def _feature_map(scores: dict, results: list[dict], best: dict, inputs: ReportInputs, out_dir: Path,
-                 rep: Report) -> Path | None:
+def _feature_map(study: _Study, scores: dict, inputs: ReportInputs, out_dir: Path, rep: Report) -> Path | None:
     """t-SNE panels of the first split's test images, one per layer the best method's head ran on."""
     from attrib.probe.featuremap import plot_feature_maps
     from attrib.probe.plots import split_order
-    from attrib.probe.report_inputs import find_feature_sets
+    from attrib.probe.report_inputs import find_test_features
     from attrib.probe.tables import layer_sort
 
     if inputs.map_per_source <= 0:
         return None
     sc = scores[split_order(scores)[0]]
-    same = ("head", "score", "shots", "protocol")
-    layers = sorted({str(r["layer"]) for r in results if str(r["split"]) == sc.split and
-                     all(str(r.get(k, "clean")) == str(best[k]) for k in same)}, key=layer_sort)
-    fsets, note = find_feature_sets(sc.line, inputs.cache, inputs.features)
-    if not fsets:
+    others = [i for i, k in enumerate(GROUP) if k != "layer"]  # the same method at every layer
+    same = [study.best[GROUP[i]] for i in others]
+    layers = sorted({str(r["layer"]) for r in study.results if str(r["split"]) == sc.split and
+                     [method_key(r)[i] for i in others] == same}, key=layer_sort)
+    fs, note = find_test_features(sc.line, inputs.cache, inputs.features)
+    if fs is None:
         rep.notes.append(f"feature map skipped: {note}")
         return None
-    path, note = plot_feature_maps(sc, layers, fsets, out_dir / FIGURES["plot_map"][0], rep.labels,
+    path, note = plot_feature_maps(sc, layers, fs, out_dir / FIGURES["plot_map"][0], rep.labels,
                                    inputs.map_per_source)
     if note:
         rep.notes.append(note)
     return path
 
 
-def _write_markdown(path: Path, results_dir: Path, results: list[dict], rows: list[dict], rep: Report, intro: str,
-                    best_unk: list[dict]) -> Path:
-    fsets = sorted({r["feature_set"] for r in results})
-    md = [f"# attrib results: {results_dir}", ""] + warnings_md(rep.labels) + [
-        f"Feature set(s): {', '.join(fsets)}", ""] + [f"> note: {n}" for n in rep.notes] + [""] * bool(rep.notes) + [
-        "## Main table", "", intro, "",
-        markdown_table(rows, PAPER_METRICS), "",
+def _write_markdown(path: Path, study: _Study, rep: Report) -> Path:
+    from attrib.probe.results import evaluated_on
+
+    fsets = sorted({r["feature_set"] for r in study.results})
+    evals = sorted({evaluated_on(r)[0] for r in study.results})
+    md = [f"# attrib results: {study.results_dir}", ""] + warnings_md(rep.labels) + [
+        f"Feature set(s): {', '.join(fsets)}", "",
+        "Validation and test images read from (`--eval-features`): " +
+        (", ".join(evals) if evals != fsets else "the same feature set(s)"), ""]
+    md += [f"> note: {n}" for n in rep.notes] + [""] * bool(rep.notes) + [
+        "## Main table", "", study.intro, "",
+        markdown_table(study.rows, study.main_metrics), "",
         "## All metrics", "",
         "`chosen` = the path hyperparameter each run selected (median [range] over runs). FPR@95TPR: lower is "
-        "better.", "",
-        markdown_table(rows, METRICS, hparams=True), "",
+        "better. The `(paper)` columns are the same quantities with the paper's code's conventions.", "",
+        markdown_table(study.rows, ALL_METRICS, hparams=True), "",
         "## Unknown generators", "",
-        f"For `{rep.highlight}` (the method with the highest mean OSCR); every method is in `per_unknown.csv`. "
-        "AUROC of all known test images against that generator's; *mistaken for* = the known class the head "
-        "assigns most of its images to.", "",
-        markdown(*_unknown_cells(best_unk)), "",
+        f"For `{rep.highlight}` (the method with the highest mean {study.best_by}); every method is in "
+        "`per_unknown.csv`. AUROC of all known test images against that generator's; *mistaken for* = the known "
+        "class the head assigns most of its images to.", "",
+        markdown(*_unknown_cells(study.best_unknown)), "",
         "## Files", ""] + [f"- `{p.name}`" for p in rep.paths.values()] + [f"- `{HTML_NAME}`", ""]
     path.write_text("\n".join(md))
     return path
 
 
-def _write_page(out_dir: Path, results_dir: Path, results: list[dict], rows: list[dict], best: dict,
-                best_unk: list[dict], rep: Report, intro: str) -> Path:
-    best_i = next(i for i, r in enumerate(rows) if r is best)
+def _write_page(out_dir: Path, study: _Study, rep: Report) -> Path:
+    best_i = next(i for i, r in enumerate(study.rows) if r is study.best)
     page = html.Page(
-        title=f"attrib report: {results_dir.resolve().name}", labels=rep.labels, intro=intro, notes=rep.notes,
-        tables=[html.Table("Main table", f"Best method (highest mean OSCR, in bold): {rep.highlight}.",
-                           *table_cells(rows, PAPER_METRICS), highlight=best_i),
+        title=f"attrib report: {study.results_dir.resolve().name}", labels=rep.labels, intro=study.intro,
+        notes=rep.notes,
+        tables=[html.Table("Main table", f"Best method (highest mean {study.best_by}, in bold): {rep.highlight}.",
+                           *table_cells(study.rows, study.main_metrics), highlight=best_i),
                 html.Table("Unknown generators", f"For {rep.highlight}: AUROC of all known test images against "
                            "each generator's, and the known class the head assigns most of its images to.",
-                           *_unknown_cells(best_unk)),
+                           *_unknown_cells(study.best_unknown)),
                 html.Table("All metrics", "chosen = the path hyperparameter each run selected (median [range] over "
-                           "runs). FPR@95TPR: lower is better.", *table_cells(rows, METRICS, hparams=True),
+                           "runs). FPR@95TPR: lower is better. The (paper) columns are the same quantities with the "
+                           "paper's code's conventions.", *table_cells(study.rows, ALL_METRICS, hparams=True),
                            highlight=best_i)],
         figures=[html.Figure(FIGURES[k][1], rep.paths[k]) for k in FIGURES if k in rep.paths],
-        config=study_config(results, results_dir),
+        config=study_config(study.results, study.results_dir),
         files=[p for k, p in rep.paths.items() if not k.startswith("plot_")])
     return html.write_html(page, out_dir / HTML_NAME)

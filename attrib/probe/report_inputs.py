@@ -160,41 +160,44 @@ def find_saved_heads(results_dir: str | os.PathLike,
 # ------------------------------------------------------------------------------------------ feature sets
 def feature_set_ids(line: dict[str, Any]) -> list[str]:
     """The feature set(s) a line's test rows were read from: ``eval_features`` when the study had
-    train/eval feature sets, else ``feature_set``."""
+    train/eval feature sets (or several), else ``feature_set``."""
     ids = line.get("eval_features") or line.get("feature_set") or []
     return [ids] if isinstance(ids, str) else [str(i) for i in ids]
 
 
-def find_feature_sets(line: dict[str, Any], cache: str | os.PathLike | None,
-                      given: Iterable[str | os.PathLike] = ()) -> tuple[list[Any], str]:
-    """The feature sets holding a line's test features, looked up by id among ``given`` folders
-    (``attrib report --features DIR``), then as ``cache/<id>``; ([], note) when one is not found.
+def find_test_features(line: dict[str, Any], cache: str | os.PathLike | None,
+                       given: Iterable[str | os.PathLike] = ()) -> tuple[Any, str]:
+    """The features a line's test images were read from (a feature set, or the union of several, read
+    as the study read them), found by id among ``given`` folders (``attrib report --features DIR``), then
+    as ``cache/<id>``; (None, note) when one is missing or is not what the line was computed on.
 
-    A folder renamed since the study is recognised by its identity hash (``feature_hash``)."""
+    A folder renamed since the study is recognised by its identity hash."""
+    from attrib.probe.results import evaluated_on
     from attrib.store import FeatureSet, StoreError
+    from attrib.union import UnionError, open_features
 
     opened = []
     for d in given:
         try:
             opened.append(FeatureSet.open(d))
         except StoreError as exc:
-            return [], f"--features {d}: {exc}"
-    out = []
-    for fid in feature_set_ids(line):
-        match = [fs for fs in opened if fs.id == fid or (fid == line.get("feature_set") and
-                                                       fs.manifest.identity_hash == line.get("feature_hash"))]
+            return None, f"--features {d}: {exc}"
+    ids, want_hash = feature_set_ids(line), evaluated_on(line)[1]
+    folders = []
+    for fid in ids:
+        match = [fs.path for fs in opened if fs.id == fid or (len(ids) == 1 and fs.manifest.identity_hash == want_hash)]
         if not match and cache is not None and FeatureSet.exists(Path(cache) / fid):
-            try:
-                match = [FeatureSet.open(Path(cache) / fid)]
-            except StoreError as exc:
-                return [], f"{Path(cache) / fid}: {exc}"
+            match = [Path(cache) / fid]
         if not match:
-            where = f"under {cache}" if cache is not None else "(no cache folder given)"
-            return [], (f"feature set {fid} is not {where}; give its folder with `attrib report --features DIR` "
-                        "(or --cache DIR)")
-        fs = match[0]
-        if fid == line.get("feature_set") and line.get("feature_hash") not in (None, fs.manifest.identity_hash):
-            return [], (f"{fs.path} is not the feature set the results were computed on (identity "
-                        f"{fs.manifest.identity_hash}, the results say {line['feature_hash']})")
-        out.append(fs)
-    return out, ""
+            where = f"under {cache}" if cache is not None else "given"
+            return None, (f"feature set {fid} is not {where}; give its folder with `attrib report --features DIR` "
+                          "(or --cache DIR)")
+        folders.append(match[0])
+    try:
+        reader = open_features([str(f) for f in folders], "--features")
+    except (StoreError, UnionError) as exc:
+        return None, str(exc)
+    if want_hash not in (None, reader.manifest.identity_hash):
+        return None, (f"{' + '.join(map(str, folders))} is not what the results were computed on (identity "
+                      f"{reader.manifest.identity_hash}, the results say {want_hash})")
+    return reader, ""

@@ -1,6 +1,6 @@
 """The results file of a study, ``results.jsonl``: read it, repair it, lock it, append to it.
 
-One JSON line per finished (split, layer, head, score, shots, seed, protocol), appended as soon as it is
+One JSON line per finished (split, layer, head, score, shots, seed, protocol, params), appended as soon as it is
 known, so an interrupted study resumes without redoing finished lines: a line torn by a kill (no newline
 after it) is cut off by :func:`repair_tail` and redone.
 
@@ -18,14 +18,16 @@ from typing import Any, Callable, Iterator
 
 from attrib import jsonio
 from attrib.probe.options import StudyError
+from attrib.probe.params import params_key
 
 RESULTS = "results.jsonl"
 
 
 def line_key(d: dict[str, Any]) -> tuple:
-    """What identifies a result line: a study skips the keys already in the file."""
+    """What identifies a result line: a study skips the keys already in the file. Lines run with other
+    ``--param`` settings (``config.params``) are other lines."""
     return (str(d["split"]), str(d["layer"]), d["head"], d["score"], str(d["shots"]), int(d["seed"]),
-            d.get("protocol", "clean"))
+            d.get("protocol", "clean"), params_key((d.get("config") or {}).get("params")))
 
 
 def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -107,18 +109,36 @@ def exclusive(out_dir: Path) -> Iterator[None]:
         yield
 
 
+def evaluated_on(d: dict[str, Any]) -> tuple[str, str | None]:
+    """(ids joined by '+', identity hash) of the features a line's validation and test rows were read from:
+    its ``eval_features``, or its own feature set for lines without them (written before they existed)."""
+    ids = d.get("eval_features") or [d["feature_set"]]
+    return "+".join(ids), d.get("eval_feature_hash", d.get("feature_hash"))
+
+
 def check_compatible(existing: list[dict], feature_set: str, feature_hash: str,
-                     digests: dict[tuple[str, int], str], paths: dict[str, Any], results: Path) -> None:
+                     digests: dict[tuple[str, int], str], paths: dict[str, Any], results: Path,
+                     eval_features: list[str] | None = None, eval_hash: str | None = None) -> None:
     """Refuse to append results that could not be aggregated with those already in the file.
 
     ``digests``: the rows fingerprint of each (split, seed) about to run; ``paths``: each head's path
-    summary (the ``config.path`` of its lines), or None for a head without a path.
+    summary (the ``config.path`` of its lines), or None for a head without a path. ``eval_features``,
+    ``eval_hash``: the features validation and test rows are read from (default: ``feature_set``); other
+    evaluation features make another study, as another feature set does.
     """
     problems = []
-    other_fs = sorted({f"{d['feature_set']} ({d.get('feature_hash', '?')})" for d in existing
-                       if d["feature_set"] != feature_set or d.get("feature_hash", feature_hash) != feature_hash})
+    same_fs = [d["feature_set"] == feature_set and d.get("feature_hash", feature_hash) == feature_hash
+               for d in existing]
+    other_fs = sorted({f"{d['feature_set']} ({d.get('feature_hash', '?')})" for d, same in zip(existing, same_fs)
+                       if not same})
     if other_fs:
         problems.append(f"it holds results of feature set {', '.join(other_fs)}, not {feature_set} ({feature_hash})")
+    ours = ("+".join(eval_features) if eval_features else feature_set, eval_hash or feature_hash)
+    other_eval = sorted({f"{ids} ({h or '?'})" for (ids, h), same in zip(map(evaluated_on, existing), same_fs)
+                         if same and (ids != ours[0] or (h or ours[1]) != ours[1])})
+    if other_eval:
+        problems.append(f"its results were evaluated on feature set {', '.join(other_eval)}, not {ours[0]} "
+                        f"({ours[1]}) (--eval-features)")
     seen = set()
     for d in existing:
         k = (str(d["split"]), int(d["seed"]))

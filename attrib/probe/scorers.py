@@ -258,7 +258,8 @@ class Mahalanobis(OpenSetScorer):
     ``-min_k (x - mu_k)^T Sigma^-1 (x - mu_k)``, on the given features only (no input pre-processing,
     no ensemble over layers). One deviation: the covariance is shrunk (``shrinkage="auto"``,
     Ledoit-Wolf, as for the Gaussian head) because with few shots in 768 dimensions the empirical one
-    is singular; ``shrinkage=0`` gives the paper's estimate (pseudo-inverted where singular).
+    is singular; ``shrinkage=0`` (``--param mahalanobis.shrinkage=0``) gives the paper's plain pooled
+    covariance, pseudo-inverted where singular, as its code (scikit-learn's ``EmpiricalCovariance``) does.
     """
 
     needs_head = False

@@ -4,6 +4,10 @@ Every finished (split, layer, head, score, shots, seed, protocol) becomes one JS
 ``results.jsonl`` (:mod:`attrib.probe.results`), appended as soon as it is known (with ``--jobs N``:
 when its job ends), so an interrupted study resumes without redoing finished lines.
 
+With evaluation features (``eval_fs``: ``attrib probe --eval-features``), split rows are drawn from the
+training features' image list and the validation and test rows are read from ``eval_fs``, matched by
+image (:mod:`attrib.probe.evalrows`).
+
 Why the work is cut into (split, layer, shots, seed) jobs: those are independent and each needs one
 feature matrix, while the heads and scores of a job share it (and the scores share the fitted head). The
 blocks a study needs are read once into a :class:`~attrib.probe.featcache.FeatureCache` that the jobs
@@ -30,13 +34,16 @@ from attrib import __version__
 from attrib.data.splits import Split, SplitRows, SplitSource
 from attrib.jsonio import dumps, to_jsonable
 from attrib.output_paths import make_folder
+from attrib.probe.evalrows import EVAL_PARTS, EvalRows, feature_ids
 from attrib.probe.featcache import FeatureCache, feature_cache
 from attrib.probe.heads import HEADS, ProbeHead
 from attrib.probe.metrics import evaluate
 from attrib.probe.options import StudyError, layer_name, shots_name
-from attrib.probe.protocol import (PROTOCOLS, Selection, SelectionError, fit_candidates, path_values,
-                                   select_clean, select_paper)
+from attrib.probe.params import Setting, line_params, params_key, resolve_params
+from attrib.probe.protocol import (BALANCE, PROTOCOLS, Selection, SelectionError, fit_candidates, path_values,
+                                   select_clean, select_paper, training_positions)
 from attrib.probe.results import RESULTS, appending, check_compatible, exclusive, line_key, read_results, repair_tail
+from attrib.probe.scorefile import write_scores
 from attrib.probe.scorers import SCORERS
 from attrib.store import FeatureSet, identity_hash
 
@@ -55,6 +62,8 @@ class StudyConfig:
     grid: dict[str, list] = field(default_factory=dict)
     jobs: int = 1
     tpr: float = DEFAULT_TPR
+    params: list[Setting] = field(default_factory=list)  # --param NAME.KEY=VALUE, parsed
+    save_scores: bool = False
 
     def validate(self) -> None:
         self.heads, self.scores = list(dict.fromkeys(self.heads)), list(dict.fromkeys(self.scores))
@@ -67,6 +76,7 @@ class StudyConfig:
                 raise StudyError(f"{opt}: {', '.join(bad) or 'nothing'} not available; available: "
                                  f"{', '.join(registry)}")
         self._validate_grid()
+        self.estimator_params()
         if self.seeds < 1:
             raise StudyError("--seeds must be at least 1")
         if self.jobs == 0 or self.jobs < -1:
@@ -87,6 +97,10 @@ class StudyConfig:
                     HEADS[h].check_path(self.grid[param])
                 except ValueError as exc:
                     raise StudyError(f"--grid {param}={','.join(map(str, self.grid[param]))}: {exc}") from None
+
+    def estimator_params(self) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        """(head_params, score_params) of ``--param``, by head / score name (checked: see resolve_params)."""
+        return resolve_params(self.params, self.heads, self.scores, HEADS, SCORERS)
 
     def pairs(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         """(supported, skipped) (head, score) pairs: a scorer that cannot read a head is skipped."""
@@ -168,10 +182,26 @@ class Job:
     # (plugins, tests) also work in worker processes, whose registries only hold the built-in ones.
     head_classes: dict[str, type] = field(default_factory=dict)
     scorer_classes: dict[str, type] = field(default_factory=dict)
+    head_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # --param, by head name
+    score_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # --param, by score name
+    # --save-scores: the results folder, and the image paths of the known and unknown test rows
+    scores_dir: str | None = None
+    test_paths: tuple[np.ndarray, np.ndarray] | None = None
+    # ``rows`` with validation and test rows of the evaluation features (--eval-features); None: ``rows``
+    eval_rows: SplitRows | None = None
+
+    def params(self, head: str, score: str) -> dict[str, Any]:
+        """The ``--param`` settings of one (head, score) line, ``{"NAME.KEY": value}``."""
+        return line_params(head, score, self.head_params, self.score_params)
+
+    @property
+    def evaluated(self) -> SplitRows:
+        """The rows validation and test features are read by (:meth:`FeatureCache.take_eval`)."""
+        return self.rows if self.eval_rows is None else self.eval_rows
 
     def key(self, head: str, score: str) -> tuple:
         return (self.split.name, layer_name(self.layer), head, score, shots_name(self.shots), self.seed,
-                self.protocol)
+                self.protocol, params_key(self.params(head, score)))
 
     def where(self) -> str:
         """How error messages name the job."""
@@ -180,9 +210,14 @@ class Job:
 
 @dataclass
 class JobData:
-    """A job's feature matrices and what every one of its lines records about its training data."""
+    """A job's feature matrices and what every one of its lines records about its training data.
 
-    X: dict[str, np.ndarray]  # train (its shots subset), val, test, val_unknown, test_unknown
+    ``X["train"]`` / ``y_train`` are the rows heads and scorers are fitted on: the shots subset, balanced
+    by cycling under the paper protocol (:func:`attrib.probe.protocol.training_positions`). ``n["train"]``
+    and ``n["train_per_class"]`` count distinct images, ``n["train_fitted"]`` the rows fitted.
+    """
+
+    X: dict[str, np.ndarray]  # train (its shots subset, balanced if the protocol says so), val, test, ...
     y_train: np.ndarray
     n: dict[str, Any]
     train_rows: str
@@ -194,14 +229,14 @@ class JobData:
         rows, sp = job.rows, job.split
         keep = shots_subset(rows.y_train, job.shots, job.seed)
         y_tr = rows.y_train[keep]
-        X = {name: cache.take(job.layer, r) for name, r in (
-            ("train", rows.train[keep]), ("val", rows.val), ("test", rows.test),
-            ("val_unknown", rows.val_unknown), ("test_unknown", rows.test_unknown))}
+        fit = training_positions(y_tr, job.protocol)
+        X = {"train": cache.take(job.layer, rows.train[keep][fit])}
+        X.update((name, cache.take_eval(job.layer, getattr(job.evaluated, name))) for name in EVAL_PARTS)
         t_read = time.perf_counter() - t0
         digest = hashlib.sha256(np.ascontiguousarray(rows.train[keep], dtype=np.int64).tobytes()).hexdigest()[:16]
-        n = {**rows.sizes(), "train": int(len(keep)),
+        n = {**rows.sizes(), "train": int(len(keep)), "train_fitted": int(len(fit)),
              "train_per_class": {sp.classes[c]: int(np.sum(y_tr == c)) for c in range(len(sp.classes))}}
-        return cls(X, y_tr, n, digest, t_read)
+        return cls(X, y_tr[fit], n, digest, t_read)
 
 
 def run_job(job: Job, cache: FeatureCache,
@@ -222,7 +257,8 @@ def run_job(job: Job, cache: FeatureCache,
         t1 = time.perf_counter()
         try:
             with counted_warnings() as fit_warnings:
-                cands = fit_candidates(head_cls, data.X["train"], data.y_train, data.X["val"], job.rows.y_val, values)
+                cands = fit_candidates(head_cls, data.X["train"], data.y_train, data.X["val"], job.rows.y_val, values,
+                                       **job.head_params.get(head_name, {}))
         except Exception as exc:  # noqa: BLE001 - one failing head must not end a long study
             errors.append(f"{job.where()} head {head_name}: fitting failed: {type(exc).__name__}: {exc}")
             continue
@@ -231,16 +267,19 @@ def run_job(job: Job, cache: FeatureCache,
         for score_name in (s for h, s in job.todo if h == head_name):
             make = lambda head, s=score_name: fit_scorer(s, head)  # noqa: E731
             try:
-                sel, scorer, metrics, seconds = _score(job, data, cands, clean, head_cls.path_param, make)
+                sel, scorer, test, seconds = _score(job, data, cands, clean, head_cls.path_param, make)
+                scores_file = _save_scores(job, head_name, score_name, test) if job.scores_dir else None
             except SelectionError:
                 raise
             except Exception as exc:  # noqa: BLE001
                 errors.append(f"{job.where()} {head_name}+{score_name}: {type(exc).__name__}: {exc}")
                 continue
             config = {"path": path_summary(head_cls, values), "head_params": _params(sel.head),
-                      "score_params": _params(scorer), "tpr": job.tpr}
-            emit(_result_line(job, data, head_name, score_name, sel, metrics, dict(fit_warnings), config,
-                              {"read": round(data.seconds_read, 4), "fit_path": round(t_fit, 4), **seconds}))
+                      "score_params": _params(scorer), "tpr": job.tpr, "balance": BALANCE[job.protocol],
+                      "params": job.params(head_name, score_name)}
+            line = _result_line(job, data, head_name, score_name, sel, test.metrics, dict(fit_warnings), config,
+                                {"read": round(data.seconds_read, 4), "fit_path": round(t_fit, 4), **seconds})
+            emit({**line, "scores_file": scores_file} if scores_file else line)
     return lines, errors
 
 
@@ -251,19 +290,31 @@ def _scorer_fitter(job: Job, data: JobData) -> Callable[[str, ProbeHead], Any]:
 
     def fit(score_name: str, head: ProbeHead) -> Any:
         scorer_cls = job.scorer_classes[score_name]
+        params = job.score_params.get(score_name, {})
         if scorer_cls.needs_head:
-            return scorer_cls(head=head).fit(data.X["train"], data.y_train)
+            return scorer_cls(head=head, **params).fit(data.X["train"], data.y_train)
         if score_name not in head_free:
-            head_free[score_name] = scorer_cls(head=None).fit(data.X["train"], data.y_train)
+            head_free[score_name] = scorer_cls(head=None, **params).fit(data.X["train"], data.y_train)
         return head_free[score_name]
 
     return fit
 
 
+@dataclass
+class TestOutput:
+    """What one (head, score) gives on the test images: per-sample outputs and the metrics of them."""
+
+    pred_known: np.ndarray
+    s_known: np.ndarray
+    pred_unknown: np.ndarray
+    s_unknown: np.ndarray
+    metrics: dict[str, Any]
+
+
 def _score(job: Job, data: JobData, cands: list, clean: Selection | None, param: str | None,
-           make: Callable[[ProbeHead], Any]) -> tuple[Selection, Any, dict[str, Any], dict[str, float]]:
+           make: Callable[[ProbeHead], Any]) -> tuple[Selection, Any, TestOutput, dict[str, float]]:
     """Select the head of one (head, score), score the test images and measure:
-    (selection, fitted scorer, metrics, seconds of each step)."""
+    (selection, fitted scorer, test outputs and metrics, seconds of each step)."""
     rows, sp, X = job.rows, job.split, data.X
     t2 = time.perf_counter()
     sel = clean if clean is not None else select_paper(cands, param, make, X["val"], X["val_unknown"])
@@ -280,8 +331,18 @@ def _score(job: Job, data: JobData, cands: list, clean: Selection | None, param:
     metrics = evaluate(rows.y_test, pred_known, s_known, s_unknown, pred_unknown, rows.test_unknown_source,
                        np.arange(len(sp.classes)), sp.classes, job.tpr)
     t5 = time.perf_counter()
-    return sel, scorer, metrics, {"select": round(t3 - t2, 4), "score": round(t4 - t3, 4),
-                                  "metrics": round(t5 - t4, 4)}
+    return sel, scorer, TestOutput(pred_known, s_known, pred_unknown, s_unknown, metrics), {
+        "select": round(t3 - t2, 4), "score": round(t4 - t3, 4), "metrics": round(t5 - t4, 4)}
+
+
+def _save_scores(job: Job, head: str, score: str, test: TestOutput) -> str:
+    """Write a line's per-sample test outputs (``--save-scores``); returns its ``scores_file``."""
+    assert job.scores_dir is not None and job.test_paths is not None
+    rows = job.rows
+    return write_scores(job.scores_dir, job.key(head, score), classes=job.split.classes, y_true=rows.y_test,
+                        y_pred=test.pred_known, s_known=test.s_known, s_unknown=test.s_unknown,
+                        pred_unknown=test.pred_unknown, unknown_source=rows.test_unknown_source,
+                        paths_known=job.test_paths[0], paths_unknown=job.test_paths[1])
 
 
 def _result_line(job: Job, data: JobData, head_name: str, score_name: str, sel: Selection,
@@ -289,10 +350,11 @@ def _result_line(job: Job, data: JobData, head_name: str, score_name: str, sel: 
                  seconds: dict[str, float]) -> dict[str, Any]:
     """One line of ``results.jsonl``, JSON-ready (undefined metrics are null)."""
     sp = job.split
-    split_name, layer, _, _, shots, seed, protocol = job.key(head_name, score_name)
+    split_name, layer, _, _, shots, seed, protocol, _ = job.key(head_name, score_name)
     return to_jsonable({
         "feature_set": job.meta["feature_set"], "feature_hash": job.meta["feature_hash"],
-        "label": job.meta["label"], "split": split_name,
+        "features": job.meta["features"], "eval_features": job.meta["eval_features"],
+        "eval_feature_hash": job.meta["eval_feature_hash"], "label": job.meta["label"], "split": split_name,
         "layer": layer, "head": head_name, "score": score_name, "shots": shots, "seed": seed,
         "protocol": protocol, "hparams": sel.hparams, "selection": sel.summary(), **metrics,
         "classes": list(sp.classes), "known": list(sp.known), "unknown": list(sp.unknown), "n": data.n,
@@ -319,21 +381,35 @@ def stderr_log(msg: str) -> None:
 
 
 def run_study(fs: FeatureSet, cfg: StudyConfig, out_dir: str | os.PathLike, progress: bool = True,
-              log: Callable[[str], None] = stderr_log) -> StudyRun:
-    """Run every missing line of the study into ``out_dir/results.jsonl``."""
+              log: Callable[[str], None] = stderr_log, eval_fs: FeatureSet | None = None) -> StudyRun:
+    """Run every missing line of the study into ``out_dir/results.jsonl``.
+
+    ``fs`` and ``eval_fs`` are feature sets or unions of several (:class:`attrib.union.FeatureUnion`);
+    with ``eval_fs``, validation and test rows are read from it (the module docstring says how).
+    """
     cfg.validate()
     out_dir = make_folder(out_dir, "--out", StudyError)
     with exclusive(out_dir):
         t0 = time.perf_counter()
         run = StudyRun(out_dir / RESULTS)
-        jobs = _plan(fs, cfg, run, log)
+        jobs = _plan(fs, cfg, run, log, eval_fs)
         if jobs:
-            _execute(fs, cfg, jobs, run, progress)
+            _execute(fs, cfg, jobs, run, progress, eval_fs)
         run.seconds = time.perf_counter() - t0
         return run
 
 
-def _plan(fs: FeatureSet, cfg: StudyConfig, run: StudyRun, log: Callable[[str], None]) -> list[Job]:
+def study_meta(fs: FeatureSet, eval_fs: FeatureSet | None) -> dict[str, Any]:
+    """What every result line of a study records about its features (the training and evaluation sets)."""
+    ev = fs if eval_fs is None else eval_fs
+    labels = list(dict.fromkeys(lab for lab in (fs.label, ev.label) if lab))
+    return {"feature_set": fs.id, "feature_hash": identity_hash(fs.manifest), "label": "; ".join(labels),
+            "features": feature_ids(fs), "eval_features": feature_ids(ev),
+            "eval_feature_hash": identity_hash(ev.manifest)}
+
+
+def _plan(fs: FeatureSet, cfg: StudyConfig, run: StudyRun, log: Callable[[str], None],
+          eval_fs: FeatureSet | None = None) -> list[Job]:
     """The jobs with lines still missing from ``run.results`` (repaired first), after checking that
     their lines can join those already there."""
     results = run.results
@@ -341,19 +417,21 @@ def _plan(fs: FeatureSet, cfg: StudyConfig, run: StudyRun, log: Callable[[str], 
     if torn:
         log(f"{results}: cut a torn last line ({torn} bytes) left by an interrupted run; it is redone")
     existing = read_results(results) if results.exists() else []
-    done = {line_key(d) for d in existing}
+    done = {line_key(d): bool(d.get("scores_file")) for d in existing}  # key -> has saved scores
 
     pairs, run.skipped_pairs = cfg.pairs()
     if run.skipped_pairs:
         log("skipped (score cannot use this head): " + ", ".join(f"{h}+{s}" for h, s in run.skipped_pairs))
     if not pairs:
         raise StudyError("no (head, score) pair is supported: choose other --heads / --scores")
-    meta = {"feature_set": fs.id, "feature_hash": identity_hash(fs.manifest), "label": fs.label}
+    meta = study_meta(fs, eval_fs)
     rows_of: dict[tuple[str, int], SplitRows] = {
         (name, seed): cfg.splits.rows(name, seed) for name in cfg.splits.names() for seed in range(cfg.seeds)}
+    eval_rows_of = EvalRows(fs, eval_fs).map(rows_of) if eval_fs is not None else {}
     digests = {key: rows_digest(rows) for key, rows in rows_of.items()}
     paths = {h: path_summary(HEADS[h], path_values(HEADS[h], cfg.grid)) for h in cfg.heads}
-    check_compatible(existing, meta["feature_set"], meta["feature_hash"], digests, paths, results)
+    check_compatible(existing, meta["feature_set"], meta["feature_hash"], digests, paths, results,
+                     eval_features=meta["eval_features"], eval_hash=meta["eval_feature_hash"])
     if cfg.protocol == "paper":
         for (name, _seed), rows in rows_of.items():
             if not len(rows.val_unknown):
@@ -362,26 +440,42 @@ def _plan(fs: FeatureSet, cfg: StudyConfig, run: StudyRun, log: Callable[[str], 
 
     splits = {name: cfg.splits.split(name) for name in cfg.splits.names()}
     head_classes, scorer_classes = {h: HEADS[h] for h in cfg.heads}, {s: SCORERS[s] for s in cfg.scores}
-    jobs = []
+    head_params, score_params = cfg.estimator_params()
+    image_paths = np.asarray(fs.images.paths, dtype=str) if cfg.save_scores else None
+    jobs, without_scores = [], 0
     for name, layer, shots, seed in itertools.product(splits, cfg.layers, cfg.shots, range(cfg.seeds)):
-        job = Job(splits[name], rows_of[(name, seed)], layer, shots, seed, [], cfg.protocol, cfg.grid, cfg.tpr,
-                  {**meta, "rows": digests[(name, seed)]}, head_classes, scorer_classes)
+        rows = rows_of[(name, seed)]
+        job = Job(splits[name], rows, layer, shots, seed, [], cfg.protocol, cfg.grid, cfg.tpr,
+                  {**meta, "rows": digests[(name, seed)]}, head_classes, scorer_classes, head_params, score_params,
+                  eval_rows=eval_rows_of.get((name, seed)))
+        if image_paths is not None:
+            job.scores_dir = str(results.parent)
+            job.test_paths = (image_paths[rows.test], image_paths[rows.test_unknown])
         job.todo = [p for p in pairs if job.key(*p) not in done]
         run.skipped_done += len(pairs) - len(job.todo)
+        without_scores += sum(1 for p in pairs if job.key(*p) in done and not done[job.key(*p)])
         if job.todo:
             jobs.append(job)
+    if cfg.save_scores and without_scores:
+        log(f"--save-scores: {without_scores} line(s) already in {results} were computed without it and are not "
+            "redone; use a new --out to save their scores too")
     return jobs
 
 
-def _execute(fs: FeatureSet, cfg: StudyConfig, jobs: list[Job], run: StudyRun, progress: bool) -> None:
+def _execute(fs: FeatureSet, cfg: StudyConfig, jobs: list[Job], run: StudyRun, progress: bool,
+             eval_fs: FeatureSet | None = None) -> None:
     """Run ``jobs`` (in this process, or ``cfg.jobs`` workers) and append their lines to ``run.results``."""
     from joblib import Parallel, delayed
     from tqdm import tqdm
 
-    needed = np.concatenate([np.concatenate([j.rows.train, j.rows.val, j.rows.test, j.rows.val_unknown,
-                                             j.rows.test_unknown]) for j in jobs])
+    train = np.concatenate([j.rows.train for j in jobs])
+    evaluated = np.concatenate([getattr(j.evaluated, part) for j in jobs for part in EVAL_PARTS])
     blocks = {b for j in jobs for b in j.layer}
-    with feature_cache(fs, needed, blocks, progress) as cache:
+    if eval_fs is None:
+        cache_ctx = feature_cache(fs, np.concatenate([train, evaluated]), blocks, progress)
+    else:
+        cache_ctx = feature_cache(fs, train, blocks, progress, eval_fs=eval_fs, eval_rows=evaluated)
+    with cache_ctx as cache:
         bar = tqdm(total=len(jobs), desc="probe", unit="job", disable=not progress)
         with appending(run.results) as append:
             def write(line: dict) -> None:

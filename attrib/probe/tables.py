@@ -1,8 +1,14 @@
 """Aggregate result lines into the paper's table shape: one row per method, mean ± std in %.
 
-A *method* is (layer, head, score, shots, protocol); its numbers are the mean ± std over every split and
-seed it ran on, in percent. The std is the population std (ddof=0) over those runs. Results computed
-from random-init features keep their warning label in every output: tables, CSV rows and plot titles.
+A *method* is (layer, head, score, shots, protocol, params); its numbers are the mean ± std over every
+split and seed it ran on, in percent. The std is the population std (ddof=0) over those runs. Results
+computed from random-init features keep their warning label in every output: tables, CSV rows and plot
+titles.
+
+The main table shows closed-set accuracy, AUROC and OSCR with attrib's standard conventions
+(``--metrics standard``), or the paper's conventions of the same quantities (``--metrics paper``:
+``auroc_paper``, ``oscr_paper``, ``tnr95_paper``, see :mod:`attrib.probe.metrics`), the ones to put beside
+the paper's published table. Both are in every result line, table.csv and the all-metrics table.
 
 Why apart from the report: the tables are pure arithmetic on result lines (no files, no matplotlib), and
 the report, its plots, its HTML page and the comparison of studies all read them.
@@ -15,11 +21,23 @@ from typing import Any
 
 import numpy as np
 
-PAPER_METRICS = ("accuracy", "auroc", "oscr")
+from attrib.probe.params import params_label
+
+PAPER_METRICS = ("accuracy", "auroc", "oscr")  # the paper's table: its three quantities, standard conventions
 METRICS = ("accuracy", "macro_f1", "auroc", "fpr95", "aupr_in", "aupr_out", "oscr")
+PAPER_CONVENTION_METRICS = ("auroc_paper", "oscr_paper", "tnr95_paper")
+ALL_METRICS = METRICS + PAPER_CONVENTION_METRICS
+# --metrics: the main table's columns, and the metric that picks the highlighted method
+MAIN_METRICS = {"standard": PAPER_METRICS, "paper": ("accuracy",) + PAPER_CONVENTION_METRICS}
+MAIN_DESCRIPTION = {
+    "standard": "standard conventions (a tied known/unknown pair counts 1/2 in AUROC; OSCR without lag)",
+    "paper": "the paper's code's conventions (auroc_paper: a tie counts 0; oscr_paper: lagged walk; tnr95_paper: "
+             "TNR at the point whose TPR is nearest 95%)"}
+BEST_BY = {"standard": "oscr", "paper": "oscr_paper"}
 NAMES = {"accuracy": "closed-set acc.", "macro_f1": "macro-F1", "auroc": "AUROC", "fpr95": "FPR@95TPR ↓",
-         "aupr_in": "AUPR-in", "aupr_out": "AUPR-out", "oscr": "OSCR"}
-GROUP = ("layer", "head", "score", "shots", "protocol")
+         "aupr_in": "AUPR-in", "aupr_out": "AUPR-out", "oscr": "OSCR", "auroc_paper": "AUROC (paper)",
+         "oscr_paper": "OSCR (paper)", "tnr95_paper": "TNR@95TPR (paper)"}
+GROUP = ("layer", "head", "score", "shots", "protocol", "params")
 
 
 def layer_sort(layer: str) -> tuple:
@@ -31,7 +49,21 @@ def shots_sort(s: str) -> tuple:
 
 
 def method_name(r: dict[str, Any]) -> str:
-    return f"{r['layer']} / {r['head']}+{r['score']} / shots {r['shots']} / {r['protocol']}"
+    params = f" / {r['params']}" if r.get("params") else ""
+    return f"{r['layer']} / {r['head']}+{r['score']} / shots {r['shots']} / {r['protocol']}{params}"
+
+
+def group_value(r: dict[str, Any], key: str) -> str:
+    """A result line's value of a GROUP field: ``params`` is its ``--param`` settings as text (``""``
+    for every default), ``protocol`` defaults to clean (lines written before protocols existed)."""
+    if key == "params":
+        return params_label((r.get("config") or {}).get("params"))
+    return str(r.get(key, "clean" if key == "protocol" else ""))
+
+
+def method_key(line: dict[str, Any]) -> tuple[str, ...]:
+    """Which method a result line belongs to: its GROUP values (an aggregated row holds them as they are)."""
+    return tuple(group_value(line, k) for k in GROUP)
 
 
 def _values(rs: list[dict], key: str) -> np.ndarray:
@@ -56,11 +88,11 @@ def _hparams(rs: list[dict]) -> str:
     return ", ".join(out) or "-"
 
 
-def aggregate(results: list[dict[str, Any]], metrics: tuple[str, ...] = METRICS) -> list[dict[str, Any]]:
+def aggregate(results: list[dict[str, Any]], metrics: tuple[str, ...] = ALL_METRICS) -> list[dict[str, Any]]:
     """One row per method: mean and std over its runs (splits x seeds) of each metric, in %."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in results:
-        groups[tuple(str(r.get(k, "clean" if k == "protocol" else "")) for k in GROUP)].append(r)
+        groups[method_key(r)].append(r)
     rows = []
     for key, rs in groups.items():
         row: dict[str, Any] = dict(zip(GROUP, key))
@@ -75,7 +107,8 @@ def aggregate(results: list[dict[str, Any]], metrics: tuple[str, ...] = METRICS)
             row[m + "_std"] = float(ok.std()) if ok.size else float("nan")
         row["_runs"] = rs
         rows.append(row)
-    rows.sort(key=lambda r: (r["protocol"], r["head"], r["score"], shots_sort(r["shots"]), layer_sort(r["layer"])))
+    rows.sort(key=lambda r: (r["protocol"], r["head"], r["score"], r["params"], shots_sort(r["shots"]),
+                             layer_sort(r["layer"])))
     return rows
 
 
@@ -85,12 +118,15 @@ def cell(mean: float, std: float) -> str:
 
 def table_cells(rows: list[dict[str, Any]], metrics: tuple[str, ...] = PAPER_METRICS,
                 hparams: bool = False) -> tuple[list[str], list[list[str]]]:
-    """(header, cells) of the methods table: the one shape Markdown and HTML both render."""
-    head = ["layer", "head", "score", "shots", "protocol", "runs"] + (["chosen"] if hparams else [])
-    head += [NAMES.get(m, m) for m in metrics]
+    """(header, cells) of the methods table: the one shape Markdown and HTML both render; a ``params``
+    column (the ``--param`` settings) only when a row has some."""
+    params = any(r.get("params") for r in rows)
+    head = ["layer", "head", "score", "shots", "protocol"] + (["params"] if params else []) + ["runs"]
+    head += (["chosen"] if hparams else []) + [NAMES.get(m, m) for m in metrics]
     body = []
     for r in rows:
-        cells = [r["layer"], r["head"], r["score"], r["shots"], r["protocol"], str(r["n_runs"])]
+        cells = [r["layer"], r["head"], r["score"], r["shots"], r["protocol"]]
+        cells += ([r.get("params") or "default"] if params else []) + [str(r["n_runs"])]
         cells += [r["hparams"]] if hparams else []
         cells += [cell(r[m], r[m + "_std"]) for m in metrics]
         body.append(cells)
@@ -134,9 +170,9 @@ def per_unknown(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def best_method(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The method with the highest mean OSCR (the first of equals; a method without OSCR last)."""
-    best = max(range(len(rows)), key=lambda i: (np.nan_to_num(rows[i]["oscr"], nan=-1.0), -i))
+def best_method(rows: list[dict[str, Any]], by: str = "oscr") -> dict[str, Any]:
+    """The method with the highest mean ``by`` (OSCR; the first of equals; a method without it last)."""
+    best = max(range(len(rows)), key=lambda i: (np.nan_to_num(rows[i][by], nan=-1.0), -i))
     return rows[best]
 
 
