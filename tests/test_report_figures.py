@@ -23,6 +23,7 @@ import attrib.probe.metrics as M
 from attrib.cli import main
 from attrib.probe import plotkit
 from attrib.probe.html import missing_references, references
+from attrib.probe.options import StudyError
 from attrib.probe.plotkit import read_panels
 from attrib.probe.report import ReportInputs, write_report
 from attrib.probe.tables import aggregate
@@ -217,11 +218,35 @@ def test_figures_that_need_scores_or_features_are_skipped_with_a_note(tmp_path: 
     shutil.copytree(fs.path, cache / fs.id)
     rep = write_report(res, inputs=ReportInputs(cache=cache, map_per_source=5))
     assert read_panels(rep.paths["plot_map"]) == ["block 3"] and not rep.notes
-    # a damaged scores file: named, and the report still has its tables
-    (res / json.loads((res / "results.jsonl").read_text().splitlines()[0])["scores_file"]).write_bytes(b"junk")
-    rep = write_report(res, inputs=ReportInputs(map_per_source=0))
-    assert any("unreadable scores file" in n and "--save-scores" in n for n in rep.notes)
-    assert "plot_roc" not in rep.paths and not (res / "roc.png").exists() and rep.paths["csv"].exists()
+    # a damaged scores file (cut short, then junk): named, and the report still has its tables
+    scores_file = res / json.loads((res / "results.jsonl").read_text().splitlines()[0])["scores_file"]
+    for damage in (scores_file.read_bytes()[:200], b"junk"):
+        scores_file.write_bytes(damage)
+        rep = write_report(res, inputs=ReportInputs(map_per_source=0))
+        assert any("unreadable scores file" in n and "--save-scores" in n for n in rep.notes)
+        assert "plot_roc" not in rep.paths and not (res / "roc.png").exists() and rep.paths["csv"].exists()
+
+
+
+def test_a_scores_file_that_breaks_the_contract_is_named(tmp_path: Path) -> None:
+    from attrib.probe.report_inputs import load_scores
+
+    res = write_study(tmp_path / "res", splits=("1",), layers=("2",))
+    line = json.loads((res / "results.jsonl").read_text().splitlines()[0])
+    path = res / line["scores_file"]
+    good = dict(np.load(path))
+    assert load_scores(res, line).s_known.tolist() == good["s_known"].tolist()
+    assert load_scores(res, {**line, "scores_file": None}) is None  # a line without saved scores
+    for change, why in (({"y_true": None}, "no y_true"), ({"s_known": good["s_known"].astype(str)}, "s_known is <U"),
+                        ({"y_pred": good["y_pred"][:-1]}, "lengths differ: y_true 48, y_pred 47"),
+                        ({"y_true": good["y_true"] + 10}, "labels beyond the 4 classes")):
+        arrays = {k: v for k, v in {**good, **change}.items() if v is not None}
+        np.savez(path, **arrays)
+        with pytest.raises(StudyError, match=re.escape(why)):
+            load_scores(res, line)
+    path.unlink()
+    with pytest.raises(StudyError, match="is missing; rerun the study with `attrib probe ... --save-scores`"):
+        load_scores(res, line)
 
 
 def test_feature_map_reads_the_sampled_test_images(tmp_path: Path, kept_figures) -> None:
@@ -388,11 +413,12 @@ def test_report_command_options_that_do_not_apply(tmp_path: Path) -> None:
     assert out.exit_code == 2 and "at least two results folders" in out.output
 
 
-def test_head_file_name_is_persists() -> None:
+def test_report_inputs_agree_with_the_files_they_read() -> None:
     from attrib.probe.persist import JSON_NAME
-    from attrib.probe.report_inputs import HEAD_FILE
+    from attrib.probe.report_inputs import HEAD_FILE, SCORE_KINDS
+    from attrib.probe.scorefile import ARRAYS
 
-    assert HEAD_FILE == JSON_NAME
+    assert HEAD_FILE == JSON_NAME and list(SCORE_KINDS) == list(ARRAYS)
 
 
 @pytest.mark.slow

@@ -5,14 +5,15 @@ Why apart from the plots: each of these inputs may be missing (a study run witho
 ``--save-head``, a cache on another machine), and a report must then say what it skipped and why, not
 fail and not guess. Every finder here returns what it found and a note for what it did not.
 
-Saved scores follow the contract of ``attrib probe --save-scores``: one ``.npz`` per result line,
-its path (relative to the results folder) in the line's ``scores_file``, holding the arrays of
-:data:`SCORE_ARRAYS`, readable with ``allow_pickle=False``.
+Saved scores are those of ``attrib probe --save-scores`` (:mod:`attrib.probe.scorefile`): one ``.npz``
+per result line, its path (relative to the results folder) in the line's ``scores_file``; a report checks
+that each array is there with the kind of values :data:`SCORE_KINDS` says before drawing from it.
 """
 
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -20,10 +21,11 @@ from typing import Any, Iterable
 import numpy as np
 
 from attrib.probe.options import StudyError
+from attrib.probe.scorefile import ARRAYS, read_scores
 
-# name -> numpy dtype kinds it may have (str arrays are saved as fixed-width unicode)
-SCORE_ARRAYS = {"classes": "U", "y_true": "iu", "y_pred": "iu", "s_known": "f", "s_unknown": "f",
-                "pred_unknown": "iu", "unknown_source": "U", "paths_known": "U", "paths_unknown": "U"}
+# each array of a scores file -> the numpy dtype kinds it may have (strings are fixed-width unicode)
+SCORE_KINDS = {"classes": "U", "y_true": "iu", "y_pred": "iu", "s_known": "f", "s_unknown": "f",
+               "pred_unknown": "iu", "unknown_source": "U", "paths_known": "U", "paths_unknown": "U"}
 SAME_LENGTH = (("y_true", "y_pred", "s_known", "paths_known"),
                ("s_unknown", "pred_unknown", "unknown_source", "paths_unknown"))
 HEAD_FILE = "head.json"  # attrib.probe.persist.JSON_NAME (importing persist loads scikit-learn)
@@ -74,12 +76,11 @@ def load_scores(results_dir: str | os.PathLike, line: dict[str, Any]) -> RunScor
         raise StudyError(f"{path}: the scores file of split {line['split']} layer {line['layer']} "
                          f"{line['head']}+{line['score']} is missing; {REDO}")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
+        arrays = read_scores(path)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # damaged or cut short
         raise StudyError(f"{path}: unreadable scores file ({exc}); {REDO}") from None
-    problems = [f"no {k}" for k in SCORE_ARRAYS if k not in arrays]
-    problems += [f"{k} is {arrays[k].dtype}" for k, kinds in SCORE_ARRAYS.items()
+    problems = [f"no {k}" for k in ARRAYS if k not in arrays]
+    problems += [f"{k} is {arrays[k].dtype}" for k, kinds in SCORE_KINDS.items()
                  if k in arrays and arrays[k].dtype.kind not in kinds]
     for group in SAME_LENGTH:
         sizes = {k: len(arrays[k]) for k in group if k in arrays}
@@ -91,7 +92,7 @@ def load_scores(results_dir: str | os.PathLike, line: dict[str, Any]) -> RunScor
     if problems:
         raise StudyError(f"{path}: not a scores file of `attrib probe --save-scores` ({'; '.join(problems)}); {REDO}")
     return RunScores(line, path, [str(c) for c in arrays["classes"]],
-                     **{k: arrays[k] for k in SCORE_ARRAYS if k != "classes"})
+                     **{k: arrays[k] for k in ARRAYS if k != "classes"})
 
 
 def scores_by_split(results_dir: str | os.PathLike, runs: Iterable[dict[str, Any]]) -> dict[str, RunScores]:
