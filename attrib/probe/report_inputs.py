@@ -189,10 +189,12 @@ def find_test_features(line: dict[str, Any], cache: str | os.PathLike | None,
         match = [fs.path for fs in opened if fs.id == fid or (len(ids) == 1 and fs.manifest.identity_hash == want_hash)]
         if not match and cache is not None and FeatureSet.exists(Path(cache) / fid):
             match = [Path(cache) / fid]
+        if not match and cache is None and not opened:
+            return None, (f"no feature-set folder to read feature set {fid} from: `attrib report RESULTS --cache DIR` "
+                          "(or --features DIR) draws it")
         if not match:
-            where = f"under {cache}" if cache is not None else "given"
-            return None, (f"feature set {fid} is not {where}; give its folder with `attrib report --features DIR` "
-                          "(or --cache DIR)")
+            return None, (f"feature set {fid} is not under {cache}; give its folder with `attrib report --features "
+                          "DIR` (or --cache DIR)")
         folders.append(match[0])
     try:
         reader = open_features([str(f) for f in folders], "--features")
