@@ -454,3 +454,27 @@ def test_end_to_end_probe_save_scores_and_save_head_then_report(tmp_path: Path, 
     (line,) = [d for d in lines if d["layer"] == str(head["layer"][0])]
     assert legend[0] == f"known ({len(np.load(res / line['scores_file'])['s_known'])})"
     assert missing_references(res / "report.html") == []
+
+
+def test_test_features_are_found_by_id_and_checked(tmp_path: Path) -> None:
+    from attrib.probe.report_inputs import find_test_features
+    from attrib.store import FeatureSet
+
+    fs = make_feature_set(tmp_path / "a", n_val=4)
+    make_feature_set(tmp_path / "b", n_val=4, seed=1)
+    other = FeatureSet.open(shutil.copytree(tmp_path / "b" / "fs", tmp_path / "other-set"))
+    line = {"feature_set": fs.id, "feature_hash": fs.manifest.identity_hash, "split": "1"}
+    assert find_test_features(line, None, [fs.path])[0].path == fs.path
+    reader, note = find_test_features(line, None, ())
+    assert reader is None and "`attrib report RESULTS --cache DIR`" in note
+    reader, note = find_test_features(line, tmp_path / "cache", [other.path])
+    assert reader is None and f"feature set {fs.id} is not under {tmp_path / 'cache'} or among --features" in note
+    shutil.copytree(fs.path, tmp_path / "renamed")  # a folder renamed since the study: found by identity
+    assert find_test_features(line, None, [tmp_path / "renamed"])[0].path == tmp_path / "renamed"
+    (tmp_path / "cache").mkdir()
+    shutil.copytree(other.path, tmp_path / "cache" / fs.id)  # the right name, other features
+    reader, note = find_test_features(line, tmp_path / "cache")
+    assert reader is None and "is not what the results were computed on" in note
+    # lines of a study with --eval-features: the test images come from the evaluation feature set
+    evaluated = {**line, "eval_features": [other.id], "eval_feature_hash": other.manifest.identity_hash}
+    assert find_test_features(evaluated, None, [fs.path, other.path])[0].path == other.path

@@ -193,8 +193,10 @@ def find_test_features(line: dict[str, Any], cache: str | os.PathLike | None,
             return None, (f"no feature-set folder to read feature set {fid} from: `attrib report RESULTS --cache DIR` "
                           "(or --features DIR) draws it")
         if not match:
-            return None, (f"feature set {fid} is not under {cache}; give its folder with `attrib report --features "
-                          "DIR` (or --cache DIR)")
+            where = " or ".join(([f"under {cache}"] if cache is not None else []) +
+                                (["among --features"] if opened else []))
+            return None, (f"feature set {fid} is not {where}; give its folder with `attrib report --features DIR` "
+                          "(or --cache DIR)")
         folders.append(match[0])
     try:
         reader = open_features([str(f) for f in folders], "--features")
