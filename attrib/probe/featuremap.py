@@ -98,6 +98,7 @@ def plot_feature_maps(sc: RunScores, layers: Sequence[str], fs: Any, path: Path,
     fig.tight_layout()
     handles, legend_names = axes[0].get_legend_handles_labels()
     # below the panels; the saved image grows to hold it (bbox_inches)
-    fig.legend(handles, legend_names, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(names), 5),
+    ncol = len(names) if len(names) <= 9 else -(-len(names) // 2)  # one row (two for many sources)
+    fig.legend(handles, legend_names, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=ncol,
                fontsize=9, frameon=False, markerscale=1.6)
     return plotkit.save(fig, path, titles, dpi=100, bbox_inches="tight"), ""

@@ -24,6 +24,7 @@ h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { margin-top: 1.6em; border-bo
 .warning { background: #fdecea; border: 2px solid #c62828; color: #b71c1c; padding: 0.8em 1em;
            font-weight: bold; margin: 1em 0; }
 .note { background: #fff8e1; border-left: 4px solid #f9a825; padding: 0.4em 0.8em; margin: 0.3em 0; }
+.wide { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
 th { background: #f3f3f3; } tr.best td { background: #e8f5e9; font-weight: bold; }
@@ -85,13 +86,14 @@ def _is_number(cell: str) -> bool:
 
 def _table(t: Table) -> list[str]:
     out = [f"<h2>{_e(t.heading)}</h2>"] + ([f"<p>{_prose(t.intro)}</p>"] if t.intro else [])
-    out.append("<table><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in t.head) + "</tr></thead><tbody>")
+    head = "".join(f"<th>{_e(h)}</th>" for h in t.head)
+    out.append(f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>')
     numeric = [bool(t.body) and all(_is_number(row[j]) for row in t.body) for j in range(len(t.head))]
     for i, cells in enumerate(t.body):
         cls = ' class="best"' if i == t.highlight else ""
         out.append(f"<tr{cls}>" + "".join(f'<td class="num">{_e(c)}</td>' if numeric[j] else f"<td>{_e(c)}</td>"
                                           for j, c in enumerate(cells)) + "</tr>")
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")
     return out
 
 

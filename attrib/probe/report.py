@@ -28,8 +28,8 @@ from attrib.probe import html
 from attrib.probe.options import StudyError
 from attrib.probe.results import read_results
 from attrib.probe.tables import (ALL_METRICS, BEST_BY, GROUP, MAIN_DESCRIPTION, MAIN_METRICS, NAMES, aggregate,
-                                 best_method, cell, markdown, markdown_table, method_key, method_name, per_unknown,
-                                 table_cells, warning_labels, warnings_md)
+                                 best_method, cell, group_value, markdown, markdown_table, method_key, method_name,
+                                 per_unknown, table_cells, warning_labels, warnings_md)
 
 DEFAULT_TPR = 0.95
 HTML_NAME = "report.html"
@@ -114,8 +114,11 @@ def study_config(results: list[dict[str, Any]], results_dir: Path) -> list[tuple
             else _values(results, "feature_set")),
            ("feature set (test)", _values(results, "eval_features") if any("eval_features" in r for r in results)
             else _values(results, "feature_set")),
-           ("feature identity", _values(results, "feature_hash")), ("label", _values(results, "label")),
-           ("protocol", _values(results, "protocol")),
+           ("feature identity (train)", _values(results, "feature_hash")),
+           ("feature identity (test)", _values(results, "eval_feature_hash")
+            if any("eval_feature_hash" in r for r in results) else _values(results, "feature_hash")),
+           ("label", _values(results, "label")), ("protocol", _values(results, "protocol")),
+           ("--param", ", ".join(sorted({group_value(r, "params") or "defaults" for r in results}))),
            ("layers (0-based)", ", ".join(layers)),
            ("blocks (counted from 1)", ", ".join(block_label(la, short=True) for la in layers)),
            ("heads", _values(results, "head")), ("scores", _values(results, "score")),
