@@ -35,11 +35,12 @@ from synthetic_features import make_feature_set
 def kept_figures(monkeypatch) -> list:
     """Figures the code under test closes, kept open to be inspected."""
     plt = plotkit.pyplot()
+    close = plt.close
     figures: list = []
     monkeypatch.setattr(plt, "close", figures.append)
     yield figures
     for fig in figures:
-        fig.clf()
+        close(fig)
 
 
 # ------------------------------------------------------------------------------------------ metrics
