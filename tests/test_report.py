@@ -67,8 +67,8 @@ def test_report_files_and_labels(tmp_path: Path) -> None:
     res = _write(tmp_path / "r", lines)
     rep = write_report(res)
     assert set(rep.paths) == {"markdown", "csv", "per_unknown_csv", "plot_layers", "plot_shots",
-                              "plot_confusion"}
-    for k in ("plot_layers", "plot_shots", "plot_confusion"):
+                              "plot_confusion", "plot_unknown", "html"}  # no saved scores: no curves
+    for k in ("plot_layers", "plot_shots", "plot_confusion", "plot_unknown"):
         assert rep.paths[k].stat().st_size > 10_000
     md = rep.paths["markdown"].read_text()
     assert f"WARNING — {LABEL}" in md and f"WARNING — {LABEL}" in rep.main
@@ -89,7 +89,7 @@ def test_legend_of_many_methods_stays_off_the_panels(tmp_path: Path, monkeypatch
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    from attrib.probe.report import plot_by_shots
+    from attrib.probe.plots import plot_by_shots
 
     figures = []
     monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to measure it

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from attrib.probe.report import GROUP, NAMES, _cell, _shots_cell, _write_csv
+from attrib.probe.report import _write_csv
+from attrib.probe.tables import GROUP, NAMES, cell, shots_cell
 
 GROUP_METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out", "oscr", "auroc_paper", "oscr_paper", "tnr95_paper")
 GROUPS_CSV = "groups.csv"
@@ -42,7 +43,7 @@ def group_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 ok = vals[~np.isnan(vals)]
                 entry[m] = float(ok.mean()) if ok.size else float("nan")
                 entry[m + "_std"] = float(ok.std()) if ok.size else float("nan")
-            entry["_shots_cell"] = _shots_cell(row)
+            entry["_shots_cell"] = shots_cell(row)
             out.append(entry)
     return out
 
@@ -71,7 +72,7 @@ def group_section(rows: list[dict[str, Any]], out_dir: Path, label: str, main_me
         for r in (r for r in grows if r["group"] == g):
             cells = [r["layer"], r["head"], r["score"], r["_shots_cell"], r["protocol"]]
             cells += ([r.get("params") or "default"] if params else []) + [str(r["runs"]), f"{r['n_unknown']:.0f}"]
-            md.append("| " + " | ".join(cells + [_cell(r[m], r[m + "_std"]) for m in metrics]) + " |")
+            md.append("| " + " | ".join(cells + [cell(r[m], r[m + "_std"]) for m in metrics]) + " |")
     return md
 
 

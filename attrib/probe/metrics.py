@@ -205,13 +205,39 @@ def oscr(s_known: ArrayLike, correct: ArrayLike, s_unknown: ArrayLike) -> float:
     scores are never split.
     """
     s_known, s_unknown = _scores(s_known, "known scores"), _scores(s_unknown, "unknown scores")
-    correct = _correct_flags(correct, s_known, "oscr")
     if not s_known.size or not s_unknown.size:
+        _correct_flags(correct, s_known, "oscr")
         return float("nan")
-    _, cc, fp = _sorted_counts(s_known, s_unknown, pos_weight=correct)
-    ccr = np.r_[0.0, cc / len(s_known)]
-    fpr = np.r_[0.0, fp / len(s_unknown)]
+    fpr, ccr, _ = oscr_curve(s_known, correct, s_unknown)
     return float(np.trapezoid(ccr, fpr))
+
+
+def oscr_curve(s_known: ArrayLike, correct: ArrayLike,
+               s_unknown: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(FPR, CCR, thresholds) of the OSCR curve at every distinct score, descending, preceded by the
+    point (0, 0) whose threshold is +inf: the curve :func:`oscr` integrates (and reports plot).
+
+    CCR(t) = known samples classified correctly and scored >= t, over all known samples; FPR(t) =
+    unknown samples scored >= t, over all unknown samples. Ties are never split, as in :func:`roc_curve`.
+    """
+    s_known, s_unknown = _scores(s_known, "known scores"), _scores(s_unknown, "unknown scores")
+    correct = _correct_flags(correct, s_known, "oscr")
+    thr, cc, fp = _sorted_counts(s_known, s_unknown, pos_weight=correct)
+    ccr = np.r_[0.0, cc / max(len(s_known), 1)]
+    fpr = np.r_[0.0, fp / max(len(s_unknown), 1)]
+    return fpr, ccr, np.r_[np.inf, thr]
+
+
+def rates_at_threshold(s_known: ArrayLike, correct: ArrayLike, s_unknown: ArrayLike,
+                       threshold: float) -> dict[str, float]:
+    """Where a threshold puts one run: TPR (known accepted), CCR (known accepted and classified
+    correctly) and FPR (unknown accepted), a sample being accepted when ``score >= threshold``.
+    A rate over no sample is nan. Reports mark operating points (95% TPR, a saved head's) with it."""
+    s_known, s_unknown = _scores(s_known, "known scores"), _scores(s_unknown, "unknown scores")
+    correct = _correct_flags(correct, s_known, "rates_at_threshold")
+    accepted = s_known >= threshold
+    mean = lambda a: float(np.mean(a)) if a.size else float("nan")  # noqa: E731
+    return {"tpr": mean(accepted), "ccr": mean(accepted & correct), "fpr": mean(s_unknown >= threshold)}
 
 
 # ------------------------------------------------------------------------- the paper's conventions

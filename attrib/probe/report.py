@@ -1,318 +1,78 @@
-"""Reports: aggregate ``results.jsonl`` into the paper's table shape (Markdown, CSV) and plots.
+"""``attrib report RESULTS``: every table and figure of a study, and ``report.html``, one page with all.
 
-A *method* is (layer, head, score, shots, protocol, params); its numbers are the mean ± std over every
-split and seed it ran on, in percent. The std is the population std (ddof=0) over those runs. Results
-computed from random-init features keep their warning label in every output: tables, CSV rows and plot
-titles.
+What it writes into the results folder (or ``--out``):
 
-The main table shows closed-set accuracy, AUROC and OSCR with attrib's standard conventions
-(``--metrics standard``), or the paper's conventions of the same quantities (``--metrics paper``:
-``auroc_paper``, ``oscr_paper``, ``tnr95_paper``, see :mod:`attrib.probe.metrics`), the ones to put beside
-the paper's published table. Both are in every result line, table.csv and the all-metrics table.
+- from the result lines alone: ``table.md``, ``table.csv``, ``per_unknown.csv``, ``metrics_by_layer.png``,
+  ``metrics_by_shots.png`` (several shots values), ``confusion.png`` and ``per_unknown.png`` (the best
+  method: the highest mean OSCR);
+- from the per-sample scores a study saved (``attrib probe --save-scores``): ``roc.png``, ``oscr.png``
+  and ``score_distributions.png`` (with a saved head's threshold), and ``feature_map.png`` (t-SNE per
+  block) when the feature set the lines name is found;
+- ``report.html``, all of the above on one self-contained page.
+
+What cannot be drawn (no saved scores, no feature set) is skipped with a note saying what to do, never
+an error: the tables stay right without it. Results computed from random-init features keep their
+warning label in every output.
 """
 
 from __future__ import annotations
 
 import csv
 import os
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import Any, Iterable
 
 from attrib.output_paths import make_folder
+from attrib.probe import html
 from attrib.probe.options import StudyError
-from attrib.probe.params import params_label
-from attrib.probe.results import evaluated_on, read_results
-from attrib.probe.shots import fell_short, used_per_class
+from attrib.probe.results import read_results
+from attrib.probe.tables import (ALL_METRICS, BEST_BY, GROUP, MAIN_DESCRIPTION, MAIN_METRICS, NAMES, aggregate,
+                                 best_method, cell, group_value, markdown, markdown_table, method_key, method_name,
+                                 per_unknown, shots_notes, table_cells, warning_labels, warnings_md)
 
-PAPER_METRICS = ("accuracy", "auroc", "oscr")  # the paper's table: its three quantities, standard conventions
-METRICS = ("accuracy", "macro_f1", "auroc", "fpr95", "aupr_in", "aupr_out", "oscr")
-PAPER_CONVENTION_METRICS = ("auroc_paper", "oscr_paper", "tnr95_paper")
-ALL_METRICS = METRICS + PAPER_CONVENTION_METRICS
-# --metrics: the main table's columns, and the metric that picks the highlighted method
-MAIN_METRICS = {"standard": PAPER_METRICS, "paper": ("accuracy",) + PAPER_CONVENTION_METRICS}
-MAIN_DESCRIPTION = {
-    "standard": "standard conventions (a tied known/unknown pair counts 1/2 in AUROC; OSCR without lag)",
-    "paper": "the paper's code's conventions (auroc_paper: a tie counts 0; oscr_paper: lagged walk; tnr95_paper: "
-             "TNR at the point whose TPR is nearest 95%)"}
-BEST_BY = {"standard": "oscr", "paper": "oscr_paper"}
-NAMES = {"accuracy": "closed-set acc.", "macro_f1": "macro-F1", "auroc": "AUROC", "fpr95": "FPR@95TPR ↓",
-         "aupr_in": "AUPR-in", "aupr_out": "AUPR-out", "oscr": "OSCR", "auroc_paper": "AUROC (paper)",
-         "oscr_paper": "OSCR (paper)", "tnr95_paper": "TNR@95TPR (paper)"}
-GROUP = ("layer", "head", "score", "shots", "protocol", "params")
-
-
-def _layer_sort(layer: str) -> tuple:
-    return (1, 0, layer) if layer.startswith("concat") else (0, int(layer), "")
-
-
-def _shots_sort(s: str) -> tuple:
-    return (1, 0) if s == "all" else (0, int(s))
-
-
-def method_name(r: dict[str, Any]) -> str:
-    params = f" / {r['params']}" if r.get("params") else ""
-    return f"{r['layer']} / {r['head']}+{r['score']} / shots {r['shots']} / {r['protocol']}{params}"
-
-
-def _group_value(r: dict[str, Any], key: str) -> str:
-    """A result line's value of a GROUP field: ``params`` is its ``--param`` settings as text (``""``
-    for every default), ``protocol`` defaults to clean (lines written before protocols existed)."""
-    if key == "params":
-        return params_label((r.get("config") or {}).get("params"))
-    return str(r.get(key, "clean" if key == "protocol" else ""))
-
-
-def _values(rs: list[dict], key: str) -> np.ndarray:
-    return np.array([np.nan if r.get(key) is None else r[key] for r in rs], dtype=float)
-
-
-def _hparams(rs: list[dict]) -> str:
-    """The chosen path values of a method's runs: one value, or median [min-max] over runs."""
-    by: dict[str, list] = defaultdict(list)
-    for r in rs:
-        for k, v in (r.get("hparams") or {}).items():
-            by[k].append(v)
-    out = []
-    for k, vs in by.items():
-        try:
-            arr = np.array(vs, dtype=float)
-        except (TypeError, ValueError):
-            out.append(f"{k}={'/'.join(sorted(set(map(str, vs))))}")
-            continue
-        out.append(f"{k}={arr[0]:.3g}" if np.all(arr == arr[0]) else
-                   f"{k}={np.median(arr):.3g} [{arr.min():.3g}–{arr.max():.3g}]")
-    return ", ".join(out) or "-"
-
-
-def aggregate(results: list[dict[str, Any]], metrics: tuple[str, ...] = ALL_METRICS) -> list[dict[str, Any]]:
-    """One row per method: mean and std over its runs (splits x seeds) of each metric, in %."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for r in results:
-        groups[tuple(_group_value(r, k) for k in GROUP)].append(r)
-    rows = []
-    for key, rs in groups.items():
-        row: dict[str, Any] = dict(zip(GROUP, key))
-        row["n_runs"] = len(rs)
-        row["splits"] = len({str(r["split"]) for r in rs})
-        row["seeds"] = len({int(r["seed"]) for r in rs})
-        row["hparams"] = _hparams(rs)
-        row["train_per_class"] = used_per_class(rs)  # what the shots value really trained on
-        row["shots_short"] = fell_short(row["shots"], rs)
-        for m in metrics:
-            vals = _values(rs, m) * 100
-            ok = vals[~np.isnan(vals)]
-            row[m] = float(ok.mean()) if ok.size else float("nan")
-            row[m + "_std"] = float(ok.std()) if ok.size else float("nan")
-        row["_runs"] = rs
-        rows.append(row)
-    rows.sort(key=lambda r: (r["protocol"], r["head"], r["score"], r["params"], _shots_sort(r["shots"]),
-                             _layer_sort(r["layer"])))
-    return rows
-
-
-def _shots_cell(r: dict[str, Any]) -> str:
-    """The shots value, with the per-class counts it really trained on when some class had fewer."""
-    return f"{r['shots']} (used {r['train_per_class']}/class)" if r.get("shots_short") else r["shots"]
-
-
-def _shots_notes(rows: list[dict[str, Any]]) -> list[str]:
-    short = sorted({r["shots"] for r in rows if r.get("shots_short")}, key=_shots_sort)
-    if not short:
-        return []
-    return [f"Shots {', '.join(short)}: some classes have fewer training images than that and trained on all "
-            "they have; `used` gives the training images per class (min–max over classes, splits and seeds).", ""]
-
-
-def _cell(mean: float, std: float) -> str:
-    return "n/a" if np.isnan(mean) else f"{mean:.2f} ± {std:.2f}"
-
-
-def markdown_table(rows: list[dict[str, Any]], metrics: tuple[str, ...] = PAPER_METRICS,
-                   hparams: bool = False) -> str:
-    """The rows as a Markdown table; a ``params`` column (the ``--param`` settings) only when a row has some."""
-    params = any(r.get("params") for r in rows)
-    head = ["layer", "head", "score", "shots", "protocol"] + (["params"] if params else []) + ["runs"]
-    head += (["chosen"] if hparams else []) + [NAMES.get(m, m) for m in metrics]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [r["layer"], r["head"], r["score"], _shots_cell(r), r["protocol"]]
-        cells += ([r.get("params") or "default"] if params else []) + [str(r["n_runs"])]
-        cells += [r["hparams"]] if hparams else []
-        cells += [_cell(r[m], r[m + "_std"]) for m in metrics]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def per_unknown(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per method and unknown generator: AUROC (mean ± std over the runs where it was unknown, in %)
-    and the known class it is most often mistaken for (its predictions summed over those runs)."""
-    out = []
-    for row in rows:
-        aurocs: dict[str, list[float]] = defaultdict(list)
-        counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        for r in row["_runs"]:
-            for g, v in (r.get("auroc_per_unknown") or {}).items():
-                aurocs[g].append(np.nan if v is None else v * 100)
-            for g, cs in (r.get("unknown_confusion") or {}).items():
-                for name, c in zip(r["classes"], cs):
-                    counts[g][name] += int(c)
-        for g in sorted(aurocs):
-            vals = np.array(aurocs[g], dtype=float)
-            vals = vals[~np.isnan(vals)]
-            total = sum(counts[g].values())
-            top = max(counts[g].items(), key=lambda kv: kv[1], default=("-", 0))  # ties: first seen
-            out.append({**{k: row[k] for k in GROUP}, "generator": g, "runs": len(aurocs[g]),
-                        "auroc": float(vals.mean()) if vals.size else float("nan"),
-                        "auroc_std": float(vals.std()) if vals.size else float("nan"),
-                        "mistaken_for": top[0], "fraction": 100 * top[1] / total if total else float("nan")})
-    return out
-
-
-def _labels(results: list[dict[str, Any]]) -> list[str]:
-    return sorted({r.get("label", "") for r in results if r.get("label")})
-
-
-def _warnings_md(labels: list[str]) -> list[str]:
-    return [line for lab in labels for line in
-            (f"> **WARNING — {lab}.** These numbers come from untrained weights and say nothing about CLIP.", "")]
+DEFAULT_TPR = 0.95
+HTML_NAME = "report.html"
+# key -> (file, caption); the order of the page
+FIGURES = {
+    "plot_layers": ("metrics_by_layer.png", "Every metric by block (counted from 1), mean ± std over splits and "
+                    "seeds."),
+    "plot_shots": ("metrics_by_shots.png", "Every metric by training images per class."),
+    "plot_roc": ("roc.png", "ROC curves of the best method, known images = positives; the red dot is the 95% TPR "
+                 "operating point."),
+    "plot_oscr": ("oscr.png", "OSCR curves of the best method: known images accepted and correctly classified "
+                  "against unknown images accepted; the red dot is the 95% TPR operating point."),
+    "plot_scores": ("score_distributions.png", "Open-set score of the known test images and of each unknown "
+                    "generator; the dashed red line is a saved head's threshold, where there is one."),
+    "plot_unknown": ("per_unknown.png", "AUROC per unknown generator of the best method, and the known class "
+                     "it is most mistaken for."),
+    "plot_confusion": ("confusion.png", "Confusion of the best method, % of each row; below the red line, the "
+                       "known class each unknown generator's images were assigned to."),
+    "plot_map": ("feature_map.png", "t-SNE of test features per block, coloured by source; x marks unknown "
+                 "generators."),
+}
 
 
 @dataclass
 class Report:
-    """What :func:`write_report` wrote; ``main`` is the main table as Markdown, warnings included."""
+    """What :func:`write_report` wrote; ``main`` is the main table as Markdown, warnings included;
+    ``notes`` say what was skipped and why."""
 
     paths: dict[str, Path] = field(default_factory=dict)
     main: str = ""
     labels: list[str] = field(default_factory=list)
     highlight: str = ""
+    notes: list[str] = field(default_factory=list)
 
 
-# ---------------------------------------------------------------------------------------- plots
-def _plt():
-    import matplotlib
+@dataclass
+class ReportInputs:
+    """Where a report finds what lies outside ``results.jsonl`` (see :mod:`attrib.probe.report_inputs`)."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _metric_grid(plt, labels: list[str], title: str):
-    fig, axes = plt.subplots(2, 4, figsize=(17, 7.5))
-    axes = axes.ravel()
-    axes[-1].axis("off")
-    sup = title + ("\n" + " / ".join(labels) if labels else "")
-    fig.suptitle(sup, color="red" if labels else "black", fontsize=10)
-    return fig, axes
-
-
-def _plot_lines(path: Path, series: dict[str, list[tuple[float, dict]]], xlabel: str, xticks: dict | None,
-                labels: list[str], title: str) -> Path:
-    plt = _plt()
-    fig, axes = _metric_grid(plt, labels, title)
-    for ax, m in zip(axes, METRICS):
-        for name, pts in series.items():
-            pts = sorted(pts, key=lambda p: p[0])
-            x = [p[0] for p in pts]
-            y = np.array([p[1][m] for p in pts])
-            e = np.array([p[1][m + "_std"] for p in pts])
-            ax.errorbar(x, y, yerr=e, marker="o", ms=3, capsize=2, label=name)
-        ax.set_title(NAMES[m])
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("%")
-        ax.grid(alpha=0.3)
-        if xticks:
-            ax.set_xticks(list(xticks), list(xticks.values()))
-        else:
-            from matplotlib.ticker import MaxNLocator
-
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    handles, names = axes[0].get_legend_handles_labels()
-    # Below the panels, as many columns as fit the figure's width: inside a panel, a study with many
-    # methods overflowed onto the others. The saved image grows downwards to hold it (bbox_inches).
-    col_inches = 0.06 * max(map(len, names), default=1) + 0.5  # 7-pt text plus the marker and spacing
-    ncol = max(1, min(len(names), int(fig.get_figwidth() // col_inches)))
-    fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=ncol, fontsize=7,
-               frameon=False)
-    # fixed margins: tight_layout draws the figure twice and doubles the time a report takes
-    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.08, top=0.88, wspace=0.25, hspace=0.4)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
-def _params_suffix(r: dict) -> str:
-    return f" [{r['params']}]" if r.get("params") else ""
-
-
-def plot_by_layer(rows: list[dict], path: Path, labels: list[str]) -> Path | None:
-    series: dict[str, list] = defaultdict(list)
-    for r in rows:
-        if not r["layer"].startswith("concat"):
-            series[f"{r['head']}+{r['score']} shots={r['shots']} {r['protocol']}{_params_suffix(r)}"].append(
-                (int(r["layer"]) + 1, r))
-    if not series:
-        return None
-    return _plot_lines(path, series, "block (1-based, as in the paper's figures)", None, labels,
-                       "metrics by block (mean ± std over splits and seeds)")
-
-
-def plot_by_shots(rows: list[dict], path: Path, labels: list[str]) -> Path | None:
-    shots = sorted({r["shots"] for r in rows}, key=_shots_sort)
-    if len(shots) < 2:
-        return None
-    pos = {s: i for i, s in enumerate(shots)}
-    series: dict[str, list] = defaultdict(list)
-    for r in rows:
-        series[f"layer {r['layer']} {r['head']}+{r['score']} {r['protocol']}{_params_suffix(r)}"].append(
-            (pos[r["shots"]], r))
-    return _plot_lines(path, series, "training images per class", {i: s for s, i in pos.items()}, labels,
-                       "metrics by shots (mean ± std over splits and seeds)")
-
-
-def plot_confusion(row: dict, path: Path, labels: list[str]) -> Path | None:
-    """Row-normalised confusion of one method, one panel per split (summed over seeds): known classes
-    on top, then each unknown generator (which known class it was taken for)."""
-    by_split: dict[str, list[dict]] = defaultdict(list)
-    for r in row["_runs"]:
-        if r.get("confusion"):
-            by_split[str(r["split"])].append(r)
-    if not by_split:
-        return None
-    plt = _plt()
-    splits = sorted(by_split, key=lambda s: (len(s), s))
-    fig, axes = plt.subplots(1, len(splits), figsize=(4.2 * len(splits) + 1, 5.2), squeeze=False)
-    for ax, s in zip(axes[0], splits):
-        rs = by_split[s]
-        classes = rs[0]["classes"]
-        cm = np.sum([np.array(r["confusion"], dtype=float) for r in rs], axis=0)
-        unknown = list(rs[0].get("unknown_confusion") or {})
-        um = np.array([np.sum([r["unknown_confusion"][g] for r in rs], axis=0) for g in unknown], dtype=float)
-        mat = np.vstack([cm, um]) if len(unknown) else cm
-        with np.errstate(invalid="ignore", divide="ignore"):
-            frac = mat / mat.sum(axis=1, keepdims=True)
-        ax.imshow(np.nan_to_num(frac), vmin=0, vmax=1, cmap="Blues")
-        for (i, j), v in np.ndenumerate(frac):
-            if not np.isnan(v):
-                ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=7,
-                        color="white" if v > 0.6 else "black")
-        if len(unknown):
-            ax.axhline(len(classes) - 0.5, color="red", lw=1.5)
-        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=7)
-        ax.set_yticks(range(len(mat)), list(classes) + [f"{g} (unknown)" for g in unknown], fontsize=7)
-        ax.set_xlabel("predicted (known classes)")
-        ax.set_title(f"split {s} ({len(rs)} seed{'s' if len(rs) > 1 else ''})", fontsize=9)
-    title = f"confusion, % of each row: {method_name(row)}"
-    fig.suptitle(title + ("\n" + " / ".join(labels) if labels else ""), color="red" if labels else "black",
-                 fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    cache: str | os.PathLike | None = None  # searched for the feature sets named by the lines
+    features: Iterable[str | os.PathLike] = ()  # feature-set folders given by hand
+    heads: Iterable[str | os.PathLike] = ()  # saved heads given by hand (RESULTS/*/head.json is found)
+    map_per_source: int = 100  # test images per source in the feature map; 0: no map
 
 
 # ------------------------------------------------------------------------------------------ files
@@ -328,79 +88,252 @@ def _write_csv(path: Path, rows: list[dict], fields: list[str], label: str, extr
     return path
 
 
-def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
-                 metrics: str = "standard") -> Report:
-    """Write table.md, table.csv, per_unknown.csv and the plots; return what was written.
+def _unknown_cells(unk: list[dict]) -> tuple[list[str], list[list[str]]]:
+    head = ["generator", "runs", "AUROC", "mistaken for", "% of its images"]
+    return head, [[u["generator"], str(u["runs"]), cell(u["auroc"], u["auroc_std"]), u["mistaken_for"],
+                   f"{u['fraction']:.1f}"] for u in unk]
 
-    ``metrics``: the conventions of the main table, ``standard`` or ``paper`` (:data:`MAIN_METRICS`);
-    the highlighted method is the one with the best mean OSCR under the same conventions.
+
+def _values(results: list[dict], key: str) -> str:
+    vals = [r.get(key) for r in results]
+    flat = [", ".join(map(str, v)) if isinstance(v, list) else str(v) for v in vals if v not in (None, "", [])]
+    return ", ".join(sorted(dict.fromkeys(flat))) or "-"
+
+
+def study_config(results: list[dict[str, Any]], results_dir: Path) -> list[tuple[str, str]]:
+    """The study's configuration as the result lines record it, for the page's last section."""
+    from attrib.probe.plotkit import block_label
+    from attrib.probe.tables import layer_sort
+
+    layers = sorted({str(r["layer"]) for r in results}, key=layer_sort)
+    splits: dict[str, dict] = {}
+    for r in results:
+        splits.setdefault(str(r["split"]), r)
+    out = [("results", str(results_dir.resolve() / "results.jsonl")), ("result lines", str(len(results))),
+           ("feature set (train)", _values(results, "features") if any("features" in r for r in results)
+            else _values(results, "feature_set")),
+           ("feature set (test)", _values(results, "eval_features") if any("eval_features" in r for r in results)
+            else _values(results, "feature_set")),
+           ("feature identity (train)", _values(results, "feature_hash")),
+           ("feature identity (test)", _values(results, "eval_feature_hash")
+            if any("eval_feature_hash" in r for r in results) else _values(results, "feature_hash")),
+           ("label", _values(results, "label")), ("protocol", _values(results, "protocol")),
+           ("--param", ", ".join(sorted({group_value(r, "params") or "defaults" for r in results}))),
+           ("layers (0-based)", ", ".join(layers)),
+           ("blocks (counted from 1)", ", ".join(block_label(la, short=True) for la in layers)),
+           ("heads", _values(results, "head")), ("scores", _values(results, "score")),
+           ("shots", _values(results, "shots")), ("seeds", _values(results, "seed"))]
+    for name in sorted(splits, key=lambda s: (len(s), s)):
+        r = splits[name]
+        n = r.get("n") or {}
+        sizes = ", ".join(f"{k} {v}" for k, v in n.items() if isinstance(v, int))
+        out.append((f"split {name}", f"known: {', '.join(r.get('known') or [])}; unknown: "
+                    f"{', '.join(r.get('unknown') or [])}" + (f"; images: {sizes}" if sizes else "")))
+    cfg = next((r.get("config") for r in results if r.get("config")), None) or {}
+    if cfg.get("path"):
+        p = cfg["path"]
+        out.append(("hyperparameter path", f"{p['param']}: {p['n']} values {p['min']:g}..{p['max']:g}"))
+    out += [("operating point", f"{100 * float(cfg.get('tpr', DEFAULT_TPR)):g}% TPR of known images"),
+            ("attrib", _values(results, "attrib"))]
+    return out
+
+
+# ------------------------------------------------------------------------------------------ report
+@dataclass
+class _Study:
+    """A study as the report's writers need it: the lines, the methods, the best one and the conventions."""
+
+    results_dir: Path
+    results: list[dict[str, Any]]
+    rows: list[dict[str, Any]]
+    metrics: str  # --metrics: standard | paper
+
+    def __post_init__(self) -> None:
+        self.best = best_method(self.rows, BEST_BY[self.metrics])
+        self.best_unknown = [u for u in per_unknown(self.rows) if all(u[k] == self.best[k] for k in GROUP)]
+        n_splits = len({str(r["split"]) for r in self.results})
+        n_seeds = len({int(r["seed"]) for r in self.results})
+        self.runs = f"{n_splits} split(s) x {n_seeds} seed(s)"
+        self.conventions = f"Metrics: {self.metrics} — {MAIN_DESCRIPTION[self.metrics]}."
+        self.intro = (f"Mean ± std (population, over runs) over {self.runs}, in %. Layers are 0-based block indices "
+                      "(figures count blocks from 1); `clean` = hyperparameters chosen on known-class validation data "
+                      "only, `paper` = training classes balanced by cycling and hyperparameters chosen by validation "
+                      "auroc_paper against the unknown generators (the paper's code; optimistic). "
+                      f"{self.conventions}")
+
+    @property
+    def main_metrics(self) -> tuple[str, ...]:
+        return MAIN_METRICS[self.metrics]
+
+    @property
+    def best_by(self) -> str:
+        return NAMES[BEST_BY[self.metrics]]
+
+
+def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, metrics: str = "standard",
+                 inputs: ReportInputs | None = None) -> Report:
+    """Write the tables, the figures and report.html; return what was written (and what was skipped).
+
+    ``metrics``: the conventions of the main table, ``standard`` or ``paper`` (:data:`MAIN_METRICS`); the
+    highlighted (best) method is the one with the best mean OSCR under the same conventions.
     """
+    from attrib.probe import plots
+
     if metrics not in MAIN_METRICS:
         raise StudyError(f"--metrics {metrics!r}: use one of {', '.join(MAIN_METRICS)}")
-    main_metrics = MAIN_METRICS[metrics]
     results_dir = Path(results_dir)
     out_dir = make_folder(out_dir or results_dir, "--out", StudyError)
+    inputs = inputs or ReportInputs()
     results = read_results(results_dir)
-    rep = Report(labels=_labels(results))
+    rep = Report(labels=warning_labels(results))
     if not results:
         raise StudyError(f"{results_dir}: results.jsonl has no finished lines yet")
-    rows = aggregate(results)
-    best_by = BEST_BY[metrics]
-    best = max(range(len(rows)), key=lambda i: (np.nan_to_num(rows[i][best_by], nan=-1.0), -i))
-    highlight = rows[best]
-    rep.highlight = method_name(highlight)
-    fsets = sorted({r["feature_set"] for r in results})
-    evals = sorted({evaluated_on(r)[0] for r in results})
-    n_splits, n_seeds = len({str(r["split"]) for r in results}), len({int(r["seed"]) for r in results})
+    study = _Study(results_dir, results, aggregate(results), metrics)
+    rows, best = study.rows, study.best
+    rep.highlight = method_name(best)
     label = "; ".join(rep.labels)
-
-    conventions = f"Metrics: {metrics} — {MAIN_DESCRIPTION[metrics]}."
-    main = _warnings_md(rep.labels) + [
-        f"Mean ± std over {n_splits} split(s) x {n_seeds} seed(s), in %. Layers are 0-based block indices. "
-        f"{conventions}", "", *_shots_notes(rows), markdown_table(rows, main_metrics)]
-    rep.main = "\n".join(main)
-    unk = per_unknown(rows)
-    hl_unk = [u for u in unk if all(u[k] == highlight[k] for k in GROUP)]
-
-    rep.paths["csv"] = _write_csv(out_dir / "table.csv", rows, list(GROUP) + ["train_per_class", "n_runs", "splits",
-                                                                              "seeds", "hparams"]
-                                  + [x for m in ALL_METRICS for x in (m, m + "_std")], label, {"metrics": metrics})
-    rep.paths["per_unknown_csv"] = _write_csv(out_dir / "per_unknown.csv", unk, list(GROUP) + [
+    rep.paths["csv"] = _write_csv(out_dir / "table.csv", rows, list(GROUP) + [
+        "train_per_class", "n_runs", "splits", "seeds", "hparams"] + [x for m in ALL_METRICS for x in (m, m + "_std")],
+        label, {"metrics": metrics})
+    rep.paths["per_unknown_csv"] = _write_csv(out_dir / "per_unknown.csv", per_unknown(rows), list(GROUP) + [
         "generator", "runs", "auroc", "auroc_std", "mistaken_for", "fraction"], label)
-    for key, plot, data, name in (("plot_layers", plot_by_layer, rows, "metrics_by_layer.png"),
-                                  ("plot_shots", plot_by_shots, rows, "metrics_by_shots.png"),
-                                  ("plot_confusion", plot_confusion, highlight, "confusion.png")):
-        path = plot(data, out_dir / name, rep.labels)
-        if path is None:  # drop a stale plot this study no longer makes
+
+    made = {"plot_layers": plots.plot_by_layer(rows, out_dir / FIGURES["plot_layers"][0], rep.labels),
+            "plot_shots": plots.plot_by_shots(rows, out_dir / FIGURES["plot_shots"][0], rep.labels),
+            "plot_confusion": plots.plot_confusion(best, out_dir / FIGURES["plot_confusion"][0], rep.labels),
+            "plot_unknown": plots.plot_per_unknown(study.best_unknown, best, out_dir / FIGURES["plot_unknown"][0],
+                                                   rep.labels)}
+    made.update(_score_figures(study, out_dir, inputs, rep))
+    for key, (name, _) in FIGURES.items():
+        if made.get(key) is None:  # drop a stale figure this study no longer makes
             (out_dir / name).unlink(missing_ok=True)
         else:
-            rep.paths[key] = path
+            rep.paths[key] = made[key]
 
-    md = [f"# attrib results: {results_dir}", ""] + _warnings_md(rep.labels) + [
+    rep.main = "\n".join(warnings_md(rep.labels) + [
+        f"Mean ± std over {study.runs}, in %. Layers are 0-based block indices. {study.conventions}", "",
+        *shots_notes(rows), markdown_table(rows, study.main_metrics)])
+    rep.paths["markdown"] = _write_markdown(out_dir / "table.md", study, rep)
+    rep.paths["html"] = _write_page(out_dir, study, rep)
+    rep.paths = {"markdown": rep.paths.pop("markdown"), **rep.paths}
+    return rep
+
+
+def _score_figures(study: _Study, out_dir: Path, inputs: ReportInputs, rep: Report) -> dict[str, Path | None]:
+    """ROC, OSCR, score distributions and the feature map: the figures made from saved scores."""
+    from attrib.probe import curves
+    from attrib.probe.report_inputs import find_saved_heads, load_scores, scores_by_split
+
+    results_dir, results, best = study.results_dir, study.results, study.best
+    if not any(r.get("scores_file") for r in results):
+        rep.notes.append("ROC and OSCR curves, score distributions and feature maps need the per-sample scores: "
+                         "rerun the study with `attrib probe ... --save-scores` (finished lines are not redone "
+                         "into the same --out; use a new one)")
+        return {}
+    try:
+        scores = scores_by_split(results_dir, best["_runs"])
+    except StudyError as exc:
+        rep.notes.append(f"curves skipped: {exc}")
+        return {}
+    if not scores:
+        rep.notes.append(f"the best method ({rep.highlight}) has no saved scores: no curves")
+        return {}
+    tpr = float((best["_runs"][0].get("config") or {}).get("tpr", DEFAULT_TPR))
+    out: dict[str, Path | None] = {
+        "plot_roc": curves.plot_roc(scores, best, out_dir / FIGURES["plot_roc"][0], rep.labels, tpr),
+        "plot_oscr": curves.plot_oscr(scores, best, out_dir / FIGURES["plot_oscr"][0], rep.labels, tpr)}
+    heads, notes = find_saved_heads(results_dir, inputs.heads)
+    rep.notes += notes
+    dist, methods, thresholds = dict(scores), {s: best for s in scores}, {}
+    by_key = {tuple(r[k] for k in GROUP): r for r in study.rows}
+    for head in heads:  # a split with a saved head shows that head's own scores and threshold
+        line = next((r for r in results if head.matches(r)), None)
+        try:
+            sc = load_scores(results_dir, line) if line is not None else None
+        except StudyError as exc:
+            rep.notes.append(f"saved head {head.path}: {exc}")
+            continue
+        if sc is None:
+            rep.notes.append(f"saved head {head.path} (split {head.split}, layer {head.layer}, {head.head}+"
+                             f"{head.score}, shots {head.shots}) matches no result line with saved scores: its "
+                             "threshold is not drawn")
+            continue
+        dist[head.split], thresholds[head.split], methods[head.split] = sc, head, by_key[method_key(line)]
+    out["plot_scores"] = curves.plot_score_distributions(dist, methods, out_dir / FIGURES["plot_scores"][0],
+                                                         rep.labels, thresholds)
+    out["plot_map"] = _feature_map(study, scores, inputs, out_dir, rep)
+    return out
+
+
+def _feature_map(study: _Study, scores: dict, inputs: ReportInputs, out_dir: Path, rep: Report) -> Path | None:
+    """t-SNE panels of the first split's test images, one per layer the best method's head ran on."""
+    from attrib.probe.featuremap import plot_feature_maps
+    from attrib.probe.plots import split_order
+    from attrib.probe.report_inputs import find_test_features
+    from attrib.probe.tables import layer_sort
+
+    if inputs.map_per_source <= 0:
+        return None
+    sc = scores[split_order(scores)[0]]
+    others = [i for i, k in enumerate(GROUP) if k != "layer"]  # the same method at every layer
+    same = [study.best[GROUP[i]] for i in others]
+    layers = sorted({str(r["layer"]) for r in study.results if str(r["split"]) == sc.split and
+                     [method_key(r)[i] for i in others] == same}, key=layer_sort)
+    fs, note = find_test_features(sc.line, inputs.cache, inputs.features)
+    if fs is None:
+        rep.notes.append(f"feature map skipped: {note}")
+        return None
+    path, note = plot_feature_maps(sc, layers, fs, out_dir / FIGURES["plot_map"][0], rep.labels,
+                                   inputs.map_per_source)
+    if note:
+        rep.notes.append(note)
+    return path
+
+
+def _write_markdown(path: Path, study: _Study, rep: Report) -> Path:
+    from attrib.probe.results import evaluated_on
+
+    fsets = sorted({r["feature_set"] for r in study.results})
+    evals = sorted({evaluated_on(r)[0] for r in study.results})
+    md = [f"# attrib results: {study.results_dir}", ""] + warnings_md(rep.labels) + [
         f"Feature set(s): {', '.join(fsets)}", "",
         "Validation and test images read from (`--eval-features`): " +
-        (", ".join(evals) if evals != fsets else "the same feature set(s)"), "",
-        "## Main table", "",
-        f"Mean ± std (population, over runs) over {n_splits} split(s) x {n_seeds} seed(s), in %. Layers are "
-        "0-based block indices; `clean` = hyperparameters chosen on known-class validation data only, `paper` = "
-        "training classes balanced by cycling and hyperparameters chosen by validation auroc_paper against the "
-        f"unknown generators (the paper's code; optimistic). {conventions}", "",
-        *_shots_notes(rows), markdown_table(rows, main_metrics), "",
+        (", ".join(evals) if evals != fsets else "the same feature set(s)"), ""]
+    md += [f"> note: {n}" for n in rep.notes] + [""] * bool(rep.notes) + [
+        "## Main table", "", study.intro, "",
+        *shots_notes(study.rows), markdown_table(study.rows, study.main_metrics), "",
         "## All metrics", "",
         "`chosen` = the path hyperparameter each run selected (median [range] over runs). FPR@95TPR: lower is "
         "better. The `(paper)` columns are the same quantities with the paper's code's conventions.", "",
-        markdown_table(rows, ALL_METRICS, hparams=True), "",
+        markdown_table(study.rows, ALL_METRICS, hparams=True), "",
         "## Unknown generators", "",
-        f"For `{rep.highlight}` (the method with the highest mean {NAMES[best_by]}); every method is in "
-        "`per_unknown.csv`. "
-        "AUROC of all known test images against that generator's; *mistaken for* = the known class the head "
-        "assigns most of its images to.", "",
-        "| generator | runs | AUROC | mistaken for | % of its images |", "|---|---|---|---|---|"]
-    md += [f"| {u['generator']} | {u['runs']} | {_cell(u['auroc'], u['auroc_std'])} | {u['mistaken_for']} | "
-           f"{u['fraction']:.1f} |" for u in hl_unk]
-    from attrib.probe.grouptables import group_section  # it imports this module's table helpers
-    md += group_section(rows, out_dir, label, main_metrics, rep.paths)
-    md += ["", "## Files", ""] + [f"- `{p.name}`" for p in rep.paths.values()] + [""]
-    rep.paths = {"markdown": out_dir / "table.md", **rep.paths}
-    rep.paths["markdown"].write_text("\n".join(md))
-    return rep
+        f"For `{rep.highlight}` (the method with the highest mean {study.best_by}); every method is in "
+        "`per_unknown.csv`. AUROC of all known test images against that generator's; *mistaken for* = the known "
+        "class the head assigns most of its images to.", "",
+        markdown(*_unknown_cells(study.best_unknown)), ""]
+    from attrib.probe.grouptables import group_section  # it imports this module's CSV writer
+
+    md += group_section(study.rows, path.parent, "; ".join(rep.labels), study.main_metrics, rep.paths)
+    md += ["", "## Files", ""] + [f"- `{p.name}`" for p in rep.paths.values()] + [f"- `{HTML_NAME}`", ""]
+    path.write_text("\n".join(md))
+    return path
+
+
+def _write_page(out_dir: Path, study: _Study, rep: Report) -> Path:
+    best_i = next(i for i, r in enumerate(study.rows) if r is study.best)
+    page = html.Page(
+        title=f"attrib report: {study.results_dir.resolve().name}", labels=rep.labels, intro=study.intro,
+        notes=rep.notes,
+        tables=[html.Table("Main table", f"Best method (highest mean {study.best_by}, in bold): {rep.highlight}.",
+                           *table_cells(study.rows, study.main_metrics), highlight=best_i),
+                html.Table("Unknown generators", f"For {rep.highlight}: AUROC of all known test images against "
+                           "each generator's, and the known class the head assigns most of its images to.",
+                           *_unknown_cells(study.best_unknown)),
+                html.Table("All metrics", "chosen = the path hyperparameter each run selected (median [range] over "
+                           "runs). FPR@95TPR: lower is better. The (paper) columns are the same quantities with the "
+                           "paper's code's conventions.", *table_cells(study.rows, ALL_METRICS, hparams=True),
+                           highlight=best_i)],
+        figures=[html.Figure(FIGURES[k][1], rep.paths[k]) for k in FIGURES if k in rep.paths],
+        config=study_config(study.results, study.results_dir),
+        files=[p for k, p in rep.paths.items() if not k.startswith("plot_")])
+    return html.write_html(page, out_dir / HTML_NAME)
