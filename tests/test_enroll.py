@@ -20,7 +20,7 @@ from attrib.cli import main
 from attrib.data.sampling import SampledSplits
 from attrib.data.splits import builtin_splits
 from attrib.probe.enroll import DEFAULT_HOLDOUT, EnrollError, enroll_features, holdout_rows, needs_training
-from attrib.probe.persist import HeadFileError, load_head, load_training, save_head
+from attrib.probe.persist import HeadFileError, load_head, load_training, save_head, saved_info
 from attrib.store import FeatureSet
 
 NEW = "upconv"
@@ -111,8 +111,9 @@ def test_knn_head_is_extended_and_equals_a_head_fitted_on_old_and_new(demo: dict
     assert rec["method"] == "extended" and new.classes[-1] == NEW
     kept, _ = holdout_rows(len(X), 0.25)
     # the same state as a k-NN fitted from scratch on the old bank plus the new images
-    ref = type(old.head)(**old.head.get_params()).fit(
-        np.vstack([old.head.bank_, X[kept]]), np.append(old.head.classes_[old.head.labels_], [rec["label"]] * len(kept)))
+    y_old = old.head.classes_[old.head.labels_]
+    ref = type(old.head)(**old.head.get_params()).fit(np.vstack([old.head.bank_, X[kept]]),
+                                                      np.append(y_old, [rec["label"]] * len(kept)))
     np.testing.assert_allclose(new.head.bank_, ref.bank_, atol=1e-6)
     assert (new.head.labels_ == ref.labels_).all() and new.head.k_ == ref.k_
     unseen = _new_rows(demo, "val")
@@ -121,13 +122,11 @@ def test_knn_head_is_extended_and_equals_a_head_fitted_on_old_and_new(demo: dict
 
 def _as_old_version(saved, folder: Path) -> Path:
     """The same head saved the way attrib saved heads before enrolment existed: no train.npz."""
-    info = {k: v for k, v in saved.info.items() if k not in ("format", "format_version", "attrib", "created",
-                                                             "classes", "layer", "n_features", "threshold",
-                                                             "feature_set", "label", "manifest", "npz_sha256",
-                                                             "json_sha256", "training", "head_name", "score_name")}
+    info = saved_info(saved)
     return save_head(folder, saved.head, saved.scorer, head_name=saved.head_name, score_name=saved.score_name,
                      classes=saved.classes, layer=saved.layer, threshold=saved.threshold,
                      feature_set=saved.feature_set, manifest=saved.manifest, check_X=saved.check_X, info=info)
+    # (no training= argument: that is how heads were saved before)
 
 
 def test_heads_saved_before_enrolment_knn_yes_logreg_refused(demo: dict, tmp_path: Path) -> None:
@@ -202,3 +201,66 @@ def test_what_needs_training_features_and_the_shown_default() -> None:
     assert needs_training("logreg", "msp") and needs_training("gauss", "msp") and needs_training("knn", "vim")
     assert not needs_training("knn", "knn") and not needs_training("ncm", "ncm") and not needs_training("ncm", "msp")
     assert choices.DEFAULT_HOLDOUT == DEFAULT_HOLDOUT
+
+
+def _blobs(seed: int, k: int, n: int = 20, d: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(k), n)
+    X = rng.normal(size=(k * n, d)) + 4 * rng.normal(size=(k, d))[y]
+    return X.astype(np.float32), y
+
+
+@pytest.mark.parametrize("head_name, score_name", [("logreg", "vim"), ("gauss", "mahalanobis"), ("ncm", "ncm")])
+def test_enrolled_head_equals_one_fitted_on_the_stored_and_new_features(tmp_path: Path, head_name: str,
+                                                                        score_name: str) -> None:
+    """Synthetic blobs: refitted heads are exactly a fit on the float16-stored old + new training features."""
+    from attrib.probe.enroll import enrolment_data
+    from attrib.probe.heads import HEADS
+    from attrib.probe.scorers import SCORERS
+
+    X, y = _blobs(0, 4)
+    old, new = y < 3, y == 3
+    params = {"dim": 3} if score_name == "vim" else {}
+    head = HEADS[head_name]().fit(X[old], y[old])
+    scorer = SCORERS[score_name](head=head, **params).fit(X[old], y[old])
+    save_head(tmp_path / "h", head, scorer, head_name=head_name, score_name=score_name, classes=["real", "a", "b"],
+              layer=(1,), threshold=0.0, feature_set="fs", manifest={"model": "m", "weights": "w"},
+              check_X=X[:5], info={"tpr": 0.95},
+              training=enrolment_data(head_name, score_name, X[old], y[old], X[old][::2], y[old][::2]))
+    saved = load_head(tmp_path / "h")
+    rec = enroll_features(saved, "c", X[new], tmp_path / "e", images=[f"c{i}.png" for i in range(new.sum())])
+    got = load_head(tmp_path / "e")
+    kept, held = holdout_rows(int(new.sum()), DEFAULT_HOLDOUT)
+    X_ref = np.vstack([X[old].astype(np.float16).astype(np.float32), X[new][kept]])
+    y_ref = np.append(y[old], [3] * len(kept))
+    ref = HEADS[head_name]().fit(X_ref, y_ref)
+    ref_s = SCORERS[score_name](head=ref, **params).fit(X_ref, y_ref)
+    if head_name == "ncm":  # extended from the float32 class means, not from stored features
+        ref = HEADS[head_name]().fit(np.vstack([X[old], X[new][kept]]), y_ref)
+        ref_s = SCORERS[score_name](head=ref).fit(np.vstack([X[old], X[new][kept]]), y_ref)
+    np.testing.assert_allclose(got.predict_proba(X), ref.predict_proba(X), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got.score_samples(X), ref_s.score_samples(X), rtol=1e-4, atol=1e-5)
+    assert got.classes == ("real", "a", "b", "c")
+    assert rec["method"] == ("extended" if head_name == "ncm" else "refitted")
+    assert np.mean(got.predict(X[new][held]) == "c") == 1.0
+    # a second enrolment into the enrolled head appends to the record
+    enroll_features(got, "d", X[new] + 8, tmp_path / "e2", images=[f"d{i}.png" for i in range(new.sum())])
+    assert [r["source"] for r in load_head(tmp_path / "e2").info["enrolments"]] == ["c", "d"]
+
+
+def test_text_labels_are_kept_and_the_new_one_comes_last(tmp_path: Path) -> None:
+    from attrib.probe.heads import HEADS
+    from attrib.probe.scorers import SCORERS
+
+    X, y = _blobs(1, 3)
+    labels = np.array(["a", "b", "c"])[y]
+    head = HEADS["ncm"]().fit(X[y < 2], labels[y < 2])
+    save_head(tmp_path / "h", head, SCORERS["msp"](head=head), head_name="ncm", score_name="msp",
+              classes=["a", "b"], layer=(1,), threshold=0.0, feature_set="fs", manifest={"model": "m", "weights": "w"},
+              check_X=X[:5], training={"val.X": X[y < 2], "val.y": labels[y < 2]})
+    saved = load_head(tmp_path / "h")
+    enroll_features(saved, "c", X[y == 2], tmp_path / "e", images=[f"{i}.png" for i in range(20)])
+    got = load_head(tmp_path / "e")
+    assert np.asarray(got.head.classes_).tolist() == ["a", "b", "c"]
+    with pytest.raises(EnrollError, match="sort after"):
+        enroll_features(saved, "0-first", X[y == 2], tmp_path / "f", images=[f"{i}.png" for i in range(20)])

@@ -78,7 +78,7 @@ def _params(est: Any) -> dict[str, Any]:
 
 def _extend_head(head: ProbeHead, X: np.ndarray, label: int) -> ProbeHead:
     new = type(head)(**_params(head))
-    new.classes_ = np.append(head.classes_, label).astype(np.asarray(head.classes_).dtype)
+    new.classes_ = np.append(head.classes_, label)
     new.n_features_in_ = head.n_features_in_
     index = len(head.classes_)  # the new class's column: after every old one
     if isinstance(head, KNNHead):
@@ -114,17 +114,31 @@ def _require_training(saved: SavedHead, training: dict[str, np.ndarray] | None) 
                           "... --save-head DIR`), or enrol into a knn / ncm head")
 
 
-def add_class(saved: SavedHead, X_new: np.ndarray, training: dict[str, np.ndarray] | None
-              ) -> tuple[ProbeHead, OpenSetScorer, int, str]:
+def new_label(classes: np.ndarray, source: str) -> Any:
+    """The new class's label: after every old one, so that old labels and columns stay where they were
+    (integer labels, as `--save-head` writes: the next integer; text labels: the source name, which
+    must then sort after the old ones)."""
+    classes = np.asarray(classes)
+    if classes.dtype.kind in "iu":
+        return int(classes.max()) + 1
+    last = str(sorted(classes.tolist())[-1])
+    if str(source) <= last:
+        raise EnrollError(f"this head's class labels are text and {source!r} does not sort after {last!r}: "
+                          "enrolment keeps every old class in its column, so the new label must come last")
+    return str(source)
+
+
+def add_class(saved: SavedHead, X_new: np.ndarray, training: dict[str, np.ndarray] | None,
+              source: str = "new") -> tuple[ProbeHead, OpenSetScorer, Any, str]:
     """(head, scorer, new class label, how: ``extended`` or ``refitted``) with one class more, fitted on
     ``X_new``; old classes keep their labels and columns. ``training``: the head's ``train.npz``."""
     head, scorer = saved.head, saved.scorer
-    label = int(np.max(head.classes_)) + 1
+    label = new_label(head.classes_, source)
     refit = _refits(saved)
     if refit:
         _require_training(saved, training)
         X_all = np.vstack([training["train.X"], X_new]).astype(np.float32)
-        y_all = np.append(training["train.y"], np.full(len(X_new), label)).astype(np.int64)
+        y_all = np.append(training["train.y"], [label] * len(X_new))
     if _head_extends(type(head)):
         new_head = _extend_head(head, X_new, label)
     else:
@@ -174,14 +188,16 @@ def enroll_features(saved: SavedHead, source: str, X: np.ndarray, out: str | os.
         raise EnrollError(f"{len(X)} feature rows for {len(images)} images")
     fit_rows, val_rows = holdout_rows(len(X), holdout, seed)
     training = load_training(saved)
-    head, scorer, label, how = add_class(saved, X[fit_rows], training)
+    if saved.check_X is None:
+        raise EnrollError("enrol into a head loaded with load_head (its self-check vectors are needed)")
+    head, scorer, label, how = add_class(saved, X[fit_rows], training, source)
     classes = (*saved.classes, source)
     names = dict(zip(np.asarray(head.classes_).tolist(), classes))
     predict = lambda est, Z: np.array([names[c] for c in est.predict(Z).tolist()], dtype=object)  # noqa: E731
 
     if training is not None:
         X_old, y_old, old_from = training["val.X"], training["val.y"], "stored validation features"
-        truth_old = [names[int(c)] for c in y_old]
+        truth_old = [names[c] for c in y_old.tolist()]
     else:  # a head saved before train.npz existed: no labelled validation features, no accuracy
         X_old, y_old, old_from = saved.check_X, None, "self-check vectors only"
         truth_old = []
@@ -212,10 +228,10 @@ def enroll_features(saved: SavedHead, source: str, X: np.ndarray, out: str | os.
     info["enrolments"] = [*info.get("enrolments", []), record]
     new_training = None
     if training is not None:
-        new_training = {"val.X": X_val, "val.y": np.append(y_old, np.full(len(val_rows), label))}
+        new_training = {"val.X": X_val, "val.y": np.append(y_old, [label] * len(val_rows))}
         if "train.X" in training:
             new_training.update({"train.X": np.vstack([training["train.X"], X[fit_rows]]),
-                                 "train.y": np.append(training["train.y"], np.full(len(fit_rows), label))})
+                                 "train.y": np.append(training["train.y"], [label] * len(fit_rows))})
     check_X = np.vstack([saved.check_X, X[fit_rows][:4]])
     save_head(out, head, scorer, head_name=saved.head_name, score_name=saved.score_name, classes=classes,
               layer=saved.layer, threshold=threshold, feature_set=saved.feature_set, manifest=saved.manifest,

@@ -269,7 +269,7 @@ def save_head(folder: str | os.PathLike, head: ProbeHead, scorer: Any, *, head_n
     ``classes`` are the source names of the head's class labels, in the order of ``head.classes_``.
     ``check_X`` are a few feature vectors (e.g. validation ones) whose outputs are stored so that
     loading can prove the head still computes what it computed here. ``training``: arrays named in
-    :data:`TRAINING_ARRAYS` (``*.X`` features are stored as float16, ``*.y`` labels as int64; see the
+    :data:`TRAINING_ARRAYS` (``*.X`` features are stored as float16, ``*.y`` labels as int64 or text; see the
     module docstring); ``option`` names the folder's option in errors.
     """
     folder = check_head_folder(folder, force, option)
@@ -323,7 +323,7 @@ RESERVED = frozenset({"format", "format_version", "attrib", "created", "head", "
 
 
 def _training_file(training: Mapping[str, np.ndarray], width: int) -> tuple[bytes, dict[str, Any]]:
-    """(bytes of ``train.npz``, its entry in ``head.json``): features as float16, labels as int64."""
+    """(bytes of ``train.npz``, its entry in ``head.json``): features as float16, labels as int64 (or text)."""
     unknown = sorted(set(training) - set(TRAINING_ARRAYS))
     if unknown or not {"val.X", "val.y"} <= set(training):
         raise HeadFileError(f"save_head: training arrays must be val.X, val.y (and optionally train.X, train.y), "
@@ -337,7 +337,10 @@ def _training_file(training: Mapping[str, np.ndarray], width: int) -> tuple[byte
             half = X.astype(np.float16)
             arrays[name] = half if np.isfinite(half).all() == np.isfinite(X).all() else X.astype(np.float32)
         else:
-            arrays[name] = np.asarray(value, dtype=np.int64)
+            y = np.asarray(value)
+            if y.dtype.kind not in "iuU":
+                raise HeadFileError(f"save_head: {name} must hold integer or text labels, got {y.dtype}")
+            arrays[name] = y.astype(np.int64) if y.dtype.kind in "iu" else y
     for part in ("train", "val"):
         if f"{part}.X" in arrays and len(arrays[f"{part}.X"]) != len(arrays.get(f"{part}.y", ())):
             raise HeadFileError(f"save_head: {part}.X and {part}.y differ in length")
