@@ -63,5 +63,8 @@ KNOWN_TEST = ("test", "val")
 # attrib.probe.study.DEFAULT_TPR: the share of known validation images a saved head's threshold accepts
 DEFAULT_TPR = 0.95
 
+# attrib.probe.enroll.DEFAULT_HOLDOUT: the share of an enrolment's images held out to validate it
+DEFAULT_HOLDOUT = 0.2
+
 # attrib.predict.FORMATS
 FORMATS = ("csv", "jsonl")

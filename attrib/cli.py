@@ -1,4 +1,4 @@
-"""Command line: ``attrib features | cache | probe | report | predict``.
+"""Command line: ``attrib features | cache | probe | report | predict | enroll``.
 
 Option names are part of the contract in DESIGN.md; each command's --help explains what it does.
 Errors a user can cause (:class:`attrib.errors.AttribError`) are caught once, by the group, and shown
@@ -80,6 +80,7 @@ def main() -> None:
              attrib robustness train clean, evaluate on JPEG/resize/blur/crop views at five intensities
              attrib cache      ls | info | verify | find  the feature sets in a cache folder
     Use      attrib predict    new images + a head saved by `probe --save-head` -> predictions.csv
+             attrib enroll     a saved head + a few images of a new generator -> a head that knows it
     """
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
 
@@ -932,6 +933,62 @@ def predict(head_dir, images, out, fmt, threshold, top_k, pretrained, cache_dir,
     if saved.label:
         click.secho(f"note: {saved.label}", fg="red", err=True)
     click.echo(str(res.out))
+
+
+# ----------------------------------------------------------------------------------------- enroll
+@main.command()
+@click.option("--head", "head_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="A saved head (`attrib probe ... --save-head DIR`, or an enrolled one). It is not changed.")
+@click.option("--source", required=True, help="Name of the generator to add (a new class of the head).")
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for the new head; one that already holds a head is refused unless --force.")
+@click.option("--holdout", type=float, default=choices.DEFAULT_HOLDOUT, show_default=True,
+              help="Share of the images held out of fitting to validate the new class and set the threshold "
+              "(at least one image when > 0).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Which images are held out.")
+@click.option("--force", is_flag=True, help="Replace a head already saved in --out.")
+@click.option("--pretrained", default=None, metavar="FILE",
+              help="Where the head's checkpoint file is on this machine, if it moved (as for `attrib predict`).")
+@click.option("--cache", "cache_dir", type=click.Path(), default=DEFAULT_CACHE, show_default=True,
+              help="Where the images' features are cached (shared with `attrib predict`).")
+@runner_options()
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def enroll(head_dir, source, images, out_dir, holdout, seed, force, pretrained, cache_dir, batch_size, workers,
+           device, precision, quiet):
+    """Add the generator SOURCE to a saved head from IMAGES (files, folders, list files; as few as 5).
+
+    The images are extracted exactly as `attrib predict` extracts them. The new head keeps every old
+    class, adds SOURCE, recomputes its rejection threshold (95% of the known validation images accepted:
+    the old classes' stored validation features plus the held-out images of SOURCE), records the
+    enrolment in head.json and is self-checked on load like any saved head. A logreg (or gauss) head is
+    refitted on its stored training features plus the new images; a head saved before enrolment
+    existed has none and must be re-saved; knn and ncm heads are extended without them.
+
+    \b
+    Example:
+      attrib enroll --head heads/split1 --source newgen samples/newgen/ --out heads/split1+newgen
+    """
+    from attrib.extract.runner import RunConfig
+    from attrib.probe.enroll import enroll as run_enroll
+    from attrib.probe.persist import load_head
+
+    saved = load_head(head_dir)
+    if saved.label:
+        _banner(f"this head was trained on {saved.label}")
+    cfg = RunConfig(batch_size=batch_size, workers=workers, device=device, precision=precision, progress=not quiet)
+    rec = run_enroll(saved, source, images, out_dir, cache=cache_dir, holdout=holdout, seed=seed, force=force,
+                     pretrained=pretrained, config=cfg, log=lambda m: click.echo(m, err=True))
+    v = rec["validation"]
+    pct = lambda x: "n/a" if x is None else f"{100 * x:.2f}%"  # noqa: E731
+    click.echo(f"enrolled {source}: {len(rec['fit_images'])} images fitted, {len(rec['holdout_images'])} held out "
+               f"({rec['method']}); threshold {rec['threshold_before']:.6g} -> {rec['threshold']:.6g}; old classes' "
+               f"validation accuracy {pct(v['old_accuracy_before'])} -> {pct(v['old_accuracy_after'])}, accepted "
+               f"{pct(v['old_accepted'])}; held-out {source} images attributed {pct(v['new_accuracy'])}, accepted "
+               f"{pct(v['new_accepted'])} (validation: {v['old_classes_from']})", err=True)
+    if saved.label:
+        click.secho(f"note: {saved.label}", fg="red", err=True)
+    click.echo(str(out_dir))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -192,14 +192,11 @@ def write_predictions(records: Iterable[dict[str, Any]], out: Path, fmt: str, k:
     return n, failed, unknown
 
 
-def predict(saved: SavedHead, inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *,
-            cache: str | os.PathLike = "cache", fmt: str = "csv", threshold: float | None = None, top_k: int = 3,
-            pretrained: str | None = None, config: RunConfig | None = None) -> Prediction:
-    """Extract features for ``inputs`` like the head's training features, apply head and score, write rows."""
-    if top_k < 1:
-        raise PredictError(f"--top-k must be >= 1, got {top_k}")
-    _check_format(fmt)  # before extracting, not after
-    out = check_out(out)
+def extract_like_head(saved: SavedHead, inputs: Sequence[str | os.PathLike], cache: str | os.PathLike = "cache", *,
+                      pretrained: str | None = None, config: RunConfig | None = None) -> FeatureSet:
+    """The complete feature set of ``inputs`` (files, folders, list files) extracted exactly like the head's
+    training features (backbone, weights, preprocessing, view); `attrib predict` and `attrib enroll` read
+    their images through it, so both see the features the head was trained on."""
     try:
         images = collect_images(inputs)
     except CatalogError as exc:
@@ -210,6 +207,18 @@ def predict(saved: SavedHead, inputs: Sequence[str | os.PathLike], out: str | os
                       manifest_extra={"dataset_kind": SUBSET})
     fs = summary.feature_set
     fs.require_complete()
+    return fs
+
+
+def predict(saved: SavedHead, inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *,
+            cache: str | os.PathLike = "cache", fmt: str = "csv", threshold: float | None = None, top_k: int = 3,
+            pretrained: str | None = None, config: RunConfig | None = None) -> Prediction:
+    """Extract features for ``inputs`` like the head's training features, apply head and score, write rows."""
+    if top_k < 1:
+        raise PredictError(f"--top-k must be >= 1, got {top_k}")
+    _check_format(fmt)  # before extracting, not after
+    out = check_out(out)
+    fs = extract_like_head(saved, inputs, cache, pretrained=pretrained, config=config)
     k = min(top_k, len(saved.classes))
     n, failed, unknown = write_predictions(_records(saved, fs, k, threshold), out, fmt, k)
     return Prediction(fs, n, failed, unknown, out)

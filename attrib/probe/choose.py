@@ -17,6 +17,7 @@ from attrib.jsonio import to_jsonable
 from attrib.probe.evalrows import EvalRows, feature_ids
 from attrib.probe.featcache import FeatureCache, feature_cache
 from attrib.probe.heads import HEADS
+from attrib.probe.enroll import enrolment_data
 from attrib.probe.options import StudyError, layer_name, parse_layer_name, shots_name
 from attrib.probe.persist import check_head_folder
 from attrib.probe.protocol import Selection, best_index, fit_candidates, path_values, select_clean
@@ -48,6 +49,10 @@ def save_chosen_head(fs: FeatureSet, cfg: StudyConfig, folder: str | os.PathLike
       :func:`attrib.probe.protocol.pseudo_open_set_oscr`), ties broken by validation accuracy, then
       log-loss, then the order given. With a single candidate nothing is compared.
     - the rejection threshold: the score accepting ``cfg.tpr`` (95%) of the known validation images.
+
+    Beside the head, ``train.npz`` keeps what `attrib enroll` needs to add a generator later: the known
+    validation features (for the new threshold) and, when the head or score must be refitted to take a
+    new class (:func:`attrib.probe.enroll.enrolment_data`), the training features.
 
     With evaluation features (``eval_fs``), the head is trained on ``fs`` and everything validation data
     decides (the hyperparameter, the choice, the threshold) is measured on ``eval_fs``: the head is
@@ -112,7 +117,7 @@ def save_chosen_head(fs: FeatureSet, cfg: StudyConfig, folder: str | os.PathLike
                   classes=[sp.classes[c] for c in np.asarray(sel.head.classes_).tolist()], layer=layer,
                   threshold=threshold, feature_set=target.id, manifest=target.manifest, check_X=X_va[:8],
                   info={k: v for k, v in summary.items() if k not in ("threshold", "layer", "head", "score")},
-                  force=force)
+                  force=force, training=enrolment_data(best["head"], best["score"], X_tr, y_tr, X_va, rows.y_val))
     return summary
 
 

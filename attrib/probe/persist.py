@@ -10,6 +10,14 @@ head is a folder with two files:
     the rejection threshold, the feature set's id and full manifest, and checksums.
 ``head.npz``
     every array of that state (``np.savez``, read back with ``allow_pickle=False``).
+``train.npz`` (absent from heads saved before `attrib enroll` existed)
+    what :mod:`attrib.probe.enroll` needs to add a class later: the known validation features and
+    labels (``val.X``, ``val.y``), to recompute the rejection threshold, and, for a head or scorer that
+    must be refitted to take a new class (logistic probe, Gaussian head, ViM, Mahalanobis, RMDS), the
+    training features and labels (``train.X``, ``train.y``). Features are float16 (halves the size; a
+    refit from them moves the old classes' weights by float16 rounding only), compressed
+    (``np.savez_compressed``). ``head.json`` records its checksum and the shapes under ``training``; it is
+    read only when a class is enrolled, so `attrib predict` never pays for it.
 
 Loading looks classes up by name in ``HEADS`` / ``SCORERS`` only, builds them from their saved
 hyperparameters, sets the saved state, and then checks that the loaded head reproduces the outputs it
@@ -41,6 +49,7 @@ FORMAT = "attrib-head"
 FORMAT_VERSION = 1
 JSON_NAME = "head.json"
 NPZ_NAME = "head.npz"
+TRAIN_NAME = "train.npz"
 UNKNOWN = "unknown"
 SAVE_OPTION = "--save-head"  # named in errors about the folder a head is saved to
 
@@ -49,14 +58,15 @@ class HeadFileError(AttribError, ValueError):
     """A saved head cannot be written or read; the message names the file and what to do."""
 
 
-def check_head_folder(folder: str | os.PathLike, force: bool = False) -> Path:
-    """Whether :func:`save_head` could write to ``folder`` (``--save-head``); call it before a study.
+def check_head_folder(folder: str | os.PathLike, force: bool = False, option: str = SAVE_OPTION) -> Path:
+    """Whether :func:`save_head` could write to ``folder`` (``--save-head``, or ``option``); call it before
+    a study.
 
     A folder that already holds a head is refused unless ``force``: a saved head is the product of a
     study that may have taken hours, and replacing it by accident loses it."""
-    path = check_output(folder, SAVE_OPTION, HeadFileError)
-    if not force and ((path / JSON_NAME).exists() or (path / NPZ_NAME).exists()):
-        raise HeadFileError(f"{SAVE_OPTION} {path} already holds a saved head ({JSON_NAME}); choose another "
+    path = check_output(folder, option, HeadFileError)
+    if not force and any((path / name).exists() for name in (JSON_NAME, NPZ_NAME, TRAIN_NAME)):
+        raise HeadFileError(f"{option} {path} already holds a saved head ({JSON_NAME}); choose another "
                             "folder, or add --force to replace it")
     return path
 
@@ -158,6 +168,7 @@ class SavedHead:
     threshold: float
     info: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    check_X: np.ndarray | None = field(default=None, repr=False)  # the self-check's feature vectors
 
     # ---------------------------------------------------------------------------- metadata
     @property
@@ -251,15 +262,18 @@ class SavedHead:
 def save_head(folder: str | os.PathLike, head: ProbeHead, scorer: Any, *, head_name: str, score_name: str,
               classes: Sequence[str], layer: Sequence[int], threshold: float, feature_set: str,
               manifest: Manifest | Mapping[str, Any], check_X: np.ndarray,
-              info: dict[str, Any] | None = None, force: bool = False) -> Path:
-    """Write ``folder/head.json`` and ``folder/head.npz``; returns the folder. A folder that already
-    holds a head is refused unless ``force`` (:func:`check_head_folder`).
+              info: dict[str, Any] | None = None, force: bool = False,
+              training: Mapping[str, np.ndarray] | None = None, option: str = SAVE_OPTION) -> Path:
+    """Write ``folder/head.json`` and ``folder/head.npz`` (and ``train.npz`` with ``training``); returns
+    the folder. A folder that already holds a head is refused unless ``force`` (:func:`check_head_folder`).
 
     ``classes`` are the source names of the head's class labels, in the order of ``head.classes_``.
     ``check_X`` are a few feature vectors (e.g. validation ones) whose outputs are stored so that
-    loading can prove the head still computes what it computed here.
+    loading can prove the head still computes what it computed here. ``training``: arrays named in
+    :data:`TRAINING_ARRAYS` (``*.X`` features are stored as float16, ``*.y`` labels as int64 or text; see the
+    module docstring); ``option`` names the folder's option in errors.
     """
-    folder = check_head_folder(folder, force)
+    folder = check_head_folder(folder, force, option)
     manifest = Manifest.coerce(manifest)
     if len(classes) != len(head.classes_):
         raise HeadFileError(f"{len(classes)} class names for a head with {len(head.classes_)} classes")
@@ -274,7 +288,7 @@ def save_head(folder: str | os.PathLike, head: ProbeHead, scorer: Any, *, head_n
         "n_features": int(check_X.shape[1]), "threshold": float(threshold),
         "feature_set": feature_set, "label": manifest.warning, "manifest": manifest.to_json(),
     }
-    clash = sorted(set(info or {}) & (set(doc) | {"npz_sha256", "json_sha256"}))
+    clash = sorted(set(info or {}) & (set(doc) | RESERVED))
     if clash:
         raise HeadFileError(f"save_head: info keys {clash} are reserved")
     doc.update(info or {})
@@ -285,14 +299,87 @@ def save_head(folder: str | os.PathLike, head: ProbeHead, scorer: Any, *, head_n
     np.savez(buf, **arrays)
     npz = buf.getvalue()
     doc["npz_sha256"] = hashlib.sha256(npz).hexdigest()
+    train_npz = None
+    if training is not None:
+        train_npz, doc["training"] = _training_file(training, int(check_X.shape[1]))
     try:
         doc["json_sha256"] = hashlib.sha256(_canonical(doc)).hexdigest()
     except ValueError as exc:  # NaN/inf outside the encoded state
         raise HeadFileError(f"cannot save head: {exc}") from None
-    make_folder(folder, SAVE_OPTION, HeadFileError)
+    make_folder(folder, option, HeadFileError)
+    if train_npz is not None:
+        atomic.write_bytes(folder / TRAIN_NAME, train_npz)
+    elif (folder / TRAIN_NAME).exists():  # with force: a replaced head's training file is not this head's
+        (folder / TRAIN_NAME).unlink()
     atomic.write_bytes(folder / NPZ_NAME, npz)  # with force, re-saving a head replaces it
-    atomic.write_text(folder / JSON_NAME, json.dumps(doc, indent=1, allow_nan=False))
+    atomic.write_text(folder / JSON_NAME, json.dumps(doc, indent=1, allow_nan=False))  # last: the commit point
     return folder
+
+
+TRAINING_ARRAYS = ("train.X", "train.y", "val.X", "val.y")
+RESERVED = frozenset({"format", "format_version", "attrib", "created", "head", "scorer", "classes", "layer",
+                      "n_features", "threshold", "feature_set", "label", "manifest", "npz_sha256", "json_sha256",
+                      "training", "head_name", "score_name"})
+"""Keys of ``head.json`` that :func:`save_head` writes itself (``info`` may not set them)."""
+
+
+def _training_file(training: Mapping[str, np.ndarray], width: int) -> tuple[bytes, dict[str, Any]]:
+    """(bytes of ``train.npz``, its entry in ``head.json``): features as float16, labels as int64 (or text)."""
+    unknown = sorted(set(training) - set(TRAINING_ARRAYS))
+    if unknown or not {"val.X", "val.y"} <= set(training):
+        raise HeadFileError(f"save_head: training arrays must be val.X, val.y (and optionally train.X, train.y), "
+                            f"got {sorted(training)}")
+    arrays: dict[str, np.ndarray] = {}
+    for name, value in training.items():
+        if name.endswith(".X"):
+            X = np.asarray(value)
+            if X.ndim != 2 or X.shape[1] != width:
+                raise HeadFileError(f"save_head: {name} has shape {X.shape}, expected (n, {width})")
+            half = X.astype(np.float16)
+            arrays[name] = half if np.isfinite(half).all() == np.isfinite(X).all() else X.astype(np.float32)
+        else:
+            y = np.asarray(value)
+            if y.dtype.kind not in "iuU":
+                raise HeadFileError(f"save_head: {name} must hold integer or text labels, got {y.dtype}")
+            arrays[name] = y.astype(np.int64) if y.dtype.kind in "iu" else y
+    for part in ("train", "val"):
+        if f"{part}.X" in arrays and len(arrays[f"{part}.X"]) != len(arrays.get(f"{part}.y", ())):
+            raise HeadFileError(f"save_head: {part}.X and {part}.y differ in length")
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    data = buf.getvalue()
+    entry = {"file": TRAIN_NAME, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+             "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()}}
+    return data, entry
+
+
+def load_training(saved: SavedHead) -> dict[str, np.ndarray] | None:
+    """The arrays of a saved head's ``train.npz`` (features as float32), or None for a head saved without
+    one (by an older attrib). Checked against the checksum in ``head.json`` first."""
+    entry = saved.info.get("training")
+    if not entry:
+        return None
+    if saved.path is None:
+        raise HeadFileError("this head was not loaded from a folder, so its training file cannot be read")
+    path = saved.path / entry["file"]
+    if not path.is_file():
+        raise HeadFileError(f"{path} is missing ({saved.path / JSON_NAME} lists it): copy the whole head folder, "
+                            "or re-save the head with `attrib probe ... --save-head DIR`")
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+        raise HeadFileError(f"{path} does not match the checksum in {JSON_NAME}: it was modified, damaged, or "
+                            "comes from another save; re-save the head with `attrib probe ... --save-head DIR`")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            return {k: (z[k].astype(np.float32) if k.endswith(".X") else z[k]) for k in z.files}
+    except (ValueError, OSError) as exc:
+        raise HeadFileError(f"{path}: unreadable ({exc}); re-save the head") from None
+
+
+def saved_info(saved: SavedHead) -> dict[str, Any]:
+    """The ``info`` a head was saved with (what :func:`save_head` did not write itself): what a head
+    derived from it (an enrolled head) carries over."""
+    return {k: v for k, v in saved.info.items() if k not in RESERVED}
 
 
 def load_head(folder: str | os.PathLike) -> SavedHead:
@@ -329,9 +416,9 @@ def load_head(folder: str | os.PathLike) -> SavedHead:
     scorer = decode_estimator(doc["scorer"], SCORERS, "scorer", arrays, where, head=head)
     info = {k: v for k, v in doc.items() if k not in ("head", "scorer")}
     info.update(head_name=doc["head"]["name"], score_name=doc["scorer"]["name"])
-    saved = SavedHead(head, scorer, tuple(doc["classes"]), tuple(doc["layer"]), float(doc["threshold"]),
-                      info, folder)
     X = arrays["check.X"]
+    saved = SavedHead(head, scorer, tuple(doc["classes"]), tuple(doc["layer"]), float(doc["threshold"]),
+                      info, folder, X)
     try:
         same = (np.allclose(saved.predict_proba(X), arrays["check.proba"], rtol=1e-5, atol=1e-7)
                 and np.allclose(saved.score_samples(X), arrays["check.score"], rtol=1e-5, atol=1e-7))
