@@ -38,6 +38,7 @@ import numpy as np
 from attrib import atomic
 from attrib.data.catalog import ImageList
 from attrib.store import IMAGES, MANIFEST, FeatureSet, StoreError
+from attrib.data.filenames import escape_path, path_bytes, unescape_path
 from attrib.verify import VerifyReport
 
 PARTS = "parts"
@@ -54,7 +55,7 @@ READ_CHUNK_ROWS = 1 << 18  # rows per part read: bounds the temporary copy of a 
 def path_keys(paths: Sequence[str]) -> np.ndarray:
     """Paths as a numpy array of UTF-8 bytes: sorted lists compare and search in C, at one byte a
     character (UTF-8 bytes sort as the code points do, so the order is the image list's)."""
-    return np.array([p.encode("utf-8") for p in paths], dtype=np.bytes_) if len(paths) else np.array([], "S1")
+    return np.array([path_bytes(p) for p in paths], dtype=np.bytes_) if len(paths) else np.array([], "S1")
 
 
 def lookup(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
@@ -179,7 +180,7 @@ class Index:
             if len(cols) != len(INDEX_HEADER):
                 raise malformed(i, line)
             numbers.append(cols[0])
-            paths.append(cols[1])
+            paths.append(unescape_path(cols[1]))  # written as images.tsv writes paths
             sources.append(cols[2])
             subsets.append(cols[3])
             names.append(cols[4])
@@ -217,7 +218,7 @@ class Index:
             with open(tmp, "w", encoding="utf-8", newline="") as f:
                 f.write(INDEX_MAGIC + json.dumps(header.to_json()) + "\n" + "\t".join(INDEX_HEADER) + "\n")
                 for i, (p, s, sub) in enumerate(images):
-                    f.write(f"{i}\t{p}\t{s}\t{sub}\t{names[part[i]]}\t{part_row[i]}\n")
+                    f.write(f"{i}\t{escape_path(p)}\t{s}\t{sub}\t{names[part[i]]}\t{part_row[i]}\n")
             return atomic.publish(tmp, target, atomic.EXCLUSIVE)
 
 

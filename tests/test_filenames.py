@@ -153,3 +153,22 @@ def test_an_images_tsv_written_before_escapes_reads_as_written(tmp_path: Path) -
     new = ImageList.from_rows([(f"gen/{BAD}", "gen", "all"), *rows])
     new.write_tsv(tmp_path / "new.tsv")  # written now: unescaped, whatever the hash says
     assert ImageList.read_tsv(tmp_path / "new.tsv", sha256=new.sha256()).paths == new.paths
+
+
+def test_a_dataset_grown_by_a_non_utf8_name_reads_it_back(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """The grown set's index holds paths as images.tsv does: a name that is not UTF-8 survives growth."""
+    root = tmp_path / "ds"
+    write_png(root / "real" / "a.png", seed=1, size=24)
+    write_png(root / "gen" / "b.png", seed=2, size=24)
+    args = ["features", "--dataset", "folder", "--root", str(root), "--model", "attrib-tiny", "--pretrained",
+            str(tiny_checkpoint), "--cache", str(tmp_path / "cache"), "--workers", "0", "--quiet"]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    _write_bad_name(root / "gen")  # arrives later
+    grown = CliRunner().invoke(main, args)
+    assert grown.exit_code == 0, grown.output
+    assert "done: 1 images" in grown.output
+    fs = FeatureSet.open(grown.output.strip().splitlines()[-1])
+    assert fs.images.paths == ["gen/b.png", f"gen/{BAD}", "real/a.png"] and fs.status()[0].all()
+    assert fs.verify().ok
+    np.testing.assert_array_equal(fs.block(3, fs.rows([f"gen/{BAD}"])).shape, (1, fs.width))

@@ -61,7 +61,7 @@ def comparison(rows: Sequence[dict[str, Any]]) -> str:
 
 def comparison_report(results_dir: str) -> str:
     """The comparison for a results folder, with the random-init warning when its features have one."""
-    from attrib.probe.report import aggregate
+    from attrib.probe.tables import aggregate
     from attrib.probe.results import read_results
 
     results = read_results(results_dir)

@@ -2,7 +2,7 @@
 
 Reads the index ``OUT/robustness.json`` (:mod:`attrib.probe.robustness`) and each run's
 ``results.jsonl``; every (training, condition, method) becomes one row with each metric's mean ± std over
-splits and seeds, in %, as :func:`attrib.probe.report.aggregate` computes them for ``attrib report``. Rows
+splits and seeds, in %, as :func:`attrib.probe.tables.aggregate` computes them for ``attrib report``. Rows
 of the clean-trained and augmentation-trained studies sit next to each other, so what augmentation buys
 reads off the table. Only the standard library and numpy are needed until the plot is drawn (matplotlib
 is imported there).
@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from attrib.probe.report import GROUP, METRICS, NAMES, PAPER_METRICS, _cell, _plt, aggregate, method_name
+from attrib.probe.plotkit import pyplot
+from attrib.probe.tables import GROUP, METRICS, NAMES, PAPER_METRICS, aggregate, cell, method_name
 from attrib.probe.results import RESULTS, read_results
 from attrib.probe.robustness import CLEAN, INDEX, NONE, RobustnessError
 
@@ -86,7 +87,7 @@ def markdown(rows: list[dict[str, Any]], metrics: tuple[str, ...] = PAPER_METRIC
         lines += [f"### {method}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in rs:
             cells = [r["perturbation"], str(r["intensity"]), r["view"], r["train"], str(r["runs"])]
-            lines.append("| " + " | ".join(cells + [_cell(r[m], r[m + "_std"]) for m in metrics]) + " |")
+            lines.append("| " + " | ".join(cells + [cell(r[m], r[m + "_std"]) for m in metrics]) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -105,7 +106,7 @@ def plot(rows: list[dict[str, Any]], path: Path, metrics: tuple[str, ...] = PAPE
         by_method[r["method"]].append(r)
     if not by_method:
         return None
-    plt = _plt()
+    plt = pyplot()
     labels = _labels(rows)
     height = 3.6 * len(by_method) + 1.2  # inches: the panels, and the title above them
     fig, axes = plt.subplots(len(by_method), len(metrics), figsize=(5 * len(metrics), height), squeeze=False)
