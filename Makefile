@@ -72,7 +72,7 @@ ROBUST_ARGS = --perturb $(PERTURB) --intensities $(INTENSITIES) $(call opt,--tra
 	--cache $(CACHE) --batch-size $(BATCH_SIZE) $(call opt,--workers,$(WORKERS)) --device $(DEVICE) \
 	--precision $(PRECISION) $(STUDY_ARGS) --out $(ROBUST_OUT)
 
-.PHONY: help install demo features probe report paper robustness test bench clean-demo shell lint test-quick
+.PHONY: help install demo features probe report paper robustness test test-slow test-all test-quick bench clean-demo shell lint
 
 help:
 	@echo "make demo       build the offline demo dataset, extract features, probe, print the table"
@@ -80,9 +80,9 @@ help:
 	@echo "make probe      stage 2 on the newest matching feature set (or FEATURES=cache/...)"
 	@echo "make paper      the paper's table beside attrib's replication (demo offline; ROOT=/data/GenImage for real)"
 	@echo "make robustness train clean, evaluate on perturbed views (PERTURB=jpeg,blur INTENSITIES=1,5 TRAIN_VIEW=)"
-	@echo "make test       the test suite"
+	@echo "make test       the test suite without the tests marked slow (a few minutes)"
+	@echo "make test-slow  the slow end-to-end tests (CI runs both); make test-all: everything at once"
 	@echo "make bench      the benchmarks"
-	@echo "make test-quick the test suite without the tests marked slow"
 	@echo "make lint       ruff check (rules in pyproject.toml)"
 	@echo "make shell      a shell with .venv active, so 'attrib' is on PATH (or: source .venv/bin/activate)"
 
@@ -142,15 +142,21 @@ paper: $(STAMP)
 	$(ATTRIB) report $(PAPER_RESULTS) --metrics paper || exit 1; \
 	$(BIN)/python -m attrib.probe.published table $(PAPER_RESULTS)
 
+# `make test` leaves out the tests marked @pytest.mark.slow (real processes, end-to-end runs, a browser:
+# more than ~5 s each) so that it stays a few minutes; CI (.ci/run) runs `make test-slow` after it.
 test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python -m attrib.bench
 
-# The suite without the tests marked @pytest.mark.slow (those taking more than ~5 s); `make test` runs all.
-test-quick: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+test-quick: test  # the name this target had before `make test` left the slow tests out
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
