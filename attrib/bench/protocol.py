@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -46,32 +45,38 @@ def load() -> str:
     return f"load {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
 
 
-def run_probe(fs_path: Path, splits: str, layers: str, jobs: int, extra: list[str] | None = None,
-              out: Path | None = None) -> dict:
-    """Run `attrib probe` in a fresh process; its wall and CPU seconds, the load, and its result lines."""
-    own_out = out is None
-    out = Path(tempfile.mkdtemp(prefix="attrib-bench-protocol-")) if own_out else out
+# Runs `attrib probe` as its child and reports the child's resource usage: RUSAGE_CHILDREN of a fresh
+# process covers exactly that run (its CPU time summed over the probe and its workers, and the largest
+# peak RSS among them).
+_MEASURE = """import json, resource, subprocess, sys, time
+t0 = time.perf_counter()
+rc = subprocess.run(sys.argv[1:]).returncode
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"rc": rc, "wall_s": time.perf_counter() - t0, "cpu_s": r.ru_utime + r.ru_stime,
+                  "peak_rss_gb": r.ru_maxrss / 2 ** 20}))
+"""
+
+
+def run_probe(fs_path: Path, splits: str, layers: str, jobs: int, extra: list[str] | None = None) -> dict:
+    """Run `attrib probe` in a fresh process: wall and CPU seconds, peak memory, the load, its result lines."""
+    out = Path(tempfile.mkdtemp(prefix="attrib-bench-probe-"))
     cmd = [sys.executable, "-m", "attrib", "probe", "--features", str(fs_path), "--splits", splits,
            "--layers", layers, "--jobs", str(jobs), "--out", str(out / "results"), "--quiet", *(extra or [])]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     load_before = load()
-    t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-        if proc.returncode:
-            raise SystemExit(f"attrib probe failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        proc = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], capture_output=True, text=True)
+        usage = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {"rc": proc.returncode}
+        if usage["rc"]:
+            raise SystemExit(f"attrib probe failed ({usage['rc']}):\n{proc.stderr[-4000:]}")
         from attrib.probe.study import read_results
 
         lines = read_results(out / "results")
     finally:
-        if own_out:
-            shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
     m = re.search(r"new lines in ([\d.]+) s", proc.stderr)
-    return {"command": " ".join(["attrib", *cmd[3:]]), "wall_s": wall, "study_s": float(m.group(1)) if m else None,
-            "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-            "load_before": load_before, "load_after": load(), "lines": lines}
+    return {"command": " ".join(["attrib", *cmd[3:]]), **{k: v for k, v in usage.items() if k != "rc"},
+            "study_s": float(m.group(1)) if m else None, "load_before": load_before, "load_after": load(),
+            "lines": lines}
 
 
 def summarise(lines: list[dict]) -> dict:
@@ -130,14 +135,15 @@ def main(argv: list[str] | None = None) -> None:
     s = summarise(r["lines"])
     phases = s["phases_summed_s"]
     print(f"$ {r['command']}")
-    print(f"  wall {r['wall_s']:.1f} s (study {r['study_s']} s), CPU {r['cpu_s']:.1f} s; {r['load_before']} before, "
-          f"{r['load_after']} after")
+    print(f"  wall {r['wall_s']:.1f} s (study {r['study_s']} s), CPU {r['cpu_s']:.1f} s, peak memory "
+          f"{r['peak_rss_gb']:.2f} GB (largest process); {r['load_before']} before, {r['load_after']} after")
     print(f"  {len(r['lines'])} lines; work summed over lines: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items())
           + f"; fit_path per line {phases['fit_path'] / max(1, len(r['lines'])):.2f} s")
     print(f"  best block {s['best_layer']}: mean test accuracy {100 * s['best_layer_accuracy']:.2f} % "
           f"(by block: {', '.join(f'{k}: {100 * v:.1f}' for k, v in s['accuracy_by_layer'].items())})")
     summary = {"bench": "protocol", "splits": a.splits, "layers": a.layers, "jobs": a.jobs,
-               **{k: r[k] for k in ("command", "wall_s", "study_s", "cpu_s", "load_before", "load_after")}, **s}
+               **{k: r[k] for k in ("command", "wall_s", "study_s", "cpu_s", "peak_rss_gb", "load_before",
+                                    "load_after")}, **s}
     if a.compare:
         c = compare(summary, json.loads(a.compare.read_text()))
         summary["compare"] = c

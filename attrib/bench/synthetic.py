@@ -20,7 +20,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
@@ -108,8 +108,8 @@ def genimage_rows(train_dir: dict[str, int], val_dir: dict[str, int]) -> list[tu
 
 
 def genimage_like(cache: Path, train_dir: dict[str, int], val_dir: dict[str, int], n_blocks: int = 12,
-                  dim: int = 768, seed: int = 0, peak: float = SEPARATION_PEAK, shard_size: int = 16384,
-                  log: Callable[[str], None] = print):
+                  dim: int = 768, seed: int = 0, peak: float = SEPARATION_PEAK, peak_block: int = PEAK_BLOCK,
+                  shard_size: int = 16384, log: Callable[[str], None] = print):
     """The synthetic GenImage-shaped feature set for these parameters, built under ``cache`` once and
     reused (its folder name holds a hash of the parameters; an unfinished one is completed)."""
     from attrib.data.catalog import REAL, ImageList
@@ -118,6 +118,8 @@ def genimage_like(cache: Path, train_dir: dict[str, int], val_dir: dict[str, int
 
     params = {"train_dir": train_dir, "val_dir": val_dir, "n_blocks": n_blocks, "dim": dim, "seed": seed,
               "peak": peak, "shard_size": shard_size, "generator": "ClipLikeBlock/kron/v2"}
+    if peak_block != PEAK_BLOCK:
+        params["peak_block"] = peak_block
     tag = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
     images = ImageList.from_rows(genimage_rows(train_dir, val_dir), root="/nonexistent/synthetic-genimage")
     manifest = {"dataset": "genimage", "dataset_kind": "genimage", "family": "synthetic",
@@ -132,7 +134,8 @@ def genimage_like(cache: Path, train_dir: dict[str, int], val_dir: dict[str, int
     sources = (REAL,) + GENERATORS
     kron = _kron_factors(dim)
     rng = np.random.default_rng(seed)
-    blocks = [ClipLikeBlock.draw(len(sources), dim, s, rng, kron=kron) for s in separation_profile(n_blocks, peak)]
+    blocks = [ClipLikeBlock.draw(len(sources), dim, s, rng, kron=kron)
+              for s in separation_profile(n_blocks, peak, peak_block)]
     src_index = np.array([sources.index(s) for s in images.sources])
     log(f"building {fs.path} ({len(images):,} images x {n_blocks} blocks x {dim}, {len(todo)} shards)")
     for k in todo:
@@ -153,9 +156,3 @@ def _kron_factors(dim: int) -> tuple[int, int] | None:
     while a > 1 and dim % a:
         a -= 1
     return (a, dim // a) if a > 1 else None
-
-
-def per_source(counts: Sequence[int] | int, sources: Sequence[str]) -> dict[str, int]:
-    """One count for every source, or the given counts in order."""
-    counts = [counts] * len(sources) if isinstance(counts, int) else list(counts)
-    return dict(zip(sources, counts))
