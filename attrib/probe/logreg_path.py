@@ -58,6 +58,8 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from attrib.probe.geometry import all_finite, column_mean_std
+
 _ARMIJO = 1e-4
 _MAX_HALVINGS = 10
 _SMALL_PROBLEM = 2 ** 24  # n * D * K * (C values per group) below which one thread is faster than several
@@ -125,7 +127,7 @@ def fit_logreg_path(X: np.ndarray, y_idx: np.ndarray, n_classes: int, Cs: Sequen
     K = int(n_classes)
     if y_idx.shape != (n,) or n == 0:
         raise ValueError(f"need one label per row: {n} rows, labels of shape {y_idx.shape}")
-    if not np.all(np.isfinite(X)):
+    if not all_finite(X):
         raise ValueError("features contain NaN or inf; check the feature cache (`attrib cache verify`)")
     tdt = _torch_dtype(dtype)
     group = max(1, min(int(group_size), len(Cs)))
@@ -158,8 +160,8 @@ class _Prepared:
                  max_rotation_dim: int, seed: int):
         n, D = X.shape
         np_dtype = np.float32 if tdt == torch.float32 else np.float64
-        self.mean = X.mean(axis=0, dtype=np.float64)
-        self.scale = X.std(axis=0, dtype=np.float64) + 1e-6 if standardize else np.ones(D)
+        self.mean, std = column_mean_std(X) if standardize else (X.mean(axis=0, dtype=np.float64), None)
+        self.scale = std + 1e-6 if standardize else np.ones(D)
         Zn = np.subtract(X, self.mean.astype(np_dtype), dtype=np_dtype)   # the one copy of the data
         if standardize:
             Zn /= self.scale.astype(np_dtype)
