@@ -160,11 +160,14 @@ class _Prepared:
                  max_rotation_dim: int, seed: int):
         n, D = X.shape
         np_dtype = np.float32 if tdt == torch.float32 else np.float64
-        self.mean, std = column_mean_std(X) if standardize else (X.mean(axis=0, dtype=np.float64), None)
-        self.scale = std + 1e-6 if standardize else np.ones(D)
-        Zn = np.subtract(X, self.mean.astype(np_dtype), dtype=np_dtype)   # the one copy of the data
+        mean, std = column_mean_std(X) if standardize else (X.mean(axis=0, dtype=np.float64), None)
+        # the shift and scale actually applied (rounded to dtype), so that mapping the solution back to the
+        # raw features is exact
+        mean, scale = mean.astype(np_dtype), (std + 1e-6 if standardize else np.ones(D)).astype(np_dtype)
+        self.mean, self.scale = mean.astype(np.float64), scale.astype(np.float64)
+        Zn = np.subtract(X, mean, dtype=np_dtype)   # the one copy of the data
         if standardize:
-            Zn /= self.scale.astype(np_dtype)
+            Zn /= scale
         rows = np.arange(n) if n <= curvature_rows else np.sort(
             np.random.default_rng(seed).choice(n, curvature_rows, replace=False))
         self.span = self.U = None
