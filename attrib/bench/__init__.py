@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ("listing", "extract", "probe", "study", "grow")
+BENCHES = ("listing", "extract", "probe", "study", "grow", "protocol", "fulldata")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from attrib import atomic
+from attrib.bench.synthetic import ClipLikeBlock
 from attrib.probe.geometry import logsumexp, softmax
 from attrib.probe.heads import DEFAULT_CS, LogisticProbe
 
@@ -48,21 +49,10 @@ def synthetic_clip_like(n_classes: int = 5, n_train: int = 4000, n_val: int = 10
     distance between class means (0.12 gives ~98.5% best accuracy, near the paper's 97.8%).
     """
     rng = np.random.default_rng(seed)
-    basis, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
-    sd = np.sqrt(0.6 / 20 * (np.arange(1, dim + 1) / dim) ** -0.8)      # power-law spectrum
-    centre = rng.standard_normal(dim) * 0.3
-    massive = rng.choice(dim, n_massive, replace=False)
-    centre[massive] = rng.choice([-1, 1], n_massive) * rng.uniform(15, 60, n_massive)
-    massive_sd = rng.uniform(2, 6, n_massive)
-    means = centre + separation * sd.mean() * rng.standard_normal((n_classes, dim))
-    class_scales = np.exp(0.25 * rng.standard_normal((n_classes, dim)))
+    block = ClipLikeBlock.draw(n_classes, dim, separation, rng, n_massive=n_massive)
     out = {}
     for name, n in (("train", n_train), ("val", n_val), ("test", n_test)):
-        X = np.empty((n_classes * n, dim), dtype=np.float32)
-        for c in range(n_classes):
-            x = means[c] + (rng.standard_normal((n, dim)) * sd * class_scales[c]) @ basis.T
-            x[:, massive] += rng.standard_normal((n, n_massive)) * massive_sd
-            X[c * n:(c + 1) * n] = x
+        X = np.concatenate([block.sample(c, n, rng) for c in range(n_classes)])
         out[name] = (X, np.repeat(np.arange(n_classes), n))
     return out
 

@@ -21,9 +21,26 @@ def as_features(X: np.ndarray, what: str = "features") -> np.ndarray:
         raise ValueError(f"{what} must be a 2-D array (n, D), got shape {X.shape}")
     if not np.issubdtype(X.dtype, np.floating):
         X = X.astype(np.float64)
-    if not np.all(np.isfinite(X)):
+    if not all_finite(X):
         raise ValueError(f"{what} contain NaN or inf; check the feature cache (`attrib cache verify`)")
     return X
+
+
+def all_finite(X: np.ndarray, chunk: int = 65536) -> bool:
+    """``np.isfinite(X).all()`` a block of rows at a time: the one-shot form allocates a boolean array
+    as large as X (a gigabyte for a million-row block)."""
+    return all(bool(np.isfinite(X[a:a + chunk]).all()) for a in range(0, len(X), chunk))
+
+
+def column_mean_std(X: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and standard deviation in float64, two passes over blocks of rows: ``X.std``
+    would hold a float64 copy of the whole array (and ``E[x^2] - mean^2`` cancels on CLIP's
+    huge-offset dimensions)."""
+    mean = X.mean(axis=0, dtype=np.float64)
+    ss = np.zeros(X.shape[1])
+    for a in range(0, len(X), chunk):
+        ss += ((X[a:a + chunk] - mean) ** 2).sum(axis=0)
+    return mean, np.sqrt(ss / max(len(X), 1))
 
 
 def label_indices(y: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:

@@ -13,35 +13,56 @@ What this does instead, solving exactly the same objective as scikit-learn's lbf
 and optionally standardised, which changes the penalty and is the caller's choice.)
 
 - Preconditioning: in the eigenbasis U of the feature covariance, the Hessian of the objective is
-  close to diagonal, ``h_dk + 1/(C n)`` with h_dk = mean_i p_ik (1 - p_ik) (u_d . z_i)^2 (estimated on a
-  row subsample, at W = 0 or at the warm start). L-BFGS runs in the variables
-  ``V = (U^T W) / p`` with ``p = (h + 1/(C n))^-1/2``: a change of variables, not an approximation (the
-  optimum is the same), that turns hundreds of iterations into tens.
+  close to diagonal, ``h_d + 1/(C n)`` with h_d = mean_i,k p_ik (1 - p_ik) (u_d . z_i)^2 (estimated on
+  a row subsample at the warm start). L-BFGS runs in the variables ``V = (U^T W) / p`` with
+  ``p = (h + 1/(C n))^-1/2``: a change of variables, not an approximation (the optimum is the same),
+  that turns hundreds of iterations into tens. ``p`` is the same for every class: the data term does
+  not change when one vector is added to every class's weights, so the optimum's weights sum to zero
+  over the classes; a class-independent ``p`` keeps every step in that subspace, where per-class scales
+  let the iterates drift along a direction only the (tiny, at large C) penalty pulls back.
+- The data are rotated into the eigenbasis once, in place, chunk by chunk: no second copy.
 - Batching and warm starts: C values are solved in ascending groups of a few (5) at once; one
   (n, D) x (D, g K) product serves a whole group, several times cheaper than g products with K columns
-  (the product is memory-bound for K = 5), and a converged C leaves its batch. Each group starts from the
-  previous solutions extrapolated linearly in log C, which is how the weights grow along the path. On
-  5 x 4000 x 768 features, groups of 5 took 490 L-BFGS iterations in all (45 C), all C at once from
-  zero 1,500, one C at a time 230 but with 5x less efficient products.
+  (the product is memory-bound for K = 5). The product is computed transposed, ``W^T Z^T``, which BLAS
+  runs 1.2x (25 columns) to 3x (5 columns) faster than ``Z W``. Every product of a group has the same
+  shape, even after some of its C have converged, so each C sees one deterministic float32 objective.
+  Each group starts from the previous group's two largest C extrapolated linearly in log C, which is
+  how the weights grow along the path.
+- What else was measured (5 classes x 4000 x 768 CLIP-like features, ``python -m attrib.bench probe``;
+  products for the 45 C with groups of 5: 160-180): groups of 1 / 2 / 3 / 8 took 303 / 230 / 189 / 146
+  products, within 10% of groups of 5 in time; a sliding window (the next C enters as soon as one
+  converges) more, because each C is then extrapolated from solutions that converged separately, whose
+  errors do not cancel in the difference; starting a C with its neighbour's L-BFGS memory (translated
+  exactly for the new penalty), pooling a group's memories, quadratic extrapolation, or the per-class
+  blocks of the full-data Hessian as preconditioner: within 10%; a Kronecker (K-FAC) preconditioner
+  from the curvature-weighted second moment: 25% fewer products but an eigendecomposition per group,
+  which costs about as much. Exact Newton converges in 2-3 steps from these warm starts, but its
+  (DK)^2 Hessian costs more than the whole path. The iterations are spent at large C, where the
+  classes are nearly separable and the objective is a long flat valley.
 - Stopping: relative, from the quasi-Newton model (see ``_batched_lbfgs``), so that large C, where the
   classes are nearly separable and the objective tends to 0, are solved as precisely as small C.
 - float32 by default. Losses and gradients are computed without cancellation for confidently right
   samples and objective values are summed in float64; float32 still limits the relative precision of the
   objective to about 1e-7, so ``tol`` below ~1e-6 needs ``dtype="float64"``.
+- Memory: one centred copy of the features (in ``dtype``) and per product logits of at most
+  ``max_batch_elems`` numbers (more rows are processed in chunks), so a million-row block needs about
+  twice its own size.
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from attrib.probe.geometry import all_finite, column_mean_std
+
 _ARMIJO = 1e-4
 _MAX_HALVINGS = 10
-_SMALL_PROBLEM = 2 ** 24  # n * D * K * (number of C) below which one thread is faster than several
+_SMALL_PROBLEM = 2 ** 24  # n * D * K * (C values per group) below which one thread is faster than several
 
 
 @dataclass
@@ -53,6 +74,7 @@ class LogregPath:
     intercept: np.ndarray   # (m, K) float64
     n_iter: np.ndarray      # (m,) L-BFGS iterations per C
     converged: np.ndarray   # (m,) bool: stopping rule met (False: max_iter or the float precision floor)
+    n_products: int = 0     # passes over the data (objective and gradient of a group of C)
 
 
 def _torch_dtype(dtype: str) -> torch.dtype:
@@ -90,10 +112,10 @@ def fit_logreg_path(X: np.ndarray, y_idx: np.ndarray, n_classes: int, Cs: Sequen
 
     ``y_idx`` are class indices 0..n_classes-1. A C stops when the objective decrease its quasi-Newton
     model still predicts is <= ``tol`` x the objective (a relative suboptimality of about tol / 2).
-    C values are solved ``group_size`` at a time in ascending order (fewer if a group's logits would
-    exceed ``max_batch_elems`` floats), each group warm-started by extrapolating the previous solutions.
-    The preconditioner's curvature is estimated on at most ``curvature_rows`` rows: it only shapes the
-    conditioning, never the solution.
+    C values are solved ``group_size`` at a time in ascending order, each group warm-started by
+    extrapolating the previous solutions. The logits of one product hold at most ``max_batch_elems``
+    numbers (more rows are processed in chunks). The preconditioner's curvature is estimated on at most
+    ``curvature_rows`` rows: it only shapes the conditioning, never the solution.
     """
     X = np.asarray(X)
     if X.ndim != 2:
@@ -105,68 +127,166 @@ def fit_logreg_path(X: np.ndarray, y_idx: np.ndarray, n_classes: int, Cs: Sequen
     K = int(n_classes)
     if y_idx.shape != (n,) or n == 0:
         raise ValueError(f"need one label per row: {n} rows, labels of shape {y_idx.shape}")
-    if not np.all(np.isfinite(X)):
+    if not all_finite(X):
         raise ValueError("features contain NaN or inf; check the feature cache (`attrib cache verify`)")
     tdt = _torch_dtype(dtype)
-
-    np_dtype = np.float32 if tdt == torch.float32 else np.float64
-    mean = X.mean(axis=0, dtype=np.float64)
-    scale = X.std(axis=0, dtype=np.float64) + 1e-6 if standardize else np.ones(D)
-    Zn = np.asarray(X, dtype=np_dtype) - mean.astype(np_dtype)
-    if standardize:
-        Zn /= scale.astype(np_dtype)
-    onehot = torch.nn.functional.one_hot(torch.from_numpy(y_idx.astype(np.int64)), K).to(tdt)
-
-    # The covariance eigenbasis U, from a row subsample; the data are rotated into it once (n D^2, about
-    # two iterations' worth of work), so the iterations never touch U. With fewer rows than dimensions
-    # (few-shot studies) the basis is the rows' span, U is D x n, and the problem is solved exactly in n
-    # dimensions: the optimal weights lie in that span (the penalty alone acts outside it). Above
-    # ``max_rotation_dim`` dimensions (concatenated blocks) the D^3 eigendecomposition is not worth it
-    # and the preconditioner stays diagonal in the feature axes.
-    rows = np.arange(n) if n <= curvature_rows else np.sort(
-        np.random.default_rng(seed).choice(n, curvature_rows, replace=False))
-    if n < D:
-        U = np.ascontiguousarray(np.linalg.svd(Zn.astype(np.float64), full_matrices=False)[2].T)
-    elif D <= max_rotation_dim:
-        Zs = Zn[rows].astype(np.float64)
-        U = np.linalg.eigh(Zs.T @ Zs / len(rows))[1]
-    else:
-        U = None
-    width = D if U is None else U.shape[1]
-    order = np.argsort(Cs, kind="stable")
-    group = max(1, min(int(group_size), int(max_batch_elems // max(n * K, 1))))
-    with _threads(1 if n * width * K * min(group, len(Cs)) < _SMALL_PROBLEM else None):
-        Z = torch.from_numpy(Zn)
-        del Zn
-        if U is not None:
-            Z = Z @ torch.from_numpy(U.astype(np_dtype))
-        path = _solve_groups(Z, onehot, _Curvature(Z[torch.from_numpy(rows)], K), Cs, order, group, tdt,
-                             tol=tol, max_iter=max_iter, memory=memory)
-    coef = path.coef if U is None else np.einsum("de,mke->mkd", U, path.coef)
-    coef = coef / scale                                      # back to the raw feature axes (m, K, D)
-    path.coef, path.intercept = coef, path.intercept - coef @ mean
+    group = max(1, min(int(group_size), len(Cs)))
+    with _threads(1 if n * min(D, n) * K * group < _SMALL_PROBLEM else None):
+        data = _Prepared(X, standardize, tdt, curvature_rows, max_rotation_dim, seed)
+        labels = torch.from_numpy(y_idx.astype(np.int64))
+        chunk = max(1, min(n, int(max_batch_elems) // max(group * K, 1)))
+        objective = _Objective(data.Z, labels, K, chunk)
+        path = _solve_groups(objective, _Curvature(data.Zs, K), Cs, group, tdt, tol=tol, max_iter=max_iter,
+                             memory=memory)
+    basis = data.span if data.span is not None else data.U
+    coef = path.coef if basis is None else np.einsum("de,mke->mkd", basis, path.coef)
+    coef = coef / data.scale                                 # back to the raw feature axes (m, K, D)
+    path.coef, path.intercept = coef, path.intercept - coef @ data.mean
     return path
+
+
+class _Prepared:
+    """The centred (optionally standardised) features in the preconditioner's basis, as one torch array.
+
+    ``U`` is the covariance eigenbasis (from a row subsample); the data are rotated into it in place,
+    and ``Zs`` is the subsample in that basis (for curvature estimates). With fewer rows than dimensions
+    (few-shot studies) the basis is the rows' span (``span``, D x n) and the problem is solved exactly
+    in n dimensions: the optimal weights lie in that span (the penalty alone acts outside it). Above
+    ``max_rotation_dim`` dimensions (concatenated blocks) the D^3 eigendecomposition is not worth it
+    and the preconditioner stays diagonal in the feature axes.
+    """
+
+    def __init__(self, X: np.ndarray, standardize: bool, tdt: torch.dtype, curvature_rows: int,
+                 max_rotation_dim: int, seed: int):
+        n, D = X.shape
+        np_dtype = np.float32 if tdt == torch.float32 else np.float64
+        mean, std = column_mean_std(X) if standardize else (X.mean(axis=0, dtype=np.float64), None)
+        # the shift and scale actually applied (rounded to dtype), so that mapping the solution back to the
+        # raw features is exact
+        mean, scale = mean.astype(np_dtype), (std + 1e-6 if standardize else np.ones(D)).astype(np_dtype)
+        self.mean, self.scale = mean.astype(np.float64), scale.astype(np.float64)
+        Zn = np.subtract(X, mean, dtype=np_dtype)   # the one copy of the data
+        if standardize:
+            Zn /= scale
+        rows = np.arange(n) if n <= curvature_rows else np.sort(
+            np.random.default_rng(seed).choice(n, curvature_rows, replace=False))
+        self.span = self.U = None
+        if n < D:
+            self.span = np.ascontiguousarray(np.linalg.svd(Zn.astype(np.float64), full_matrices=False)[2].T)
+            Zn = Zn @ self.span.astype(np_dtype)
+        elif D <= max_rotation_dim:
+            Zs = Zn[rows].astype(np.float64)
+            self.U = np.linalg.eigh(Zs.T @ Zs / len(rows))[1]
+            _rotate_in_place(Zn, self.U.astype(np_dtype))
+        self.Z = torch.from_numpy(Zn)
+        self.Zs = torch.from_numpy(np.ascontiguousarray(Zn[rows]))
+
+
+def _rotate_in_place(Z: np.ndarray, U: np.ndarray, chunk: int = 8192) -> None:
+    """``Z <- Z @ U`` a chunk of rows at a time, so that no second copy of the data is ever held."""
+    for a in range(0, len(Z), chunk):
+        Z[a:a + chunk] = Z[a:a + chunk] @ U
 
 
 @contextlib.contextmanager
 def _threads(n: int | None) -> Iterator[None]:
-    """Temporarily limit torch's intra-op threads: for small problems the per-operation thread
-    hand-off costs more than the arithmetic (10x slower on a busy 2-core machine)."""
+    """Temporarily limit torch's and the BLAS libraries' threads: for small problems the per-operation
+    thread hand-off costs more than the arithmetic (10x slower on a busy 2-core machine)."""
     before = torch.get_num_threads()
-    if n is not None and n < before:
-        torch.set_num_threads(n)
-    try:
+    if n is None or n >= before:
         yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(n)
+    try:
+        with threadpool_limits(limits=n, user_api="blas"):
+            yield
     finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
+        torch.set_num_threads(before)
 
 
-def _solve_groups(Z, onehot, curv, Cs, order, group, tdt, *, tol, max_iter, memory) -> LogregPath:
+class _Objective:
+    """The data term of g problems at once: one pass over the rows (in chunks of ``chunk`` rows) gives
+    all g mean losses and their gradients. ``products`` counts the passes.
+
+    The logits are computed transposed, ``W^T Z^T`` as a (g K, rows) array: for a few dozen output
+    columns BLAS is 1.2x (25 columns) to 3x (5 columns) faster that way round than ``Z W`` (measured
+    with MKL, the library torch ships), and the softmax then runs along contiguous rows.
+    """
+
+    def __init__(self, Z: torch.Tensor, labels: torch.Tensor, K: int, chunk: int):
+        self.Z, self.labels, self.K, self.chunk = Z, labels, K, chunk
+        self.n, self.D = Z.shape
+        self.products = 0
+
+    def __call__(self, W: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """W (g, D, K), b (g, K) -> mean loss (g,) float64 and its gradients (g, D, K), (g, K)."""
+        n, D, K = self.n, self.D, self.K
+        g = W.shape[0]
+        Wt = W.transpose(1, 2).reshape(g * K, D)
+        bt = b.reshape(g * K, 1)
+        f = torch.zeros(g, dtype=torch.float64)
+        gWt = torch.zeros(g * K, D, dtype=W.dtype)
+        gb = torch.zeros(g * K, dtype=W.dtype)
+        for a in range(0, n, self.chunk):
+            Zc = self.Z[a:a + self.chunk]
+            L = torch.addmm(bt, Wt, Zc.T).view(g, K, len(Zc))
+            G, loss = _softmax_minus_onehot(L, self.labels[a:a + self.chunk])
+            f += loss.sum(dim=1, dtype=torch.float64)
+            G = G.view(g * K, len(Zc))
+            gWt.addmm_(G, Zc)
+            gb += G.sum(dim=1)
+        self.products += 1
+        return f / n, gWt.view(g, K, D).transpose(1, 2) / n, gb.view(g, K) / n
+
+
+def _softmax_minus_onehot(L: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits L (g, K, r) and labels y (r,) -> softmax - onehot (g, K, r) (computed in L's storage) and
+    the per-row losses (g, r), without cancellation for confidently right samples (the whole gradient
+    in the nearly separable regime): loss = log1p(rest) when y is the argmax, p_y - 1 = -rest / s,
+    with rest the sum of exp(L_k - max) over k != y."""
+    yi = y.view(1, 1, -1).expand(L.shape[0], 1, -1)
+    mx = L.amax(dim=1, keepdim=True)
+    Ly = L.gather(1, yi).squeeze(1)
+    E = L.sub_(mx).exp_()
+    Ey = E.gather(1, yi).squeeze(1)                        # exp(L_y - max)
+    rest = E.scatter_(1, yi, 0.0).sum(dim=1)
+    s = rest + Ey
+    loss = torch.where(Ey == 1, torch.log1p(rest), s.log() + mx.squeeze(1) - Ly)
+    G = E.div_(s.unsqueeze(1)).scatter_(1, yi, (-rest / s).unsqueeze(1))
+    return G, loss
+
+
+class _Curvature:
+    """Diagonal of the data term's Hessian in the covariance eigenbasis, from a row subsample, averaged
+    over the classes (see the module docstring for why it is the same for every class).
+
+    For eigenvector u_d it is mean_i,k p_ik (1 - p_ik) (u_d . z_i)^2; at W = 0 (p = 1/K) this is
+    (1/K)(1 - 1/K) lam_d. (Re-estimating it during the solve, as the classes separate, was tried:
+    L-BFGS's own scaling already absorbs the change, and restarts cost more than they saved.)
+    """
+
+    def __init__(self, Zs: torch.Tensor, K: int):
+        self.Zs, self.Zs2, self.K = Zs, Zs ** 2, K  # rows already in the eigenbasis
+
+    def diag(self, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """(g, D + 1, 1) at weights W (g, D, K), b (g, K): rows 0..D-1 for the weights, row D for the
+        intercept."""
+        g, D, K = W.shape
+        ns = self.Zs.shape[0]
+        L = torch.addmm(b.reshape(1, g * K), self.Zs, W.permute(1, 0, 2).reshape(D, g * K))
+        P = torch.softmax(L.view(ns, g, K), dim=2)
+        w = (P * (1 - P)).mean(dim=2)                                             # (ns, g)
+        return torch.cat([(self.Zs2.T @ w).T / ns, w.mean(dim=0)[:, None]], dim=1).unsqueeze(2)
+
+
+def _solve_groups(objective: _Objective, curv: _Curvature, Cs: np.ndarray, group: int, tdt: torch.dtype, *,
+                  tol: float, max_iter: int, memory: int) -> LogregPath:
     """Solve C values in ascending groups (all at once when ``group >= len(Cs)``); coefficients returned
-    in the rotated, centred coordinates of ``Z``."""
-    n, D = Z.shape
-    K = onehot.shape[1]
+    in the coordinates of ``objective.Z``."""
+    D, K = objective.D, objective.K
+    order = np.argsort(Cs, kind="stable")
     coef = np.empty((len(Cs), K, D))
     intercept = np.empty((len(Cs), K))
     n_iter = np.zeros(len(Cs), dtype=np.int64)
@@ -174,14 +294,15 @@ def _solve_groups(Z, onehot, curv, Cs, order, group, tdt, *, tol, max_iter, memo
     done: list[tuple[float, torch.Tensor, torch.Tensor]] = []  # (log C, W, b) of the last two solved
     for start in range(0, len(order), group):
         idx = order[start:start + group]
-        problem = _PathProblem(Z, onehot, curv, Cs[idx], tdt)
+        problem = _PathProblem(objective, curv, Cs[idx], tdt)
         Wt, bt, it, conv = problem.solve(_warm_start(done, np.log(Cs[idx]), tdt), tol=tol,
                                          max_iter=max_iter, memory=memory)
         done = (done + [(float(np.log(Cs[i])), Wt[j], bt[j]) for j, i in enumerate(idx)])[-2:]
         coef[idx] = Wt.transpose(1, 2).double().numpy()
         intercept[idx] = bt.double().numpy()
         n_iter[idx], converged[idx] = it, conv
-    return LogregPath(Cs=Cs, coef=coef, intercept=intercept, n_iter=n_iter, converged=converged)
+    return LogregPath(Cs=Cs, coef=coef, intercept=intercept, n_iter=n_iter, converged=converged,
+                      n_products=objective.products)
 
 
 def _warm_start(done, log_cs: np.ndarray, dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -199,98 +320,50 @@ def _warm_start(done, log_cs: np.ndarray, dtype) -> tuple[torch.Tensor, torch.Te
     return W1 + t[:, None, None] * (W1 - W0), b1 + t[:, None] * (b1 - b0)
 
 
-class _Curvature:
-    """Diagonal of the data term's Hessian in the covariance eigenbasis, from a row subsample.
-
-    For class k and eigenvector u_d it is mean_i p_ik (1 - p_ik) (u_d . z_i)^2; at W = 0 (p = 1/K) this
-    is (1/K)(1 - 1/K) lam_d. (Re-estimating it during the solve, as the classes separate, was tried:
-    L-BFGS's own scaling already absorbs the change, and restarts cost more than they saved.)
-    """
-
-    def __init__(self, Zs: torch.Tensor, K: int):
-        self.Zs, self.Zs2, self.K = Zs, Zs ** 2, K  # rows already in the eigenbasis
-
-    def diag(self, W: torch.Tensor | None, b: torch.Tensor | None, m: int) -> torch.Tensor:
-        """(m, D + 1, K): rows 0..D-1 for the weights, row D for the intercept."""
-        ns = self.Zs.shape[0]
-        if W is None:
-            P = torch.full((1, ns, self.K), 1.0 / self.K, dtype=self.Zs.dtype).expand(m, -1, -1)
-        else:
-            P = torch.softmax(torch.matmul(self.Zs, W) + b[:, None, :], dim=2)   # (m, ns, K)
-        w = P * (1 - P)
-        hW = torch.matmul(self.Zs2.T, w) / ns                                    # (m, D, K)
-        return torch.cat([hW, w.mean(dim=1, keepdim=True)], dim=1)
-
-
 class _PathProblem:
     """m independent problems (one per C) sharing the data; parameters stacked as (m, D + 1, K).
 
-    ``Z`` is in the covariance eigenbasis. The optimisation variables are ``V = (W, b) / p`` with
-    ``p = (h + 1/(C n))^-1/2`` per coordinate, h the curvature estimate: in these variables the Hessian
-    is close to the identity.
+    The optimisation variables are ``V = (W, b) / p`` with ``p = (h + 1/(C n))^-1/2`` per coordinate
+    (the same for every class), h the curvature estimate: in these variables the Hessian is close to the
+    identity.
     """
 
-    def __init__(self, Z: torch.Tensor, onehot: torch.Tensor, curv: _Curvature, Cs: np.ndarray,
-                 dtype: torch.dtype):
-        self.Z, self.onehot, self.curv, self.dtype = Z, onehot, curv, dtype
-        self.notonehot = 1 - onehot
-        n, D = Z.shape
-        self.n, self.D, self.K = n, D, onehot.shape[1]
-        pen = torch.from_numpy(1.0 / (Cs * n))  # float64
-        self.pen, self.pen64 = pen.to(dtype), pen
+    def __init__(self, objective: _Objective, curv: _Curvature, Cs: np.ndarray, dtype: torch.dtype):
+        self.obj, self.curv, self.dtype = objective, curv, dtype
+        n, D = objective.n, objective.D
+        self.D, self.K = D, objective.K
+        self.pen64 = torch.from_numpy(1.0 / (Cs * n))  # float64
+        self.pen = self.pen64.to(dtype)
         self.penV = torch.zeros(len(Cs), D + 1, 1, dtype=dtype)  # the penalty's curvature (none on b)
         self.penV[:, :D, 0] = self.pen[:, None]
-        self.h = torch.zeros(len(Cs), D + 1, self.K, dtype=dtype)
-        self.p = torch.ones(len(Cs), D + 1, self.K, dtype=dtype)
+        self.p = torch.ones(len(Cs), D + 1, 1, dtype=dtype)
 
-    def set_curvature(self, h: torch.Tensor, idx: torch.Tensor) -> None:
-        self.h[idx] = h
-        self.p[idx] = (h + self.penV[idx]).clamp_min(torch.finfo(self.dtype).tiny).rsqrt()
-
-    def to_weights(self, V: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """V (g, D+1, K) -> W (g, D, K) acting on the rotated features, b (g, K)."""
-        Vp = V * self.p[idx]
-        return Vp[:, :self.D, :], Vp[:, self.D, :]
-
-    def from_weights(self, W: torch.Tensor, b: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        return torch.cat([W, b[:, None, :]], dim=1) / self.p[idx]
-
-    def value_and_grad(self, V: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        n, D, K = self.n, self.D, self.K
-        g = len(idx)
-        W, b = self.to_weights(V, idx)
-        L = (self.Z @ W.permute(1, 0, 2).reshape(D, g * K) + b.reshape(1, g * K)).view(n, g, K)
-        oh = self.onehot[:, None, :]
-        mx = L.amax(dim=2, keepdim=True)
-        E = (L - mx).exp_()
-        Ly = (L * oh).sum(dim=2)                              # (n, g)
-        Ey = (E * oh).sum(dim=2)                              # exp(L_y - max)
-        rest = E.mul_(self.notonehot[:, None, :]).sum(dim=2)  # sum over k != y of exp(L_k - max)
-        s = rest + Ey
-        # Loss and gradient without cancellation for confidently right samples (the whole gradient in
-        # the nearly separable regime): loss = log1p(rest) when y is the argmax, p_y - 1 = -rest / s.
-        loss = torch.where(Ey == 1, torch.log1p(rest), s.log() + mx.squeeze(2) - Ly)
-        f = loss.double().sum(dim=0) / n + 0.5 * self.pen64[idx] * (W.double() ** 2).sum(dim=(1, 2))
-        G = E.div_(s[..., None]).sub_(oh * (rest / s)[..., None]).div_(n).view(n, g * K)  # softmax - onehot
-        gW = (G.T @ self.Z).view(g, K, D).transpose(1, 2) + self.pen[idx, None, None] * W
-        gV = torch.cat([gW, G.sum(dim=0).view(g, 1, K)], dim=1) * self.p[idx]
-        return f, gV
+    def value_and_grad(self, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Objective (m,) float64 and gradient in V for every problem (always all m: see the module
+        docstring on fixed shapes)."""
+        D = self.D
+        Wb = V * self.p
+        W, b = Wb[:, :D, :], Wb[:, D, :]
+        f, gW, gb = self.obj(W, b)
+        f = f + 0.5 * self.pen64 * (W.double() ** 2).sum(dim=(1, 2))
+        gW = gW + self.pen[:, None, None] * W
+        return f, torch.cat([gW, gb[:, None, :]], dim=1) * self.p
 
     def solve(self, warm: tuple[torch.Tensor, torch.Tensor] | None, tol: float, max_iter: int,
               memory: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
         """``warm``: per-C starting weights (m, D, K) and intercepts (m, K), or None for zeros."""
         m = self.p.shape[0]
-        everyone = torch.arange(m)
         if warm is None:
-            self.set_curvature(self.curv.diag(None, None, m), everyone)
-            V = torch.zeros(m, self.D + 1, self.K, dtype=self.dtype)
+            W0 = torch.zeros(m, self.D, self.K, dtype=self.dtype)
+            b0 = torch.zeros(m, self.K, dtype=self.dtype)
         else:
             W0, b0 = warm
-            self.set_curvature(self.curv.diag(W0, b0, m), everyone)
-            V = self.from_weights(W0, b0, everyone)
+        h = self.curv.diag(W0, b0)
+        self.p = (h + self.penV).clamp_min(torch.finfo(self.dtype).tiny).rsqrt()
+        V = torch.cat([W0, b0[:, None, :]], dim=1) / self.p
         V, n_iter, conv = _batched_lbfgs(self.value_and_grad, V, tol, max_iter, memory)
-        W, b = self.to_weights(V, everyone)
-        return W, b, n_iter, conv
+        Wb = V * self.p
+        return Wb[:, :self.D, :], Wb[:, self.D, :], n_iter, conv
 
 
 def _bdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -301,12 +374,13 @@ def _col(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.view(-1, *[1] * (like.dim() - 1))
 
 
-def _batched_lbfgs(fg, V: torch.Tensor, tol: float, max_iter: int, memory: int
-                   ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+def _batched_lbfgs(fg: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], V: torch.Tensor, tol: float,
+                   max_iter: int, memory: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """Independent L-BFGS runs, one per leading index of ``V``, stepping in lockstep.
 
-    ``fg(V_subset, idx)`` returns (f (g,) float64, grad (g, ...)). Each run has its own memory and its
-    own Armijo backtracking line search (step 1 first, then halved).
+    ``fg(V_all)`` returns (f (m,) float64, grad (m, ...)) for all runs; runs that are not stepping are
+    evaluated at their current point. Each run has its own memory and its own Armijo backtracking line
+    search (step 1 first, then halved).
 
     Stopping: a run stops when the decrease its quasi-Newton model predicts, ``-g.d = g^T H^-1 g``
     (about twice the distance to the optimum in objective value), is <= tol x f, relative to the
@@ -326,7 +400,7 @@ def _batched_lbfgs(fg, V: torch.Tensor, tol: float, max_iter: int, memory: int
     converged = np.zeros(m, dtype=bool)
 
     active = torch.arange(m)
-    f, g = fg(V, active)
+    f, g = fg(V)
     for _ in range(max_iter + 1):
         d, gd = _lbfgs_direction(g, S, Y, rho, count, active, memory)
         done = ((count[active] > 0) & (-gd <= tol * f)) | (g.flatten(1).abs().amax(dim=1) == 0)
@@ -346,7 +420,10 @@ def _batched_lbfgs(fg, V: torch.Tensor, tol: float, max_iter: int, memory: int
         pending = torch.arange(len(active))
         for _ in range(_MAX_HALVINGS):
             Vt = V_old[pending] + _col(t[pending], d) * d[pending]
-            ft, gt = fg(Vt, active[pending])
+            trial = V.clone()
+            trial[active[pending]] = Vt
+            ft, gt = fg(trial)
+            ft, gt = ft[active[pending]], gt[active[pending]]
             ok = ft <= f[pending] + _ARMIJO * t[pending].double() * gd[pending].double()
             acc = pending[ok]
             f_new[acc], g_new[acc], moved[acc] = ft[ok], gt[ok], True

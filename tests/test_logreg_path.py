@@ -1,0 +1,81 @@
+"""The batched C-path solver: its building blocks against plain formulas, and solver choices (chunked
+rows, group sizes) that must not change the solution."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from attrib.probe.logreg_path import _softmax_minus_onehot, fit_logreg_path
+
+
+def clusters(n_per_class=80, dim=10, n_classes=4, seed=0, offset=8.0):
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(n_classes, dim)) * 1.5
+    X = np.concatenate([means[c] + rng.normal(size=(n_per_class, dim)) * np.exp(0.5 * rng.normal(size=dim))
+                        for c in range(n_classes)])
+    X[:, 1] += offset  # a huge-offset dimension, like CLIP's
+    return X, np.repeat(np.arange(n_classes), n_per_class)
+
+
+def probs(path, j, X):
+    Z = X @ path.coef[j].T + path.intercept[j]
+    P = np.exp(Z - Z.max(axis=1, keepdims=True))
+    return P / P.sum(axis=1, keepdims=True)
+
+
+def test_softmax_minus_onehot_and_loss_match_the_textbook_formulas():
+    rng = np.random.default_rng(1)
+    g, K, r = 3, 5, 200
+    L = torch.from_numpy(rng.normal(size=(g, K, r)) * 4)
+    L[:, 2, :50] += 60.0                       # confidently classified rows: loss ~ 1e-25, no cancellation
+    y = torch.from_numpy(rng.integers(0, K, r))
+    y[:50] = 2
+    logp = torch.log_softmax(L, dim=1)
+    want_loss = -logp.gather(1, y.view(1, 1, -1).expand(g, 1, r)).squeeze(1)
+    want_G = logp.exp() - torch.nn.functional.one_hot(y, K).T.double()[None]
+    # where log_softmax cancels to 0, the loss is sum_{k != y} exp(L_k - L_y) (log1p(x) = x at x < 1e-16)
+    Ly = L.gather(1, y.view(1, 1, -1).expand(g, 1, r))
+    G, loss = _softmax_minus_onehot(L.clone(), y)
+    np.testing.assert_allclose(G.numpy(), want_G.numpy(), atol=1e-12)
+    np.testing.assert_allclose(loss[:, 50:].numpy(), want_loss[:, 50:].numpy(), rtol=1e-10)
+    assert (want_loss[:, :50] == 0).any()                                # the textbook formula loses them
+    assert (loss[:, :50] > 0).all() and (loss[:, :50] < 1e-15).all()     # ours does not
+    others = torch.exp(L[:, :, :50] - Ly[:, :, :50]).masked_fill(
+        torch.nn.functional.one_hot(y[:50], K).T.bool()[None], 0.0).sum(dim=1)
+    np.testing.assert_allclose(loss[:, :50].numpy(), others.numpy(), rtol=1e-10)
+
+
+def test_rows_in_chunks_give_the_same_path():
+    X, y = clusters(seed=2)
+    Cs = np.logspace(-3, 3, 6)
+    whole = fit_logreg_path(X, y, 4, Cs, dtype="float64", tol=1e-12)
+    chunked = fit_logreg_path(X, y, 4, Cs, dtype="float64", tol=1e-12, max_batch_elems=37 * 5 * 4)
+    assert whole.converged.all() and chunked.converged.all()
+    np.testing.assert_allclose(chunked.coef, whole.coef, atol=1e-5 * np.abs(whole.coef).max())
+    for j in range(len(Cs)):
+        np.testing.assert_allclose(probs(chunked, j, X), probs(whole, j, X), atol=1e-6)
+
+
+def test_group_sizes_give_the_same_path_and_count_products():
+    X, y = clusters(seed=3)
+    Cs = np.logspace(-2, 2, 7)
+    paths = [fit_logreg_path(X, y, 4, Cs, dtype="float64", tol=1e-12, group_size=g) for g in (1, 3, 7)]
+    for p in paths[1:]:
+        np.testing.assert_allclose(p.coef, paths[0].coef, atol=1e-5 * np.abs(paths[0].coef).max())
+    for p in paths:
+        # every C takes at least one step, and each group's steps share products
+        assert p.n_products >= p.n_iter.max() + 1
+    assert paths[0].n_products > paths[2].n_products   # one C at a time: more passes over the data
+
+
+def test_weights_sum_to_zero_over_classes_and_the_input_is_left_alone():
+    """The data term ignores a vector added to every class, so the optimum's weights sum to zero over
+    the classes; the solver keeps its iterates there. It works on its own copy of the features."""
+    X, y = clusters(seed=4)
+    X32 = X.astype(np.float32)
+    before = X32.copy()
+    path = fit_logreg_path(X32, y, 4, [1e-2, 1.0, 100.0])
+    assert np.array_equal(X32, before)
+    scale = np.abs(path.coef).max(axis=(1, 2))
+    assert (np.abs(path.coef.sum(axis=1)).max(axis=1) <= 1e-4 * scale).all()
