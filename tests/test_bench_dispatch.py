@@ -29,7 +29,8 @@ def test_synthetic_genimage_set_has_genimage_layout_and_splits(tmp_path) -> None
     from attrib.bench.synthetic import genimage_like, separation_profile
     from attrib.data.catalog import REAL
     from attrib.data.genimage import GENERATORS
-    from attrib.data.splits import SampledSplits, builtin_splits
+    from attrib.data.sampling import SampledSplits
+    from attrib.data.splits import builtin_splits
 
     sources = (REAL,) + GENERATORS
     fs = genimage_like(tmp_path, {s: 25 for s in sources}, {s: 10 for s in sources}, n_blocks=3, dim=12,

@@ -46,19 +46,25 @@ def full_data_set(cache: Path, max_rows: int):
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m attrib.bench fulldata", description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", default=",".join(map(str, ROWS)),
-                    help="training rows per run, comma-separated (the largest runs with --train-per-class all)")
+                    help="training rows per run, comma-separated")
+    ap.add_argument("--set-rows", type=int, default=None,
+                    help="training rows of the synthetic set (default: the largest of --rows); a run at this size "
+                         "uses --train-per-class all, smaller ones a cap. Lets a smaller run reuse the 1.3M set")
     ap.add_argument("--cache", type=Path, default=BENCH_DIR / "cache", help="where the synthetic set is kept")
     ap.add_argument("--save", type=Path, default=None, help="write the measurements (JSON)")
     a = ap.parse_args(argv)
     sizes = sorted(int(r) for r in a.rows.split(","))
+    set_rows = a.set_rows or sizes[-1]
+    if sizes[-1] > set_rows:
+        raise SystemExit(f"--rows {sizes[-1]} is more than the set's --set-rows {set_rows}")
 
     t0 = time.perf_counter()
-    fs = full_data_set(a.cache, sizes[-1])
+    fs = full_data_set(a.cache, set_rows)
     print(f"features: {fs.path} (SYNTHETIC, {fs.n_images:,} images x {fs.n_blocks} block x {fs.width}; ready in "
           f"{time.perf_counter() - t0:.1f} s)", flush=True)
     results = []
     for rows in sizes:
-        cap = "all" if rows == sizes[-1] else str(rows // 5)
+        cap = "all" if rows == set_rows else str(rows // 5)
         r = run_probe(fs.path, SPLIT, "0", 1, ["--train-per-class", cap])
         (line,) = r["lines"]
         n_train = line["n"]["train"]
