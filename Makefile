@@ -82,7 +82,8 @@ help:
 	@echo "make robustness train clean, evaluate on perturbed views (PERTURB=jpeg,blur INTENSITIES=1,5 TRAIN_VIEW=)"
 	@echo "make test       the test suite without the tests marked slow (a few minutes)"
 	@echo "make test-slow  the slow end-to-end tests (CI runs both); make test-all: everything at once"
-	@echo "make bench      the benchmarks"
+	@echo "make bench      the benchmarks (tens of minutes; one: make bench-NAME, e.g. bench-protocol)"
+	@echo "make bench-fulldata  full-data probes on 100k, 300k and 1.3M synthetic rows (not in make bench)"
 	@echo "make lint       ruff check (rules in pyproject.toml)"
 	@echo "make shell      a shell with .venv active, so 'attrib' is on PATH (or: source .venv/bin/activate)"
 
@@ -155,6 +156,9 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m attrib.bench
+
+bench-%: $(STAMP)
+	$(BIN)/python -m attrib.bench $* $(BENCH_ARGS)
 
 test-quick: test  # the name this target had before `make test` left the slow tests out
 

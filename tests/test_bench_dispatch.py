@@ -20,6 +20,23 @@ def test_options_reach_the_benchmark(name: str, capsys: pytest.CaptureFixture[st
     assert "attrib.bench" in capsys.readouterr().out
 
 
+def test_make_bench_runs_the_protocol_but_not_the_full_data_probes(monkeypatch, capsys) -> None:
+    """`make bench` (no name) runs every benchmark but fulldata (tens of minutes, gigabytes of disk),
+    which runs when named; each gets no options."""
+    import types
+
+    import attrib.bench as bench
+
+    ran = []
+    monkeypatch.setattr(bench.importlib, "import_module", lambda mod: types.SimpleNamespace(
+        main=lambda argv, name=mod.rsplit(".", 1)[1]: ran.append((name, argv))))
+    assert main([]) == 0
+    assert [n for n, _ in ran] == [b for b in BENCHES if b != "fulldata"] and "protocol" in dict(ran)
+    assert all(argv == [] for _, argv in ran)
+    ran.clear()
+    assert main(["fulldata", "--rows", "1000"]) == 0 and ran == [("fulldata", ["--rows", "1000"])]
+
+
 # ------------------------------------------------------------------ the protocol benchmark's parts
 def test_synthetic_genimage_set_has_genimage_layout_and_splits(tmp_path) -> None:
     """The benchmark's feature set goes through the real store, in GenImage's layout, and the paper's
