@@ -31,12 +31,13 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from attrib import atomic
 from attrib.data.catalog import ImageList
+from attrib.partread import PartRows
 from attrib.store import IMAGES, MANIFEST, FeatureSet, StoreError
 from attrib.data.filenames import escape_path, path_bytes, unescape_path
 from attrib.verify import VerifyReport
@@ -49,7 +50,6 @@ INDEX_HEADER = ("row", "path", "source", "subset", "part", "part_row")
 INDEX_FORMAT = 1
 TAB = "\t"
 KEEP_GENERATIONS = 2  # older index files are removed: a reader opened on one of them has long loaded it
-READ_CHUNK_ROWS = 1 << 18  # rows per part read: bounds the temporary copy of a union read
 
 
 def path_keys(paths: Sequence[str]) -> np.ndarray:
@@ -262,7 +262,7 @@ class GrownReport(VerifyReport):
     notes: list[str] = field(default_factory=list)
 
 
-class GrownFeatureSet(FeatureSet):
+class GrownFeatureSet(PartRows, FeatureSet):
     """A feature set that grew: reads (``block``, ``embed``, ``status``, ``rows``, ``images``) see the union.
 
     Open it with :meth:`attrib.store.FeatureSet.open`. It is read-only: its parts are written by
@@ -346,51 +346,10 @@ class GrownFeatureSet(FeatureSet):
             p.require_complete()  # damaged shards: named, with the fix
 
     # --------------------------------------------------------------------------------------- read
-    def _by_part(self, rows: Sequence[int] | np.ndarray | None) -> tuple[int, list[tuple[int, np.ndarray, np.ndarray]]]:
-        """(number of rows, [(part position, output positions, rows in that part)]) for ``rows`` of the union."""
+    def _row_map(self) -> tuple[list[FeatureSet], np.ndarray, np.ndarray]:
+        """Reads (``block``, ``embed``, ``status``: :class:`attrib.partread.PartRows`) follow the index."""
         index = self._load()
-        part, part_row = index.part, index.part_row
-        if rows is None:
-            self.require_complete()
-        else:
-            rows = np.asarray(rows, dtype=np.int64)
-            if rows.ndim != 1:
-                raise ValueError("rows must be a 1-d sequence of row indices")
-            if rows.size and (rows.min() < 0 or rows.max() >= self.n_images):
-                raise IndexError(f"row index out of range [0, {self.n_images})")
-            part, part_row = part[rows], part_row[rows]
-        order = np.argsort(part, kind="stable")
-        bounds = np.searchsorted(part[order], np.arange(len(self.header.parts) + 1))
-        groups = [(i, order[a:b], part_row[order[a:b]]) for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))
-                  if b > a]
-        return len(part), groups
-
-    def _gather(self, read: Callable[[FeatureSet, np.ndarray], np.ndarray], width: int, rows) -> np.ndarray:
-        n, groups = self._by_part(rows)
-        out = np.empty((n, width), dtype=np.float32)
-        for i, pos, prow in groups:
-            for lo in range(0, pos.size, READ_CHUNK_ROWS):  # a bounded temporary, whatever the part's size
-                out[pos[lo:lo + READ_CHUNK_ROWS]] = read(self.parts[i], prow[lo:lo + READ_CHUNK_ROWS])
-        return out
-
-    def block(self, layer: int, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
-        if not -self.n_blocks <= layer < self.n_blocks:
-            raise IndexError(f"block {layer} out of range: this feature set has blocks 0..{self.n_blocks - 1}")
-        return self._gather(lambda p, r: p.block(layer, r), self.width, rows)
-
-    def embed(self, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
-        return self._gather(lambda p, r: p.embed(r), self.embed_dim, rows)
-
-    def status(self) -> tuple[np.ndarray, list[str]]:
-        n, groups = self._by_part(None)
-        ok = np.zeros(n, dtype=bool)
-        errors = [""] * n
-        for i, pos, prow in groups:
-            pok, perr = self.parts[i].status()
-            ok[pos] = pok[prow]
-            for at, r in zip(pos[~pok[prow]].tolist(), prow[~pok[prow]].tolist()):
-                errors[at] = perr[r]
-        return ok, errors
+        return self.parts, index.part, index.part_row
 
     # ------------------------------------------------------------------------------------ inspect
     def union_rows(self) -> list[np.ndarray]:

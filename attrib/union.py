@@ -33,6 +33,7 @@ import numpy as np
 from attrib.data.catalog import REAL, ImageList
 from attrib.data.splits import Split, SplitError
 from attrib.manifest import SAME_FEATURES, Manifest
+from attrib.partread import PartRows
 from attrib.store import FeatureSet, StoreError
 
 SEP = "/"  # between a dataset's name and a path or source name of that dataset
@@ -78,7 +79,7 @@ def open_features(paths: Iterable[str], option: str = "--features") -> FeatureSe
     return sets[0] if len(sets) == 1 else FeatureUnion(sets, option=option)
 
 
-class FeatureUnion:
+class FeatureUnion(PartRows):
     """Several feature sets of the same features, read as one sorted image list (see the module docstring).
 
     Row ``r`` of the union is row ``local[r]`` of part ``part_of[r]``; reads are grouped by part and each
@@ -244,52 +245,12 @@ class FeatureUnion:
                     return int(self._union_row[k][r])
         return None
 
-    def _gather(self, read, width: int, rows: Sequence[int] | np.ndarray | None) -> np.ndarray:
-        """``read(part, local_rows)`` for each part, scattered into the union's row order."""
-        rows = np.arange(self.n_images) if rows is None else np.asarray(rows, dtype=np.int64)
-        if rows.ndim != 1:
-            raise ValueError("rows must be a 1-d sequence of row indices")
-        if rows.size and (rows.min() < 0 or rows.max() >= self.n_images):
-            raise IndexError(f"row index out of range [0, {self.n_images})")
-        out = np.empty((len(rows), width), dtype=np.float32)
-        part = self.part_of[rows]
-        for k, p in enumerate(self.parts):
-            pos = np.flatnonzero(part == k)
-            if pos.size:
-                out[pos] = read(p, self.local[rows[pos]])
-        return out
+    def _row_map(self) -> tuple[list[FeatureSet], np.ndarray, np.ndarray]:
+        """Reads (``block``, ``embed``, ``status``: :class:`attrib.partread.PartRows`) follow the sorted list."""
+        return self.parts, self.part_of, self.local
 
-    def block(self, layer: int, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
-        """CLS token after block ``layer`` as float32 (n, D), read from the parts holding ``rows``."""
-        if not -self.n_blocks <= layer < self.n_blocks:
-            raise IndexError(f"block {layer} out of range: this feature set has blocks 0..{self.n_blocks - 1}")
-        return self._gather(lambda p, r: p.block(layer, r), self.width, rows)
-
-    def embed(self, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
-        return self._gather(lambda p, r: p.embed(r), self.embed_dim, rows)
-
-    def status(self) -> tuple[np.ndarray, list[str]]:
-        """(ok flags, error texts) for every row of the union."""
-        ok = np.empty(self.n_images, dtype=bool)
-        errors = [""] * self.n_images
-        for k, p in enumerate(self.parts):
-            part_ok, part_errors = p.status()
-            sel = np.flatnonzero(self.part_of == k)
-            ok[sel] = part_ok[self.local[sel]]
-            for r in sel[~ok[sel]]:
-                errors[int(r)] = part_errors[int(self.local[r])]
-        return ok, errors
-
-    def rows(self, paths: Iterable[str]) -> np.ndarray:
-        """Row indices of ``paths`` (as the union lists them); unknown paths are an error naming them."""
-        out, missing = [], []
-        for p in paths:
-            r = self.images.index(p)
-            (missing if r is None else out).append(p if r is None else r)
-        if missing:
-            raise KeyError(f"{len(missing)} path(s) not in {self.id}: " + ", ".join(missing[:SHOW]) +
-                           (" ..." if len(missing) > SHOW else ""))
-        return np.asarray(out, dtype=np.int64)
+    # a union lists and finds paths as one feature set does (``images`` and ``id`` are its own)
+    rows = FeatureSet.rows
 
 
 __all__ = ["FeatureUnion", "UnionError", "open_features", "image_keys", "row_of_key", "parts_of", "split_images"]

@@ -86,6 +86,24 @@ def test_union_reads_like_the_feature_set_holding_the_same_images(fs, halves) ->
     assert open_features([str(b.path), str(a.path), str(b.path)]).id == u.id
 
 
+def test_union_reads_in_bounded_pieces_in_any_row_order(fs, halves, monkeypatch) -> None:
+    """Reads go part by part in pieces of at most READ_CHUNK_ROWS rows (the shared reader of unions and
+    grown sets, attrib.partread), scattered back into the caller's order, repeats included."""
+    import attrib.partread
+
+    monkeypatch.setattr(attrib.partread, "READ_CHUNK_ROWS", 4)
+    u = FeatureUnion(list(halves))
+    rows = np.random.default_rng(0).permutation(fs.n_images)[:37]
+    rows = np.concatenate([rows, rows[:5]])
+    assert np.array_equal(u.block(2, rows), fs.block(2, rows)) and np.array_equal(u.embed(rows), fs.embed(rows))
+    assert np.array_equal(u.block(0), fs.block(0))
+    assert u.block(1, []).shape == (0, fs.width)
+    with pytest.raises(IndexError, match="out of range"):
+        u.block(0, [fs.n_images])
+    with pytest.raises(IndexError, match="block 3 out of range"):
+        u.block(3, rows)
+
+
 def test_study_over_two_feature_sets_equals_study_over_one(fs, halves, tmp_path) -> None:
     one = _study(fs, tmp_path / "one", seeds=2, splits=("1", "2"))
     two = _study(FeatureUnion(list(halves)), tmp_path / "two", seeds=2, splits=("1", "2"))
