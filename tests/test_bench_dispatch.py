@@ -28,8 +28,12 @@ def test_make_bench_runs_the_protocol_but_not_the_full_data_probes(monkeypatch, 
     import attrib.bench as bench
 
     ran = []
-    monkeypatch.setattr(bench.importlib, "import_module", lambda mod: types.SimpleNamespace(
-        main=lambda argv, name=mod.rsplit(".", 1)[1]: ran.append((name, argv))))
+
+    def fake_module(mod: str) -> types.SimpleNamespace:
+        name = mod.rsplit(".", 1)[1]
+        return types.SimpleNamespace(main=lambda argv: ran.append((name, argv)))
+
+    monkeypatch.setattr(bench.importlib, "import_module", fake_module)
     assert main([]) == 0
     assert [n for n, _ in ran] == [b for b in BENCHES if b != "fulldata"] and "protocol" in dict(ran)
     assert all(argv == [] for _, argv in ran)

@@ -91,7 +91,8 @@ def summarise(lines: list[dict]) -> dict:
     best = max(by_layer, key=lambda k: np.mean(by_layer[k]))
     return {"lines": per, "phases_summed_s": phases, "best_layer": best,
             "best_layer_accuracy": float(np.mean(by_layer[best])),
-            "accuracy_by_layer": {k: round(float(np.mean(v)), 5) for k, v in sorted(by_layer.items(), key=lambda kv: int(kv[0]))}}
+            "accuracy_by_layer": {k: round(float(np.mean(v)), 5)
+                                  for k, v in sorted(by_layer.items(), key=lambda kv: int(kv[0]))}}
 
 
 def compare(now: dict, ref: dict) -> dict:
@@ -137,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"$ {r['command']}")
     print(f"  wall {r['wall_s']:.1f} s (study {r['study_s']} s), CPU {r['cpu_s']:.1f} s, peak memory "
           f"{r['peak_rss_gb']:.2f} GB (largest process); {r['load_before']} before, {r['load_after']} after")
-    print(f"  {len(r['lines'])} lines; work summed over lines: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items())
+    print(f"  {len(r['lines'])} lines; work summed over lines: "
+          + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items())
           + f"; fit_path per line {phases['fit_path'] / max(1, len(r['lines'])):.2f} s")
     print(f"  best block {s['best_layer']}: mean test accuracy {100 * s['best_layer_accuracy']:.2f} % "
           f"(by block: {', '.join(f'{k}: {100 * v:.1f}' for k, v in s['accuracy_by_layer'].items())})")
