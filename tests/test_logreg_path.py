@@ -79,3 +79,34 @@ def test_weights_sum_to_zero_over_classes_and_the_input_is_left_alone():
     assert np.array_equal(X32, before)
     scale = np.abs(path.coef).max(axis=(1, 2))
     assert (np.abs(path.coef.sum(axis=1)).max(axis=1) <= 1e-4 * scale).all()
+
+
+def test_both_product_orientations_give_the_same_path(monkeypatch):
+    """With several threads the logits are computed rows first (``Z W``), with one as ``W^T Z^T``: the
+    same path either way."""
+    from attrib.probe import logreg_path
+
+    seen = []
+
+    class Recording(logreg_path._Objective):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            seen.append(self.rows_first)
+
+    monkeypatch.setattr(logreg_path, "_Objective", Recording)
+    monkeypatch.setattr(logreg_path, "_SMALL_PROBLEM", 0)   # never limit this small problem to one thread
+    X, y = clusters(seed=5)
+    Cs = np.logspace(-2, 2, 5)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        rows_first = fit_logreg_path(X, y, 4, Cs, dtype="float64", tol=1e-12)
+        torch.set_num_threads(1)
+        columns_first = fit_logreg_path(X, y, 4, Cs, dtype="float64", tol=1e-12)
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [True, False]
+    assert rows_first.converged.all() and columns_first.converged.all()
+    np.testing.assert_allclose(rows_first.coef, columns_first.coef, atol=1e-5 * np.abs(columns_first.coef).max())
+    for j in range(len(Cs)):
+        np.testing.assert_allclose(probs(rows_first, j, X), probs(columns_first, j, X), atol=1e-6)

@@ -219,6 +219,11 @@ class _Objective:
         self.Z, self.labels, self.K, self.chunk = Z, labels, K, chunk
         self.n, self.D = Z.shape
         self.products = 0
+        # With several threads the logits are computed rows first, ``Z W`` (then transposed): BLAS splits
+        # that product over the threads by rows, and barely parallelises ``W^T Z^T`` (measured in the
+        # solver, 100k x 768 rows, 25 columns, 2 threads: 69 ms against 92 ms per product; alone, 97 ms
+        # against 125 ms, which is what ``W^T Z^T`` takes on one thread).
+        self.rows_first = torch.get_num_threads() > 1
 
     def __call__(self, W: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """W (g, D, K), b (g, K) -> mean loss (g,) float64 and its gradients (g, D, K), (g, K)."""
@@ -231,7 +236,10 @@ class _Objective:
         gb = torch.zeros(g * K, dtype=W.dtype)
         for a in range(0, n, self.chunk):
             Zc = self.Z[a:a + self.chunk]
-            L = torch.addmm(bt, Wt, Zc.T).view(g, K, len(Zc))
+            if self.rows_first:
+                L = torch.addmm(bt.T, Zc, Wt.T).T.contiguous().view(g, K, len(Zc))
+            else:
+                L = torch.addmm(bt, Wt, Zc.T).view(g, K, len(Zc))
             G, loss = _softmax_minus_onehot(L, self.labels[a:a + self.chunk])
             f += loss.sum(dim=1, dtype=torch.float64)
             G = G.view(g * K, len(Zc))
