@@ -23,8 +23,9 @@ and optionally standardised, which changes the penalty and is the caller's choic
 - The data are rotated into the eigenbasis once, in place, chunk by chunk: no second copy.
 - Batching and warm starts: C values are solved in ascending groups of a few (5) at once; one
   (n, D) x (D, g K) product serves a whole group, several times cheaper than g products with K columns
-  (the product is memory-bound for K = 5). The product is computed transposed, ``W^T Z^T``, which BLAS
-  runs 1.2x (25 columns) to 3x (5 columns) faster than ``Z W``. Every product of a group has the same
+  (the product is memory-bound for K = 5). On one thread the product is computed transposed, ``W^T Z^T``,
+  which BLAS runs 1.2x (25 columns) to 3x (5 columns) faster than ``Z W``; on several, rows first (BLAS
+  splits ``Z W`` over threads, not ``W^T Z^T``). Every product of a group has the same
   shape, even after some of its C have converged, so each C sees one deterministic float32 objective.
   Each group starts from the previous group's two largest C extrapolated linearly in log C, which is
   how the weights grow along the path.
