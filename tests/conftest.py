@@ -10,10 +10,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
+
+if TYPE_CHECKING:
+    from attrib.store import FeatureSet
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +43,21 @@ def demo_root(tmp_path_factory) -> Path:
     from attrib.data.demo import build_demo
 
     return build_demo(tmp_path_factory.mktemp("demo") / "demo", per_class=24)
+
+
+def extract_demo_features(demo_root: Path, cache: Path) -> "FeatureSet":
+    """`attrib features` on the demo with attrib-tiny, through the CLI as a user runs it (for modules that
+    need one clean feature set of the demo)."""
+    from click.testing import CliRunner
+
+    from attrib.cli import main
+    from attrib.store import FeatureSet
+
+    res = CliRunner().invoke(main, ["features", "--dataset", "demo", "--root", str(demo_root), "--model",
+                                    "attrib-tiny", "--cache", str(cache), "--workers", "0", "--quiet"],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return FeatureSet.open(res.output.strip().splitlines()[-1])
 
 
 def write_png(path: Path, seed: int = 0, size: int = 48, mode: str = "RGB") -> Path:

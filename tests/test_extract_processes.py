@@ -63,6 +63,20 @@ def _spawn(args: list[str], **env: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
+def _sigkill_once_shards_exist(proc: subprocess.Popen, folder: Path, pattern: str, at_least: int) -> list[Path]:
+    """SIGKILL ``proc`` as soon as ``at_least`` shards matching ``pattern`` exist under ``folder`` (or it
+    ended, or two minutes passed); checks that the kill is what ended it and returns the shards seen."""
+    shards: list[Path] = []
+    deadline = time.monotonic() + 120
+    while len(shards) < at_least and proc.poll() is None and time.monotonic() < deadline:
+        shards = list(folder.glob(pattern))
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
+    return shards
+
+
 @pytest.fixture(scope="module")
 def reference(dataset: Path, tiny_checkpoint: Path, tmp_path_factory) -> FeatureSet:
     """The same extraction, uninterrupted, in one process."""
@@ -88,14 +102,7 @@ def test_sigkill_mid_extraction_then_rerun_completes_exactly(dataset: Path, tiny
                                                              reference: FeatureSet, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     proc = _spawn(_args(dataset, cache, tiny_checkpoint))
-    shards: list[Path] = []
-    deadline = time.monotonic() + 120
-    while len(shards) < 2 and proc.poll() is None and time.monotonic() < deadline:
-        shards = list(cache.glob("*/shard-*.h5"))
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
+    shards = _sigkill_once_shards_exist(proc, cache, "*/shard-*.h5", 2)
     fs = FeatureSet.open(shards[0].parent)
     done = fs.shards_done()
     assert 2 <= len(done) < fs.n_shards, "the run must be killed mid-extraction"

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import signal
-import time
 from pathlib import Path
 
 import h5py
@@ -319,18 +317,11 @@ def photo_set(tmp_path: Path, tiny_checkpoint: Path):
 
 @pytest.mark.slow
 def test_sigkill_during_an_extension_then_rerun_gives_the_complete_union(photo_set, tiny_checkpoint: Path) -> None:
-    from test_extract_processes import _spawn
+    from test_extract_processes import _sigkill_once_shards_exist, _spawn
 
     root, cache, first, ref = photo_set
     proc = _spawn(_cli_args(root, cache, tiny_checkpoint))
-    shards: list[Path] = []
-    deadline = time.monotonic() + 120
-    while not shards and proc.poll() is None and time.monotonic() < deadline:
-        shards = list(first.glob(f"{PARTS}/*/shard-*.h5"))
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
+    shards = _sigkill_once_shards_exist(proc, first, f"{PARTS}/*/shard-*.h5", 1)
     part = FeatureSet.open(shards[0].parent)
     done = part.shards_done()
     assert 1 <= len(done) < part.n_shards == 5, "the extension must be killed midway"

@@ -18,6 +18,7 @@ from attrib.extract.views import PAPER_INTENSITIES, View
 from attrib.probe.robustness import (Condition, RobustnessError, conditions, parse_intensities,
                                      parse_perturbations)
 from attrib.store import FeatureSet, list_feature_sets
+from conftest import extract_demo_features
 
 
 def _run(args: list[str], code: int = 0) -> str:
@@ -57,10 +58,7 @@ def test_conditions_are_the_papers_views() -> None:
 # ------------------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def clean(demo_root: Path, tmp_path_factory) -> FeatureSet:
-    cache = tmp_path_factory.mktemp("robust-cache")
-    out = _run(["features", "--dataset", "demo", "--root", str(demo_root), "--model", "attrib-tiny", "--cache",
-                str(cache), "--workers", "0", "--quiet"])
-    return FeatureSet.open(out.strip().splitlines()[-1])
+    return extract_demo_features(demo_root, tmp_path_factory.mktemp("robust-cache"))
 
 
 def _robustness(clean: FeatureSet, out: Path, *extra: str, code: int = 0) -> str:

@@ -17,6 +17,7 @@ from attrib.data.sampling import SampledSplits
 from attrib.data.splits import builtin_splits, select_splits
 from attrib.extract.rows_for import EVAL_PARTS, study_rows
 from attrib.store import FeatureSet
+from conftest import extract_demo_features
 
 
 def _run(args: list[str], code: int = 0) -> str:
@@ -27,10 +28,7 @@ def _run(args: list[str], code: int = 0) -> str:
 
 @pytest.fixture(scope="module")
 def clean(demo_root: Path, tmp_path_factory) -> FeatureSet:
-    cache = tmp_path_factory.mktemp("rows-cache")
-    out = _run(["features", "--dataset", "demo", "--root", str(demo_root), "--model", "attrib-tiny", "--cache",
-                str(cache), "--workers", "0", "--quiet"])
-    return FeatureSet.open(out.strip().splitlines()[-1])
+    return extract_demo_features(demo_root, tmp_path_factory.mktemp("rows-cache"))
 
 
 def _source(fs: FeatureSet, splits: str) -> SampledSplits:
