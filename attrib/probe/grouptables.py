@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from attrib.probe.report import _write_csv
-from attrib.probe.tables import GROUP, NAMES, cell, shots_cell
+from attrib.probe.tables import GROUP, NAMES, cell, markdown, shots_cell
 
 GROUP_METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out", "oscr", "auroc_paper", "oscr_paper", "tnr95_paper")
 GROUPS_CSV = "groups.csv"
@@ -68,11 +68,12 @@ def group_section(rows: list[dict[str, Any]], out_dir: Path, label: str, main_me
     head = ["layer", "head", "score", "shots", "protocol"] + (["params"] if params else []) + [
         "runs", "unknown images"] + [NAMES.get(m, m) for m in metrics]
     for g in group_names(rows):
-        md += ["", f"### {g}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        body = []
         for r in (r for r in grows if r["group"] == g):
             cells = [r["layer"], r["head"], r["score"], r["_shots_cell"], r["protocol"]]
             cells += ([r.get("params") or "default"] if params else []) + [str(r["runs"]), f"{r['n_unknown']:.0f}"]
-            md.append("| " + " | ".join(cells + [cell(r[m], r[m + "_std"]) for m in metrics]) + " |")
+            body.append(cells + [cell(r[m], r[m + "_std"]) for m in metrics])
+        md += ["", f"### {g}", "", markdown(head, body)]
     return md
 
 

@@ -34,14 +34,12 @@ def paper_block(n_blocks: int) -> int:
     return max(0, min(n_blocks - 1, round((PAPER_BLOCK + 1) * n_blocks / PAPER_DEPTH) - 1))
 
 
-def _cell(mean: float, std: float) -> str:
-    return "n/a" if mean != mean else f"{mean:.2f} ± {std:.2f}"
-
-
 def comparison(rows: Sequence[dict[str, Any]]) -> str:
     """Markdown: the published numbers beside each logistic-probe + MSP, paper-protocol method of
     ``rows`` (:func:`attrib.probe.report.aggregate` rows, in %), under the paper's and the standard
     conventions. Empty when ``rows`` holds no such method."""
+    from attrib.probe.tables import cell, markdown  # here: `block` needs only the standard library
+
     methods = [r for r in rows if (r["head"], r["score"], r["protocol"]) == ("logreg", "msp", "paper")]
     if not methods:
         return ""
@@ -49,14 +47,14 @@ def comparison(rows: Sequence[dict[str, Any]]) -> str:
     for r in methods:
         where = f"layer {r['layer']}, {r['n_runs']} run(s)" + (f", {r['params']}" if r.get("params") else "")
         head += [f"attrib, paper conventions ({where})", "attrib, standard conventions"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body = []
     for m, (mean, std) in PUBLISHED.items():
-        cells = [LABELS[m], f"{mean:.2f} ± {std:.2f}"]
+        cells = [LABELS[m], cell(mean, std)]
         for r in methods:
             s = STANDARD_OF[m]
-            cells += [_cell(r[m], r[m + "_std"]), _cell(r[s], r[s + "_std"])]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+            cells += [cell(r[m], r[m + "_std"]), cell(r[s], r[s + "_std"])]
+        body.append(cells)
+    return markdown(head, body)
 
 
 def comparison_report(results_dir: str) -> str:

@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from attrib.probe.plotkit import pyplot
-from attrib.probe.tables import GROUP, METRICS, NAMES, PAPER_METRICS, aggregate, cell, method_name
+from attrib.probe.plotkit import pyplot, save, title
+from attrib.probe.tables import (GROUP, METRICS, NAMES, PAPER_METRICS, aggregate, cell, markdown as md_table,
+                                 method_name, warning_labels, warnings_md)
 from attrib.probe.results import RESULTS, read_results
 from attrib.probe.robustness import CLEAN, INDEX, NONE, RobustnessError
 
@@ -61,10 +62,6 @@ def collect(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
     return rows
 
 
-def _labels(rows: list[dict[str, Any]]) -> list[str]:
-    return sorted({r["label"] for r in rows if r.get("label")})
-
-
 def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
     fields = COLUMNS + [k for m in METRICS for k in (m, m + "_std")] + ["train_features", "eval_features", "label"]
     with open(path, "w", newline="") as f:
@@ -77,18 +74,15 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
 
 def markdown(rows: list[dict[str, Any]], metrics: tuple[str, ...] = PAPER_METRICS) -> str:
     """One table per method: a row per (condition, training), metrics as mean ± std in %."""
-    lines = [f"> **WARNING — {lab}.** These numbers come from untrained weights and say nothing about CLIP.\n"
-             for lab in _labels(rows)]
+    lines = warnings_md(warning_labels(rows))
     by_method: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         by_method[r["method"]].append(r)
     for method, rs in by_method.items():
         head = ["perturbation", "intensity", "view", "trained on", "runs"] + [NAMES[m] for m in metrics]
-        lines += [f"### {method}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for r in rs:
-            cells = [r["perturbation"], str(r["intensity"]), r["view"], r["train"], str(r["runs"])]
-            lines.append("| " + " | ".join(cells + [cell(r[m], r[m + "_std"]) for m in metrics]) + " |")
-        lines.append("")
+        body = [[r["perturbation"], str(r["intensity"]), r["view"], r["train"], str(r["runs"])]
+                + [cell(r[m], r[m + "_std"]) for m in metrics] for r in rs]
+        lines += [f"### {method}", "", md_table(head, body), ""]
     return "\n".join(lines)
 
 
@@ -107,7 +101,7 @@ def plot(rows: list[dict[str, Any]], path: Path, metrics: tuple[str, ...] = PAPE
     if not by_method:
         return None
     plt = pyplot()
-    labels = _labels(rows)
+    labels = warning_labels(rows)
     height = 3.6 * len(by_method) + 1.2  # inches: the panels, and the title above them
     fig, axes = plt.subplots(len(by_method), len(metrics), figsize=(5 * len(metrics), height), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -137,16 +131,12 @@ def plot(rows: list[dict[str, Any]], path: Path, metrics: tuple[str, ...] = PAPE
     handles, names = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(4, max(1, len(names))),
                fontsize=7, frameon=False)
-    title = "robustness: trained clean" + ("".join(f" / on {t}" for t in trains if t != CLEAN)) + \
-        ", evaluated on perturbed images (mean ± std over splits and seeds)"
-    fig.suptitle(title + ("\n" + " / ".join(labels) if labels else ""), color="red" if labels else "black",
-                 fontsize=10)
+    title(fig, "robustness: trained clean" + ("".join(f" / on {t}" for t in trains if t != CLEAN))
+          + ", evaluated on perturbed images (mean ± std over splits and seeds)", labels)
     # fixed margins in inches (tight_layout would draw the figure twice); the legend hangs below the
     # panels and the saved image grows to hold it (bbox_inches)
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.7 / height, top=1 - 1.1 / height, wspace=0.25, hspace=0.55)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save(fig, path, [ax.get_title() for ax in axes.flat], bbox_inches="tight")
 
 
 @dataclass
@@ -163,7 +153,7 @@ def write_robustness(out_dir: str | os.PathLike) -> RobustnessReport:
     rows = collect(out_dir)
     if not rows:
         raise RobustnessError(f"{out_dir}: no finished result lines in any run; nothing to report")
-    rep = RobustnessReport(rows, markdown(rows), labels=_labels(rows))
+    rep = RobustnessReport(rows, markdown(rows), labels=warning_labels(rows))
     rep.paths["csv"] = write_csv(rows, out_dir / CSV_NAME)
     (out_dir / MD_NAME).write_text(f"# attrib robustness: {out_dir}\n\nMean ± std over splits and seeds, in %; "
                                    "intensity 0 = clean images.\n\n" + rep.main + "\n")
