@@ -102,10 +102,6 @@ def _extend_scorer(scorer: OpenSetScorer, head: ProbeHead, X: np.ndarray) -> Ope
     return new.fit() if type(scorer).fit is OpenSetScorer.fit else new
 
 
-def _refits(saved: SavedHead) -> bool:
-    return not (_head_extends(type(saved.head)) and _scorer_extends(type(saved.scorer)))
-
-
 def _require_training(saved: SavedHead, training: dict[str, np.ndarray] | None) -> None:
     if training is None or "train.X" not in training:
         raise EnrollError(f"{saved.path}: a {saved.head_name} head with the {saved.score_name} score is refitted to "
@@ -134,7 +130,7 @@ def add_class(saved: SavedHead, X_new: np.ndarray, training: dict[str, np.ndarra
     ``X_new``; old classes keep their labels and columns. ``training``: the head's ``train.npz``."""
     head, scorer = saved.head, saved.scorer
     label = new_label(head.classes_, source)
-    refit = _refits(saved)
+    refit = needs_training(saved.head_name, saved.score_name)
     if refit:
         _require_training(saved, training)
         X_all = np.vstack([training["train.X"], X_new]).astype(np.float32)
@@ -148,6 +144,9 @@ def add_class(saved: SavedHead, X_new: np.ndarray, training: dict[str, np.ndarra
     else:
         new_scorer = type(scorer)(head=new_head, **_params(scorer)).fit(X_all, y_all)
     return new_head, new_scorer, label, "refitted" if refit else "extended"
+
+
+_NOT_LOADED: Any = object()  # enroll_features reads train.npz itself
 
 
 def check_holdout(holdout: float) -> None:
@@ -174,10 +173,11 @@ def _accuracy(pred: np.ndarray, truth: Sequence[str]) -> float | None:
 
 def enroll_features(saved: SavedHead, source: str, X: np.ndarray, out: str | os.PathLike, *, images: Sequence[str],
                     holdout: float = DEFAULT_HOLDOUT, seed: int = 0, force: bool = False,
-                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                    extra: dict[str, Any] | None = None, training: Any = _NOT_LOADED) -> dict[str, Any]:
     """Save ``saved`` + the class ``source`` (features ``X`` of ``images``, one row each) to ``out``.
 
-    Returns the enrolment record, also appended to ``enrolments`` in the new ``head.json``.
+    Returns the enrolment record, also appended to ``enrolments`` in the new ``head.json``. ``training``:
+    the head's training arrays when the caller has read them already (:func:`check_enrolment`).
     """
     from attrib.probe.metrics import threshold_at_tpr
 
@@ -187,7 +187,8 @@ def enroll_features(saved: SavedHead, source: str, X: np.ndarray, out: str | os.
     if len(X) != len(images):
         raise EnrollError(f"{len(X)} feature rows for {len(images)} images")
     fit_rows, val_rows = holdout_rows(len(X), holdout, seed)
-    training = load_training(saved)
+    if training is _NOT_LOADED:
+        training = load_training(saved)
     if saved.check_X is None:
         raise EnrollError("enrol into a head loaded with load_head (its self-check vectors are needed)")
     head, scorer, label, how = add_class(saved, X[fit_rows], training, source)
@@ -250,12 +251,17 @@ def check_source(saved: SavedHead, source: str) -> None:
                           "enrolment adds a new generator (to retrain an old one, re-save the head from a study)")
 
 
-def check_enrolment(saved: SavedHead, source: str, out: str | os.PathLike, force: bool = False) -> None:
-    """Everything that can be refused before the images are extracted."""
+def check_enrolment(saved: SavedHead, source: str, out: str | os.PathLike, force: bool = False) -> Any:
+    """Everything that can be refused before the images are extracted. Returns the training arrays when
+    checking them meant reading ``train.npz`` (a head refitted to add a class), for
+    :func:`enroll_features` to reuse rather than read again."""
     check_source(saved, source)
     check_head_folder(out, force, OUT_OPTION)
-    if _refits(saved):
-        _require_training(saved, load_training(saved))
+    if needs_training(saved.head_name, saved.score_name):
+        training = load_training(saved)
+        _require_training(saved, training)
+        return training
+    return _NOT_LOADED
 
 
 def enroll(saved: SavedHead, source: str, inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *,
@@ -265,7 +271,7 @@ def enroll(saved: SavedHead, source: str, inputs: Sequence[str | os.PathLike], o
     """``attrib enroll``: extract ``inputs`` exactly as `attrib predict` does, then :func:`enroll_features`."""
     from attrib.predict import extract_like_head
 
-    check_enrolment(saved, source, out, force)
+    training = check_enrolment(saved, source, out, force)
     check_holdout(holdout)
     fs = extract_like_head(saved, inputs, cache, pretrained=pretrained, config=config)
     ok, errors = fs.status()
@@ -277,7 +283,7 @@ def enroll(saved: SavedHead, source: str, inputs: Sequence[str | os.PathLike], o
         raise EnrollError("none of the images could be read (see above)")
     paths = [str(Path(fs.images.root) / fs.images.paths[r]) for r in good]
     return enroll_features(saved, source, saved.features(fs, good), out, images=paths, holdout=holdout, seed=seed,
-                           force=force, extra={"feature_set": fs.id, "failed": failed})
+                           force=force, extra={"feature_set": fs.id, "failed": failed}, training=training)
 
 
 __all__ = ["DEFAULT_HOLDOUT", "EnrollError", "add_class", "check_enrolment", "enroll", "enroll_features",

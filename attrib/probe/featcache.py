@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from attrib import atomic
 from attrib.probe.options import StudyError
 
 if TYPE_CHECKING:  # the cache only calls fs.block and fs.width (a FeatureUnion has both)
@@ -83,29 +84,19 @@ PREFIX = "attrib-features-"
 _NAME = re.compile(re.escape(PREFIX) + r"(?P<host>.+)-(?P<pid>\d+)-[^-]+")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
-
-
 def remove_stale(parent: str | os.PathLike | None = None) -> list[Path]:
     """Remove the feature caches under ``parent`` (default ``$TMPDIR``) left by dead processes of this
     host (a study killed by SIGKILL or a crash); the removed folders. Folders of live processes, of other
     hosts (a shared scratch folder) and of unknown names are left alone."""
     parent = Path(parent or tempfile.gettempdir())
-    host, removed = socket.gethostname(), []
+    removed: list[Path] = []
     try:
         entries = list(parent.iterdir())
     except OSError:
         return removed
     for path in entries:
         m = _NAME.fullmatch(path.name)
-        if m and m["host"] == host and path.is_dir() and not _alive(int(m["pid"])):
+        if m and path.is_dir() and atomic.owner_dead(m["host"], int(m["pid"])):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
