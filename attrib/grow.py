@@ -102,7 +102,6 @@ class Extension:
         self.base = base if base is not None else FeatureSet.open(folder, whole=False)
         self.notes: list[str] = []
         self.targets: list[tuple[ImageList, Path, bool]] = []
-        self.published = False
         self._parts: dict[str, _Part] = {}
         self._indexes: dict[Path, tuple[Index, np.ndarray]] = {}
 
@@ -205,13 +204,12 @@ class Extension:
         """Extract every part :meth:`plan` names with ``extract_part(images, folder, is_new)``, then
         publish the union if all parts are complete (else other ranks still work: the last one publishes)."""
         if self.up_to_date():
-            self.published = True
             return []
         if (self.folder / PARTS).is_dir():
             atomic.remove_stale(self.folder / PARTS)  # index files of this host's killed writers
         self.targets = self.plan()
         results = [extract_part(images, path, new) for images, path, new in self.targets]
-        self.published = self.publish()
+        self.publish()
         return results
 
     def up_to_date(self) -> bool:

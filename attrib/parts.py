@@ -98,10 +98,6 @@ def index_generations(folder: str | os.PathLike) -> list[int]:
     return sorted(out)
 
 
-def is_grown(folder: str | os.PathLike) -> bool:
-    return bool(index_generations(folder))
-
-
 @dataclass(frozen=True)
 class PartRef:
     """A part as an index names it: what it held when the index was written."""
