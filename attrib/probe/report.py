@@ -23,15 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from attrib.choices import DEFAULT_TPR  # what study.DEFAULT_TPR is (a test keeps them equal)
 from attrib.output_paths import make_folder
 from attrib.probe import html
 from attrib.probe.options import StudyError
 from attrib.probe.results import read_results
 from attrib.probe.tables import (ALL_METRICS, BEST_BY, GROUP, MAIN_DESCRIPTION, MAIN_METRICS, NAMES, aggregate,
-                                 best_method, cell, group_value, markdown, markdown_table, method_key, method_name,
+                                 best_method, cell, group_value, markdown, method_key, method_name,
                                  per_unknown, shots_notes, table_cells, warning_labels, warnings_md)
+from attrib.probe.tables import markdown_table  # noqa: F401  (re-exported: report.markdown_table is used)
 
-DEFAULT_TPR = 0.95
 HTML_NAME = "report.html"
 # key -> (file, caption); the order of the page
 FIGURES = {
@@ -150,7 +151,11 @@ class _Study:
 
     def __post_init__(self) -> None:
         self.best = best_method(self.rows, BEST_BY[self.metrics])
-        self.best_unknown = [u for u in per_unknown(self.rows) if all(u[k] == self.best[k] for k in GROUP)]
+        self.unknown = per_unknown(self.rows)  # every method: per_unknown.csv; the best one's: its table
+        self.best_unknown = [u for u in self.unknown if all(u[k] == self.best[k] for k in GROUP)]
+        # (header, cells) of the main and all-metrics tables: table.md, report.html and the console share them
+        self.main_cells = table_cells(self.rows, self.main_metrics)
+        self.all_cells = table_cells(self.rows, ALL_METRICS, hparams=True)
         n_splits = len({str(r["split"]) for r in self.results})
         n_seeds = len({int(r["seed"]) for r in self.results})
         self.runs = f"{n_splits} split(s) x {n_seeds} seed(s)"
@@ -195,7 +200,7 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | No
     rep.paths["csv"] = _write_csv(out_dir / "table.csv", rows, list(GROUP) + [
         "train_per_class", "n_runs", "splits", "seeds", "hparams"] + [x for m in ALL_METRICS for x in (m, m + "_std")],
         label, {"metrics": metrics})
-    rep.paths["per_unknown_csv"] = _write_csv(out_dir / "per_unknown.csv", per_unknown(rows), list(GROUP) + [
+    rep.paths["per_unknown_csv"] = _write_csv(out_dir / "per_unknown.csv", study.unknown, list(GROUP) + [
         "generator", "runs", "auroc", "auroc_std", "mistaken_for", "fraction"], label)
 
     made = {"plot_layers": plots.plot_by_layer(rows, out_dir / FIGURES["plot_layers"][0], rep.labels),
@@ -212,7 +217,7 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | No
 
     rep.main = "\n".join(warnings_md(rep.labels) + [
         f"Mean ± std over {study.runs}, in %. Layers are 0-based block indices. {study.conventions}", "",
-        *shots_notes(rows), markdown_table(rows, study.main_metrics)])
+        *shots_notes(rows), markdown(*study.main_cells)])
     rep.paths["markdown"] = _write_markdown(out_dir / "table.md", study, rep)
     rep.paths["html"] = _write_page(out_dir, study, rep)
     rep.paths = {"markdown": rep.paths.pop("markdown"), **rep.paths}
@@ -301,11 +306,11 @@ def _write_markdown(path: Path, study: _Study, rep: Report) -> Path:
         (", ".join(evals) if evals != fsets else "the same feature set(s)"), ""]
     md += [f"> note: {n}" for n in rep.notes] + [""] * bool(rep.notes) + [
         "## Main table", "", study.intro, "",
-        *shots_notes(study.rows), markdown_table(study.rows, study.main_metrics), "",
+        *shots_notes(study.rows), markdown(*study.main_cells), "",
         "## All metrics", "",
         "`chosen` = the path hyperparameter each run selected (median [range] over runs). FPR@95TPR: lower is "
         "better. The `(paper)` columns are the same quantities with the paper's code's conventions.", "",
-        markdown_table(study.rows, ALL_METRICS, hparams=True), "",
+        markdown(*study.all_cells), "",
         "## Unknown generators", "",
         f"For `{rep.highlight}` (the method with the highest mean {study.best_by}); every method is in "
         "`per_unknown.csv`. AUROC of all known test images against that generator's; *mistaken for* = the known "
@@ -325,13 +330,13 @@ def _write_page(out_dir: Path, study: _Study, rep: Report) -> Path:
         title=f"attrib report: {study.results_dir.resolve().name}", labels=rep.labels, intro=study.intro,
         notes=rep.notes,
         tables=[html.Table("Main table", f"Best method (highest mean {study.best_by}, in bold): {rep.highlight}.",
-                           *table_cells(study.rows, study.main_metrics), highlight=best_i),
+                           *study.main_cells, highlight=best_i),
                 html.Table("Unknown generators", f"For {rep.highlight}: AUROC of all known test images against "
                            "each generator's, and the known class the head assigns most of its images to.",
                            *_unknown_cells(study.best_unknown)),
                 html.Table("All metrics", "chosen = the path hyperparameter each run selected (median [range] over "
                            "runs). FPR@95TPR: lower is better. The (paper) columns are the same quantities with the "
-                           "paper's code's conventions.", *table_cells(study.rows, ALL_METRICS, hparams=True),
+                           "paper's code's conventions.", *study.all_cells,
                            highlight=best_i)],
         figures=[html.Figure(FIGURES[k][1], rep.paths[k]) for k in FIGURES if k in rep.paths],
         config=study_config(study.results, study.results_dir),
