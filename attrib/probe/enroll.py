@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from attrib.choices import DEFAULT_TPR  # what study.DEFAULT_TPR is (a test keeps them equal)
 from attrib.errors import AttribError
 from attrib.probe.geometry import cosine_class_means, l2_normalize
 from attrib.probe.heads import HEADS, KNNHead, NCMHead, ProbeHead
@@ -38,7 +39,6 @@ from attrib.probe.scorers import SCORERS, KNNScore, NCMScore, OpenSetScorer
 
 OUT_OPTION = "--out"
 DEFAULT_HOLDOUT = 0.2
-DEFAULT_TPR = 0.95
 
 
 class EnrollError(AttribError, ValueError):
