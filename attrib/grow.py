@@ -94,11 +94,12 @@ class _Assignment:
 class Extension:
     """One `attrib features` run over a dataset whose feature set (at ``folder``) was made from another list."""
 
-    def __init__(self, folder: Path, images: ImageList, base: FeatureSet | None = None):
-        """``base``: the folder's first part, opened as an ordinary feature set, if the caller has it (its
-        image list, once read, is not read again)."""
+    def __init__(self, folder: Path, images: ImageList, base: FeatureSet | None = None,
+                 keys: np.ndarray | None = None):
+        """``base``: the folder's first part, opened as an ordinary feature set, and ``keys``: the path keys
+        of ``images``, if the caller has them (neither is then read or built again)."""
         self.folder, self.images = Path(folder), images
-        self.keys = path_keys(images.paths)
+        self.keys = path_keys(images.paths) if keys is None else keys
         self.base = base if base is not None else FeatureSet.open(folder, whole=False)
         self.notes: list[str] = []
         self.targets: list[tuple[ImageList, Path, bool]] = []
@@ -294,7 +295,7 @@ def plan_extension(manifest: Manifest, images: ImageList, cache: str | os.PathLi
         if fs.manifest.mismatches(manifest, SAME_DATASET):
             return None  # another dataset: the ordinary run refuses it, naming the fields
         if isinstance(fs, GrownFeatureSet) or fs.manifest.images_sha256 != manifest.images_sha256:
-            return Extension(path, images)
+            return Extension(path, images, fs.base if isinstance(fs, GrownFeatureSet) else fs)
         return None  # this very list, never grown: an ordinary run (or resume)
     if out:
         return None
@@ -311,7 +312,7 @@ def _find_base(cache: Path, manifest: Manifest, images: ImageList) -> Extension 
             continue
         base = fs.base if isinstance(fs, GrownFeatureSet) else fs
         if fs.manifest.images_sha256 == manifest.images_sha256:  # holds this very list (a grown set, rerun)
-            return Extension(fs.path, images, base)
+            return Extension(fs.path, images, base, keys)
         try:
             shared = int((lookup(path_keys(fs.images.paths), keys) >= 0).sum())
         except StoreError:
@@ -319,4 +320,4 @@ def _find_base(cache: Path, manifest: Manifest, images: ImageList) -> Extension 
         key = (-shared, fs.id)
         if shared and (best is None or key < best):
             best, best_fs = key, base
-    return Extension(best_fs.path, images, best_fs) if best_fs is not None else None
+    return Extension(best_fs.path, images, best_fs, keys) if best_fs is not None else None
