@@ -40,30 +40,37 @@ and optionally standardised, which changes the penalty and is the caller's choic
   which costs about as much. Exact Newton converges in 2-3 steps from these warm starts, but its
   (DK)^2 Hessian costs more than the whole path. The iterations are spent at large C, where the
   classes are nearly separable and the objective is a long flat valley.
-- Stopping: relative, from the quasi-Newton model (see ``_batched_lbfgs``), so that large C, where the
-  classes are nearly separable and the objective tends to 0, are solved as precisely as small C.
+- Working sets: there, too, almost all of the gradient comes from a few rows. After each exact pass
+  the rows carrying 99% of the gradient weight (``1 - p_y``) are copied out, if they are at most half
+  the rows; L-BFGS then steps on them, the other rows' term frozen to first order, and re-anchors with
+  an exact pass every 10 steps or when every C says it has converged on that model (only an exact pass
+  can say so: :mod:`attrib.probe.lbfgs`). On the benchmark's GenImage-shaped blocks this halves the
+  passes of the separable blocks (435 to 195 products on the hardest) and leaves the others alone.
+- Stopping: relative, from the quasi-Newton model (see :func:`attrib.probe.lbfgs.batched_lbfgs`), so that
+  large C, where the classes are nearly separable and the objective tends to 0, are solved as precisely
+  as small C.
 - float32 by default. Losses and gradients are computed without cancellation for confidently right
   samples and objective values are summed in float64; float32 still limits the relative precision of the
   objective to about 1e-7, so ``tol`` below ~1e-6 needs ``dtype="float64"``.
-- Memory: one centred copy of the features (in ``dtype``) and per product logits of at most
-  ``max_batch_elems`` numbers (more rows are processed in chunks), so a million-row block needs about
-  twice its own size.
+- Memory: one centred copy of the features (in ``dtype``), a working set of at most half of it, and per
+  product logits of at most ``max_batch_elems`` numbers (more rows are processed in chunks), so a
+  million-row block needs at most about 2.5 times its own size.
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from attrib.probe.geometry import all_finite, column_mean_std
+from attrib.probe.lbfgs import batched_lbfgs
 
-_ARMIJO = 1e-4
-_MAX_HALVINGS = 10
 _SMALL_PROBLEM = 2 ** 24  # n * D * K * (C values per group) below which one thread is faster than several
+_WORKING_SET_MAX_SHARE = 0.5  # a larger working set does not pay for its copy and its extra exact passes
 
 
 @dataclass
@@ -75,7 +82,8 @@ class LogregPath:
     intercept: np.ndarray   # (m, K) float64
     n_iter: np.ndarray      # (m,) L-BFGS iterations per C
     converged: np.ndarray   # (m,) bool: stopping rule met (False: max_iter or the float precision floor)
-    n_products: int = 0     # passes over the data (objective and gradient of a group of C)
+    n_products: float = 0   # passes over the data (objective and gradient of a group of C; a pass
+    #                         over a working set counts as its share of the rows)
 
 
 def _torch_dtype(dtype: str) -> torch.dtype:
@@ -97,6 +105,12 @@ def check_Cs(Cs: Sequence[float]) -> None:
         raise ValueError(f"C values must be finite numbers > 0, got {', '.join(map(str, bad)) or 'none'}")
 
 
+def _check_mass(mass: float) -> float:
+    if not 0 < mass <= 1:
+        raise ValueError(f"working_set_mass must be in (0, 1], got {mass}")
+    return float(mass)
+
+
 def _positive_finite(v: object) -> bool:
     try:
         f = float(v)
@@ -108,7 +122,8 @@ def _positive_finite(v: object) -> bool:
 def fit_logreg_path(X: np.ndarray, y_idx: np.ndarray, n_classes: int, Cs: Sequence[float], *,
                     standardize: bool = False, tol: float = 1e-6, max_iter: int = 1000, memory: int = 10,
                     dtype: str = "float32", group_size: int = 5, max_batch_elems: int = 2 ** 25,
-                    curvature_rows: int = 4096, max_rotation_dim: int = 4096, seed: int = 0) -> LogregPath:
+                    curvature_rows: int = 4096, max_rotation_dim: int = 4096, working_set_mass: float = 0.99,
+                    seed: int = 0) -> LogregPath:
     """Fit multinomial L2 logistic regression for every C in ``Cs``.
 
     ``y_idx`` are class indices 0..n_classes-1. A C stops when the objective decrease its quasi-Newton
@@ -116,7 +131,9 @@ def fit_logreg_path(X: np.ndarray, y_idx: np.ndarray, n_classes: int, Cs: Sequen
     C values are solved ``group_size`` at a time in ascending order, each group warm-started by
     extrapolating the previous solutions. The logits of one product hold at most ``max_batch_elems``
     numbers (more rows are processed in chunks). The preconditioner's curvature is estimated on at most
-    ``curvature_rows`` rows: it only shapes the conditioning, never the solution.
+    ``curvature_rows`` rows: it only shapes the conditioning, never the solution. Between exact passes
+    the solver may step on the rows that carry ``working_set_mass`` of the gradient weight (1 turns
+    this off); convergence is always checked on all rows.
     """
     X = np.asarray(X)
     if X.ndim != 2:
@@ -136,7 +153,7 @@ def fit_logreg_path(X: np.ndarray, y_idx: np.ndarray, n_classes: int, Cs: Sequen
         data = _Prepared(X, standardize, tdt, curvature_rows, max_rotation_dim, seed)
         labels = torch.from_numpy(y_idx.astype(np.int64))
         chunk = max(1, min(n, int(max_batch_elems) // max(group * K, 1)))
-        objective = _Objective(data.Z, labels, K, chunk)
+        objective = _Objective(data.Z, labels, K, chunk, _check_mass(working_set_mass))
         path = _solve_groups(objective, _Curvature(data.Zs, K), Cs, group, tdt, tol=tol, max_iter=max_iter,
                              memory=memory)
     basis = data.span if data.span is not None else data.U
@@ -209,45 +226,110 @@ def _threads(n: int | None) -> Iterator[None]:
 
 class _Objective:
     """The data term of g problems at once: one pass over the rows (in chunks of ``chunk`` rows) gives
-    all g mean losses and their gradients. ``products`` counts the passes.
+    all g mean losses and their gradients. ``products`` counts the passes (a pass over a working set
+    counts as its share of the rows).
 
     The logits are computed transposed, ``W^T Z^T`` as a (g K, rows) array: for a few dozen output
     columns BLAS is 1.2x (25 columns) to 3x (5 columns) faster that way round than ``Z W`` (measured
     with MKL, the library torch ships), and the softmax then runs along contiguous rows.
+
+    Working set (see :mod:`attrib.probe.lbfgs` for the protocol): after an exact pass, the rows that
+    carry ``working_set_mass`` of the total gradient weight ``1 - p_y`` (the largest over the g
+    problems) are copied out; until the next exact pass, the data term is evaluated exactly on them and
+    to first order (value and gradient frozen at the anchor) on the others. Only worth it when they are
+    few (at most ``_WORKING_SET_MAX_SHARE`` of the rows), and never fewer than twice the dimensions, so
+    that the working set still has curvature in every direction.
     """
 
-    def __init__(self, Z: torch.Tensor, labels: torch.Tensor, K: int, chunk: int):
+    def __init__(self, Z: torch.Tensor, labels: torch.Tensor, K: int, chunk: int, working_set_mass: float):
         self.Z, self.labels, self.K, self.chunk = Z, labels, K, chunk
         self.n, self.D = Z.shape
-        self.products = 0
+        self.products = 0.0
         # With several threads the logits are computed rows first, ``Z W`` (then transposed): BLAS splits
         # that product over the threads by rows, and barely parallelises ``W^T Z^T`` (measured in the
         # solver, 100k x 768 rows, 25 columns, 2 threads: 69 ms against 92 ms per product; alone, 97 ms
         # against 125 ms, which is what ``W^T Z^T`` takes on one thread).
         self.rows_first = torch.get_num_threads() > 1
+        self.working_set_mass = working_set_mass
+        self.working_set: _WorkingSet | None = None
+
+    def exact(self, W: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The data term on every row; picks the working set for the evaluations that follow."""
+        self.working_set = None
+        f, gW, gb, weight = self._pass(self.Z, self.labels, W, b, row_weight=True)
+        rows = self._working_rows(weight)
+        if rows is not None:
+            Za, ya = self.Z[rows], self.labels[rows]
+            fa, gWa, gba, _ = self._pass(Za, ya, W, b)
+            self.working_set = _WorkingSet(Za, ya, W.clone(), b.clone(), f - fa, gW - gWa, gb - gba)
+        return f, gW, gb
+
+    def _working_rows(self, weight: torch.Tensor) -> torch.Tensor | None:
+        if self.working_set_mass >= 1:
+            return None
+        order = torch.argsort(weight, descending=True, stable=True)
+        mass = torch.cumsum(weight[order].double(), dim=0)
+        size = int(torch.searchsorted(mass, self.working_set_mass * mass[-1])) + 1
+        size = max(size, 2 * self.D)
+        if size > _WORKING_SET_MAX_SHARE * self.n:
+            return None
+        return torch.sort(order[:size]).values
 
     def __call__(self, W: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """W (g, D, K), b (g, K) -> mean loss (g,) float64 and its gradients (g, D, K), (g, K)."""
-        n, D, K = self.n, self.D, self.K
+        """W (g, D, K), b (g, K) -> mean loss (g,) float64 and its gradients (g, D, K), (g, K): exact,
+        or the working-set model while there is one."""
+        ws = self.working_set
+        if ws is None:
+            return self._pass(self.Z, self.labels, W, b)[:3]
+        f, gW, gb, _ = self._pass(ws.Z, ws.labels, W, b)
+        f = f + ws.f_rest + _bdot(ws.gW_rest, W - ws.W).double() + _bdot(ws.gb_rest, b - ws.b).double()
+        return f, gW + ws.gW_rest, gb + ws.gb_rest
+
+    def _pass(self, Z: torch.Tensor, labels: torch.Tensor, W: torch.Tensor, b: torch.Tensor,
+              row_weight: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Sums over the rows of ``Z``, divided by all n; with ``row_weight``, each row's largest
+        ``1 - p_y`` over the g problems."""
+        K, D, rows = self.K, self.D, len(Z)
         g = W.shape[0]
         Wt = W.transpose(1, 2).reshape(g * K, D)
         bt = b.reshape(g * K, 1)
         f = torch.zeros(g, dtype=torch.float64)
         gWt = torch.zeros(g * K, D, dtype=W.dtype)
         gb = torch.zeros(g * K, dtype=W.dtype)
-        for a in range(0, n, self.chunk):
-            Zc = self.Z[a:a + self.chunk]
+        weight = torch.empty(rows, dtype=W.dtype) if row_weight else None
+        for a in range(0, rows, self.chunk):
+            Zc, yc = Z[a:a + self.chunk], labels[a:a + self.chunk]
             if self.rows_first:
                 L = torch.addmm(bt.T, Zc, Wt.T).T.contiguous().view(g, K, len(Zc))
             else:
                 L = torch.addmm(bt, Wt, Zc.T).view(g, K, len(Zc))
-            G, loss = _softmax_minus_onehot(L, self.labels[a:a + self.chunk])
+            G, loss = _softmax_minus_onehot(L, yc)
+            if weight is not None:   # G at the label is p_y - 1
+                weight[a:a + len(Zc)] = -G.gather(1, yc.view(1, 1, -1).expand(g, 1, -1)).squeeze(1).amin(dim=0)
             f += loss.sum(dim=1, dtype=torch.float64)
             G = G.view(g * K, len(Zc))
             gWt.addmm_(G, Zc)
             gb += G.sum(dim=1)
-        self.products += 1
-        return f / n, gWt.view(g, K, D).transpose(1, 2) / n, gb.view(g, K) / n
+        self.products += rows / self.n
+        n = self.n
+        return f / n, gWt.view(g, K, D).transpose(1, 2) / n, gb.view(g, K) / n, weight
+
+
+@dataclass
+class _WorkingSet:
+    """The working set's rows, and the other rows' data term and gradient frozen at the anchor (W, b)."""
+
+    Z: torch.Tensor
+    labels: torch.Tensor
+    W: torch.Tensor
+    b: torch.Tensor
+    f_rest: torch.Tensor
+    gW_rest: torch.Tensor
+    gb_rest: torch.Tensor
+
+
+def _bdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * b).flatten(1).sum(dim=1)
 
 
 def _softmax_minus_onehot(L: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -346,14 +428,29 @@ class _PathProblem:
         self.penV = torch.zeros(len(Cs), D + 1, 1, dtype=dtype)  # the penalty's curvature (none on b)
         self.penV[:, :D, 0] = self.pen[:, None]
         self.p = torch.ones(len(Cs), D + 1, 1, dtype=dtype)
+        self.may_model = True
 
-    def value_and_grad(self, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def modelling(self) -> bool:
+        return self.obj.working_set is not None
+
+    def exact(self, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The objective on every row (see :class:`attrib.probe.lbfgs.Problem`)."""
+        return self._value_and_grad(V, self.obj.exact if self.may_model else self.obj)
+
+    def model(self, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._value_and_grad(V, self.obj)
+
+    def stop_modelling(self) -> None:
+        self.may_model, self.obj.working_set = False, None
+
+    def _value_and_grad(self, V: torch.Tensor, data_term) -> tuple[torch.Tensor, torch.Tensor]:
         """Objective (m,) float64 and gradient in V for every problem (always all m: see the module
         docstring on fixed shapes)."""
         D = self.D
         Wb = V * self.p
         W, b = Wb[:, :D, :], Wb[:, D, :]
-        f, gW, gb = self.obj(W, b)
+        f, gW, gb = data_term(W, b)
         f = f + 0.5 * self.pen64 * (W.double() ** 2).sum(dim=(1, 2))
         gW = gW + self.pen[:, None, None] * W
         return f, torch.cat([gW, gb[:, None, :]], dim=1) * self.p
@@ -370,125 +467,7 @@ class _PathProblem:
         h = self.curv.diag(W0, b0)
         self.p = (h + self.penV).clamp_min(torch.finfo(self.dtype).tiny).rsqrt()
         V = torch.cat([W0, b0[:, None, :]], dim=1) / self.p
-        V, n_iter, conv = _batched_lbfgs(self.value_and_grad, V, tol, max_iter, memory)
+        V, n_iter, conv = batched_lbfgs(self, V, tol, max_iter, memory)
+        self.stop_modelling()   # frees the working set's copy of the rows
         Wb = V * self.p
         return Wb[:, :self.D, :], Wb[:, self.D, :], n_iter, conv
-
-
-def _bdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a * b).flatten(1).sum(dim=1)
-
-
-def _col(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, *[1] * (like.dim() - 1))
-
-
-def _batched_lbfgs(fg: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], V: torch.Tensor, tol: float,
-                   max_iter: int, memory: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """Independent L-BFGS runs, one per leading index of ``V``, stepping in lockstep.
-
-    ``fg(V_all)`` returns (f (m,) float64, grad (m, ...)) for all runs; runs that are not stepping are
-    evaluated at their current point. Each run has its own memory and its own Armijo backtracking line
-    search (step 1 first, then halved).
-
-    Stopping: a run stops when the decrease its quasi-Newton model predicts, ``-g.d = g^T H^-1 g``
-    (about twice the distance to the optimum in objective value), is <= tol x f, relative to the
-    current objective value f. Unlike a bound on the gradient alone this stays honest when the
-    curvature collapses (nearly separable classes at large C, where the gradient is tiny far from the
-    optimum). The model needs at least one curvature pair, so every run takes at least one step. A run
-    also stops, marked not converged, when no step decreases f any more (the precision floor) or after
-    ``max_iter`` iterations.
-    """
-    m = V.shape[0]
-    dt = V.dtype
-    S = torch.zeros((m, memory) + V.shape[1:], dtype=dt)
-    Y = torch.zeros_like(S)
-    rho = torch.zeros(m, memory, dtype=dt)
-    count = torch.zeros(m, dtype=torch.long)  # curvature pairs stored so far (ring buffer)
-    n_iter = np.zeros(m, dtype=np.int64)
-    converged = np.zeros(m, dtype=bool)
-
-    active = torch.arange(m)
-    f, g = fg(V)
-    for _ in range(max_iter + 1):
-        d, gd = _lbfgs_direction(g, S, Y, rho, count, active, memory)
-        done = ((count[active] > 0) & (-gd <= tol * f)) | (g.flatten(1).abs().amax(dim=1) == 0)
-        converged[active[done].numpy()] = True
-        keep = ~done
-        if not bool(keep.any()):
-            break
-        active, f, g, d, gd = active[keep], f[keep], g[keep], d[keep], gd[keep]
-        if int(n_iter[active.numpy()].max()) >= max_iter:
-            break
-        n_iter[active.numpy()] += 1
-
-        V_old = V[active]
-        t = torch.ones(len(active), dtype=dt)
-        f_new, g_new = f.clone(), g.clone()
-        moved = torch.zeros(len(active), dtype=torch.bool)
-        pending = torch.arange(len(active))
-        for _ in range(_MAX_HALVINGS):
-            Vt = V_old[pending] + _col(t[pending], d) * d[pending]
-            trial = V.clone()
-            trial[active[pending]] = Vt
-            ft, gt = fg(trial)
-            ft, gt = ft[active[pending]], gt[active[pending]]
-            ok = ft <= f[pending] + _ARMIJO * t[pending].double() * gd[pending].double()
-            acc = pending[ok]
-            f_new[acc], g_new[acc], moved[acc] = ft[ok], gt[ok], True
-            V[active[acc]] = Vt[ok]
-            pending = pending[~ok]
-            if len(pending) == 0:
-                break
-            t[pending] *= 0.5
-
-        s = V[active] - V_old
-        yv = g_new - g
-        sy = _bdot(s, yv)
-        good = moved & (sy > 1e-10 * s.flatten(1).norm(dim=1) * yv.flatten(1).norm(dim=1))
-        gi = good.nonzero().squeeze(1)
-        if len(gi):
-            ai = active[gi]
-            slot = count[ai] % memory
-            S[ai, slot], Y[ai, slot], rho[ai, slot] = s[gi], yv[gi], 1.0 / sy[gi]
-            count[ai] += 1
-        f, g = f_new, g_new
-        stuck = ~moved  # no decrease representable in this precision: as close as it gets
-        if bool(stuck.any()):
-            keep = ~stuck
-            active, f, g = active[keep], f[keep], g[keep]
-            if len(active) == 0:
-                break
-    return V, n_iter, converged
-
-
-def _lbfgs_direction(g, S, Y, rho, count, active, memory) -> tuple[torch.Tensor, torch.Tensor]:
-    """The two-loop recursion for every active run (newest pair first); returns (d, g.d)."""
-    dt = g.dtype
-    cnt = count[active]
-    q = -g
-    alphas = []
-    for j in range(memory):
-        slot = (cnt - 1 - j) % memory
-        r = rho[active, slot] * (j < cnt).to(dt)
-        al = r * _bdot(S[active, slot], q)
-        alphas.append(al)
-        q = q - _col(al, q) * Y[active, slot]
-    newest = (cnt - 1) % memory
-    sy = _bdot(S[active, newest], Y[active, newest])
-    yy = _bdot(Y[active, newest], Y[active, newest])
-    gnorm = g.flatten(1).norm(dim=1)
-    gamma = torch.where(cnt > 0, sy / yy.clamp_min(torch.finfo(dt).tiny), 1.0 / gnorm.clamp_min(1.0))
-    q = q * _col(gamma, q)
-    for j in reversed(range(memory)):
-        slot = (cnt - 1 - j) % memory
-        r = rho[active, slot] * (j < cnt).to(dt)
-        be = r * _bdot(Y[active, slot], q)
-        q = q + _col(alphas[j] - be, q) * S[active, slot]
-    gd = _bdot(g, q)
-    uphill = gd >= 0
-    if bool(uphill.any()):  # a broken curvature model: restart from steepest descent
-        q[uphill] = -g[uphill]
-        gd[uphill] = -(g[uphill] ** 2).flatten(1).sum(dim=1)
-        count[active[uphill]] = 0
-    return q, gd
