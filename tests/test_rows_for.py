@@ -108,3 +108,23 @@ def test_rows_from_decides_the_image_list_and_backbone(clean: FeatureSet) -> Non
     out = _run(["features", "--rows-from", str(clean.path), "--rows-for", "1", "--model", "attrib-tiny",
                 "--max-per-source", "3", "--cache", str(clean.path.parent)], code=2)
     assert "--model, --max-per-source: with --rows-from the image list and the backbone are the clean" in out
+
+
+def test_views_of_the_same_rows_draw_them_once(clean: FeatureSet, monkeypatch) -> None:
+    """A robustness study asks for a dozen views of the same evaluation rows: one draw (and one image
+    list, hashed once) serves them all, and each target is what the one-view call gives."""
+    from attrib.extract import rows_for
+    from attrib.extract.views import View
+
+    draws = []
+    real = rows_for.study_rows
+    monkeypatch.setattr(rows_for, "study_rows", lambda *a, **k: draws.append(1) or real(*a, **k))
+    src = _source(clean, "1")
+    views = [View.parse(v) for v in ("jpeg:10", "jpeg:30", "blur:1")]
+    many = rows_for.eval_rows_targets(clean, [src], 2, views)
+    assert len(draws) == 1 and len({id(t.images) for t in many}) == 1
+    for view, target in zip(views, many):
+        one = rows_for.eval_rows_target(clean, [src], 2, view)
+        assert (target.view, target.extra, target.preprocess) == (one.view, one.extra, one.preprocess)
+        assert target.images.sha256() == one.images.sha256()
+    assert len(draws) == 1 + len(views)

@@ -78,6 +78,13 @@ def eval_rows_target(clean: FeatureSet, sources: Iterable[SplitSource], seeds: i
                      preprocess: str | None = None) -> Target:
     """The evaluation rows (:data:`EVAL_PARTS`) of ``sources`` x ``seeds`` on ``clean``'s image list,
     seen through ``view``: its own feature set, recorded as ``rows_for`` in its manifest."""
+    return eval_rows_targets(clean, sources, seeds, [view], preprocess)[0]
+
+
+def eval_rows_targets(clean: FeatureSet, sources: Iterable[SplitSource], seeds: int, views: Iterable[View],
+                      preprocess: str | None = None) -> list[Target]:
+    """:func:`eval_rows_target` for each of ``views``; the rows and their image list are drawn once (on
+    GenImage that is seconds, and a robustness study asks for a dozen views of the same rows)."""
     sources = list(sources)
     rows = study_rows(sources, seeds)
     if not len(rows):
@@ -86,8 +93,9 @@ def eval_rows_target(clean: FeatureSet, sources: Iterable[SplitSource], seeds: i
     splits = {name: source.describe(name) for source in sources for name in source.names()}
     record = {"features": clean.id, "feature_hash": identity_hash(m), "splits": splits, "seeds": int(seeds),
               "parts": list(EVAL_PARTS), "n_rows": int(len(rows))}
-    extra = {"dataset_kind": m.kind, "rows_for": record}
-    return Target(clean.images.take(rows.tolist()), str(m.dataset), view, preprocess or m.preprocess_name, extra)
+    images = clean.images.take(rows.tolist())
+    return [Target(images, str(m.dataset), view, preprocess or m.preprocess_name,
+                   {"dataset_kind": m.kind, "rows_for": record}) for view in views]
 
 
 def whole_set_target(clean: FeatureSet, view: View, preprocess: str | None = None) -> Target:
@@ -99,10 +107,12 @@ def whole_set_target(clean: FeatureSet, view: View, preprocess: str | None = Non
     return Target(clean.images, str(m.dataset), view, preprocess or m.preprocess_name, extra)
 
 
-def find_target(cache: str | os.PathLike, clean: Manifest, target: Target) -> FeatureSet | None:
-    """The newest complete feature set under ``cache`` holding ``target``, or None; no model is loaded."""
+def find_target(cache: str | os.PathLike, clean: Manifest, target: Target,
+                listed: list[FeatureSet] | None = None) -> FeatureSet | None:
+    """The newest complete feature set under ``cache`` holding ``target``, or None; no model is loaded.
+    ``listed``: the cache's feature sets, newest first, when the caller already listed them."""
     sha = target.images.sha256()
-    for fs in list_feature_sets(cache):
+    for fs in list_feature_sets(cache) if listed is None else listed:
         m = fs.manifest
         if (m.images_sha256 == sha and m.view == target.view.spec and m.preprocess_name == target.preprocess
                 and not m.mismatches(clean, SAME_BACKBONE) and fs.complete):
@@ -141,7 +151,8 @@ def provide(cache: str | os.PathLike, clean: FeatureSet, targets: list[Target], 
             extract: bool = True, log: Callable[[str], None] = lambda msg: None) -> Provided:
     """Every target's feature set: found in ``cache``, else extracted there (``extract``), else an error
     listing the missing ones. The backbone is loaded once per preprocessing, only if something is missing."""
-    found = [find_target(cache, clean.manifest, t) for t in targets]
+    listed = list_feature_sets(cache)
+    found = [find_target(cache, clean.manifest, t, listed) for t in targets]
     missing = [t for t, fs in zip(targets, found) if fs is None]
     if missing and not extract:
         raise RowsForError(f"--no-extract: {len(missing)} of {len(targets)} feature sets are not in {cache}/:\n  - " +
@@ -174,5 +185,5 @@ def _extract(cache: str | os.PathLike, clean: FeatureSet, t: Target, backbones: 
     return summary.feature_set
 
 
-__all__ = ["EVAL_PARTS", "RowsForError", "Target", "Provided", "study_rows", "eval_rows_target",
+__all__ = ["EVAL_PARTS", "RowsForError", "Target", "Provided", "study_rows", "eval_rows_target", "eval_rows_targets",
            "whole_set_target", "find_target", "clean_backbone", "provide"]

@@ -127,7 +127,7 @@ def prepare(clean: "FeatureSet", source_for: Callable[["FeatureSet"], SplitSourc
     splits for seeds ``0..seeds-1``. ``preprocess``: of the evaluation features (default: ``clean``'s);
     the clean condition is evaluated on ``clean`` itself when that is the same.
     """
-    from attrib.extract.rows_for import eval_rows_target, provide, whole_set_target
+    from attrib.extract.rows_for import eval_rows_targets, provide, whole_set_target
     from attrib.extract.views import View
 
     plan = Plan({CLEAN: clean}, {})
@@ -143,7 +143,7 @@ def prepare(clean: "FeatureSet", source_for: Callable[["FeatureSet"], SplitSourc
     sources = [source_for(fs) for fs in plan.train.values()]
     pp = preprocess or clean.manifest.preprocess_name
     need = [c for c in conds if not (c.clean and pp == clean.manifest.preprocess_name)]
-    targets = [eval_rows_target(clean, sources, seeds, View.parse(c.view), pp) for c in need]
+    targets = eval_rows_targets(clean, sources, seeds, [View.parse(c.view) for c in need], pp) if need else []
     got = provide(cache, clean, targets, run, extract, log)
     _count(plan, got)
     found = dict(zip(need, got.sets))
