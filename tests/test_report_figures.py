@@ -423,10 +423,12 @@ def test_report_inputs_agree_with_the_files_they_read() -> None:
 
 
 @pytest.mark.slow
-def test_end_to_end_probe_save_scores_and_save_head_then_report(tmp_path: Path, kept_figures) -> None:
+def test_end_to_end_probe_save_scores_and_save_head_then_report(tmp_path: Path, kept_figures, monkeypatch) -> None:
     """A real study (`attrib probe --save-scores --save-head RESULTS/head`), then `attrib report`: the
     curves' numbers are the result lines', the saved head's threshold is drawn on its own line's scores,
-    and the feature map reads the test images from the feature set the lines name."""
+    and the feature map reads the test images from the feature set the lines name. Each scores file is
+    read once, the head's line being the best method's."""
+    from attrib.probe import report_inputs
     from attrib.probe.results import read_results
     from attrib.probe.tables import best_method
 
@@ -439,6 +441,8 @@ def test_end_to_end_probe_save_scores_and_save_head_then_report(tmp_path: Path, 
     assert len(lines) == 3 and all((res / d["scores_file"]).is_file() for d in lines)
     head = json.loads((res / "head" / "head.json").read_text())
     kept_figures.clear()
+    reads, read = [], report_inputs.read_scores
+    monkeypatch.setattr(report_inputs, "read_scores", lambda path: reads.append(Path(path).name) or read(path))
     out = CliRunner().invoke(main, ["report", str(res), "--features", str(fs.path), "--map-per-source", "6"])
     assert out.exit_code == 0, out.output
     assert "note:" not in out.output
@@ -455,6 +459,7 @@ def test_end_to_end_probe_save_scores_and_save_head_then_report(tmp_path: Path, 
     (line,) = [d for d in lines if d["layer"] == str(head["layer"][0])]
     assert legend[0] == f"known ({len(np.load(res / line['scores_file'])['s_known'])})"
     assert missing_references(res / "report.html") == []
+    assert line["scores_file"] == best["scores_file"] and reads == [Path(best["scores_file"]).name]
 
 
 def test_test_features_are_found_by_id_and_checked(tmp_path: Path) -> None:

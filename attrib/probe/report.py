@@ -235,8 +235,9 @@ def _score_figures(study: _Study, out_dir: Path, inputs: ReportInputs, rep: Repo
                          "rerun the study with `attrib probe ... --save-scores` (finished lines are not redone "
                          "into the same --out; use a new one)")
         return {}
+    loaded: dict = {}   # scores files read so far: a saved head's line is often the best method's
     try:
-        scores = scores_by_split(results_dir, best["_runs"])
+        scores = scores_by_split(results_dir, best["_runs"], loaded)
     except StudyError as exc:
         rep.notes.append(f"curves skipped: {exc}")
         return {}
@@ -254,7 +255,7 @@ def _score_figures(study: _Study, out_dir: Path, inputs: ReportInputs, rep: Repo
     for head in heads:  # a split with a saved head shows that head's own scores and threshold
         line = next((r for r in results if head.matches(r)), None)
         try:
-            sc = load_scores(results_dir, line) if line is not None else None
+            sc = load_scores(results_dir, line, loaded) if line is not None else None
         except StudyError as exc:
             rep.notes.append(f"saved head {head.path}: {exc}")
             continue

@@ -65,12 +65,18 @@ class RunScores:
         return listed + sorted(present - set(listed))
 
 
-def load_scores(results_dir: str | os.PathLike, line: dict[str, Any]) -> RunScores | None:
+def load_scores(results_dir: str | os.PathLike, line: dict[str, Any],
+                loaded: dict[str, RunScores] | None = None) -> RunScores | None:
     """The saved scores of ``line``, or None when the line has none (no ``scores_file``). A file that
-    is missing or does not hold the contract's arrays is an error naming it."""
+    is missing or does not hold the contract's arrays is an error naming it. ``loaded``: files already
+    read, by ``scores_file`` (filled in), so that a report reads each file once."""
     rel = line.get("scores_file")
     if not rel:
         return None
+    if loaded is not None:
+        if rel not in loaded:
+            loaded[rel] = load_scores(results_dir, line)
+        return loaded[rel]
     path = Path(results_dir) / rel
     if not path.is_file():
         raise StudyError(f"{path}: the scores file of split {line['split']} layer {line['layer']} "
@@ -95,13 +101,15 @@ def load_scores(results_dir: str | os.PathLike, line: dict[str, Any]) -> RunScor
                      **{k: arrays[k] for k in ARRAYS if k != "classes"})
 
 
-def scores_by_split(results_dir: str | os.PathLike, runs: Iterable[dict[str, Any]]) -> dict[str, RunScores]:
-    """For each split of a method's runs, the saved scores of its lowest seed that has some."""
+def scores_by_split(results_dir: str | os.PathLike, runs: Iterable[dict[str, Any]],
+                    loaded: dict[str, RunScores] | None = None) -> dict[str, RunScores]:
+    """For each split of a method's runs, the saved scores of its lowest seed that has some
+    (``loaded``: as for :func:`load_scores`)."""
     out: dict[str, RunScores] = {}
     for line in sorted(runs, key=lambda r: int(r["seed"])):
         split = str(line["split"])
         if split not in out:
-            found = load_scores(results_dir, line)
+            found = load_scores(results_dir, line, loaded)
             if found is not None:
                 out[split] = found
     return out
