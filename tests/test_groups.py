@@ -163,7 +163,11 @@ def test_group_metrics_equal_a_study_of_that_group_alone(fs: FeatureSet, tmp_pat
 
 # ------------------------------------------------------------------------------------ the paper's files
 @pytest.mark.parametrize("group_labels", ["group", "all"])
-def test_osma_config_and_annotation_files(fs: FeatureSet, tmp_path: Path, group_labels: str) -> None:
+def test_osma_config_and_annotation_files(fs: FeatureSet, tmp_path: Path, group_labels: str, monkeypatch) -> None:
+    from attrib.data import pose
+
+    reads, read = [], pose.read_pose_file
+    monkeypatch.setattr(pose, "read_pose_file", lambda path: reads.append(Path(path).name) or read(path))
     d = _osma_files(tmp_path / "OSMA", fs, group_labels=group_labels)
     files = find_pose_files(d)["split1"]
     assert {p for p in files} == {"train", "val", "test", "test_out", "test_out:seed", "test_out:arch",
@@ -172,6 +176,7 @@ def test_osma_config_and_annotation_files(fs: FeatureSet, tmp_path: Path, group_
     cfg = load_split_file(_osma_yaml(tmp_path / "osma.yaml"))
     ps = PoseSplits(fs.images, ok, d, splits=cfg, dataset_kind="folder")
     assert ps.split("split1").unknown_groups == GROUPS
+    assert len(reads) == len(set(reads)) == 7   # each split file read once
     r = ps.rows("split1", 0)
     assert len(r.val_unknown) == 0 and sorted(set(r.test_unknown_source)) == sorted(ALL)
     assert [fs.images.sources[i] for i in r.test_unknown] == list(r.test_unknown_source)

@@ -260,9 +260,11 @@ class PoseSplits:
         union: dict[int, int] = {}
         for part in (p for p in files if p.startswith(kind + ":")):
             group = part.split(":", 1)[1]
-            table = self._group_table(split, group, files[part])
+            lines = read_pose_file(files[part])
+            table = self._group_table(split, group, lines)
             own = problems if kind not in files else {k: [] for k in problems}  # else the all file reports
-            rows = [(r, split.unknown.index(table[y])) for r, y in self._read(split, part, files[part], {}, own, table)]
+            rows = [(r, split.unknown.index(table[y]))
+                    for r, y in self._read(split, part, files[part], {}, own, table, lines)]
             if own is not problems:
                 self._problems(split, own)  # its contradictions are errors; missing images are the all file's
             for r, y in rows:
@@ -272,10 +274,10 @@ class PoseSplits:
             return self._read(split, kind, files[kind], seen, problems, split.unknown), found
         return list(union.items()), found
 
-    def _group_table(self, split: Split, group: str, path: Path) -> tuple[str, ...]:
-        """The generators a group file's labels index: the group's own list when the split names the group
-        and that reading fits the file, else the split's unknown list; an error when neither fits."""
-        lines = read_pose_file(path)
+    def _group_table(self, split: Split, group: str, lines: list[PoseLine]) -> tuple[str, ...]:
+        """The generators a group file's labels (its ``lines``) index: the group's own list when the split
+        names the group and that reading fits the file, else the split's unknown list; an error when
+        neither fits."""
         tables = ([split.unknown_groups[group]] if group in split.unknown_groups else []) + [split.unknown]
         for table in tables:
             offset = _label_offset({ln.label for ln in lines}, len(table), len(split.classes))
@@ -293,14 +295,15 @@ class PoseSplits:
         return src == name or src not in set(split.classes) | set(split.unknown)
 
     def _read(self, split: Split, part: str, path: Path, seen: dict[int, str], problems: dict[str, list[str]],
-              table: tuple[str, ...] | None = None) -> list[tuple[int, int]]:
+              table: tuple[str, ...] | None = None, lines: list[PoseLine] | None = None) -> list[tuple[int, int]]:
         """(row, label) of one file, in file order; failed rows dropped; problems collected. ``table``: the
-        unknown generators its labels index (None: a file of known classes, labels index ``split.classes``)."""
+        unknown generators its labels index (None: a file of known classes, labels index ``split.classes``).
+        ``lines``: the file's lines when the caller has read them already."""
         unknown = table is not None
         names = table if unknown else split.classes
         n_labels = len(names)
         named = set(split.classes) | set(split.unknown)
-        lines = read_pose_file(path)
+        lines = read_pose_file(path) if lines is None else lines
         if not lines:
             raise SplitError(f"{path}: empty split file")
         offset = _label_offset({ln.label for ln in lines}, n_labels, len(split.classes)) if unknown else 0
