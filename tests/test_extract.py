@@ -145,6 +145,14 @@ def test_run_options_are_validated_with_clear_errors(photos: Path, tiny, tmp_pat
     assert resolve_precision("auto", torch.device("cpu")) == "fp32"
     with pytest.raises(ExtractError, match="--precision 'fp8'"):
         resolve_precision("fp8", torch.device("cpu"))
+    # a resume (or a new part of a grown set) with --precision auto keeps the set's precision when that
+    # is fp32 or the device is a GPU; a precision given explicitly stands (the manifest check refuses it)
+    from attrib.extract.runner import _adopt_precision
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert [_adopt_precision("auto", "fp32", cpu), _adopt_precision("auto", "bf16", cpu),
+            _adopt_precision("auto", "bf16", gpu), _adopt_precision("fp16", "fp32", gpu),
+            _adopt_precision("auto", None, gpu)] == ["fp32", "auto", "bf16", "fp16", "auto"]
     with pytest.raises(ExtractError, match="--limit must be positive"):
         even_subset(images, 0)
     sub = even_subset(images, 4)

@@ -416,10 +416,16 @@ def extract(images: ImageList, backbone: Backbone, cache: str | os.PathLike, dat
 def _part_config(cfg: RunConfig, base: Manifest, device: torch.device) -> RunConfig:
     """Run parameters of a new part: the feature set's shard size and precision unless given, as a resume
     adopts them."""
-    precision = cfg.precision
-    if precision == "auto" and (base.precision == "fp32" or device.type == "cuda"):
-        precision = base.precision or precision
-    return dataclasses.replace(cfg, shard_size=cfg.shard_size or base.shard_size, precision=precision)
+    return dataclasses.replace(cfg, shard_size=cfg.shard_size or base.shard_size,
+                               precision=_adopt_precision(cfg.precision, base.precision, device))
+
+
+def _adopt_precision(requested: str, cached: str | None, device: torch.device) -> str:
+    """``--precision auto`` continues a feature set in the precision it was made with when that is fp32
+    (never silently lowered) or on a GPU (which runs them all); otherwise the request stands."""
+    if requested == "auto" and cached and (cached == "fp32" or device.type == "cuda"):
+        return cached
+    return requested
 
 
 def extract_shards(images: ImageList, backbone: Backbone, cache: str | os.PathLike, dataset: str,
@@ -457,8 +463,8 @@ def extract_shards(images: ImageList, backbone: Backbone, cache: str | os.PathLi
         # Resuming without --shard-size (or --precision auto): adopt the cached run parameters.
         prev = FeatureSet.open(path).manifest
         manifest = manifest.replace(shard_size=prev.shard_size)
-        if cfg.precision == "auto" and (prev.precision == "fp32" or device.type == "cuda"):
-            precision = prev.precision or precision
+        if _adopt_precision(cfg.precision, prev.precision, device) != cfg.precision:
+            precision = prev.precision
             manifest = manifest.replace(precision=precision)
     fs = FeatureSet.create(path, manifest, images)
     fs.remove_stale_temp_files()  # left by killed writers of this host
