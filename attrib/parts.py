@@ -331,15 +331,30 @@ class GrownFeatureSet(PartRows, FeatureSet):
             out.extend((f"{name}/{p.shard_path(k).name}", why) for k, why in p.damaged_shards(ks))
         return out
 
+    def shard_damage(self) -> tuple[list[tuple[str, int]], list[tuple[str, int, str]]]:  # type: ignore[override]
+        """As :meth:`FeatureSet.shard_damage`, over the indexed parts: (part name, shard) pairs."""
+        missing, damaged = [], []
+        for name, p in zip(self.part_names, self.parts):
+            gone, bad = p.shard_damage()
+            missing += [(name, k) for k in gone]
+            damaged += [(name, k, why) for k, why in bad]
+        return missing, damaged
+
+    @property
+    def complete(self) -> bool:
+        return all(p.complete for p in self.parts)
+
     def require_complete(self) -> None:
-        missing = self.shards_todo()
+        damage = [(name, p, *p.shard_damage()) for name, p in zip(self.part_names, self.parts)]
+        missing = [(name, k) for name, _, gone, _ in damage for k in gone]
         if missing:
             name, k = missing[0]
             raise StoreError(f"{self.path} is incomplete: {len(missing)} shards of its parts are missing (first: "
                              f"{part_path(self.path, name) / f'shard-{k:05d}.h5'}). Rerun `attrib features` with "
                              "the same options to finish it.")
-        for p in self.parts:
-            p.require_complete()  # damaged shards: named, with the fix
+        for _, p, _, damaged in damage:
+            if damaged:
+                raise p.damaged_error(damaged)  # named, with the fix
 
     # --------------------------------------------------------------------------------------- read
     def _row_map(self) -> tuple[list[FeatureSet], np.ndarray, np.ndarray]:

@@ -274,22 +274,38 @@ class FeatureSet:
         """Missing shards of rank ``rank`` of ``world_size`` (all missing shards by default)."""
         return [k for k in range(self.n_shards) if k % world_size == rank and not self.shard_path(k).exists()]
 
+    def shard_damage(self) -> tuple[list[int], list[tuple[int, str]]]:
+        """(missing shards, (k, what is wrong) of the visibly damaged ones): one look at each shard file
+        (it is called on every open of a feature set, and a set can have thousands of shards)."""
+        missing, damaged = [], []
+        for k in range(self.n_shards):
+            why = shard_check.file_damage(self.shard_path(k))
+            if why == "missing":
+                missing.append(k)
+            elif why:
+                damaged.append((k, why))
+        return missing, damaged
+
     @property
     def complete(self) -> bool:
         """Every shard exists and none is visibly damaged (empty, not HDF5, truncated)."""
-        return not self.shards_todo() and not self.damaged_shards()
+        missing, damaged = self.shard_damage()
+        return not missing and not damaged
 
     def require_complete(self) -> None:
-        missing = self.shards_todo()
+        missing, damaged = self.shard_damage()
         if missing:
             raise StoreError(f"{self.path} is incomplete: {len(missing)} of {self.n_shards} shards missing "
                              f"(first: {self.shard_path(missing[0]).name}). Rerun `attrib features` with the "
                              "same options to finish it.")
-        damaged = self.damaged_shards()
         if damaged:
-            raise ShardDamaged(f"{self.path}: {len(damaged)} of {self.n_shards} shards damaged (" + "; ".join(
-                f"{self.shard_path(k).name}: {why}" for k, why in damaged[:5]) + (" ..." if len(damaged) > 5 else "")
-                + f"). {self._fix}")
+            raise self.damaged_error(damaged)
+
+    def damaged_error(self, damaged: list[tuple[int, str]]) -> ShardDamaged:
+        """The error for these damaged shards (the first five named), with the fix."""
+        return ShardDamaged(f"{self.path}: {len(damaged)} of {self.n_shards} shards damaged (" + "; ".join(
+            f"{self.shard_path(k).name}: {why}" for k, why in damaged[:5]) + (" ..." if len(damaged) > 5 else "")
+            + f"). {self._fix}")
 
     @property
     def _fix(self) -> str:

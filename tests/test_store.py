@@ -113,6 +113,29 @@ def test_incomplete_feature_set_says_how_to_finish(tmp_path: Path) -> None:
         fs.block(0)
 
 
+def test_completeness_looks_at_each_shard_once_and_missing_comes_first(tmp_path: Path, monkeypatch) -> None:
+    """Every open checks completeness, and a set can have thousands of shards: one look at each file.
+    A set with missing and damaged shards is reported incomplete first (the fix is to finish it)."""
+    import os
+
+    fs = FeatureSet.create(tmp_path / "fs", _manifest(), _images())
+    for k in range(fs.n_shards):
+        fs.write_shard(k, *_arrays(fs, k))
+    looked, stat = [], os.stat
+    monkeypatch.setattr(os, "stat", lambda path, *a, **k: looked.append(Path(path).name) or stat(path, *a, **k))
+    assert fs.complete
+    fs.require_complete()
+    shards = [fs.shard_path(k).name for k in range(fs.n_shards)]
+    assert sorted(n for n in looked if n.startswith("shard-")) == sorted(2 * shards)
+    fs.shard_path(2).write_bytes(b"")                      # damaged
+    with pytest.raises(StoreError, match=r"1 of 3 shards damaged \(shard-00002.h5: zero bytes\)"):
+        fs.require_complete()
+    fs.shard_path(0).unlink()                              # and missing
+    assert not fs.complete
+    with pytest.raises(StoreError, match="1 of 3 shards missing"):
+        fs.require_complete()
+
+
 def test_existing_shard_is_never_replaced_and_shapes_are_checked(tmp_path: Path) -> None:
     fs, cls, _ = _full(tmp_path)
     before = fs.shard_path(0).read_bytes()
