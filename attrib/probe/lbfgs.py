@@ -63,28 +63,35 @@ class _Memory:
         self.count[runs] += 1
 
     def direction(self, g: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The two-loop recursion for every active run (newest pair first); returns (d, g.d)."""
-        S, Y, rho, memory, dt = self.S, self.Y, self.rho, self.size, g.dtype
+        """The two-loop recursion for every active run (newest pair first); returns (d, g.d).
+
+        The pairs are gathered once, newest first, for both loops: at a few thousand numbers per run
+        the recursion is dominated by the number of torch operations, not by arithmetic."""
+        memory, dt = self.size, g.dtype
         cnt = self.count[active]
+        used = [j for j in range(memory) if bool((j < cnt).any())]  # slots no run has yet: no-ops
+        slots = [(cnt - 1 - j) % memory for j in used]
+        pairs = [(self.S[active, slot], self.Y[active, slot], self.rho[active, slot] * (j < cnt).to(dt))
+                 for j, slot in zip(used, slots)]
         q = -g
         alphas = []
-        for j in range(memory):
-            slot = (cnt - 1 - j) % memory
-            r = rho[active, slot] * (j < cnt).to(dt)
-            al = r * _bdot(S[active, slot], q)
+        for S_j, Y_j, r in pairs:
+            al = r * _bdot(S_j, q)
             alphas.append(al)
-            q = q - _col(al, q) * Y[active, slot]
-        newest = (cnt - 1) % memory
-        sy = _bdot(S[active, newest], Y[active, newest])
-        yy = _bdot(Y[active, newest], Y[active, newest])
+            q = q - _col(al, q) * Y_j
+        if pairs:
+            S_new, Y_new = pairs[0][0], pairs[0][1]
+        else:
+            newest = (cnt - 1) % memory
+            S_new, Y_new = self.S[active, newest], self.Y[active, newest]
+        sy = _bdot(S_new, Y_new)
+        yy = _bdot(Y_new, Y_new)
         gnorm = g.flatten(1).norm(dim=1)
         gamma = torch.where(cnt > 0, sy / yy.clamp_min(torch.finfo(dt).tiny), 1.0 / gnorm.clamp_min(1.0))
         q = q * _col(gamma, q)
-        for j in reversed(range(memory)):
-            slot = (cnt - 1 - j) % memory
-            r = rho[active, slot] * (j < cnt).to(dt)
-            be = r * _bdot(Y[active, slot], q)
-            q = q + _col(alphas[j] - be, q) * S[active, slot]
+        for (S_j, Y_j, r), al in zip(reversed(pairs), reversed(alphas)):
+            be = r * _bdot(Y_j, q)
+            q = q + _col(al - be, q) * S_j
         gd = _bdot(g, q)
         uphill = gd >= 0
         if bool(uphill.any()):  # a broken curvature model: restart from steepest descent
