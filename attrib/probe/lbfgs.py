@@ -149,7 +149,7 @@ def batched_lbfgs(problem: Problem, V: torch.Tensor, tol: float, max_iter: int, 
             break
         n_iter[active.numpy()] += 1
         f_new, g_new, moved = _line_search(problem, V, active, f, g, d, gd)
-        _remember(mem, V, active, moved, g, g_new, d)
+        _remember(mem, active, moved, g, g_new, d)
         stuck = ~moved  # no decrease representable in this precision: as close as it gets
         if bool(stuck.any()) and problem.modelling and not exact:
             waiting = torch.cat([waiting, active[stuck]])   # on the model only: the exact pass decides
@@ -187,8 +187,8 @@ def _line_search(problem: Problem, V: torch.Tensor, active: torch.Tensor, f: tor
     return f_new, g_new, moved
 
 
-def _remember(mem: _Memory, V: torch.Tensor, active: torch.Tensor, moved: torch.Tensor, g: torch.Tensor,
-              g_new: torch.Tensor, s: torch.Tensor) -> None:
+def _remember(mem: _Memory, active: torch.Tensor, moved: torch.Tensor, g: torch.Tensor, g_new: torch.Tensor,
+              s: torch.Tensor) -> None:
     """Store the curvature pair of every run that moved and whose pair has positive curvature."""
     yv = g_new - g
     sy = _bdot(s, yv)
