@@ -234,14 +234,19 @@ def test_knn_neighbours_match_sklearn_and_k_is_capped():
         KNNHead(k=0).fit(X, y)
 
 
-def test_knn_path_shares_one_search_and_equals_single_fits(monkeypatch):
+def _count_searches(monkeypatch) -> list[int]:
+    """The k of every neighbour search made from now on."""
     import attrib.probe.geometry as geometry
 
+    calls, real = [], geometry.topk_cosine
+    monkeypatch.setattr(geometry, "topk_cosine", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    return calls
+
+
+def test_knn_path_shares_one_search_and_equals_single_fits(monkeypatch):
     X, y = clusters(n_per_class=30, seed=8)
     Q, _ = clusters(n_per_class=10, seed=9)
-    calls = []
-    real = geometry.topk_cosine
-    monkeypatch.setattr(geometry, "topk_cosine", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    calls = _count_searches(monkeypatch)
     path = KNNHead.fit_path(X, y)
     assert [h.k for h in path] == list(range(1, 21))
     outs = [h.decision_function(Q) for h in path]
@@ -290,15 +295,11 @@ def test_knn_paper_rows_without_a_positive_sum_are_uniform():
 
 
 def test_knn_paper_path_is_the_papers_and_shares_one_search(monkeypatch):
-    import attrib.probe.geometry as geometry
-
     assert PAPER_KS == tuple(np.unique(np.linspace(1, 20, 10, dtype=int)).tolist())
     assert KNNPaperHead.default_path == PAPER_KS and HEADS["knn-paper"] is KNNPaperHead
     X, y = clusters(n_per_class=30, seed=8)
     Q, _ = clusters(n_per_class=10, seed=9)
-    calls = []
-    real = geometry.topk_cosine
-    monkeypatch.setattr(geometry, "topk_cosine", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    calls = _count_searches(monkeypatch)
     path = KNNPaperHead.fit_path(X, y)
     assert [h.k for h in path] == list(PAPER_KS)
     outs = [h.predict_proba(Q) for h in path]
