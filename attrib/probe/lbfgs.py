@@ -38,7 +38,8 @@ class Problem(Protocol):
     def stop_modelling(self) -> None: ...
 
 
-def _bdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot products of two (m, ...) stacks: one number per run."""
     return (a * b).flatten(1).sum(dim=1)
 
 
@@ -76,7 +77,7 @@ class _Memory:
         q = -g
         alphas = []
         for S_j, Y_j, r in pairs:
-            al = r * _bdot(S_j, q)
+            al = r * batch_dot(S_j, q)
             alphas.append(al)
             q = q - _col(al, q) * Y_j
         if pairs:
@@ -84,15 +85,15 @@ class _Memory:
         else:
             newest = (cnt - 1) % memory
             S_new, Y_new = self.S[active, newest], self.Y[active, newest]
-        sy = _bdot(S_new, Y_new)
-        yy = _bdot(Y_new, Y_new)
+        sy = batch_dot(S_new, Y_new)
+        yy = batch_dot(Y_new, Y_new)
         gnorm = g.flatten(1).norm(dim=1)
         gamma = torch.where(cnt > 0, sy / yy.clamp_min(torch.finfo(dt).tiny), 1.0 / gnorm.clamp_min(1.0))
         q = q * _col(gamma, q)
         for (S_j, Y_j, r), al in zip(reversed(pairs), reversed(alphas)):
-            be = r * _bdot(Y_j, q)
+            be = r * batch_dot(Y_j, q)
             q = q + _col(al - be, q) * S_j
-        gd = _bdot(g, q)
+        gd = batch_dot(g, q)
         uphill = gd >= 0
         if bool(uphill.any()):  # a broken curvature model: restart from steepest descent
             q[uphill] = -g[uphill]
@@ -191,7 +192,7 @@ def _remember(mem: _Memory, active: torch.Tensor, moved: torch.Tensor, g: torch.
               s: torch.Tensor) -> None:
     """Store the curvature pair of every run that moved and whose pair has positive curvature."""
     yv = g_new - g
-    sy = _bdot(s, yv)
+    sy = batch_dot(s, yv)
     good = moved & (sy > 1e-10 * s.flatten(1).norm(dim=1) * yv.flatten(1).norm(dim=1))
     gi = good.nonzero().squeeze(1)
     if len(gi):

@@ -67,7 +67,7 @@ import numpy as np
 import torch
 
 from attrib.probe.geometry import all_finite, column_mean_std
-from attrib.probe.lbfgs import batched_lbfgs
+from attrib.probe.lbfgs import batch_dot, batched_lbfgs
 
 _SMALL_PROBLEM = 2 ** 24  # n * D * K * (C values per group) below which one thread is faster than several
 _WORKING_SET_MAX_SHARE = 0.5  # a larger working set does not pay for its copy and its extra exact passes
@@ -282,7 +282,7 @@ class _Objective:
         if ws is None:
             return self._pass(self.Z, self.labels, W, b)[:3]
         f, gW, gb, _ = self._pass(ws.Z, ws.labels, W, b)
-        f = f + ws.f_rest + _bdot(ws.gW_rest, W - ws.W).double() + _bdot(ws.gb_rest, b - ws.b).double()
+        f = f + ws.f_rest + batch_dot(ws.gW_rest, W - ws.W).double() + batch_dot(ws.gb_rest, b - ws.b).double()
         return f, gW + ws.gW_rest, gb + ws.gb_rest
 
     def _pass(self, Z: torch.Tensor, labels: torch.Tensor, W: torch.Tensor, b: torch.Tensor,
@@ -326,10 +326,6 @@ class _WorkingSet:
     f_rest: torch.Tensor
     gW_rest: torch.Tensor
     gb_rest: torch.Tensor
-
-
-def _bdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a * b).flatten(1).sum(dim=1)
 
 
 def _softmax_minus_onehot(L: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
