@@ -345,16 +345,16 @@ class GrownFeatureSet(PartRows, FeatureSet):
         return all(p.complete for p in self.parts)
 
     def require_complete(self) -> None:
-        damage = [(name, p, *p.shard_damage()) for name, p in zip(self.part_names, self.parts)]
-        missing = [(name, k) for name, _, gone, _ in damage for k in gone]
+        missing, damaged = self.shard_damage()
         if missing:
             name, k = missing[0]
             raise StoreError(f"{self.path} is incomplete: {len(missing)} shards of its parts are missing (first: "
                              f"{part_path(self.path, name) / f'shard-{k:05d}.h5'}). Rerun `attrib features` with "
                              "the same options to finish it.")
-        for _, p, _, damaged in damage:
-            if damaged:
-                raise p.damaged_error(damaged)  # named, with the fix
+        if damaged:  # the first damaged part's shards, named by that part, with the fix
+            first = damaged[0][0]
+            part = self.parts[self.part_names.index(first)]
+            raise part.damaged_error([(k, why) for name, k, why in damaged if name == first])
 
     # --------------------------------------------------------------------------------------- read
     def _row_map(self) -> tuple[list[FeatureSet], np.ndarray, np.ndarray]:

@@ -22,7 +22,7 @@ from attrib.cli import main
 from attrib.data.catalog import read_folder
 from attrib.grow import Extension
 from attrib.parts import PARTS, GrownFeatureSet, index_generations, index_path, part_path
-from attrib.store import MANIFEST, FeatureSet, StoreError
+from attrib.store import MANIFEST, FeatureSet, ShardDamaged, StoreError
 
 SHARD = 8
 
@@ -171,6 +171,14 @@ def test_cache_ls_info_verify_and_find_understand_a_grown_set(grown, tiny_checkp
     assert bad.exit_code == 1 and f"part parts/{part.name}: shard 0 (shard-00000.h5) missing" in bad.output
     with pytest.raises(StoreError, match="incomplete"):
         FeatureSet.open(first).block(0)
+    # ... or damaged: named by its part, with the fix
+    (part / "moved.h5").rename(part / "shard-00000.h5")
+    whole = (part / "shard-00000.h5").read_bytes()
+    (part / "shard-00000.h5").write_bytes(b"")
+    with pytest.raises(ShardDamaged, match=rf"{part.name}: 1 of \d+ shards damaged \(shard-00000.h5: zero bytes\)"):
+        FeatureSet.open(first).require_complete()
+    (part / "shard-00000.h5").write_bytes(whole)
+    (part / "shard-00000.h5").rename(part / "moved.h5")  # as it was
 
 
 def test_an_interrupted_part_is_finished_even_if_the_dataset_changed_again(grown, tiny_checkpoint: Path,
