@@ -86,3 +86,12 @@ def test_protocol_comparison_checks_chosen_C_and_accuracy() -> None:
     assert not far["pass"] and far["other_C"] == ["1/7"]
     worse = compare(run(("1/7", 19, 0.9740), ("1/8", 18, 0.9650)), ref)
     assert not worse["pass"] and worse["worst_line"] == "1/7" and abs(worse["max_abs_accuracy_pp"] - 0.2) < 1e-9
+
+
+def test_the_protocol_bench_puts_the_C_path_on_a_device_only_when_asked() -> None:
+    from attrib.bench.protocol import device_args
+    from attrib.probe.params import parse_param
+
+    assert device_args("cpu") == []
+    assert device_args("cuda") == ["--param", "logreg.device=cuda"]
+    assert parse_param(device_args("cuda:1")[1]) == ("logreg", "device", "cuda:1")

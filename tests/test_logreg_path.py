@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from attrib.probe.logreg_path import _softmax_minus_onehot, fit_logreg_path
+from attrib.probe.logreg_path import _softmax_minus_onehot, fit_logreg_path, torch_device
 
 
 def clusters(n_per_class=80, dim=10, n_classes=4, seed=0, offset=8.0):
@@ -128,3 +128,30 @@ def test_a_working_set_gives_the_same_path_in_fewer_passes():
         np.testing.assert_allclose(probs(working_set, j, X), probs(every_row, j, X), atol=1e-6)
     with pytest.raises(ValueError, match=r"working_set_mass must be in \(0, 1\], got 0"):
         fit_logreg_path(X, y, 4, Cs, working_set_mass=0)
+
+
+def test_every_tensor_of_the_solve_lives_on_the_requested_device():
+    """No GPU on the test machines, so the CUDA path is checked the way it can fail: a tensor made
+    without the solver's device. Under a ``meta`` default device every such tensor lands on ``meta``,
+    and the first operation mixing it with the rows (on the CPU) raises; the path (warm starts,
+    working sets, several groups) must come out the same as without it."""
+    X, y = clusters(n_per_class=150, seed=6, offset=3.0)
+    Cs = np.logspace(-2, 4, 10)
+    plain = fit_logreg_path(X, y, 4, Cs, device="cpu")
+    with torch.device("meta"):
+        placed = fit_logreg_path(X, y, 4, Cs, device="cpu")
+    assert placed.n_products < 10 * len(Cs)      # the working sets were used
+    np.testing.assert_array_equal(placed.coef, plain.coef)
+    np.testing.assert_array_equal(placed.n_iter, plain.n_iter)
+
+
+def test_devices_are_checked_and_named():
+    assert torch_device("cpu") == torch.device("cpu")
+    assert torch_device(" CPU ") == torch.device("cpu")
+    assert torch_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    for bad in ("gpu", "mps", "", "cuda:x"):
+        with pytest.raises(ValueError, match=f"device '{bad}': use 'cpu', 'cuda', 'cuda:N' or 'auto'"):
+            torch_device(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device 'cuda': torch sees no CUDA device on this machine"):
+            fit_logreg_path(*clusters(), 4, [1.0], device="cuda")

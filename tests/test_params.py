@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from attrib.data.sampling import SampledSplits
@@ -123,6 +124,23 @@ def test_a_bad_setting_stops_the_study_before_it_starts(fs: FeatureSet, tmp_path
         run_study(fs, _cfg(fs, scores=["mahalanobis"], params=[parse_param("mahalanobis.shrinkag=0")]),
                   tmp_path, progress=False)
     assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_a_device_the_machine_cannot_use_stops_the_study_before_it_starts(fs: FeatureSet, tmp_path: Path) -> None:
+    """``--param logreg.device=...`` reaches the logistic probe's solver; a device torch does not see
+    would fail every line one by one, so the study refuses it first, saying what to use."""
+    with pytest.raises(StudyError, match=r"--param for logreg: device 'gpu': use 'cpu', 'cuda', 'cuda:N' or 'auto'"):
+        run_study(fs, _cfg(fs, heads=["logreg"], params=[parse_param("logreg.device=gpu")]), tmp_path,
+                  progress=False)
+    if not torch.cuda.is_available():
+        with pytest.raises(StudyError, match="--param for logreg: device 'cuda': torch sees no CUDA device"):
+            run_study(fs, _cfg(fs, heads=["logreg"], params=[parse_param("logreg.device=cuda")]), tmp_path,
+                      progress=False)
+    assert not (tmp_path / "results.jsonl").exists()
+    run = run_study(fs, _cfg(fs, heads=["logreg"], params=[parse_param("logreg.device=auto")]), tmp_path,
+                    progress=False)
+    assert run.written == 1 and not run.errors
+    assert read_results(tmp_path)[0]["config"]["head_params"]["device"] == "auto"
 
 
 @pytest.mark.slow

@@ -79,6 +79,12 @@ def run_probe(fs_path: Path, splits: str, layers: str, jobs: int, extra: list[st
             "lines": lines}
 
 
+def device_args(device: str) -> list[str]:
+    """The probe options that put the C path on ``device`` (none for the CPU, the default, so that a CPU
+    run's command and result lines stay those of a plain ``attrib probe``)."""
+    return [] if device == "cpu" else ["--param", f"logreg.device={device}"]
+
+
 def summarise(lines: list[dict]) -> dict:
     """Per (split, layer): chosen C and metrics; the phases summed; the best block by mean accuracy."""
     per = {f"{d['split']}/{d['layer']}": {"C": (d["hparams"] or {}).get("C"), "index": d["selection"]["index"],
@@ -121,6 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache", type=Path, default=BENCH_DIR / "cache", help="where the synthetic set is kept")
     ap.add_argument("--save", type=Path, default=None, help="write this run's summary (JSON)")
     ap.add_argument("--compare", type=Path, default=None, help="check against a summary saved with --save")
+    ap.add_argument("--device", default="cpu",
+                    help="where the C path runs: cpu, cuda, cuda:N or auto (adds --param logreg.device=...)")
     a = ap.parse_args(argv)
 
     from attrib.bench.synthetic import genimage_like
@@ -132,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
                        {s: a.val_dir for s in (REAL,) + GENERATORS})
     print(f"features: {fs.path} (SYNTHETIC, {fs.n_images:,} images x {fs.n_blocks} blocks x {fs.width}; "
           f"ready in {time.perf_counter() - t0:.1f} s)", flush=True)
-    r = run_probe(fs.path, a.splits, a.layers, a.jobs)
+    r = run_probe(fs.path, a.splits, a.layers, a.jobs, device_args(a.device))
     s = summarise(r["lines"])
     phases = s["phases_summed_s"]
     print(f"$ {r['command']}")
@@ -143,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
           + f"; fit_path per line {phases['fit_path'] / max(1, len(r['lines'])):.2f} s")
     print(f"  best block {s['best_layer']}: mean test accuracy {100 * s['best_layer_accuracy']:.2f} % "
           f"(by block: {', '.join(f'{k}: {100 * v:.1f}' for k, v in s['accuracy_by_layer'].items())})")
-    summary = {"bench": "protocol", "splits": a.splits, "layers": a.layers, "jobs": a.jobs,
+    summary = {"bench": "protocol", "splits": a.splits, "layers": a.layers, "jobs": a.jobs, "device": a.device,
                **{k: r[k] for k in ("command", "wall_s", "study_s", "cpu_s", "peak_rss_gb", "load_before",
                                     "load_after")}, **s}
     if a.compare:

@@ -43,6 +43,11 @@ def batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).flatten(1).sum(dim=1)
 
 
+def _host(index: torch.Tensor) -> np.ndarray:
+    """Run indices as a numpy index for the per-run counters, which live on the host."""
+    return index.cpu().numpy()
+
+
 def _col(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.view(-1, *[1] * (like.dim() - 1))
 
@@ -53,10 +58,10 @@ class _Memory:
     def __init__(self, V: torch.Tensor, memory: int):
         m, dt = V.shape[0], V.dtype
         self.size = memory
-        self.S = torch.zeros((m, memory) + V.shape[1:], dtype=dt)
+        self.S = torch.zeros((m, memory) + V.shape[1:], dtype=dt, device=V.device)
         self.Y = torch.zeros_like(self.S)
-        self.rho = torch.zeros(m, memory, dtype=dt)
-        self.count = torch.zeros(m, dtype=torch.long)  # pairs stored so far
+        self.rho = torch.zeros(m, memory, dtype=dt, device=V.device)
+        self.count = torch.zeros(m, dtype=torch.long, device=V.device)  # pairs stored so far
 
     def add(self, runs: torch.Tensor, s: torch.Tensor, y: torch.Tensor, sy: torch.Tensor) -> None:
         slot = self.count[runs] % self.size
@@ -122,7 +127,7 @@ def batched_lbfgs(problem: Problem, V: torch.Tensor, tol: float, max_iter: int, 
     mem = _Memory(V, memory)
     n_iter = np.zeros(m, dtype=np.int64)
     converged = np.zeros(m, dtype=bool)
-    active = torch.arange(m)
+    active = torch.arange(m, device=V.device)
     waiting = active[:0]               # runs that met the rule on the model, until the next exact pass
     f, g = problem.exact(V)
     anchor = (f.clone(), g.clone(), V.clone())
@@ -140,16 +145,16 @@ def batched_lbfgs(problem: Problem, V: torch.Tensor, tol: float, max_iter: int, 
         met = ((mem.count[active] > 0) & (-gd <= tol * f)) | (g.flatten(1).abs().amax(dim=1) == 0)
         if bool(met.any()):
             if exact or not problem.modelling:
-                converged[active[met].numpy()] = True
+                converged[_host(active[met])] = True
             else:
                 waiting = torch.cat([waiting, active[met]])
             keep = ~met
             active, f, g, d, gd = active[keep], f[keep], g[keep], d[keep], gd[keep]
             if len(active) == 0:
                 continue
-        if int(n_iter[active.numpy()].max()) >= max_iter:
+        if int(n_iter[_host(active)].max()) >= max_iter:
             break
-        n_iter[active.numpy()] += 1
+        n_iter[_host(active)] += 1
         f_new, g_new, moved = _line_search(problem, V, active, f, g, d, gd)
         _remember(mem, active, moved, g, g_new, d)
         stuck = ~moved  # no decrease representable in this precision: as close as it gets
@@ -167,10 +172,10 @@ def _line_search(problem: Problem, V: torch.Tensor, active: torch.Tensor, f: tor
     """Armijo backtracking for every active run at once; moves ``V`` in place and returns the new
     (f, g) of the active runs and which of them moved (``d`` is overwritten with the step taken)."""
     V_old = V[active]
-    t = torch.ones(len(active), dtype=V.dtype)
+    t = torch.ones(len(active), dtype=V.dtype, device=V.device)
     f_new, g_new = f.clone(), g.clone()
-    moved = torch.zeros(len(active), dtype=torch.bool)
-    pending = torch.arange(len(active))
+    moved = torch.zeros(len(active), dtype=torch.bool, device=V.device)
+    pending = torch.arange(len(active), device=V.device)
     for _ in range(_MAX_HALVINGS):
         Vt = V_old[pending] + _col(t[pending], d) * d[pending]
         trial = V.clone()

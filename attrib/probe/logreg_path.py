@@ -99,6 +99,26 @@ def _torch_dtype(dtype: str) -> torch.dtype:
         raise ValueError(f"dtype {dtype!r}: use 'float32' or 'float64'") from None
 
 
+def torch_device(device: str) -> torch.device:
+    """``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when torch sees it) as a torch device;
+    anything else, or CUDA on a machine where torch sees none, is refused with what to use instead.
+
+    Public so that a head checks its ``device`` parameter before any work, with the same words."""
+    name = str(device).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r}: use 'cpu', 'cuda', 'cuda:N' or 'auto'")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: torch sees no CUDA device on this machine "
+                         "(torch.cuda.is_available() is False); use 'cpu' or 'auto'")
+    return dev
+
+
 def check_Cs(Cs: Sequence[float]) -> None:
     """Refuse C values that are not finite and > 0, naming them as the caller gave them.
 
@@ -129,7 +149,7 @@ def fit_logreg_path(X: np.ndarray, y_idx: np.ndarray, n_classes: int, Cs: Sequen
                     standardize: bool = False, tol: float = 1e-6, max_iter: int = 1000, memory: int = 10,
                     dtype: str = "float32", group_size: int = 5, max_batch_elems: int = 2 ** 25,
                     curvature_rows: int = 4096, max_rotation_dim: int = 4096, working_set_mass: float = 0.99,
-                    seed: int = 0) -> LogregPath:
+                    seed: int = 0, device: str = "cpu") -> LogregPath:
     """Fit multinomial L2 logistic regression for every C in ``Cs``.
 
     ``y_idx`` are class indices 0..n_classes-1. A C stops when the objective decrease its quasi-Newton
@@ -140,7 +160,9 @@ def fit_logreg_path(X: np.ndarray, y_idx: np.ndarray, n_classes: int, Cs: Sequen
     numbers (more rows are processed in chunks). The preconditioner's curvature is estimated on at most
     ``curvature_rows`` rows: it only shapes the conditioning, never the solution. Between exact passes
     the solver may step on the rows that carry ``working_set_mass`` of the gradient weight (1 turns
-    this off); convergence is always checked on all rows.
+    this off); convergence is always checked on all rows. ``device`` (``"cpu"``, ``"cuda"``,
+    ``"cuda:N"`` or ``"auto"``: CUDA when torch sees it) is where the rows are held and every product
+    runs; the data are prepared on the CPU and copied there once.
     """
     X = np.asarray(X)
     if X.ndim != 2:
@@ -155,10 +177,11 @@ def fit_logreg_path(X: np.ndarray, y_idx: np.ndarray, n_classes: int, Cs: Sequen
     if not all_finite(X):
         raise ValueError("features contain NaN or inf; check the feature cache (`attrib cache verify`)")
     tdt = _torch_dtype(dtype)
+    tdev = torch_device(device)
     group = max(1, min(int(group_size), len(Cs)))
     with _threads(1 if n * min(D, n) * K * group < _SMALL_PROBLEM else None):
-        data = _Prepared(X, standardize, tdt, curvature_rows, max_rotation_dim, seed)
-        labels = torch.from_numpy(y_idx.astype(np.int64))
+        data = _Prepared(X, standardize, tdt, curvature_rows, max_rotation_dim, seed, tdev)
+        labels = torch.from_numpy(y_idx.astype(np.int64)).to(tdev)
         chunk = max(1, min(n, int(max_batch_elems) // max(group * K, 1)))
         objective = _Objective(data.Z, labels, K, chunk, _check_mass(working_set_mass))
         path = _solve_groups(objective, _Curvature(data.Zs, K), Cs, group, tdt, tol=tol, max_iter=max_iter,
@@ -182,7 +205,7 @@ class _Prepared:
     """
 
     def __init__(self, X: np.ndarray, standardize: bool, tdt: torch.dtype, curvature_rows: int,
-                 max_rotation_dim: int, seed: int):
+                 max_rotation_dim: int, seed: int, device: torch.device):
         n, D = X.shape
         np_dtype = np.float32 if tdt == torch.float32 else np.float64
         mean, std = column_mean_std(X) if standardize else (X.mean(axis=0, dtype=np.float64), None)
@@ -203,8 +226,8 @@ class _Prepared:
             Zs = Zn[rows].astype(np.float64)
             self.U = np.linalg.eigh(Zs.T @ Zs / len(rows))[1]
             _rotate_in_place(Zn, self.U.astype(np_dtype))
-        self.Z = torch.from_numpy(Zn)
-        self.Zs = torch.from_numpy(np.ascontiguousarray(Zn[rows]))
+        self.Z = torch.from_numpy(Zn).to(device)   # on the CPU the same array, no copy
+        self.Zs = torch.from_numpy(np.ascontiguousarray(Zn[rows])).to(device)
 
 
 def _rotate_in_place(Z: np.ndarray, U: np.ndarray, chunk: int = 8192) -> None:
@@ -256,7 +279,7 @@ class _Objective:
         # that product over the threads by rows, and barely parallelises ``W^T Z^T`` (measured in the
         # solver, 100k x 768 rows, 25 columns, 2 threads: 69 ms against 92 ms per product; alone, 97 ms
         # against 125 ms, which is what ``W^T Z^T`` takes on one thread).
-        self.rows_first = torch.get_num_threads() > 1
+        self.rows_first = Z.device.type == "cpu" and torch.get_num_threads() > 1
         self.working_set_mass = working_set_mass
         self.working_set: _WorkingSet | None = None
 
@@ -300,10 +323,11 @@ class _Objective:
         g = W.shape[0]
         Wt = W.transpose(1, 2).reshape(g * K, D)
         bt = b.reshape(g * K, 1)
-        f = torch.zeros(g, dtype=torch.float64)
-        gWt = torch.zeros(g * K, D, dtype=W.dtype)
-        gb = torch.zeros(g * K, dtype=W.dtype)
-        weight = torch.empty(rows, dtype=W.dtype) if row_weight else None
+        dev = W.device
+        f = torch.zeros(g, dtype=torch.float64, device=dev)
+        gWt = torch.zeros(g * K, D, dtype=W.dtype, device=dev)
+        gb = torch.zeros(g * K, dtype=W.dtype, device=dev)
+        weight = torch.empty(rows, dtype=W.dtype, device=dev) if row_weight else None
         for a in range(0, rows, self.chunk):
             Zc, yc = Z[a:a + self.chunk], labels[a:a + self.chunk]
             if self.rows_first:
@@ -392,8 +416,8 @@ def _solve_groups(objective: _Objective, curv: _Curvature, Cs: np.ndarray, group
         Wt, bt, it, conv = problem.solve(_warm_start(done, np.log(Cs[idx]), tdt), tol=tol,
                                          max_iter=max_iter, memory=memory)
         done = (done + [(float(np.log(Cs[i])), Wt[j], bt[j]) for j, i in enumerate(idx)])[-2:]
-        coef[idx] = Wt.transpose(1, 2).double().numpy()
-        intercept[idx] = bt.double().numpy()
+        coef[idx] = Wt.transpose(1, 2).double().cpu().numpy()
+        intercept[idx] = bt.double().cpu().numpy()
         n_iter[idx], converged[idx] = it, conv
     return LogregPath(Cs=Cs, coef=coef, intercept=intercept, n_iter=n_iter, converged=converged,
                       n_products=objective.products)
@@ -406,11 +430,11 @@ def _warm_start(done, log_cs: np.ndarray, dtype) -> tuple[torch.Tensor, torch.Te
         return None
     lc1, W1, b1 = done[-1]
     if len(done) < 2 or done[0][0] == lc1:
-        t = torch.zeros(len(log_cs), dtype=dtype)
+        t = torch.zeros(len(log_cs), dtype=dtype, device=W1.device)
         W0, b0 = W1, b1
     else:
         lc0, W0, b0 = done[0]
-        t = torch.from_numpy((log_cs - lc1) / (lc1 - lc0)).to(dtype)
+        t = torch.from_numpy((log_cs - lc1) / (lc1 - lc0)).to(device=W1.device, dtype=dtype)
     return W1 + t[:, None, None] * (W1 - W0), b1 + t[:, None] * (b1 - b0)
 
 
@@ -426,11 +450,12 @@ class _PathProblem:
         self.obj, self.curv, self.dtype = objective, curv, dtype
         n, D = objective.n, objective.D
         self.D, self.K = D, objective.K
-        self.pen64 = torch.from_numpy(1.0 / (Cs * n))  # float64
+        dev = objective.Z.device
+        self.pen64 = torch.from_numpy(1.0 / (Cs * n)).to(dev)  # float64
         self.pen = self.pen64.to(dtype)
-        self.penV = torch.zeros(len(Cs), D + 1, 1, dtype=dtype)  # the penalty's curvature (none on b)
+        self.penV = torch.zeros(len(Cs), D + 1, 1, dtype=dtype, device=dev)  # the penalty's curvature (none on b)
         self.penV[:, :D, 0] = self.pen[:, None]
-        self.p = torch.ones(len(Cs), D + 1, 1, dtype=dtype)
+        self.p = torch.ones(len(Cs), D + 1, 1, dtype=dtype, device=dev)
         self.may_model = True
 
     @property
@@ -463,8 +488,9 @@ class _PathProblem:
         """``warm``: per-C starting weights (m, D, K) and intercepts (m, K), or None for zeros."""
         m = self.p.shape[0]
         if warm is None:
-            W0 = torch.zeros(m, self.D, self.K, dtype=self.dtype)
-            b0 = torch.zeros(m, self.K, dtype=self.dtype)
+            dev = self.p.device
+            W0 = torch.zeros(m, self.D, self.K, dtype=self.dtype, device=dev)
+            b0 = torch.zeros(m, self.K, dtype=self.dtype, device=dev)
         else:
             W0, b0 = warm
         h = self.curv.diag(W0, b0)

@@ -81,7 +81,12 @@ class StudyConfig:
                 raise StudyError(f"{opt}: {', '.join(bad) or 'nothing'} not available; available: "
                                  f"{', '.join(registry)}")
         self._validate_grid()
-        self.estimator_params()
+        head_params = self.estimator_params()[0]
+        for h in self.heads:  # like a bad --grid value, a setting the machine cannot run fails up front
+            try:
+                HEADS[h](**head_params.get(h, {})).check_params()
+            except ValueError as exc:
+                raise StudyError(f"--param for {h}: {exc}") from None
         if self.seeds < 1:
             raise StudyError("--seeds must be at least 1")
         if self.jobs == 0 or self.jobs < -1:
