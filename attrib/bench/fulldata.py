@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from attrib.bench.protocol import BENCH_DIR, load, run_probe
+from attrib.bench.protocol import BENCH_DIR, device_args, load, run_probe
 
 ROWS = (100_000, 300_000, 1_300_000)
 VAL_FRACTION = 0.2   # GenImage layout: validation is the first 20% of a class's train/ images
@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> None:
                          "uses --train-per-class all, smaller ones a cap. Lets a smaller run reuse the 1.3M set")
     ap.add_argument("--cache", type=Path, default=BENCH_DIR / "cache", help="where the synthetic set is kept")
     ap.add_argument("--save", type=Path, default=None, help="write the measurements (JSON)")
+    ap.add_argument("--device", default="cpu",
+                    help="where the C path runs: cpu, cuda, cuda:N or auto (adds --param logreg.device=...)")
     a = ap.parse_args(argv)
     sizes = sorted(int(r) for r in a.rows.split(","))
     set_rows = a.set_rows or sizes[-1]
@@ -65,10 +67,11 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for rows in sizes:
         cap = "all" if rows == set_rows else str(rows // 5)
-        r = run_probe(fs.path, SPLIT, "0", 1, ["--train-per-class", cap])
+        r = run_probe(fs.path, SPLIT, "0", 1, ["--train-per-class", cap, *device_args(a.device)])
         (line,) = r["lines"]
         n_train = line["n"]["train"]
-        res = {"rows": n_train, "train_per_class": cap, "wall_s": round(r["wall_s"], 1), "cpu_s": round(r["cpu_s"], 1),
+        res = {"rows": n_train, "train_per_class": cap, "device": a.device, "wall_s": round(r["wall_s"], 1),
+               "cpu_s": round(r["cpu_s"], 1),
                "fit_path_s": line["seconds"]["fit_path"], "peak_rss_gb": round(r["peak_rss_gb"], 2),
                "accuracy": line["accuracy"], "C": line["hparams"].get("C"), "load_before": r["load_before"],
                "load_after": r["load_after"]}
