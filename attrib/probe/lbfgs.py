@@ -115,11 +115,11 @@ def batched_lbfgs(problem: Problem, V: torch.Tensor, tol: float, max_iter: int, 
     Each run has its own memory and its own Armijo backtracking line search (step 1 first, then halved).
 
     Stopping: a run stops when the decrease its quasi-Newton model predicts, ``-g.d = g^T H^-1 g``
-    (about twice the distance to the optimum in objective value, as far as the memory's curvature
-    is right; along directions much flatter than any it has seen, it underestimates), is <= tol x f,
-    relative to the current objective value f, with f and g exact (see the module docstring). Unlike a bound on the
-    gradient alone this stays honest when the curvature collapses (nearly separable classes at large C,
-    where the gradient is tiny far from the optimum). The rule needs at least one curvature pair, so
+    (about twice the distance to the optimum in objective value, as far as the memory's curvature is
+    right; along directions much flatter than any it has seen, it underestimates), is <= tol x f,
+    relative to the current objective value f, with f and g exact (see the module docstring). Unlike a
+    bound on the gradient alone this does not stop early merely because the curvature collapses
+    (nearly separable classes at large C, where the gradient is tiny far from the optimum). The rule needs at least one curvature pair, so
     every run takes at least one step. A run also stops, marked not converged, when no step decreases
     the exact objective any more (the precision floor) or after ``max_iter`` iterations.
     """
