@@ -119,9 +119,10 @@ def batched_lbfgs(problem: Problem, V: torch.Tensor, tol: float, max_iter: int, 
     right; along directions much flatter than any it has seen, it underestimates), is <= tol x f,
     relative to the current objective value f, with f and g exact (see the module docstring). Unlike a
     bound on the gradient alone this does not stop early merely because the curvature collapses
-    (nearly separable classes at large C, where the gradient is tiny far from the optimum). The rule needs at least one curvature pair, so
-    every run takes at least one step. A run also stops, marked not converged, when no step decreases
-    the exact objective any more (the precision floor) or after ``max_iter`` iterations.
+    (nearly separable classes at large C, where the gradient is tiny far from the optimum). The rule
+    needs at least one curvature pair, so every run takes at least one step. A run also stops, marked
+    not converged, when no step decreases the exact objective any more (the precision floor) or after
+    ``max_iter`` iterations.
     """
     m = V.shape[0]
     mem = _Memory(V, memory)
