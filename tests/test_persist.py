@@ -85,6 +85,17 @@ def test_round_trip_gives_identical_outputs(tmp_path: Path, which: str) -> None:
         assert all(z[k].dtype != object for k in z.files)
 
 
+def test_a_head_fitted_on_a_gpu_loads_and_predicts_on_a_machine_without_one(tmp_path: Path) -> None:
+    """``--param logreg.device=cuda`` is saved with the head's parameters; the head itself is numpy, so
+    loading it elsewhere must not need (or check for) that device."""
+    X, y = _data()
+    head = LogisticProbe(C=0.5).fit(X, y).set_params(device="cuda")   # as if fitted on a GPU machine
+    scorer = SCORERS["msp"](head=head).fit(X, y)
+    saved = load_head(_save(tmp_path, head, scorer, "logreg", "msp", X))
+    assert saved.head.get_params()["device"] == "cuda"
+    _assert_same(saved, head, scorer, X)
+
+
 def _rewrite_npz(path: Path, change) -> None:
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
