@@ -145,6 +145,22 @@ def test_every_tensor_of_the_solve_lives_on_the_requested_device():
     np.testing.assert_array_equal(placed.n_iter, plain.n_iter)
 
 
+def test_rows_rotated_on_the_device_give_the_same_path(monkeypatch):
+    """On a GPU the rows are rotated into the eigenbasis after they reach it (torch), on the CPU before
+    (numpy). The GPU's branch, run here on the CPU, must land on the same optimum."""
+    from attrib.probe import logreg_path
+
+    X, y = clusters(n_per_class=150, seed=6, offset=3.0)
+    Cs = np.logspace(-2, 4, 10)
+    by_numpy = fit_logreg_path(X, y, 4, Cs, dtype="float64", tol=1e-11)
+    monkeypatch.setattr(logreg_path, "_rotate_on_device", lambda device: True)
+    with torch.device("meta"):
+        by_torch = fit_logreg_path(X, y, 4, Cs, dtype="float64", tol=1e-11)
+    assert by_torch.converged.all() and by_numpy.converged.all()
+    for j in range(len(Cs)):
+        np.testing.assert_allclose(probs(by_torch, j, X), probs(by_numpy, j, X), atol=1e-6)
+
+
 def test_devices_are_checked_and_named():
     assert torch_device("cpu") == torch.device("cpu")
     assert torch_device(" CPU ") == torch.device("cpu")

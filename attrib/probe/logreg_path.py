@@ -20,7 +20,8 @@ and optionally standardised, which changes the penalty and is the caller's choic
   not change when one vector is added to every class's weights, so the optimum's weights sum to zero
   over the classes; a class-independent ``p`` keeps every step in that subspace, where per-class scales
   let the iterates drift along a direction only the (tiny, at large C) penalty pulls back.
-- The data are rotated into the eigenbasis once, in place, chunk by chunk: no second copy.
+- The data are rotated into the eigenbasis once, in place, chunk by chunk: no second copy (on a GPU,
+  after they are copied there: the rotation is most of the preparation's arithmetic).
 - Batching and warm starts: C values are solved in ascending groups of a few (5) at once; one
   (n, D) x (D, g K) product serves a whole group, several times cheaper than g products with K columns
   (the product is memory-bound for K = 5). On one thread the product is computed transposed, ``W^T Z^T``,
@@ -222,19 +223,32 @@ class _Prepared:
         rows = np.arange(n) if n <= curvature_rows else np.sort(
             np.random.default_rng(seed).choice(n, curvature_rows, replace=False))
         self.span = self.U = None
+        rotation = None
         if n < D:
             self.span = np.ascontiguousarray(np.linalg.svd(Zn.astype(np.float64), full_matrices=False)[2].T)
             Zn = Zn @ self.span.astype(np_dtype)
         elif D <= max_rotation_dim:
             Zs = Zn[rows].astype(np.float64)
             self.U = np.linalg.eigh(Zs.T @ Zs / len(rows))[1]
-            _rotate_in_place(Zn, self.U.astype(np_dtype))
+            rotation = self.U.astype(np_dtype)
+        on_device = _rotate_on_device(device)
+        if rotation is not None and not on_device:
+            _rotate_in_place(Zn, rotation)
         self.Z = torch.from_numpy(Zn).to(device)   # on the CPU the same array, no copy
-        self.Zs = torch.from_numpy(np.ascontiguousarray(Zn[rows])).to(device)
+        if rotation is not None and on_device:     # most of the preparation's work: on a GPU, run it there
+            _rotate_in_place(self.Z, torch.from_numpy(rotation).to(device))
+        self.Zs = self.Z[torch.from_numpy(rows).to(device)]
 
 
-def _rotate_in_place(Z: np.ndarray, U: np.ndarray, chunk: int = 8192) -> None:
-    """``Z <- Z @ U`` a chunk of rows at a time, so that no second copy of the data is ever held."""
+def _rotate_on_device(device: torch.device) -> bool:
+    """Whether the rows are rotated after they reach ``device`` (a GPU) rather than by numpy before:
+    on the CPU numpy's product is kept, so that the CPU path's numbers do not depend on this choice."""
+    return device.type != "cpu"
+
+
+def _rotate_in_place(Z: np.ndarray | torch.Tensor, U: np.ndarray | torch.Tensor, chunk: int = 8192) -> None:
+    """``Z <- Z @ U`` a chunk of rows at a time, so that no second copy of the data is ever held (numpy
+    arrays or torch tensors alike)."""
     for a in range(0, len(Z), chunk):
         Z[a:a + chunk] = Z[a:a + chunk] @ U
 
