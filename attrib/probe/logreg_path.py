@@ -166,7 +166,7 @@ def fit_logreg_path(X: np.ndarray, y_idx: np.ndarray, n_classes: int, Cs: Sequen
     the solver may step on the rows that carry ``working_set_mass`` of the gradient weight (1 turns
     this off); convergence is always checked on all rows. ``device`` (``"cpu"``, ``"cuda"``,
     ``"cuda:N"`` or ``"auto"``: CUDA when torch sees it) is where the rows are held and every product
-    runs; the data are prepared on the CPU and copied there once.
+    runs; they are centred on the CPU, copied there once and rotated into the eigenbasis there.
     """
     X = np.asarray(X)
     if X.ndim != 2:
