@@ -1,4 +1,4 @@
-"""Stage-1 benchmarks: is extraction compute-bound, and are cache reads disk-bound?
+"""Stage-1 benchmarks: is extraction compute-bound, are cache reads disk-bound, how fast can the CPU decode?
 
 1. Extraction overhead. The same images, batches and model, timed two ways, alternately (--repeats
    pairs; the ratio of each pair, then the median): the bare forward (``backbone.features`` on batches
@@ -14,41 +14,61 @@
    disk per second: all file bytes for (a), the block's fp16 bytes for (b). Goal: (b) >= 0.5 x (a).
    Warm (page-cached) numbers are printed too.
 
+3. Decoding (no goal of its own): what the CPU can feed, i.e. ``load_rgb`` + the model's transform per core
+   (one thread, in one process) for a JPEG photo and PNG generator outputs of 256 to 1024 px, and through
+   the runner's DataLoader with its workers, every kind mixed, no model. Extraction cannot run faster than
+   that second figure on the machine measured, whatever the accelerator; against the GPU goal (3000 img/s
+   for ViT-B/16 on one H100-class GPU) it tells whether decoding on the GPU is worth building.
+
 Temporary files go to a fresh folder under ``--dir`` (default: the system temp folder), removed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from attrib.manifest import PREPROCESSES
+
 GOAL_EXTRACT = 1.15
 GOAL_READ = 0.5
+GOAL_GPU_RATE = 3000  # images/s end to end, ViT-B/16 on one H100-class GPU (issue 14)
+# what the decode benchmark writes: a photo the size of most of ImageNet's, and generator outputs from 256
+# to 1024 px; suffix, (width, height)
+DECODE_KINDS = {"jpeg-500x375": ("jpg", (500, 375)), "png-256x256": ("png", (256, 256)),
+                "png-512x512": ("png", (512, 512)), "png-1024x1024": ("png", (1024, 1024))}
+
+
+def _write_image(path: Path, size: tuple[int, int], rng: np.random.Generator) -> None:
+    """A smooth picture with sensor-like noise (compresses like a photo, unlike pure noise); JPEG at
+    quality 90 or PNG, by the file's suffix."""
+    from PIL import Image
+
+    low = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    img = Image.fromarray(low).resize(size, Image.BICUBIC)
+    noise = rng.normal(0, 6, (size[1], size[0], 3))
+    img = Image.fromarray(np.clip(np.asarray(img) + noise, 0, 255).astype(np.uint8))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, **({"quality": 90} if path.suffix == ".jpg" else {}))
 
 
 def _write_images(root: Path, n: int, seed: int = 0) -> None:
     """GenImage-like files: half 512x512 PNG ("generated"), half ~500x375 JPEG ("real"), smooth content."""
-    from PIL import Image
-
     rng = np.random.default_rng(seed)
     for i in range(n):
         real = i % 2 == 0
-        size = (500, 375) if real else (512, 512)
-        low = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
-        img = Image.fromarray(low).resize(size, Image.BICUBIC)
-        noise = rng.normal(0, 6, (size[1], size[0], 3))
-        img = Image.fromarray(np.clip(np.asarray(img) + noise, 0, 255).astype(np.uint8))
-        d = root / ("real" if real else "gen")
-        d.mkdir(parents=True, exist_ok=True)
-        img.save(d / (f"{i:05d}.jpg" if real else f"{i:05d}.png"), **({"quality": 90} if real else {}))
+        _write_image(root / ("real" if real else "gen") / (f"{i:05d}.jpg" if real else f"{i:05d}.png"),
+                     (500, 375) if real else (512, 512), rng)
 
 
 def bench_extract(args: argparse.Namespace, tmp: Path) -> float:
@@ -62,7 +82,7 @@ def bench_extract(args: argparse.Namespace, tmp: Path) -> float:
 
     _write_images(tmp / "images", args.images)
     images = read_folder(tmp / "images")
-    bb = load_backbone(args.model, args.pretrained)
+    bb = load_backbone(args.model, args.pretrained, args.preprocess)
     cfg = RunConfig(batch_size=args.batch_size, workers=args.workers, device="cpu", precision="fp32",
                     shard_size=args.shard_size, threads=args.threads, progress=False)
 
@@ -101,6 +121,92 @@ def summary_workers(cfg) -> int:
     from attrib.extract.runner import default_workers
 
     return default_workers() if cfg.workers is None else cfg.workers
+
+
+def _best(step, items: list, repeats: int) -> float:
+    """Best of ``repeats`` timings of ``step`` over every item in turn, in seconds per item."""
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for item in items:
+            step(item)
+        best = min(best, time.perf_counter() - t0)
+    return best / len(items)
+
+
+def _row_ok(rows, i: int) -> None:
+    """One row as a worker makes it; every bench image must decode, or the rate would be that of failures."""
+    _, _, err = rows[i]
+    assert not err, f"bench image {rows.images.paths[i]} failed: {err}"
+
+
+def _loader_rate(rows, batch_size: int, images: int, workers: int) -> tuple[float, int]:
+    """Images per second through the runner's DataLoader (no model), counted from the first batch on so
+    that starting the workers is left out; the rows are cycled until ``images`` have been loaded."""
+    import torch
+
+    from attrib.extract.runner import image_loader
+
+    order = [i % len(rows) for i in range(max(images, 2 * batch_size))]
+    batches = [order[a:a + batch_size] for a in range(0, len(order), batch_size)]
+    loader = image_loader(rows, batches, workers, pin_memory=torch.cuda.is_available())
+    seen, t_first = 0, 0.0
+    for k, (_, x, err) in enumerate(loader):
+        assert not any(err), f"a bench image failed: {[e for e in err if e][0]}"
+        if k == 0:
+            t_first = time.perf_counter()
+        else:
+            seen += len(x)
+    return seen / (time.perf_counter() - t_first), seen
+
+
+def bench_decode(args: argparse.Namespace, tmp: Path) -> float:
+    """What the CPU can feed: ``load_rgb`` + the model's transform (a DataLoader worker's job), per core
+    and through the runner's DataLoader with its workers, no model. Extraction can never run faster than
+    the second figure, whatever the accelerator: on a GPU machine it says whether decoding is the
+    bottleneck before a GPU decoder is worth building."""
+    import torch
+
+    from attrib.data.catalog import read_folder
+    from attrib.data.images import load_rgb
+    from attrib.extract.backbone import load_backbone
+    from attrib.extract.runner import ImageRows, _input_shape, default_workers
+    from attrib.extract.views import View
+
+    bb = load_backbone(args.model, args.pretrained, args.preprocess)
+    shape = _input_shape(bb)
+    rng = np.random.default_rng(1)
+    root = tmp / "decode"
+    for kind, (suffix, size) in DECODE_KINDS.items():
+        for i in range(args.decode_images):
+            _write_image(root / kind / "images" / f"{i:05d}.{suffix}", size, rng)  # a source per kind
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what one worker process gets
+    try:
+        per_image = {}  # kind -> (decode, transform, whole row) seconds
+        for kind in DECODE_KINDS:
+            rows = ImageRows(read_folder(root / kind), bb.transform, View(), shape)
+            _row_ok(rows, 0)  # warm-up: first-call imports and allocations
+            paths = [rows.images.abspath(i) for i in range(len(rows))]
+            decoded = [load_rgb(p) for p in paths]
+            per_image[kind] = (_best(load_rgb, paths, args.repeats), _best(bb.transform, decoded, args.repeats),
+                               _best(partial(_row_ok, rows), list(range(len(rows))), args.repeats))
+    finally:
+        torch.set_num_threads(threads)
+    workers = default_workers() if args.workers is None else args.workers
+    every = ImageRows(read_folder(root), bb.transform, View(), shape)
+    rate, seen = _loader_rate(every, args.batch_size, args.loader_images, workers)
+    print(f"[decode] {args.model} preprocess {args.preprocess!r} -> {'x'.join(map(str, shape))}, "
+          f"{args.decode_images} images of each kind, best of {args.repeats}, one thread, in one process "
+          f"(decode: load_rgb; transform: the model's, on the decoded image):")
+    for kind, (dec, trans, row) in per_image.items():
+        print(f"[decode]   {kind:>13}: decode {1000 * dec:5.1f} ms + transform {1000 * trans:5.1f} ms; a worker's row "
+              f"{1000 * row:5.1f} ms = {1 / row:6.1f} img/s per core; {GOAL_GPU_RATE} img/s needs "
+              f"{math.ceil(GOAL_GPU_RATE * row)} cores")
+    print(f"[decode] the runner's DataLoader, {workers} worker(s) on {os.cpu_count()} cores, equal numbers of "
+          f"each kind, {seen} images after the first batch, no model: {rate:.1f} img/s (extraction on this machine "
+          f"cannot run faster; the GPU goal needs {GOAL_GPU_RATE})")
+    return rate
 
 
 def _evict(paths: list[Path]) -> bool:
@@ -201,10 +307,15 @@ def bench_read(args: argparse.Namespace, tmp: Path) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m attrib.bench.extract", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=["extract", "read"], help="run one of the two benchmarks")
+    ap.add_argument("--only", choices=["extract", "read", "decode"], help="run one of the three benchmarks")
     ap.add_argument("--images", type=int, default=64, help="images for the extraction benchmark")
     ap.add_argument("--model", default="ViT-B-16")
     ap.add_argument("--pretrained", default="random-init")
+    ap.add_argument("--preprocess", choices=PREPROCESSES, default="model",
+                    help="the preprocessing, as `attrib features --preprocess` (default: model)")
+    ap.add_argument("--decode-images", type=int, default=32, help="images of each kind for the decode benchmark")
+    ap.add_argument("--loader-images", type=int, default=1000,
+                    help="images the decode benchmark pulls through the DataLoader (its images, cycled)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--shard-size", type=int, default=64)
     ap.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the runner's)")
@@ -217,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.only in (None, "extract"):
             bench_extract(args, tmp)
+        if args.only in (None, "decode"):
+            bench_decode(args, tmp)
         if args.only in (None, "read"):
             bench_read(args, tmp)
     finally:
