@@ -42,3 +42,26 @@ def test_a_bench_image_that_fails_to_decode_stops_the_measurement(tmp_path) -> N
         bench._row_ok(rows, 0)
     with pytest.raises(AssertionError, match="a bench image failed"):
         bench._loader_rate(rows, batch_size=1, images=2, workers=0)
+
+
+def test_extraction_benchmark_times_the_model_alone_and_the_whole_run(tmp_path, capsys) -> None:
+    assert bench.main(["--only", "extract", "--model", "attrib-tiny", "--pretrained", "random-init",
+                       "--images", "8", "--batch-size", "4", "--shard-size", "8", "--workers", "0",
+                       "--repeats", "1", "--dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "attrib-tiny (random-init) on CPU (" in out and ", fp32, 8 images" in out
+    bare = float(re.search(r"bare forward: .*\(([\d.]+) img/s best\)", out).group(1))
+    e2e = float(re.search(r"end-to-end: .*\(([\d.]+) img/s best\)", out).group(1))
+    assert bare >= e2e > 0   # the whole run also decodes (512 px PNGs), far slower than this tiny model
+    assert re.search(r"end-to-end / bare forward, run by run: [\d.]+; median [\d.]+ \(goal <= 1.15\)", out)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_extraction_benchmark_on_cuda_without_a_gpu_says_so(tmp_path) -> None:
+    from attrib.extract.runner import ExtractError
+
+    with pytest.raises(ExtractError, match="no CUDA device is visible"):
+        bench.main(["--only", "extract", "--device", "cuda", "--model", "attrib-tiny", "--images", "2",
+                    "--dir", str(tmp_path)])
+    assert list(tmp_path.iterdir()) == []

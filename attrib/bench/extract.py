@@ -71,45 +71,72 @@ def _write_images(root: Path, n: int, seed: int = 0) -> None:
                      (500, 375) if real else (512, 512), rng)
 
 
+def _bare_forward(bb, decoded: list, device, autocast) -> float:
+    """Seconds for the model alone over batches decoded beforehand: each copied to the device and run
+    as a run runs it, then waited for (a GPU runs asynchronously)."""
+    import torch
+
+    t0 = time.perf_counter()
+    for x in decoded:
+        with autocast:
+            bb.features(x.to(device, non_blocking=True))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
+
+
+def _device_name(device) -> str:
+    import torch
+
+    return (f"{torch.cuda.get_device_name(device)} ({device})" if device.type == "cuda"
+            else f"CPU ({os.cpu_count()} cores)")
+
+
 def bench_extract(args: argparse.Namespace, tmp: Path) -> float:
     import torch
     from torch.utils.data import DataLoader
 
     from attrib.data.catalog import read_folder
     from attrib.extract.backbone import load_backbone
-    from attrib.extract.runner import ImageRows, RunConfig, _input_shape, extract
+    from attrib.extract.runner import (ImageRows, RunConfig, _input_shape, autocast_for, extract, resolve_device,
+                                       resolve_precision)
     from attrib.extract.views import View
 
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
     _write_images(tmp / "images", args.images)
     images = read_folder(tmp / "images")
     bb = load_backbone(args.model, args.pretrained, args.preprocess)
-    cfg = RunConfig(batch_size=args.batch_size, workers=args.workers, device="cpu", precision="fp32",
+    cfg = RunConfig(batch_size=args.batch_size, workers=args.workers, device=str(device), precision=precision,
                     shard_size=args.shard_size, threads=args.threads, progress=False)
 
-    # the batches the runner will form (never crossing a shard), decoded up front
+    # the batches the runner will form (never crossing a shard), decoded up front (pinned for a GPU, as the
+    # runner's DataLoader pins them)
     n, S, B = len(images), args.shard_size, args.batch_size
     batches = [list(range(b, min(b + B, s + S, n))) for s in range(0, n, S) for b in range(s, min(s + S, n), B)]
     rows = ImageRows(images, bb.transform, View(), _input_shape(bb))
     decoded = [x for _, x, _ in DataLoader(rows, batch_sampler=batches, num_workers=0)]
+    if device.type == "cuda":
+        decoded = [x.pin_memory() for x in decoded]
+    bb.to(device)
+    autocast = autocast_for(precision, device)
 
     bare, e2e = [], []
     for rep in range(args.repeats):  # alternate, so that load from other processes hits both alike
         if args.threads:
             torch.set_num_threads(args.threads)
-        bb.features(decoded[0][:2])  # warm-up: first-call allocations out of both timings
-        t0 = time.perf_counter()
-        for x in decoded:
-            bb.features(x)
-        bare.append(time.perf_counter() - t0)
+        # warm-up, out of both timings: first-call allocations (a GPU also picks its kernels per shape)
+        _bare_forward(bb, [decoded[0] if device.type == "cuda" else decoded[0][:2]], device, autocast)
+        bare.append(_bare_forward(bb, decoded, device, autocast))
         t0 = time.perf_counter()
         summary = extract(images, bb, tmp / f"cache{rep}", "bench", config=cfg)
         e2e.append(time.perf_counter() - t0)
         assert summary.images == len(images) and summary.shards_left == 0
     ratios = [e / b for e, b in zip(e2e, bare)]
     ratio = statistics.median(ratios)
-    print(f"[extract] {args.model} ({args.pretrained}) on CPU ({os.cpu_count()} cores), {n} images "
+    print(f"[extract] {args.model} ({args.pretrained}) on {_device_name(device)}, {precision}, {n} images "
           f"(half 512x512 PNG, half 500x375 JPEG) -> {_input_shape(bb)[1]} px, batch {B}, shard {S}, "
-          f"workers {summary_workers(cfg)}, torch threads {torch.get_num_threads()}")
+          f"workers {summary_workers(cfg)} on {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
     print("[extract] bare forward:  " + ", ".join(f"{t:.1f} s" for t in bare) + f"  ({n / min(bare):.2f} img/s best)")
     print("[extract] end-to-end:    " + ", ".join(f"{t:.1f} s" for t in e2e) + f"  ({n / min(e2e):.2f} img/s best)")
     print("[extract] end-to-end / bare forward, run by run: " + ", ".join(f"{r:.3f}" for r in ratios) +
@@ -311,6 +338,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=64, help="images for the extraction benchmark")
     ap.add_argument("--model", default="ViT-B-16")
     ap.add_argument("--pretrained", default="random-init")
+    ap.add_argument("--device", default="cpu",
+                    help="where the extraction benchmark runs the model: cpu, cuda, cuda:N or auto (default: cpu)")
+    ap.add_argument("--precision", default="auto",
+                    help="as `attrib features --precision`: auto (fp16 on a GPU, fp32 on the CPU), fp32, fp16, bf16")
     ap.add_argument("--preprocess", choices=PREPROCESSES, default="model",
                     help="the preprocessing, as `attrib features --preprocess` (default: model)")
     ap.add_argument("--decode-images", type=int, default=32, help="images of each kind for the decode benchmark")

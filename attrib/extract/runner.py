@@ -157,6 +157,12 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def autocast_for(precision: str, device: torch.device) -> Any:
+    """The context a batch's forward runs in: autocast to fp16 / bf16, or nothing for fp32 (shared with
+    the extraction benchmark, whose bare forward must run as a run does)."""
+    return torch.autocast(device.type, dtype=_DTYPES[precision]) if precision in _DTYPES else nullcontext()
+
+
 def default_workers() -> int:
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 
@@ -487,8 +493,7 @@ def extract_shards(images: ImageList, backbone: Backbone, cache: str | os.PathLi
     workers = default_workers() if cfg.workers is None else cfg.workers
     loader = image_loader(ImageRows(images, backbone.transform, view, _input_shape(backbone)), sampler, workers,
                           pin_memory=device.type == "cuda")
-    autocast = (torch.autocast(device.type, dtype=_DTYPES[precision]) if precision in _DTYPES
-                else nullcontext())
+    autocast = autocast_for(precision, device)
 
     writer = _ShardWriter(fs, sampler.release)
     t0 = time.perf_counter()
