@@ -6,6 +6,8 @@
    DataLoader workers decoding and transforming, the forward, the background shard writer, manifest,
    fsyncs). Goal: end-to-end <= 1.15 x bare forward, i.e. decoding, transforms and writing hidden behind
    compute. On a machine shared with other work, run-to-run noise can exceed the overhead measured.
+   ``--device cuda`` runs both on a GPU (``--precision auto``: fp16 there, as ``attrib features``), the
+   bare forward with the batches pinned and copied as a run copies them, waited for before the clock stops.
 2. Block reads. A feature set of ``--rows`` rows (12 blocks x 768 dims, like ViT-B/16) is written with the
    real shard writer; then, with the files evicted from the page cache (posix_fadvise DONTNEED), we time
    (a) a raw sequential read of every shard file (8 MiB reads, bytes discarded) and (b)
