@@ -127,11 +127,15 @@ def _break(path: Path, judged: Owner | None, stale_after: float) -> bool:
     os.close(fd)
     try:
         now = read_owner(path)
+        if age(path) is None:
+            # Gone meanwhile (released, or broken by the lock's last holder): nothing to remove. Removing
+            # it anyway could remove the fresh claim a process makes the next instant, which needs no lock.
+            return True
         same = (now.token if now else None) == (judged.token if judged else None)
         if same and is_stale(path, now, stale_after):
             path.unlink(missing_ok=True)
             return True
-        return age(path) is None  # released meanwhile
+        return False
     finally:
         lock.unlink(missing_ok=True)
 

@@ -81,25 +81,51 @@ def test_refresh_keeps_a_claim_fresh(tmp_path: Path) -> None:
     assert not claims.is_stale(claim.path, claims.read_owner(claim.path))
 
 
-def _race(path: Path, barrier, won) -> None:
-    barrier.wait()
+RACERS, ROUNDS = 8, 16
+
+
+def _race(path: Path, start, finish, won) -> None:
+    start.wait(60)
     if claims.acquire(path) is not None:
         with won.get_lock():
             won.value += 1
+    # Stay alive until every racer has tried: a winner that exited would leave a dead process's claim,
+    # which the protocol rightly lets a slower racer take over (a second, legitimate winner).
+    finish.wait(60)
 
 
 def test_processes_racing_for_one_stale_claim_leave_exactly_one_holder(tmp_path: Path) -> None:
     path, ctx = tmp_path / "shard-00000.h5.claim", mp.get_context("fork")
-    for _ in range(8):  # a naive take-over (no .break lock) lets two win in about one round of three
+    for _ in range(ROUNDS):  # a naive take-over (no .break lock) let two win in 10 of 10 runs of this test
         _fake(path, socket.gethostname(), _dead_pid())
-        barrier, won = ctx.Barrier(4), ctx.Value("i", 0)
-        procs = [ctx.Process(target=_race, args=(path, barrier, won)) for _ in range(4)]
+        start, finish, won = ctx.Barrier(RACERS), ctx.Barrier(RACERS), ctx.Value("i", 0)
+        procs = [ctx.Process(target=_race, args=(path, start, finish, won)) for _ in range(RACERS)]
         for p in procs:
             p.start()
         for p in procs:
             p.join(60)
-        assert [p.exitcode for p in procs] == [0] * 4 and won.value == 1
+        assert [p.exitcode for p in procs] == [0] * RACERS and won.value == 1
         assert not list(tmp_path.glob("*.break"))
+
+
+def test_a_breaker_that_finds_the_claim_gone_leaves_the_next_claim_alone(tmp_path: Path, monkeypatch) -> None:
+    """The interleaving behind a rare second winner of the race above: a breaker holding the lock finds
+    the claim gone, and another process (which needs no lock to claim a free shard) claims it the next
+    instant. The breaker must not remove that fresh claim."""
+    path, made = tmp_path / "shard-00000.h5.claim", []
+    real_age = claims.age
+
+    def age_then_another_process_claims(p: Path) -> float | None:
+        seconds = real_age(p)
+        if p == path and seconds is None and not made:
+            made.append(claims.acquire(path))  # lands just after the breaker looked
+        return seconds
+
+    monkeypatch.setattr(claims, "age", age_then_another_process_claims)
+    assert claims._break(path, None, claims.STALE_AFTER_S) is True  # gone: its caller tries to claim again
+    assert made and made[0] is not None
+    assert claims.read_owner(path) is not None and claims.read_owner(path).token == made[0].token
+    assert claims.acquire(path) is None  # and that try finds the live claim
 
 
 def test_stale_claims_are_cleaned_up_live_ones_kept(tmp_path: Path) -> None:
