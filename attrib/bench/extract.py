@@ -100,8 +100,8 @@ def bench_extract(args: argparse.Namespace, tmp: Path) -> float:
 
     from attrib.data.catalog import read_folder
     from attrib.extract.backbone import load_backbone
-    from attrib.extract.runner import (ImageRows, RunConfig, _input_shape, autocast_for, extract, resolve_device,
-                                       resolve_precision)
+    from attrib.extract.runner import (ImageRows, RunConfig, _input_shape, autocast_for, extract, loader_workers,
+                                       resolve_device, resolve_precision)
     from attrib.extract.views import View
 
     device = resolve_device(args.device)
@@ -138,18 +138,12 @@ def bench_extract(args: argparse.Namespace, tmp: Path) -> float:
     ratio = statistics.median(ratios)
     print(f"[extract] {args.model} ({args.pretrained}) on {_device_name(device)}, {precision}, {n} images "
           f"(half 512x512 PNG, half 500x375 JPEG) -> {_input_shape(bb)[1]} px, batch {B}, shard {S}, "
-          f"workers {summary_workers(cfg)} on {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
+          f"workers {loader_workers(cfg.workers)} on {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
     print("[extract] bare forward:  " + ", ".join(f"{t:.1f} s" for t in bare) + f"  ({n / min(bare):.2f} img/s best)")
     print("[extract] end-to-end:    " + ", ".join(f"{t:.1f} s" for t in e2e) + f"  ({n / min(e2e):.2f} img/s best)")
     print("[extract] end-to-end / bare forward, run by run: " + ", ".join(f"{r:.3f}" for r in ratios) +
           f"; median {ratio:.3f} (goal <= {GOAL_EXTRACT}) -> {'MET' if ratio <= GOAL_EXTRACT else 'NOT MET'}")
     return ratio
-
-
-def summary_workers(cfg) -> int:
-    from attrib.extract.runner import default_workers
-
-    return default_workers() if cfg.workers is None else cfg.workers
 
 
 def _best(step, items: list, repeats: int) -> float:
@@ -199,7 +193,7 @@ def bench_decode(args: argparse.Namespace, tmp: Path) -> float:
     from attrib.data.catalog import read_folder
     from attrib.data.images import load_rgb
     from attrib.extract.backbone import load_backbone
-    from attrib.extract.runner import ImageRows, _input_shape, default_workers
+    from attrib.extract.runner import ImageRows, _input_shape, loader_workers
     from attrib.extract.views import View
 
     bb = load_backbone(args.model, args.pretrained, args.preprocess)
@@ -222,7 +216,7 @@ def bench_decode(args: argparse.Namespace, tmp: Path) -> float:
                                _best(partial(_row_ok, rows), list(range(len(rows))), args.repeats))
     finally:
         torch.set_num_threads(threads)
-    workers = default_workers() if args.workers is None else args.workers
+    workers = loader_workers(args.workers)
     every = ImageRows(read_folder(root), bb.transform, View(), shape)
     rate, seen = _loader_rate(every, args.batch_size, args.loader_images, workers)
     print(f"[decode] {args.model} preprocess {args.preprocess!r} -> {'x'.join(map(str, shape))}, "

@@ -167,6 +167,11 @@ def default_workers() -> int:
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
+def loader_workers(requested: int | None) -> int:
+    """The DataLoader workers a run uses: ``--workers`` when given, else :func:`default_workers`."""
+    return default_workers() if requested is None else requested
+
+
 class ImageRows(Dataset):
     """Row index -> (row, tensor, error). A bad image yields a zero tensor and its error text."""
 
@@ -490,7 +495,7 @@ def extract_shards(images: ImageList, backbone: Backbone, cache: str | os.PathLi
     sampler = _ShardBatches(fs, fs.shards_todo(cfg.rank, cfg.world_size), cfg.batch_size)
     n_todo = sum(b - a for a, b in map(fs.shard_range, sampler.shards))
     backbone.to(device)
-    workers = default_workers() if cfg.workers is None else cfg.workers
+    workers = loader_workers(cfg.workers)
     loader = image_loader(ImageRows(images, backbone.transform, view, _input_shape(backbone)), sampler, workers,
                           pin_memory=device.type == "cuda")
     autocast = autocast_for(precision, device)
