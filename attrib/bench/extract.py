@@ -94,12 +94,11 @@ def _device_name(device) -> str:
             else f"CPU ({os.cpu_count()} cores)")
 
 
-def bench_extract(args: argparse.Namespace, tmp: Path) -> float:
+def bench_extract(args: argparse.Namespace, tmp: Path, bb) -> float:
     import torch
     from torch.utils.data import DataLoader
 
     from attrib.data.catalog import read_folder
-    from attrib.extract.backbone import load_backbone
     from attrib.extract.runner import (ImageRows, RunConfig, _input_shape, autocast_for, extract, loader_workers,
                                        resolve_device, resolve_precision)
     from attrib.extract.views import View
@@ -108,7 +107,6 @@ def bench_extract(args: argparse.Namespace, tmp: Path) -> float:
     precision = resolve_precision(args.precision, device)
     _write_images(tmp / "images", args.images)
     images = read_folder(tmp / "images")
-    bb = load_backbone(args.model, args.pretrained, args.preprocess)
     cfg = RunConfig(batch_size=args.batch_size, workers=args.workers, device=str(device), precision=precision,
                     shard_size=args.shard_size, threads=args.threads, progress=False)
 
@@ -183,7 +181,7 @@ def _loader_rate(rows, batch_size: int, images: int, workers: int) -> tuple[floa
     return seen / (time.perf_counter() - t_first), seen
 
 
-def bench_decode(args: argparse.Namespace, tmp: Path) -> float:
+def bench_decode(args: argparse.Namespace, tmp: Path, bb) -> float:
     """What the CPU can feed: ``load_rgb`` + the model's transform (a DataLoader worker's job), per core
     and through the runner's DataLoader with its workers, no model. Extraction can never run faster than
     the second figure, whatever the accelerator: on a GPU machine it says whether decoding is the
@@ -192,11 +190,9 @@ def bench_decode(args: argparse.Namespace, tmp: Path) -> float:
 
     from attrib.data.catalog import read_folder
     from attrib.data.images import load_rgb
-    from attrib.extract.backbone import load_backbone
     from attrib.extract.runner import ImageRows, _input_shape, loader_workers
     from attrib.extract.views import View
 
-    bb = load_backbone(args.model, args.pretrained, args.preprocess)
     shape = _input_shape(bb)
     rng = np.random.default_rng(1)
     root = tmp / "decode"
@@ -353,10 +349,17 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv if argv is not None else None)
     tmp = Path(tempfile.mkdtemp(prefix="attrib-bench-extract-", dir=args.dir))
     try:
+        if args.only in (None, "extract", "decode"):  # one model load for both (ViT-B/16: tens of seconds)
+            from attrib.extract.backbone import load_backbone
+            from attrib.extract.runner import resolve_device
+
+            if args.only in (None, "extract"):
+                resolve_device(args.device)  # a device this machine lacks fails before the load, not after
+            bb = load_backbone(args.model, args.pretrained, args.preprocess)
         if args.only in (None, "extract"):
-            bench_extract(args, tmp)
+            bench_extract(args, tmp, bb)
         if args.only in (None, "decode"):
-            bench_decode(args, tmp)
+            bench_decode(args, tmp, bb)
         if args.only in (None, "read"):
             bench_read(args, tmp)
     finally:
