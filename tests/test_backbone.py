@@ -12,9 +12,10 @@ from click.testing import CliRunner
 
 from attrib.cli import main
 from conftest import write_png
-from attrib.extract import backbone as bbmod
+from attrib.extract import weights as wmod
 from attrib.extract.backbone import (TINY, BackboneError, WeightsUnavailable, build_open_clip, load_backbone,
-                                     plan_open_clip, sha256_file, tag_for_sha256)
+                                     register_tiny)
+from attrib.extract.weights import plan_open_clip, sha256_file, tag_for_sha256
 
 OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
 
@@ -66,7 +67,7 @@ def test_openai_weights_build_the_quickgelu_architecture() -> None:
 def test_tiny_checkpoint_round_trip_gives_identical_features(tiny_checkpoint: Path) -> None:
     import open_clip
 
-    bbmod.register_tiny()
+    register_tiny()
     torch.manual_seed(123)  # the weights the fixture saved
     saved = open_clip.create_model(TINY).visual.eval()
     x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
@@ -99,7 +100,7 @@ def _fake_hub(root: Path, repo: str, weights: Path, mean: list[float]) -> None:
     snap.mkdir(parents=True)
     (base / "refs").mkdir()
     (base / "refs" / "main").write_text(rev)
-    cfg = json.loads((Path(bbmod.__file__).parent.parent / "models" / f"{TINY}.json").read_text())
+    cfg = json.loads((Path(wmod.__file__).parent.parent / "models" / f"{TINY}.json").read_text())
     (snap / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {"mean": mean}}))
     (snap / "open_clip_model.safetensors").write_bytes(weights.read_bytes())
 
@@ -162,11 +163,11 @@ def test_timm_weights_fetched_by_a_first_run_keep_the_feature_set_identity(tmp_p
     save_file(timm.create_model(name).state_dict(), str(snap / "model.safetensors"))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
 
-    cached = bbmod._hf_cached
+    cached = wmod._hf_cached
     lookups: list[str] = []  # the first lookup misses: the weights are "not downloaded yet"
-    monkeypatch.setattr(bbmod, "_hf_cached", lambda r, n: cached(r, n) if lookups.append(r) or len(lookups) > 1
+    monkeypatch.setattr(wmod, "_hf_cached", lambda r, n: cached(r, n) if lookups.append(r) or len(lookups) > 1
                         else None)
-    monkeypatch.setattr(bbmod, "online", lambda *a, **k: True)  # timm then fetches them (here: from the cache)
+    monkeypatch.setattr(wmod, "online", lambda *a, **k: True)  # timm then fetches them (here: from the cache)
     first = load_backbone(f"timm:{name}", None)
     again = load_backbone(f"timm:{name}", None)
     assert first.spec == again.spec and first.spec["weights"] == "augreg_in21k"
@@ -180,7 +181,7 @@ def _torchscript_archive(path: Path, quick_gelu: bool = False) -> Path:
     format of OpenAI's own ``ViT-B-16.pt``."""
     import open_clip
 
-    bbmod.register_tiny()
+    register_tiny()
     torch.manual_seed(123)
     clip = open_clip.create_model(TINY, force_quick_gelu=quick_gelu).eval()
     inputs = (torch.zeros(1, 3, 64, 64), torch.zeros(1, 16, dtype=torch.long))
@@ -194,7 +195,7 @@ def test_torchscript_archives_load_like_the_same_weights_saved_as_a_state_dict(t
                                                                                tmp_path: Path) -> None:
     """torch.load(weights_only=True) refuses TorchScript archives; they load through torch.jit.load instead."""
     archive = _torchscript_archive(tmp_path / "tiny-traced.pt")
-    assert bbmod.is_torchscript(archive) and not bbmod.is_torchscript(tiny_checkpoint)
+    assert wmod.is_torchscript(archive) and not wmod.is_torchscript(tiny_checkpoint)
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     scripted = load_backbone(TINY, str(archive))
     plain = load_backbone(TINY, str(tiny_checkpoint))
@@ -229,7 +230,7 @@ def test_weights_that_do_not_fit_the_model_fail_with_a_clear_message(tiny_checkp
     import open_clip
     from safetensors.torch import save_file
 
-    cfg = json.loads((Path(bbmod.__file__).parent.parent / "models" / f"{TINY}.json").read_text())
+    cfg = json.loads((Path(wmod.__file__).parent.parent / "models" / f"{TINY}.json").read_text())
     cfg["vision_cfg"]["width"] = 32
     other = tmp_path / "narrow.safetensors"
     save_file(open_clip.model.CLIP(**cfg).state_dict(), str(other))

@@ -61,10 +61,10 @@ def test_features_probe_report(demo_root: Path, tiny_checkpoint: Path, tmp_path:
 
 
 def test_offline_fallback_is_labelled(demo_root: Path, tmp_path: Path, monkeypatch) -> None:
-    import attrib.extract.backbone as backbone
+    import attrib.extract.weights as weights
 
-    monkeypatch.setattr(backbone, "online", lambda *a, **k: False)
-    monkeypatch.setattr(backbone, "_cached_tag_file", lambda cfg: None)
+    monkeypatch.setattr(weights, "online", lambda *a, **k: False)
+    monkeypatch.setattr(weights, "_cached_tag_file", lambda cfg: None)
     res = CliRunner().invoke(main, [
         "features", "--dataset", "demo", "--root", str(demo_root), "--model", "ViT-B-16",
         "--pretrained", "laion2b_s34b_b88k", "--fallback-model", "attrib-tiny",
@@ -90,10 +90,10 @@ def test_offline_fallback_is_labelled(demo_root: Path, tmp_path: Path, monkeypat
 
 
 def test_without_fallback_missing_weights_fail_clearly(demo_root: Path, tmp_path: Path, monkeypatch) -> None:
-    import attrib.extract.backbone as backbone
+    import attrib.extract.weights as weights
 
-    monkeypatch.setattr(backbone, "online", lambda *a, **k: False)
-    monkeypatch.setattr(backbone, "_cached_tag_file", lambda cfg: None)
+    monkeypatch.setattr(weights, "online", lambda *a, **k: False)
+    monkeypatch.setattr(weights, "_cached_tag_file", lambda cfg: None)
     res = CliRunner().invoke(main, ["features", "--dataset", "demo", "--root", str(demo_root),
                                     "--cache", str(tmp_path / "c"), "--quiet"])
     assert res.exit_code == 2
