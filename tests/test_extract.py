@@ -18,7 +18,8 @@ from PIL import Image
 from attrib.cli import main
 from attrib.data.catalog import read_folder
 from attrib.extract.backbone import load_backbone
-from attrib.extract.runner import (ExtractError, RunConfig, _ShardBatches, dist_from_env, even_subset, extract,
+from attrib.extract.shards import ShardBatches
+from attrib.extract.runner import (ExtractError, RunConfig, dist_from_env, even_subset, extract,
                                    resolve_device, resolve_precision)
 from attrib.store import FeatureSet
 from test_images import write_zoo
@@ -123,7 +124,7 @@ def test_sampler_skips_shards_another_process_finished_meanwhile(photos: Path, t
                  ).feature_set
     fs.shard_path(1).unlink()
     fs.shard_path(2).unlink()
-    sampler = _ShardBatches(fs, [1, 2], batch_size=2)
+    sampler = ShardBatches(fs, [1, 2], batch_size=2)
     assert len(sampler) == 3
     it = iter(sampler)
     assert next(it) == [4, 5]

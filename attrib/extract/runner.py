@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import queue
 import sys
-import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -29,11 +27,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from attrib import claims
 from attrib.data.catalog import ImageList
 from attrib.data.images import MAX_PIXELS, ImageDecodeError, error_text, load_rgb
 from attrib.errors import AttribError
 from attrib.extract.backbone import RANDOM_INIT_LABEL, Backbone
+from attrib.extract.shards import Collector, ShardBatches, ShardWriter
 from attrib.extract.views import View
 from attrib.manifest import Manifest
 from attrib.store import DEFAULT_SHARD_SIZE, FeatureSet
@@ -246,148 +244,6 @@ def build_manifest(images: ImageList, backbone: Backbone, dataset: str, view: Vi
     ).updated(extra)
 
 
-class _ShardWriter:
-    """Writes finished shards on a background thread so the forward pass never waits on the disk.
-
-    ``shards`` and ``bytes`` count only what this process published: when two identical runs overlap, a
-    shard the other one published first is left alone by ``write_shard`` and is not counted here.
-    ``done(k)`` is called once shard k is on disk (its claim can go).
-    """
-
-    def __init__(self, fs: FeatureSet, done: Callable[[int], None]):
-        self.fs, self.done = fs, done
-        self.q: queue.Queue = queue.Queue(maxsize=2)
-        self.error: BaseException | None = None
-        self.shards = 0
-        self.bytes = 0
-        self.thread = threading.Thread(target=self._run, name="attrib-shard-writer", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while True:
-            item = self.q.get()
-            if item is None:
-                return
-            if self.error is not None:
-                continue
-            try:
-                path = self.fs.write_shard(*item)  # None: another process published this shard first
-                self.done(item[0])
-                if path is not None:
-                    self.shards += 1
-                    self.bytes += path.stat().st_size
-            except BaseException as exc:  # surfaced on the main thread
-                self.error = exc
-
-    def put(self, *item: Any) -> None:
-        if self.error is not None:
-            raise self.error
-        self.q.put(item)
-
-    def close(self) -> None:
-        self.q.put(None)
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-
-
-class _ShardBatches:
-    """Batches of this rank's missing shards, never crossing a shard boundary (the batch sampler).
-
-    Each shard is claimed just before its first batch is handed out (:mod:`attrib.claims`): a shard that
-    another process (a second launch, an overlapping rank) finished meanwhile, or is extracting now, is
-    skipped instead of recomputed. Claims are released as their shards are published (:meth:`release`),
-    refreshed while this process works (:meth:`refresh`), and all released when the run ends.
-    """
-
-    def __init__(self, fs: FeatureSet, shards: list[int], batch_size: int):
-        self.fs, self.shards, self.batch_size = fs, shards, batch_size
-        self.skipped: list[int] = []  # published by another process meanwhile, or claimed by one
-        self.claimed_elsewhere: list[int] = []
-        self._held: dict[int, claims.Claim] = {}
-        self._lock = threading.Lock()
-        self._refreshed = time.monotonic()
-
-    def __len__(self) -> int:
-        return sum(-(-(b - a) // self.batch_size) for a, b in map(self.fs.shard_range, self.shards))
-
-    def _take(self, k: int) -> bool:
-        """Claim shard k if it is still missing and no live process holds it; False to skip it."""
-        if self.fs.shard_path(k).exists():
-            return False
-        claim = self.fs.claim(k)
-        if claim is None:
-            self.claimed_elsewhere.append(k)
-            return False
-        if self.fs.shard_path(k).exists():  # published (and released) between the look and the claim
-            claim.release()
-            return False
-        with self._lock:
-            self._held[k] = claim
-        return True
-
-    def __iter__(self):
-        for k in self.shards:
-            if not self._take(k):
-                self.skipped.append(k)
-                continue
-            start, stop = self.fs.shard_range(k)
-            for b in range(start, stop, self.batch_size):
-                yield list(range(b, min(b + self.batch_size, stop)))
-
-    def release(self, k: int) -> None:
-        with self._lock:
-            claim = self._held.pop(k, None)
-        if claim is not None:
-            claim.release()
-
-    def release_all(self) -> None:
-        with self._lock:
-            held, self._held = list(self._held.values()), {}
-        for claim in held:
-            claim.release()
-
-    def refresh(self) -> None:
-        """Refresh this process's claims now and then, so no other host takes them for stale."""
-        if time.monotonic() - self._refreshed < claims.REFRESH_EVERY_S:
-            return
-        self._refreshed = time.monotonic()
-        with self._lock:
-            held = list(self._held.values())
-        for claim in held:
-            claim.refresh()
-
-
-class _ShardBuffer:
-    """Rows of one shard gathered batch by batch; full -> handed to the writer."""
-
-    def __init__(self, fs: FeatureSet, k: int):
-        self.k = k
-        self.start, stop = fs.shard_range(k)
-        n = stop - self.start
-        self.cls = np.zeros((n, fs.n_blocks, fs.width), np.float16)
-        self.embed = np.zeros((n, fs.embed_dim), np.float16)
-        self.ok = np.zeros(n, bool)
-        self.error = [""] * n
-        self.filled = 0
-
-    def add(self, rows: np.ndarray, errors: list[str], cls: np.ndarray, embed: np.ndarray) -> int:
-        """Store one batch (failed rows keep zero features and get their error); returns #failed."""
-        local = rows - self.start
-        good = np.array([e == "" for e in errors], dtype=bool)
-        self.cls[local[good]] = cls[good]
-        self.embed[local[good]] = embed[good]
-        self.ok[local] = good
-        for i, e in zip(local, errors):
-            self.error[int(i)] = e
-        self.filled += len(rows)
-        return int((~good).sum())
-
-    @property
-    def full(self) -> bool:
-        return self.filled == len(self.ok)
-
-
 def _to_host(t: torch.Tensor) -> torch.Tensor:
     """Start copying ``t`` to pinned host memory without waiting (GPU); a no-op on the CPU."""
     if t.device.type == "cpu":
@@ -461,6 +317,34 @@ def extract_shards(images: ImageList, backbone: Backbone, cache: str | os.PathLi
 
     cfg = config or RunConfig()
     view = view or View()
+    device, precision = _check_run(cfg, images)
+    fs, precision, repaired = _open_for_run(images, backbone, cache, dataset, view, cfg, device, precision, out,
+                                            manifest_extra, log)
+    sampler = ShardBatches(fs, fs.shards_todo(cfg.rank, cfg.world_size), cfg.batch_size)
+    n_todo = sum(b - a for a, b in map(fs.shard_range, sampler.shards))
+    backbone.to(device)
+    loader = image_loader(ImageRows(images, backbone.transform, view, _input_shape(backbone)), sampler,
+                          loader_workers(cfg.workers), pin_memory=device.type == "cuda")
+    writer = ShardWriter(fs, sampler.release)
+    t0 = time.perf_counter()
+    desc = f"extract {fs.id}" + (f" [rank {cfg.rank}/{cfg.world_size}]" if cfg.world_size > 1 else "")
+    bar = tqdm(total=n_todo, unit="img", desc=desc, disable=not cfg.progress, dynamic_ncols=True, smoothing=0.05)
+    collect = Collector(fs, sampler, writer, bar)
+    try:
+        _forward_all(loader, backbone, device, autocast_for(precision, device), collect)
+    finally:
+        bar.close()
+        try:
+            writer.close()
+        finally:
+            sampler.release_all()
+    seconds = time.perf_counter() - t0
+    return RunSummary(fs, collect.done, collect.failed, seconds, writer.bytes, writer.shards, len(fs.shards_todo()),
+                      len(sampler.shards), repaired, sampler.claimed_elsewhere)
+
+
+def _check_run(cfg: RunConfig, images: ImageList) -> tuple[torch.device, str]:
+    """Refuse run options that cannot work before anything is opened; the device and precision asked for."""
     if not 0 <= cfg.rank < cfg.world_size:
         raise ExtractError(f"--rank {cfg.rank} must be in [0, --world-size {cfg.world_size})")
     if cfg.batch_size < 1:
@@ -473,12 +357,22 @@ def extract_shards(images: ImageList, backbone: Backbone, cache: str | os.PathLi
         if cfg.threads < 1:
             raise ExtractError(f"--threads must be >= 1, got {cfg.threads}")
         torch.set_num_threads(cfg.threads)
+    return device, precision
 
+
+def _open_for_run(images: ImageList, backbone: Backbone, cache: str | os.PathLike, dataset: str, view: View,
+                  cfg: RunConfig, device: torch.device, precision: str, out: str | os.PathLike | None,
+                  manifest_extra: Mapping[str, Any] | None, log: Callable[[str], None] | None,
+                  ) -> tuple[FeatureSet, str, list[tuple[int, str]]]:
+    """Create or reopen the feature set and clean up after killed runs: (the set, the precision the run
+    uses, which may be the cached one, the damaged shards removed for re-extraction).
+
+    A resume without ``--shard-size`` (or with ``--precision auto``) adopts the cached run parameters.
+    """
     shard_size = cfg.shard_size or DEFAULT_SHARD_SIZE
     manifest = build_manifest(images, backbone, dataset, view, shard_size, precision, manifest_extra)
     path = Path(out) if out else Path(cache) / manifest.folder_name
     if cfg.shard_size is None and FeatureSet.exists(path):
-        # Resuming without --shard-size (or --precision auto): adopt the cached run parameters.
         prev = FeatureSet.open(path).manifest
         manifest = manifest.replace(shard_size=prev.shard_size)
         if _adopt_precision(cfg.precision, prev.precision, device) != cfg.precision:
@@ -491,74 +385,33 @@ def extract_shards(images: ImageList, backbone: Backbone, cache: str | os.PathLi
     if repaired and log is not None:
         log(f"re-extracting {len(repaired)} damaged shard(s) of {fs.path}: " + "; ".join(
             f"{fs.shard_path(k).name}: {why}" for k, why in repaired))
+    return fs, precision, repaired
 
-    sampler = _ShardBatches(fs, fs.shards_todo(cfg.rank, cfg.world_size), cfg.batch_size)
-    n_todo = sum(b - a for a, b in map(fs.shard_range, sampler.shards))
-    backbone.to(device)
-    workers = loader_workers(cfg.workers)
-    loader = image_loader(ImageRows(images, backbone.transform, view, _input_shape(backbone)), sampler, workers,
-                          pin_memory=device.type == "cuda")
-    autocast = autocast_for(precision, device)
 
-    writer = _ShardWriter(fs, sampler.release)
-    t0 = time.perf_counter()
-    failed = done = 0
-    desc = f"extract {fs.id}" + (f" [rank {cfg.rank}/{cfg.world_size}]" if cfg.world_size > 1 else "")
-    bar = tqdm(total=n_todo, unit="img", desc=desc, disable=not cfg.progress, dynamic_ncols=True, smoothing=0.05)
-    bar.set_postfix(failed=0, refresh=False)
-    buf: _ShardBuffer | None = None
-    seen_skips = 0
-
-    def consume(batch: tuple) -> None:
-        """Put a finished batch's features into its shard buffer; queue the shard when full."""
-        nonlocal buf, failed, done, seen_skips
-        rows, errors, cls, emb, event = batch
+def _forward_all(loader: DataLoader, backbone: Backbone, device: torch.device, autocast: Any,
+                 collect: Callable[[np.ndarray, list[str], np.ndarray, np.ndarray], None]) -> None:
+    """One forward per batch. Its outputs (CLS tokens and embedding only) are copied to the host
+    asynchronously and collected one batch later, so the GPU never waits for numpy and disk."""
+    def finish(rows: np.ndarray, errors: list[str], cls: torch.Tensor, emb: torch.Tensor, event: Any) -> None:
         if event is not None:
             event.synchronize()
-        k = int(rows[0]) // fs.shard_size
-        if buf is None or buf.k != k:
-            buf = _ShardBuffer(fs, k)
-        failed += buf.add(rows, errors, cls.float().numpy(), emb.float().numpy())
-        if buf.full:
-            writer.put(buf.k, buf.cls, buf.embed, buf.ok, buf.error)
-            buf = None
-        done += len(rows)
-        while seen_skips < len(sampler.skipped):  # finished (or being extracted) by another process
-            a, b = fs.shard_range(sampler.skipped[seen_skips])
-            bar.total -= b - a
-            seen_skips += 1
-        sampler.refresh()
-        bar.set_postfix(failed=failed, refresh=False)
-        bar.update(len(rows))
+        collect(rows, errors, cls.float().numpy(), emb.float().numpy())
 
-    # One forward per batch. Its outputs (CLS tokens and embedding only) are copied to the host
-    # asynchronously and consumed one batch later, so the GPU never waits for numpy and disk.
     pending = None
-    try:
-        for rows, x, errors in loader:
-            x = x.to(device, non_blocking=True)
-            with autocast:
-                cls, emb = backbone.features(x)
-            cls, emb = _to_host(cls), _to_host(emb)
-            event = None
-            if device.type == "cuda":
-                event = torch.cuda.Event()
-                event.record()
-            if pending is not None:
-                consume(pending)
-            pending = (rows.numpy(), list(errors), cls, emb, event)
+    for rows, x, errors in loader:
+        x = x.to(device, non_blocking=True)
+        with autocast:
+            cls, emb = backbone.features(x)
+        cls, emb = _to_host(cls), _to_host(emb)
+        event = None
+        if device.type == "cuda":
+            event = torch.cuda.Event()
+            event.record()
         if pending is not None:
-            consume(pending)
-    finally:
-        bar.close()
-        try:
-            writer.close()
-        finally:
-            sampler.release_all()
-    seconds = time.perf_counter() - t0
-    left = len(fs.shards_todo())
-    return RunSummary(fs, done, failed, seconds, writer.bytes, writer.shards, left, len(sampler.shards), repaired,
-                      sampler.claimed_elsewhere)
+            finish(*pending)
+        pending = (rows.numpy(), list(errors), cls, emb, event)
+    if pending is not None:
+        finish(*pending)
 
 
 def even_subset(images: ImageList, limit: int) -> ImageList:
