@@ -39,9 +39,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from attrib.extract.weights import (DEFAULT_PRETRAINED, CONFIG_NAME, BackboneError, WeightsPlan,  # noqa: F401
-                                    WeightsUnavailable, load_weights, misfit, plan_open_clip, plan_timm,
-                                    resolve_hub, timm_cached_file)
+from attrib.extract.weights import (CONFIG_NAME, DEFAULT_PRETRAINED, BackboneError, WeightsPlan, load_weights, misfit,
+                                    plan_open_clip, plan_timm, resolve_hub, timm_cached_file)
+from attrib.extract.weights import (WeightsUnavailable, is_torchscript, online, sha256_file,  # noqa: F401 (re-exported:
+                                    tag_create_kwargs, tag_for_sha256)  # they lived here, and callers import them here)
 from attrib.manifest import PREPROCESSES, preprocess_name  # noqa: F401 (re-exported: the CLI and tests use it here)
 from attrib.manifest import RANDOM_INIT, RANDOM_INIT_LABEL, TINY  # noqa: F401 (defined with the manifest, which decides the warning)
 

@@ -22,7 +22,8 @@ from attrib.probe.options import StudyError, layer_name, parse_layer_name, shots
 from attrib.probe.persist import check_head_folder
 from attrib.probe.protocol import Selection, best_index, fit_candidates, path_values, select_clean
 from attrib.probe.scorers import SCORERS
-from attrib.probe.study import StudyConfig, counted_warnings, rows_digest, shots_subset, stderr_log
+from attrib.probe.job import counted_warnings, rows_digest, shots_subset
+from attrib.probe.study import StudyConfig, stderr_log
 from attrib.store import FeatureSet
 
 
