@@ -30,6 +30,7 @@ import contextlib
 import json
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -106,72 +107,104 @@ def _objective(X: np.ndarray, y: np.ndarray, W: np.ndarray, b: np.ndarray, C: fl
 def run(classes: int, shots: int, dim: int, val: int, test: int, seed: int, sklearn_every: int,
         threads: int | None, sklearn_results: Path | None = None, massive: int = 4, repeats: int = 3) -> dict:
     import torch
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
 
-    Cs = np.asarray(DEFAULT_CS)
     t0 = time.perf_counter()
     data = synthetic_clip_like(classes, shots, val, test, dim, seed, n_massive=massive)
-    (Xtr, ytr), (Xva, yva), (Xte, yte) = data["train"], data["val"], data["test"]
-    X64 = Xtr.astype(np.float64)
     print(f"data: SYNTHETIC CLIP-like features (not real CLIP): {classes} classes x {shots} train / {val} val / "
           f"{test} test per class, {dim} dims, {massive} huge-offset dims, power-law spectrum "
           f"({time.perf_counter() - t0:.1f} s to generate)", flush=True)
-
+    key = f"classes={classes} shots={shots} dim={dim} val={val} test={test} seed={seed} massive={massive}"
     with _limit_threads(threads):
         print(f"threads: torch {torch.get_num_threads()}" + (f" (BLAS limited to {threads})" if threads else ""))
-        LogisticProbe(C=1.0).fit(Xtr[:: max(1, len(Xtr) // 200)], ytr[:: max(1, len(ytr) // 200)])  # warm-up
-        times = []
-        for _ in range(max(1, repeats)):
-            t0 = time.perf_counter()
-            heads = LogisticProbe.fit_path(Xtr, ytr, Cs)
-            times.append(time.perf_counter() - t0)
-        t_ours = float(np.median(times))
-        ours_val = np.array([_acc(h.decision_function(Xva), yva) for h in heads])
-        ours_test = np.array([_acc(h.decision_function(Xte), yte) for h in heads])
-        j_ours = _select(ours_val)
-        print(f"attrib LogisticProbe.fit_path, {len(Cs)} C values, float32: {t_ours:.1f} s (median of "
-              f"{', '.join(f'{t:.1f}' for t in times)}; L-BFGS iterations per C: max "
-              f"{max(h.n_iter_ for h in heads)}, converged {sum(h.converged_ for h in heads)}/{len(Cs)})")
-        print(f"  selected C = {Cs[j_ours]:.3g} (grid index {j_ours}): val {100 * ours_val[j_ours]:.2f} %, "
-              f"test {100 * ours_test[j_ours]:.2f} %", flush=True)
+        ours = _time_ours(data, repeats)
+        sample = list(range(0, len(ours.Cs), sklearn_every))
+        fits, dobj = _compare_sklearn(data, ours, sample, sklearn_every, threads, sklearn_results, key)
+    return _verdict(ours, sample, fits, dobj)
 
-        sample = list(range(0, len(Cs), sklearn_every))
-        full = len(sample) == len(Cs)
-        print(f"sklearn LogisticRegression(C, tol=1e-12, max_iter=1000) (the paper's code), on "
-              f"{'all' if full else len(sample)} of {len(Cs)} C values"
-              + ("" if full else f" (every {sklearn_every}th grid value)") + ". dobj: sklearn's objective "
-              "minus attrib's, relative (> 0: attrib's solution is the better one)")
-        print(f"  {'idx':>3} {'C':>9} {'seconds':>8} {'iters':>5} {'sk val':>7} {'sk test':>7} "
-              f"{'at val':>7} {'at test':>7} {'max|dp|':>8} {'dobj':>9}")
-        key = f"classes={classes} shots={shots} dim={dim} val={val} test={test} seed={seed} massive={massive}"
-        fits = _load_sklearn(sklearn_results, key)
-        dobj = {}
-        for j in sample:
-            if j not in fits:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", ConvergenceWarning)
-                    t0 = time.perf_counter()
-                    lr = LogisticRegression(C=Cs[j], tol=1e-12, max_iter=1000).fit(Xtr, ytr)
-                    seconds = time.perf_counter() - t0
-                fits[j] = {"C": float(Cs[j]), "seconds": seconds, "iters": int(np.max(lr.n_iter_)),
-                           "val": float(lr.score(Xva, yva)), "test": float(lr.score(Xte, yte)),
-                           "threads": threads, "coef": lr.coef_.tolist(), "intercept": lr.intercept_.tolist()}
-                _save_sklearn(sklearn_results, key, fits)
-            r = fits[j]
-            W, b = np.asarray(r["coef"], dtype=np.float64), np.asarray(r["intercept"], dtype=np.float64)
-            dp = np.abs(softmax(Xte @ W.T + b) - heads[j].predict_proba(Xte)).max()
-            f_at = _objective(X64, ytr, heads[j].coef_, heads[j].intercept_, Cs[j])
-            dobj[j] = (_objective(X64, ytr, W, b, Cs[j]) - f_at) / f_at
-            print(f"  {j:>3} {Cs[j]:>9.2e} {r['seconds']:>8.1f} {r['iters']:>5} {100 * r['val']:>7.2f} "
-                  f"{100 * r['test']:>7.2f} {100 * ours_val[j]:>7.2f} {100 * ours_test[j]:>7.2f} {dp:>8.2g} "
-                  f"{dobj[j]:>+9.1e}", flush=True)
-        sk_time = {j: fits[j]["seconds"] for j in sample}
-        sk_val = {j: fits[j]["val"] for j in sample}
-        sk_test = {j: fits[j]["test"] for j in sample}
 
-    sk_path = float(np.mean(list(sk_time.values())) * len(Cs))
-    speedup = sk_path / t_ours
+@dataclass
+class _Ours:
+    """attrib's path on the benchmark's data: the heads, the median time, the accuracies along the path."""
+
+    Cs: np.ndarray
+    heads: list
+    seconds: float
+    val: np.ndarray
+    test: np.ndarray
+    chosen: int
+
+
+def _time_ours(data: dict, repeats: int) -> _Ours:
+    """Time ``LogisticProbe.fit_path`` (median of ``repeats``, after a warm-up) and select its C."""
+    Cs = np.asarray(DEFAULT_CS)
+    (Xtr, ytr), (Xva, yva), (Xte, yte) = data["train"], data["val"], data["test"]
+    LogisticProbe(C=1.0).fit(Xtr[:: max(1, len(Xtr) // 200)], ytr[:: max(1, len(ytr) // 200)])  # warm-up
+    times = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        heads = LogisticProbe.fit_path(Xtr, ytr, Cs)
+        times.append(time.perf_counter() - t0)
+    val = np.array([_acc(h.decision_function(Xva), yva) for h in heads])
+    ours = _Ours(Cs, heads, float(np.median(times)), val,
+                 np.array([_acc(h.decision_function(Xte), yte) for h in heads]), _select(val))
+    j = ours.chosen
+    print(f"attrib LogisticProbe.fit_path, {len(Cs)} C values, float32: {ours.seconds:.1f} s (median of "
+          f"{', '.join(f'{t:.1f}' for t in times)}; L-BFGS iterations per C: max "
+          f"{max(h.n_iter_ for h in heads)}, converged {sum(h.converged_ for h in heads)}/{len(Cs)})")
+    print(f"  selected C = {Cs[j]:.3g} (grid index {j}): val {100 * val[j]:.2f} %, "
+          f"test {100 * ours.test[j]:.2f} %", flush=True)
+    return ours
+
+
+def _compare_sklearn(data: dict, ours: _Ours, sample: list[int], every: int, threads: int | None,
+                     results: Path | None, key: str) -> tuple[dict[int, dict], dict[int, float]]:
+    """Fit scikit-learn at the ``sample`` grid positions (or reuse ``results``), print a row for each, and
+    return its fits and the relative objective gap ``dobj`` at each."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    Cs, heads = ours.Cs, ours.heads
+    (Xtr, ytr), (Xva, yva), (Xte, yte) = data["train"], data["val"], data["test"]
+    X64 = Xtr.astype(np.float64)
+    full = len(sample) == len(Cs)
+    print(f"sklearn LogisticRegression(C, tol=1e-12, max_iter=1000) (the paper's code), on "
+          f"{'all' if full else len(sample)} of {len(Cs)} C values"
+          + ("" if full else f" (every {every}th grid value)") + ". dobj: sklearn's objective "
+          "minus attrib's, relative (> 0: attrib's solution is the better one)")
+    print(f"  {'idx':>3} {'C':>9} {'seconds':>8} {'iters':>5} {'sk val':>7} {'sk test':>7} "
+          f"{'at val':>7} {'at test':>7} {'max|dp|':>8} {'dobj':>9}")
+    fits = _load_sklearn(results, key)
+    dobj = {}
+    for j in sample:
+        if j not in fits:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                t0 = time.perf_counter()
+                lr = LogisticRegression(C=Cs[j], tol=1e-12, max_iter=1000).fit(Xtr, ytr)
+                seconds = time.perf_counter() - t0
+            fits[j] = {"C": float(Cs[j]), "seconds": seconds, "iters": int(np.max(lr.n_iter_)),
+                       "val": float(lr.score(Xva, yva)), "test": float(lr.score(Xte, yte)),
+                       "threads": threads, "coef": lr.coef_.tolist(), "intercept": lr.intercept_.tolist()}
+            _save_sklearn(results, key, fits)
+        r = fits[j]
+        W, b = np.asarray(r["coef"], dtype=np.float64), np.asarray(r["intercept"], dtype=np.float64)
+        dp = np.abs(softmax(Xte @ W.T + b) - heads[j].predict_proba(Xte)).max()
+        f_at = _objective(X64, ytr, heads[j].coef_, heads[j].intercept_, Cs[j])
+        dobj[j] = (_objective(X64, ytr, W, b, Cs[j]) - f_at) / f_at
+        print(f"  {j:>3} {Cs[j]:>9.2e} {r['seconds']:>8.1f} {r['iters']:>5} {100 * r['val']:>7.2f} "
+              f"{100 * r['test']:>7.2f} {100 * ours.val[j]:>7.2f} {100 * ours.test[j]:>7.2f} {dp:>8.2g} "
+              f"{dobj[j]:>+9.1e}", flush=True)
+    return fits, dobj
+
+
+def _verdict(ours: _Ours, sample: list[int], fits: dict[int, dict], dobj: dict[int, float]) -> dict:
+    """Print the speed-up, the objective gaps and the selection against the goals; the result record."""
+    Cs, j_ours = ours.Cs, ours.chosen
+    full = len(sample) == len(Cs)
+    sk_val = {j: fits[j]["val"] for j in sample}
+    sk_test = {j: fits[j]["test"] for j in sample}
+    sk_path = float(np.mean([fits[j]["seconds"] for j in sample]) * len(Cs))
+    speedup = sk_path / ours.seconds
     how = "measured" if full else f"EXTRAPOLATED: mean of {len(sample)} evenly spaced fits x {len(Cs)}"
     print(f"sklearn 45-value path: {sk_path:.0f} s ({how})")
     print(f"speed-up: {speedup:.0f}x (goal >= 20x): {'PASS' if speedup >= 20 else 'FAIL'}")
@@ -179,14 +212,14 @@ def run(classes: int, shots: int, dim: int, val: int, test: int, seed: int, skle
     print(f"objective: sklearn's solution is above attrib's (by > 1e-6 relative) at {len(worse)} of {len(sample)} "
           f"C values, by up to {max(dobj.values()):.1e}; attrib's is above sklearn's by at most "
           f"{max(0.0, -min(dobj.values())):.1e}")
-    result = {"seconds_attrib": t_ours, "seconds_sklearn_path": sk_path, "speedup": speedup,
+    result = {"seconds_attrib": ours.seconds, "seconds_sklearn_path": sk_path, "speedup": speedup,
               "C_attrib": float(Cs[j_ours]), "full": full, "max_dobj": max(dobj.values())}
     if full:
         j_sk = _select(np.array([sk_val[j] for j in range(len(Cs))]))
-        d_test = 100 * (ours_test[j_ours] - sk_test[j_sk])
+        d_test = 100 * (ours.test[j_ours] - sk_test[j_sk])
         same = abs(j_sk - j_ours) <= 1
         print(f"selection: sklearn C = {Cs[j_sk]:.3g} (index {j_sk}, val {100 * sk_val[j_sk]:.2f} %), attrib C = "
-              f"{Cs[j_ours]:.3g} (index {j_ours}, val {100 * ours_val[j_ours]:.2f} %): "
+              f"{Cs[j_ours]:.3g} (index {j_ours}, val {100 * ours.val[j_ours]:.2f} %): "
               f"{'same or neighbouring' if same else 'DIFFERENT'}; test accuracy attrib - sklearn at their "
               f"choices: {d_test:+.2f} pp (goal: same or neighbouring C, within 0.2 pp): "
               f"{'PASS' if same and abs(d_test) <= 0.2 else 'FAIL'}")
@@ -198,7 +231,7 @@ def run(classes: int, shots: int, dim: int, val: int, test: int, seed: int, skle
         result.update(C_sklearn=float(Cs[j_sk]), same_selection=same)
     else:
         j_near = min(sample, key=lambda j: abs(j - j_ours))
-        d_test = 100 * (ours_test[j_near] - sk_test[j_near])
+        d_test = 100 * (ours.test[j_near] - sk_test[j_near])
         print(f"test accuracy attrib - sklearn at the sampled C nearest attrib's choice (C = {Cs[j_near]:.3g}): "
               f"{d_test:+.2f} pp. The selection itself is checked on the full grid only "
               f"(python -m attrib.bench.probe --sklearn-every 1, an hour or more)")
