@@ -65,3 +65,13 @@ def test_extraction_benchmark_on_cuda_without_a_gpu_says_so(tmp_path) -> None:
         bench.main(["--only", "extract", "--device", "cuda", "--model", "attrib-tiny", "--images", "2",
                     "--dir", str(tmp_path)])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_read_benchmark_writes_a_feature_set_and_times_its_block_reads(tmp_path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench.main(["--only", "read", "--rows", "300", "--repeats", "1", "--dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "[read] 300 rows x 12 blocks x 768 dims fp16 in 1 shards" in out
+    warm = next(ln for ln in out.splitlines() if ln.startswith("[read] warm:"))
+    assert float(re.search(r"numpy cast ([\d.]+) MB/s", warm).group(1)) > 0
+    assert list(tmp_path.iterdir()) == []

@@ -37,10 +37,14 @@ import tempfile
 import time
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from attrib.manifest import PREPROCESSES
+
+if TYPE_CHECKING:
+    from attrib.store import FeatureSet
 
 GOAL_EXTRACT = 1.15
 GOAL_READ = 0.5
@@ -252,30 +256,39 @@ def _raw_read(paths: list[Path]) -> tuple[int, float]:
     return total, time.perf_counter() - t0
 
 
-def bench_read(args: argparse.Namespace, tmp: Path) -> float:
+def _bench_feature_set(n: int, tmp: Path) -> FeatureSet:
+    """A ViT-B/16-shaped feature set of ``n`` rows of random features, written and timed as a run writes
+    its shards (checksums, fsync, hard-link publishing)."""
     from attrib.data.catalog import ImageList
     from attrib.manifest import Manifest
     from attrib.store import FeatureSet
 
-    L, D, E, S, n = 12, 768, 512, 10_000, args.rows
+    L, D, E, S = 12, 768, 512, 10_000
     images = ImageList([f"img/{i:07d}.png" for i in range(n)], ["gen"] * n, ["train"] * n)
     manifest = Manifest(dataset="bench", family="open_clip", model="ViT-B-16", weights="synthetic",
                         weights_sha256="", quick_gelu=False, preprocess={}, view="none", n_blocks=L, width=D,
                         embed_dim=E, shard_size=S, precision="fp32")
     fs = FeatureSet.create(tmp / "fs", manifest, images)
     rng = np.random.default_rng(0)
-    base = rng.standard_normal((S, L, D), dtype=np.float32).astype(np.float16)
-    emb = rng.standard_normal((S, E), dtype=np.float32).astype(np.float16)
+    base = rng.standard_normal((min(S, n), L, D), dtype=np.float32).astype(np.float16)
+    emb = rng.standard_normal((min(S, n), E), dtype=np.float32).astype(np.float16)
     t0 = time.perf_counter()
     for k in range(fs.n_shards):
         a, b = fs.shard_range(k)
         fs.write_shard(k, base[: b - a] + np.float16(k), emb[: b - a], np.ones(b - a, bool), [""] * (b - a))
     write_s = time.perf_counter() - t0
-    paths = [fs.shard_path(k) for k in range(fs.n_shards)]
-    size = sum(p.stat().st_size for p in paths)
-    block_bytes = n * D * 2
+    size = sum(fs.shard_path(k).stat().st_size for k in range(fs.n_shards))
     print(f"[read] {n} rows x {L} blocks x {D} dims fp16 in {fs.n_shards} shards, {size / 1e9:.2f} GB "
           f"(written in {write_s:.1f} s = {size / write_s / 1e6:.0f} MB/s incl. checksums and fsync)")
+    return fs
+
+
+def bench_read(args: argparse.Namespace, tmp: Path) -> float:
+    n = args.rows
+    fs = _bench_feature_set(n, tmp)
+    paths = [fs.shard_path(k) for k in range(fs.n_shards)]
+    D = fs.width
+    block_bytes = n * D * 2
     import torch  # noqa: F401  (loaded, so that the torch-cast path can be measured too)
 
     from attrib import shard_io
