@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from attrib.probe.logreg_path import _softmax_minus_onehot, fit_logreg_path, torch_device
+from attrib.probe.logreg_objective import softmax_minus_onehot
+from attrib.probe.logreg_path import fit_logreg_path, torch_device
 
 
 def clusters(n_per_class=80, dim=10, n_classes=4, seed=0, offset=8.0):
@@ -37,7 +38,7 @@ def test_softmax_minus_onehot_and_loss_match_the_textbook_formulas():
     want_G = logp.exp() - torch.nn.functional.one_hot(y, K).T.double()[None]
     # where log_softmax cancels to 0, the loss is sum_{k != y} exp(L_k - L_y) (log1p(x) = x at x < 1e-16)
     Ly = L.gather(1, y.view(1, 1, -1).expand(g, 1, r))
-    G, loss = _softmax_minus_onehot(L.clone(), y)
+    G, loss = softmax_minus_onehot(L.clone(), y)
     np.testing.assert_allclose(G.numpy(), want_G.numpy(), atol=1e-12)
     np.testing.assert_allclose(loss[:, 50:].numpy(), want_loss[:, 50:].numpy(), rtol=1e-10)
     assert (want_loss[:, :50] == 0).any()                                # the textbook formula loses them
@@ -89,12 +90,12 @@ def test_both_product_orientations_give_the_same_path(monkeypatch):
 
     seen = []
 
-    class Recording(logreg_path._Objective):
+    class Recording(logreg_path.Objective):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             seen.append(self.rows_first)
 
-    monkeypatch.setattr(logreg_path, "_Objective", Recording)
+    monkeypatch.setattr(logreg_path, "Objective", Recording)
     monkeypatch.setattr(logreg_path, "_SMALL_PROBLEM", 0)   # never limit this small problem to one thread
     X, y = clusters(seed=5)
     Cs = np.logspace(-2, 2, 5)

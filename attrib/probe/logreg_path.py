@@ -74,10 +74,10 @@ import numpy as np
 import torch
 
 from attrib.probe.geometry import all_finite, column_mean_std
-from attrib.probe.lbfgs import batch_dot, batched_lbfgs
+from attrib.probe.lbfgs import batched_lbfgs
+from attrib.probe.logreg_objective import Objective
 
 _SMALL_PROBLEM = 2 ** 24  # n * D * K * (C values per group) below which one thread is faster than several
-_WORKING_SET_MAX_SHARE = 0.5  # a larger working set does not pay for its copy and its extra exact passes
 
 
 @dataclass
@@ -187,7 +187,7 @@ def fit_logreg_path(X: np.ndarray, y_idx: np.ndarray, n_classes: int, Cs: Sequen
         data = _Prepared(X, standardize, tdt, curvature_rows, max_rotation_dim, seed, tdev)
         labels = torch.from_numpy(y_idx.astype(np.int64)).to(tdev)
         chunk = max(1, min(n, int(max_batch_elems) // max(group * K, 1)))
-        objective = _Objective(data.Z, labels, K, chunk, _check_mass(working_set_mass))
+        objective = Objective(data.Z, labels, K, chunk, _check_mass(working_set_mass))
         path = _solve_groups(objective, _Curvature(data.Zs, K), Cs, group, tdt, tol=tol, max_iter=max_iter,
                              memory=memory)
     basis = data.span if data.span is not None else data.U
@@ -271,128 +271,6 @@ def _threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-class _Objective:
-    """The data term of g problems at once: one pass over the rows (in chunks of ``chunk`` rows) gives
-    all g mean losses and their gradients. ``products`` counts the passes (a pass over a working set
-    counts as its share of the rows).
-
-    The logits are computed transposed, ``W^T Z^T`` as a (g K, rows) array: one thread solves 1.2x
-    (25 columns) to 1.5x (5 columns) faster that way round than with ``Z W`` (measured with MKL, the
-    library torch ships, on an AMD EPYC), the softmax then running along contiguous rows.
-
-    Working set (see :mod:`attrib.probe.lbfgs` for the protocol): after an exact pass, the rows that
-    carry ``working_set_mass`` of the total gradient weight ``1 - p_y`` (the largest over the g
-    problems) are copied out; until the next exact pass, the data term is evaluated exactly on them and
-    to first order (value and gradient frozen at the anchor) on the others. Only worth it when they are
-    few (at most ``_WORKING_SET_MAX_SHARE`` of the rows), and never fewer than twice the dimensions, so
-    that the working set still has curvature in every direction.
-    """
-
-    def __init__(self, Z: torch.Tensor, labels: torch.Tensor, K: int, chunk: int, working_set_mass: float):
-        self.Z, self.labels, self.K, self.chunk = Z, labels, K, chunk
-        self.n, self.D = Z.shape
-        self.products = 0.0
-        # With several threads the logits are computed rows first, ``Z W`` (then transposed): BLAS splits
-        # that product over the threads by rows, and barely parallelises ``W^T Z^T`` (measured in the
-        # solver, 100k x 768 rows, 25 columns, 2 threads: 69 ms against 92 ms per product; alone, 97 ms
-        # against 125 ms, which is what ``W^T Z^T`` takes on one thread).
-        self.rows_first = Z.device.type == "cpu" and torch.get_num_threads() > 1
-        self.working_set_mass = working_set_mass
-        self.working_set: _WorkingSet | None = None
-
-    def exact(self, W: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The data term on every row; picks the working set for the evaluations that follow."""
-        self.working_set = None
-        f, gW, gb, weight = self._pass(self.Z, self.labels, W, b, row_weight=True)
-        rows = self._working_rows(weight)
-        if rows is not None:
-            Za, ya = self.Z[rows], self.labels[rows]
-            fa, gWa, gba, _ = self._pass(Za, ya, W, b)
-            self.working_set = _WorkingSet(Za, ya, W.clone(), b.clone(), f - fa, gW - gWa, gb - gba)
-        return f, gW, gb
-
-    def _working_rows(self, weight: torch.Tensor) -> torch.Tensor | None:
-        if self.working_set_mass >= 1:
-            return None
-        order = torch.argsort(weight, descending=True, stable=True)
-        mass = torch.cumsum(weight[order].double(), dim=0)
-        size = int(torch.searchsorted(mass, self.working_set_mass * mass[-1])) + 1
-        size = max(size, 2 * self.D)
-        if size > _WORKING_SET_MAX_SHARE * self.n:
-            return None
-        return torch.sort(order[:size]).values
-
-    def __call__(self, W: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """W (g, D, K), b (g, K) -> mean loss (g,) float64 and its gradients (g, D, K), (g, K): exact,
-        or the working-set model while there is one."""
-        ws = self.working_set
-        if ws is None:
-            return self._pass(self.Z, self.labels, W, b)[:3]
-        f, gW, gb, _ = self._pass(ws.Z, ws.labels, W, b)
-        f = f + ws.f_rest + batch_dot(ws.gW_rest, W - ws.W).double() + batch_dot(ws.gb_rest, b - ws.b).double()
-        return f, gW + ws.gW_rest, gb + ws.gb_rest
-
-    def _pass(self, Z: torch.Tensor, labels: torch.Tensor, W: torch.Tensor, b: torch.Tensor,
-              row_weight: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Sums over the rows of ``Z``, divided by all n; with ``row_weight``, each row's largest
-        ``1 - p_y`` over the g problems."""
-        K, D, rows = self.K, self.D, len(Z)
-        g = W.shape[0]
-        Wt = W.transpose(1, 2).reshape(g * K, D)
-        bt = b.reshape(g * K, 1)
-        dev = W.device
-        f = torch.zeros(g, dtype=torch.float64, device=dev)
-        gWt = torch.zeros(g * K, D, dtype=W.dtype, device=dev)
-        gb = torch.zeros(g * K, dtype=W.dtype, device=dev)
-        weight = torch.empty(rows, dtype=W.dtype, device=dev) if row_weight else None
-        for a in range(0, rows, self.chunk):
-            Zc, yc = Z[a:a + self.chunk], labels[a:a + self.chunk]
-            if self.rows_first:
-                L = torch.addmm(bt.T, Zc, Wt.T).T.contiguous().view(g, K, len(Zc))
-            else:
-                L = torch.addmm(bt, Wt, Zc.T).view(g, K, len(Zc))
-            G, loss = _softmax_minus_onehot(L, yc)
-            if weight is not None:   # G at the label is p_y - 1
-                weight[a:a + len(Zc)] = -G.gather(1, yc.view(1, 1, -1).expand(g, 1, -1)).squeeze(1).amin(dim=0)
-            f += loss.sum(dim=1, dtype=torch.float64)
-            G = G.view(g * K, len(Zc))
-            gWt.addmm_(G, Zc)
-            gb += G.sum(dim=1)
-        self.products += rows / self.n
-        n = self.n
-        return f / n, gWt.view(g, K, D).transpose(1, 2) / n, gb.view(g, K) / n, weight
-
-
-@dataclass
-class _WorkingSet:
-    """The working set's rows, and the other rows' data term and gradient frozen at the anchor (W, b)."""
-
-    Z: torch.Tensor
-    labels: torch.Tensor
-    W: torch.Tensor
-    b: torch.Tensor
-    f_rest: torch.Tensor
-    gW_rest: torch.Tensor
-    gb_rest: torch.Tensor
-
-
-def _softmax_minus_onehot(L: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits L (g, K, r) and labels y (r,) -> softmax - onehot (g, K, r) (computed in L's storage) and
-    the per-row losses (g, r), without cancellation for confidently right samples (the whole gradient
-    in the nearly separable regime): loss = log1p(rest) when y is the argmax, p_y - 1 = -rest / s,
-    with rest the sum of exp(L_k - max) over k != y."""
-    yi = y.view(1, 1, -1).expand(L.shape[0], 1, -1)
-    mx = L.amax(dim=1, keepdim=True)
-    Ly = L.gather(1, yi).squeeze(1)
-    E = L.sub_(mx).exp_()
-    Ey = E.gather(1, yi).squeeze(1)                        # exp(L_y - max)
-    rest = E.scatter_(1, yi, 0.0).sum(dim=1)
-    s = rest + Ey
-    loss = torch.where(Ey == 1, torch.log1p(rest), s.log() + mx.squeeze(1) - Ly)
-    G = E.div_(s.unsqueeze(1)).scatter_(1, yi, (-rest / s).unsqueeze(1))
-    return G, loss
-
-
 class _Curvature:
     """Diagonal of the data term's Hessian in the covariance eigenbasis, from a row subsample, averaged
     over the classes (see the module docstring for why it is the same for every class).
@@ -416,7 +294,7 @@ class _Curvature:
         return torch.cat([(self.Zs2.T @ w).T / ns, w.mean(dim=0)[:, None]], dim=1).unsqueeze(2)
 
 
-def _solve_groups(objective: _Objective, curv: _Curvature, Cs: np.ndarray, group: int, tdt: torch.dtype, *,
+def _solve_groups(objective: Objective, curv: _Curvature, Cs: np.ndarray, group: int, tdt: torch.dtype, *,
                   tol: float, max_iter: int, memory: int) -> LogregPath:
     """Solve C values in ascending groups (all at once when ``group >= len(Cs)``); coefficients returned
     in the coordinates of ``objective.Z``."""
@@ -463,7 +341,7 @@ class _PathProblem:
     identity.
     """
 
-    def __init__(self, objective: _Objective, curv: _Curvature, Cs: np.ndarray, dtype: torch.dtype):
+    def __init__(self, objective: Objective, curv: _Curvature, Cs: np.ndarray, dtype: torch.dtype):
         self.obj, self.curv, self.dtype = objective, curv, dtype
         n, D = objective.n, objective.D
         self.D, self.K = D, objective.K
