@@ -115,6 +115,43 @@ def test_logreg_path_equals_single_fits_and_default_grid():
     assert len(LogisticProbe.fit_path(X[::4], y[::4])) == 45
 
 
+def test_logreg_path_outputs_from_one_product_equal_each_heads_own():
+    """Model selection takes every path head's validation outputs from one product; they must be the
+    outputs each head gives by itself (a wrong slice would hand one C's outputs to another)."""
+    X, y = clusters(n_classes=4, dim=20)
+    X_val = (clusters(n_classes=4, dim=20, seed=3)[0] * 1.3).astype(np.float32)
+    heads = LogisticProbe.fit_path(X.astype(np.float32), y, np.logspace(-3, 3, 7))
+    shared = LogisticProbe.path_predict_with_proba(heads, X_val)
+    assert len(shared) == len(heads)
+    for head, (pred, proba) in zip(heads, shared):
+        own_pred, own_proba = head.predict_with_proba(X_val)
+        np.testing.assert_array_equal(pred, own_pred)
+        np.testing.assert_allclose(proba, own_proba, rtol=1e-12, atol=1e-15)
+    assert len({tuple(p.round(6).ravel()[:8]) for _, p in shared}) == len(heads)  # the C really differ
+
+    class Shifted(LogisticProbe):  # another decision function: each head answers for itself
+        def decision_function(self, X):
+            return super().decision_function(X) + np.arange(len(self.classes_))
+
+    shifted = Shifted.fit_path(X, y, [0.1, 10.0])
+    for head, (_, proba) in zip(shifted, Shifted.path_predict_with_proba(shifted, X_val)):
+        np.testing.assert_array_equal(proba, head.predict_proba(X_val))
+    with pytest.raises(ValueError, match="LogisticProbe"):
+        LogisticProbe.path_predict_with_proba(heads, X_val[:, :5])
+
+
+def test_affine_is_the_plain_product_in_the_same_precision():
+    from attrib.probe.geometry import affine
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1100, 16)).astype(np.float32)
+    for W, b in ((rng.normal(size=(3, 16)), rng.normal(size=3)),
+                 (rng.normal(size=(3, 16)).astype(np.float32), rng.normal(size=3).astype(np.float32))):
+        out, plain = affine(X, W, b, chunk=256), X @ W.T + b
+        assert out.dtype == plain.dtype and out.shape == (1100, 3)
+        np.testing.assert_allclose(out, plain, rtol=1e-6 if out.dtype == np.float32 else 1e-12)
+
+
 def test_logreg_path_in_groups_warm_started_equals_one_batch():
     X, y = clusters(seed=5)
     Cs = np.logspace(-3, 3, 7)

@@ -32,6 +32,23 @@ def all_finite(X: np.ndarray, chunk: int = 65536) -> bool:
     return all(bool(np.isfinite(X[a:a + chunk]).all()) for a in range(0, len(X), chunk))
 
 
+def affine(X: np.ndarray, W: np.ndarray, b: np.ndarray, chunk: int = 512) -> np.ndarray:
+    """``X @ W.T + b`` in W's precision, a block of rows at a time.
+
+    Why in blocks: numpy multiplies float32 features by float64 weights by first converting the whole
+    of X to a float64 copy, twice X's size; for a linear head's few output columns that copy, not the
+    product, is most of the time (a 20,000 x 768 block: 46 ms whole, about 20 ms in blocks of 512 rows
+    that stay in the cache, the same numbers bit for bit on the machine measured).
+    """
+    dtype = np.result_type(X.dtype, W.dtype, b.dtype)
+    out = np.empty((len(X), len(W)), dtype=dtype)
+    WT = np.ascontiguousarray(W.T, dtype=dtype)
+    for a in range(0, len(X), chunk):
+        np.matmul(X[a:a + chunk].astype(dtype, copy=False), WT, out=out[a:a + chunk])
+    out += b
+    return out
+
+
 def column_mean_std(X: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
     """Per-column mean and standard deviation in float64, two passes over blocks of rows: ``X.std``
     would hold a float64 copy of the whole array (and ``E[x^2] - mean^2`` cancels on CLIP's

@@ -139,9 +139,8 @@ def fit_candidates(head_cls: type[ProbeHead], X: np.ndarray, y: np.ndarray, X_va
     """Fit the whole path (one call: heads make it fast) and measure each head on known validation data."""
     heads = head_cls.fit_path(X, y, values, **params)
     out = []
-    for head in heads:
+    for head, (pred, proba) in zip(heads, head_cls.path_predict_with_proba(heads, X_val)):
         value = getattr(head, head_cls.path_param) if head_cls.path_param else None
-        pred, proba = head.predict_with_proba(X_val)
         out.append(Candidate(_plain(value), head, accuracy(y_val, pred), log_loss(proba, head.classes_, y_val)))
     return out
 
