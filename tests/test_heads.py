@@ -138,6 +138,8 @@ def test_logreg_path_outputs_from_one_product_equal_each_heads_own():
         np.testing.assert_array_equal(proba, head.predict_proba(X_val))
     with pytest.raises(ValueError, match="LogisticProbe"):
         LogisticProbe.path_predict_with_proba(heads, X_val[:, :5])
+    with pytest.raises(NotFittedError, match="not fitted"):
+        LogisticProbe.path_predict_with_proba([heads[0], LogisticProbe()], X_val)
 
 
 def test_affine_is_the_plain_product_in_the_same_precision():
