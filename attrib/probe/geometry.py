@@ -33,7 +33,7 @@ def all_finite(X: np.ndarray, chunk: int = 65536) -> bool:
 
 
 def affine(X: np.ndarray, W: np.ndarray, b: np.ndarray, chunk: int = 512) -> np.ndarray:
-    """``X @ W.T + b`` in W's precision, a block of rows at a time.
+    """``X @ W.T + b``, in the dtype numpy gives that expression, a block of rows at a time.
 
     Why in blocks: numpy multiplies float32 features by float64 weights by first converting the whole
     of X to a float64 copy, twice X's size; for a linear head's few output columns that copy, not the

@@ -69,7 +69,11 @@ class ProbeHead(ClassifierMixin, BaseEstimator, ABC):
         """``(predict(X), predict_proba(X))`` from one ``decision_function`` pass: model selection
         needs both on the same validation set for every head of a path."""
         self._check_fitted()
-        Z = self.decision_function(X)
+        return self._from_logits(self.decision_function(X))
+
+    def _from_logits(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(predictions, probabilities) of logits ``Z``: one place for both ways of getting them
+        (:meth:`predict_with_proba`, and a path's shared product)."""
         return self.classes_[np.argmax(Z, axis=1)], softmax(Z)
 
     @classmethod
@@ -225,11 +229,7 @@ class LogisticProbe(ProbeHead):
             check_width(X, head.n_features_in_, cls.__name__)
         K = len(heads[0].classes_)
         logits = affine(X, np.concatenate([h.coef_ for h in heads]), np.concatenate([h.intercept_ for h in heads]))
-        out = []
-        for j, head in enumerate(heads):
-            Z = logits[:, j * K:(j + 1) * K]
-            out.append((head.classes_[np.argmax(Z, axis=1)], softmax(Z)))
-        return out
+        return [head._from_logits(logits[:, j * K:(j + 1) * K]) for j, head in enumerate(heads)]
 
 
 class KNNHead(ProbeHead):
