@@ -10,7 +10,6 @@ import hashlib
 from collections import OrderedDict
 
 import numpy as np
-import torch
 from sklearn.covariance import ledoit_wolf_shrinkage
 
 
@@ -102,6 +101,8 @@ def topk_cosine(queries: np.ndarray, bank: np.ndarray, k: int, chunk: int = 2048
     k = int(k)
     if not 1 <= k <= len(bank):
         raise ValueError(f"k={k} neighbours requested but the bank has {len(bank)} rows")
+    import torch  # here, not at the top: the process that plans a study does not search neighbours
+
     B = torch.from_numpy(np.ascontiguousarray(bank, dtype=np.float32))
     Q = l2_normalize(np.asarray(queries, dtype=np.float32))
     sims = np.empty((len(Q), k), dtype=np.float32)

@@ -26,7 +26,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from attrib.probe.geometry import (NeighbourCache, affine, as_features, check_width, cosine_class_means, l2_normalize,
                                    label_indices, mahalanobis_sq, softmax, tied_gaussian, topk_cosine)
-from attrib.probe.logreg_path import check_Cs, fit_logreg_path, torch_device
+from attrib.probe.logreg_args import check_Cs, check_device
 
 DEFAULT_CS = np.logspace(-6, 5, 45)
 DEFAULT_KS = tuple(range(1, 21))
@@ -168,7 +168,7 @@ class LogisticProbe(ProbeHead):
         return self._fit_many(X, y, [self.C], [self])[0]
 
     def check_params(self) -> None:
-        torch_device(self.device)
+        check_device(self.device)
 
     @classmethod
     def check_path(cls, values: Sequence) -> None:
@@ -192,6 +192,8 @@ class LogisticProbe(ProbeHead):
         Cs = np.asarray(Cs, dtype=np.float64)
         # two classes: scikit-learn's single-vector objective at C is the symmetric two-row one at C / 2
         # (rows -v/2 and v/2 pay ||v||^2 / 4, half the single vector's penalty)
+        from attrib.probe.logreg_path import fit_logreg_path  # torch, only where heads are fitted
+
         path = fit_logreg_path(X, y_idx, K, Cs * (0.5 if K == 2 else 1.0), standardize=self.standardize,
                                tol=self.tol, max_iter=self.max_iter, dtype=self.dtype, device=self.device)
         stalled = [float(C) for C, it, ok in zip(Cs, path.n_iter, path.converged) if not ok and it >= self.max_iter]

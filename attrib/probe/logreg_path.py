@@ -75,6 +75,7 @@ import torch
 
 from attrib.probe.geometry import all_finite, column_mean_std
 from attrib.probe.lbfgs import batched_lbfgs
+from attrib.probe.logreg_args import check_Cs, torch_device  # noqa: F401 (torch_device re-exported)
 from attrib.probe.logreg_objective import Objective
 
 _SMALL_PROBLEM = 2 ** 24  # n * D * K * (C values per group) below which one thread is faster than several
@@ -100,53 +101,10 @@ def _torch_dtype(dtype: str) -> torch.dtype:
         raise ValueError(f"dtype {dtype!r}: use 'float32' or 'float64'") from None
 
 
-def torch_device(device: str) -> torch.device:
-    """``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when torch sees it) as a torch device;
-    anything else, or CUDA on a machine where torch sees none, is refused with what to use instead.
-
-    Public so that a head checks its ``device`` parameter before any work, with the same words."""
-    name = str(device).strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError):
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device {device!r}: use 'cpu', 'cuda', 'cuda:N' or 'auto'")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r}: torch sees no CUDA device on this machine "
-                         "(torch.cuda.is_available() is False); use 'cpu' or 'auto'")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"device {device!r}: torch sees {torch.cuda.device_count()} CUDA device(s), "
-                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-    return dev
-
-
-def check_Cs(Cs: Sequence[float]) -> None:
-    """Refuse C values that are not finite and > 0, naming them as the caller gave them.
-
-    Public so that callers that transform C before solving (the binary logistic probe halves it) and
-    option parsers check the user's own values, and an error never shows a value the user did not type.
-    """
-    values = np.asarray(Cs, dtype=object).ravel().tolist()
-    bad = [v for v in values if not _positive_finite(v)]
-    if bad or not values:
-        raise ValueError(f"C values must be finite numbers > 0, got {', '.join(map(str, bad)) or 'none'}")
-
-
 def _check_mass(mass: float) -> float:
     if not 0 < mass <= 1:
         raise ValueError(f"working_set_mass must be in (0, 1], got {mass}")
     return float(mass)
-
-
-def _positive_finite(v: object) -> bool:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return False
-    return bool(np.isfinite(f) and f > 0)
 
 
 def fit_logreg_path(X: np.ndarray, y_idx: np.ndarray, n_classes: int, Cs: Sequence[float], *,
