@@ -522,3 +522,16 @@ def test_backend_options_are_checked(fs: FeatureSet) -> None:
         _cfg(fs, backend="dask").validate()
     with pytest.raises(StudyError, match="--backend 'ray'"):
         _cfg(fs, backend="ray").validate()
+
+
+def test_an_error_while_the_workers_warm_up_is_the_one_reported(fs: FeatureSet) -> None:
+    """The workers import torch while the features are read; a failure there must not be hidden behind
+    (or wait on) the warm-up."""
+    from attrib.probe.study import _workers
+
+    with pytest.raises(ZeroDivisionError):
+        with _workers(_cfg(fs, jobs=2), 2) as workers:
+            assert workers is not None
+            raise ZeroDivisionError("the feature set could not be read")
+    with _workers(_cfg(fs, jobs=1), 2) as workers:
+        assert workers is None  # --jobs 1: the jobs run in this process, lines written as they come

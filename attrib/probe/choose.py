@@ -88,7 +88,7 @@ def save_chosen_head(fs: FeatureSet, cfg: StudyConfig, folder: str | os.PathLike
     if n_cand > 1 and not folds:
         log("--save-head: fewer than two known generators, so no pseudo-unknown can be held out; choosing "
             "by validation accuracy only (name one --scores to choose the score yourself)")
-    blocks = {b for layer in cfg.layers for b in layer}
+    blocks = list(dict.fromkeys(b for layer in cfg.layers for b in layer))
     evaluated = np.concatenate([ev.val, ev.val_unknown])
     with feature_cache(fs, tr_rows, blocks, progress, eval_fs=eval_fs, eval_rows=evaluated,
                        scratch=cfg.scratch) as cache:

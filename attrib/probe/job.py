@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import time
 import warnings
 from collections import Counter
@@ -159,6 +160,14 @@ class JobData:
         n = {**rows.sizes(), "train": int(len(keep)), "train_fitted": int(len(fit)),
              "train_per_class": {sp.classes[c]: int(np.sum(y_tr == c)) for c in range(len(sp.classes))}}
         return cls(X, y_tr[fit], n, digest, t_read)
+
+
+def warm_up() -> int:
+    """Import what a job needs (torch and the solver; scikit-learn with this module) in a worker before
+    its first job arrives, while the main process is still reading features; the worker's process id."""
+    import attrib.probe.logreg_path  # noqa: F401
+
+    return os.getpid()
 
 
 def run_job(job: Job, cache: FeatureCache,

@@ -32,7 +32,7 @@ from attrib.output_paths import make_folder
 from attrib.probe.evalrows import EVAL_PARTS, EvalRows, feature_ids
 from attrib.probe.featcache import feature_cache
 from attrib.probe.heads import HEADS
-from attrib.probe.job import (Job, counted_warnings, path_summary, rows_digest, run_job,  # noqa: F401 (re-exported)
+from attrib.probe.job import (Job, counted_warnings, path_summary, rows_digest, run_job, warm_up,  # noqa: F401 (re-exported)
                               shots_subset)
 from attrib.probe.options import StudyError
 from attrib.probe.params import Setting, resolve_params
@@ -224,33 +224,80 @@ def _plan(fs: FeatureSet, cfg: StudyConfig, run: StudyRun, log: Callable[[str], 
 def _execute(fs: FeatureSet, cfg: StudyConfig, jobs: list[Job], run: StudyRun, progress: bool,
              eval_fs: FeatureSet | None = None) -> None:
     """Run ``jobs`` (in this process, or ``cfg.jobs`` workers) and append their lines to ``run.results``."""
-    from joblib import Parallel, delayed
     from tqdm import tqdm
 
     train = np.concatenate([j.rows.train for j in jobs])
     evaluated = np.concatenate([getattr(j.evaluated, part) for j in jobs for part in EVAL_PARTS])
-    blocks = {b for j in jobs for b in j.layer}
-    with feature_cache(fs, train, blocks, progress, eval_fs=eval_fs, eval_rows=evaluated,
-                       scratch=cfg.scratch) as cache:
+    blocks = list(dict.fromkeys(b for j in jobs for b in j.layer))  # read in the order the jobs need them
+    with _parallel_backend(cfg), _workers(cfg, len(jobs)) as workers, \
+            feature_cache(fs, train, blocks, progress, eval_fs=eval_fs, eval_rows=evaluated,
+                          scratch=cfg.scratch) as cache:
         bar = tqdm(total=len(jobs), desc="probe", unit="job", disable=not progress)
         with appending(run.results) as append:
             def write(line: dict) -> None:
                 append(line)
                 run.written += 1
 
-            with _parallel_backend(cfg):
-                if cfg.jobs == 1 and cfg.backend == "local":  # every line is written the moment it is computed
-                    done_jobs = (run_job(j, cache, write) for j in jobs)
-                else:  # a worker's lines come back when its whole job is done
-                    tasks = (delayed(run_job)(j, cache) for j in jobs)
-                    n_jobs = cfg.jobs if cfg.backend == "local" else -1
-                    done_jobs = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(tasks)
-                for lines, errors in done_jobs:
-                    for line in lines:
-                        write(line)
-                    run.errors.extend(errors)
-                    bar.update()
+            if workers is None:  # every line is written the moment it is computed
+                done_jobs = (run_job(j, cache, write) for j in jobs)
+            else:  # a worker's lines come back when its whole job is done
+                done_jobs = workers.run(jobs, cache)
+            for lines, errors in done_jobs:
+                for line in lines:
+                    write(line)
+                run.errors.extend(errors)
+                bar.update()
         bar.close()
+
+
+class _Workers:
+    """joblib workers for a study's jobs, started before the features are read.
+
+    Why: a fresh worker spends seconds importing torch and scikit-learn before its first job (about 4 s
+    each on a 2-core machine), and reading the study's blocks into the feature cache takes the main
+    process as long or longer. Warm-up tasks, sent as soon as the pool exists, let both happen at once.
+    """
+
+    def __init__(self, parallel: Any, n_warm: int):
+        from joblib import delayed
+
+        self.parallel = parallel
+        self._warming = parallel(delayed(warm_up)() for _ in range(n_warm)) if n_warm else None
+
+    def run(self, jobs: list[Job], cache: Any) -> Iterator[tuple[list[dict], list[str]]]:
+        """The jobs' (lines, errors), in the order they finish."""
+        from joblib import delayed
+
+        self.settle()
+        return self.parallel(delayed(run_job)(j, cache) for j in jobs)
+
+    def settle(self) -> None:
+        """Wait for the warm-up tasks: joblib runs one call of a pool at a time."""
+        warming, self._warming = self._warming, None
+        for _ in warming or ():
+            pass
+
+
+@contextlib.contextmanager
+def _workers(cfg: StudyConfig, n_jobs: int) -> Iterator[_Workers | None]:
+    """The study's workers (None: the jobs run in this process, ``--jobs 1``). On this machine they are
+    warmed up (:class:`_Workers`); a cluster's workers (``--backend dask``) are long-lived already."""
+    if cfg.jobs == 1 and cfg.backend == "local":
+        yield None
+        return
+    from joblib import Parallel, effective_n_jobs
+
+    local = cfg.backend == "local"
+    # batch_size=1: a job takes seconds, so one job per dispatch keeps the workers evenly loaded (joblib's
+    # "auto" would learn from the instant warm-up tasks to send several at once)
+    with Parallel(n_jobs=cfg.jobs if local else -1, return_as="generator_unordered", batch_size=1) as parallel:
+        workers = _Workers(parallel, min(effective_n_jobs(cfg.jobs), n_jobs) if local else 0)
+        try:
+            yield workers
+        except BaseException:
+            with contextlib.suppress(Exception):  # the error that stopped the study is the one to report
+                workers.settle()
+            raise
 
 
 @contextlib.contextmanager
