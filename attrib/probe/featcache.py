@@ -66,17 +66,6 @@ class FeatureCache:
         rows = np.unique(np.asarray(rows, dtype=np.int64))
         return cls(folder, rows, {b: str(folder / f"{prefix}-{b:03d}.npy") for b in dict.fromkeys(blocks)})
 
-    @classmethod
-    def build(cls, fs: FeatureSet, rows: np.ndarray, blocks: Iterable[int], folder: Path,
-              progress: bool = False, prefix: str = "block") -> "FeatureCache":
-        """A cache with every block written, here and now."""
-        from tqdm import tqdm
-
-        cache = cls.planned(folder, rows, blocks, prefix)
-        for b in tqdm(list(cache.paths), desc="read features", unit="block", disable=not progress, leave=False):
-            cache.write_block(fs, b)
-        return cache
-
     def write_block(self, fs: FeatureSet, block: int) -> None:
         """Read ``block`` of the cache's rows and publish its file, complete, under its final name."""
         path = Path(self.paths[block])
@@ -104,7 +93,7 @@ class FeatureCache:
         while not os.path.exists(path):
             failed = Path(self.folder) / FAILED
             if failed.exists():
-                raise StudyError(f"reading the study's features failed: {failed.read_text(encoding='utf-8')}")
+                raise _read_failed(failed.read_text(encoding="utf-8"))
             if not Path(self.folder).is_dir():
                 raise StudyError(f"the study's feature cache {self.folder} is gone (its study ended or was killed)")
             time.sleep(delay)
@@ -112,11 +101,16 @@ class FeatureCache:
         return np.load(path, mmap_mode="r")
 
 
+def _read_failed(cause: str) -> StudyError:
+    """The error of a study whose features could not be read, in the jobs and in the study's process alike."""
+    return StudyError(f"reading the study's features failed: {cause}")
+
+
 class _Reader(threading.Thread):
     """Writes the caches' blocks, one after the other, in the order given (the order jobs need them).
 
-    Stops between two blocks when asked (the study ended or failed); on an error, writes ``FAILED``
-    for the jobs and keeps the exception for the study's own process (:attr:`error`).
+    Stops between two blocks when asked (the study ended or failed); on an error, writes its cause to
+    ``FAILED`` for the jobs and keeps the exception for the study's own process (:attr:`error`).
     """
 
     def __init__(self, steps: list[tuple[FeatureCache, "FeatureSet", int]], folder: Path, progress: bool):
@@ -124,6 +118,11 @@ class _Reader(threading.Thread):
         self.steps, self.folder, self.progress = steps, folder, progress
         self.halt = threading.Event()
         self.error: BaseException | None = None
+
+    @property
+    def cause(self) -> str:
+        """What stopped the reading, as ``FAILED`` holds it."""
+        return f"{type(self.error).__name__}: {self.error}"
 
     def run(self) -> None:
         from tqdm import tqdm
@@ -136,9 +135,8 @@ class _Reader(threading.Thread):
                 cache.write_block(fs, block)
         except BaseException as exc:  # noqa: BLE001 - handed to the jobs and to the study's process
             self.error = exc
-            text = f"{type(exc).__name__}: {exc}"
             with contextlib.suppress(OSError):  # the folder may already be gone (the study is ending)
-                atomic.write_text(self.folder / FAILED, text)
+                atomic.write_text(self.folder / FAILED, self.cause)
 
 
 PREFIX = "attrib-features-"
@@ -213,8 +211,8 @@ def feature_cache(fs: FeatureSet, rows: np.ndarray, blocks: Iterable[int], progr
             reader.start()
             yield cache
             reader.join()
-            if reader.error is not None:  # every job was done before it (cannot happen) or it failed them
-                raise StudyError(f"reading the study's features failed: {reader.error}") from reader.error
+            if reader.error is not None:  # a block no job got to read (their jobs failed for other reasons)
+                raise _read_failed(reader.cause) from reader.error
         finally:
             if reader is not None:
                 reader.halt.set()
