@@ -14,6 +14,7 @@ from abc import abstractmethod
 from typing import Callable, Sequence
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from attrib.store import FeatureSet
 
@@ -56,21 +57,23 @@ class PartRows:
         return len(part), groups
 
     def _gather(self, read: Callable[[FeatureSet, np.ndarray], np.ndarray], width: int,
-                rows: Sequence[int] | np.ndarray | None) -> np.ndarray:
-        """``read(part, rows in it)`` for each part, scattered into the caller's row order as float32."""
+                rows: Sequence[int] | np.ndarray | None, dtype: DTypeLike = np.float32) -> np.ndarray:
+        """``read(part, rows in it)`` for each part, scattered into the caller's row order as ``dtype``."""
         parts = self._row_map()[0]
         n, groups = self._by_part(rows)
-        out = np.empty((n, width), dtype=np.float32)
+        out = np.empty((n, width), dtype=dtype)
         for k, pos, local in groups:
             for lo in range(0, pos.size, READ_CHUNK_ROWS):
                 out[pos[lo:lo + READ_CHUNK_ROWS]] = read(parts[k], local[lo:lo + READ_CHUNK_ROWS])
         return out
 
-    def block(self, layer: int, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
-        """CLS token after block ``layer`` as float32 (n, D), read from the parts holding ``rows``."""
+    def block(self, layer: int, rows: Sequence[int] | np.ndarray | None = None,
+              dtype: DTypeLike = np.float32) -> np.ndarray:
+        """CLS token after block ``layer`` as float32 (n, D), or as stored (``dtype``: see
+        :meth:`attrib.store.FeatureSet.block`), read from the parts holding ``rows``."""
         if not -self.n_blocks <= layer < self.n_blocks:
             raise IndexError(f"block {layer} out of range: this feature set has blocks 0..{self.n_blocks - 1}")
-        return self._gather(lambda p, r: p.block(layer, r), self.width, rows)
+        return self._gather(lambda p, r: p.block(layer, r, dtype), self.width, rows, dtype)
 
     def embed(self, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """Final projected embedding as float32 (n, E), read from the parts holding ``rows``."""

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from attrib import atomic, claims, shard_check, shard_io
 from attrib.data.catalog import ImageList
@@ -55,6 +56,14 @@ CHUNK_BYTES = 1 << 20  # ~1 MiB chunks: large enough for sequential reads, small
 
 class StoreError(AttribError, RuntimeError):
     """The cache on disk is missing, incomplete, or not what the caller asked for."""
+
+
+def _read_dtype(dtype: DTypeLike) -> np.dtype:
+    """float32 (what the probes compute in) or the stored float16 (half the memory, the same values)."""
+    dt = np.dtype(dtype)
+    if dt not in (np.dtype(np.float32), np.dtype(DTYPE)):
+        raise ValueError(f"features are read as float32 or as stored ({DTYPE}), not {dt}")
+    return dt
 
 
 class ManifestMismatch(StoreError):
@@ -432,8 +441,9 @@ class FeatureSet:
                     yield k, rows[pos] - k * self.shard_size, pos
         return rows, groups()
 
-    def _read(self, dataset: str, width: int, rows, block: int | None = None) -> np.ndarray:
-        """Read ``dataset`` (one block of it) for ``rows`` as float32, shard by shard.
+    def _read(self, dataset: str, width: int, rows, block: int | None = None,
+              dtype: DTypeLike = np.float32) -> np.ndarray:
+        """Read ``dataset`` (one block of it) for ``rows`` as float32 (or the stored ``DTYPE``), shard by shard.
 
         Each shard's rows [lo, hi) are one contiguous byte range (see write_shard), read in pieces on a
         thread pool, several shards at once (:mod:`attrib.shard_io`); other layouts go through h5py.
@@ -441,7 +451,7 @@ class FeatureSet:
         """
         sel, groups = self._select(rows)
         n = self.n_images if sel is None else len(sel)
-        out = np.empty((n, width), dtype=np.float32)
+        out = np.empty((n, width), dtype=_read_dtype(dtype))
         pool = shard_io.pool()
         pending: list[Future] = []
         try:
@@ -455,6 +465,9 @@ class FeatureSet:
                     region = shard_io.direct_region(ds, lo, hi, block)
                     if region is None:  # any other layout: HDF5 reads it
                         data = ds[lo:hi, block, :] if block is not None else ds[lo:hi]
+                        if not np.can_cast(data.dtype, out.dtype, casting="safe"):
+                            raise StoreError(f"{path}: {dataset!r} holds {data.dtype} values, which {out.dtype} "
+                                             f"cannot hold exactly (attrib writes {DTYPE}); read it as float32")
                 if region is not None:
                     pending.extend(pool.submit(shard_io.read_rows, path, off, n_rows, width, out, p, pk)
                                    for off, n_rows, p, pk in shard_io.direct_pieces(region, lo, hi, width, pos, pick))
@@ -471,11 +484,16 @@ class FeatureSet:
                 fut.cancel() or fut.exception()
         return out
 
-    def block(self, layer: int, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
-        """CLS token after block ``layer`` (0-based) as float32 (n, D); reads only that block."""
+    def block(self, layer: int, rows: Sequence[int] | np.ndarray | None = None,
+              dtype: DTypeLike = np.float32) -> np.ndarray:
+        """CLS token after block ``layer`` (0-based) as float32 (n, D); reads only that block.
+
+        ``dtype="float16"`` returns the stored values themselves, half the memory: float32 holds every
+        one of them exactly, so casting later gives the same numbers.
+        """
         if not -self.n_blocks <= layer < self.n_blocks:
             raise IndexError(f"block {layer} out of range: this feature set has blocks 0..{self.n_blocks - 1}")
-        return self._read("cls", self.width, rows, block=layer % self.n_blocks)
+        return self._read("cls", self.width, rows, block=layer % self.n_blocks, dtype=dtype)
 
     def embed(self, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """Final projected embedding as float32 (n, E)."""

@@ -4,7 +4,10 @@ the reading and removes the folder. Also: the process that plans a study never l
 
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
+import tempfile
 import sys
 import threading
 import time
@@ -30,25 +33,29 @@ class Recording:
 
     def __init__(self, fs: FeatureSet, delay: float = 0.0, fail_on: int | None = None):
         self.fs, self.delay, self.fail_on = fs, delay, fail_on
+        self.width = fs.width
         self.read: list[int] = []
 
-    def block(self, layer: int, rows: np.ndarray) -> np.ndarray:
+    def block(self, layer: int, rows: np.ndarray, dtype: str = "float32") -> np.ndarray:
         time.sleep(self.delay)
         if layer == self.fail_on:
             raise OSError(f"shard-00001.h5: block {layer} is truncated; run `attrib cache verify`")
         self.read.append(layer)
-        return self.fs.block(layer, rows)
+        return self.fs.block(layer, rows, dtype)
 
 
 def test_blocks_are_read_in_the_order_given_and_equal_the_feature_set(fs: FeatureSet, tmp_path: Path,
                                                                        monkeypatch) -> None:
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where feature caches go
     rows = np.array([7, 1, 200, 40])
     src = Recording(fs)
     with feature_cache(src, rows, [2, 0, 1, 2]) as cache:
-        np.testing.assert_array_equal(cache.take((1,), rows[:3]), fs.block(1, rows[:3]))
-        np.testing.assert_array_equal(cache.take((2, 0), rows), np.hstack([fs.block(2, rows), fs.block(0, rows)]))
-        assert isinstance(np.load(cache.paths[0], mmap_mode="r"), np.memmap)
+        one, two = cache.take((1,), rows[:3]), cache.take((2, 0), rows)
+        assert one.dtype == two.dtype == np.float32
+        np.testing.assert_array_equal(one, fs.block(1, rows[:3]))
+        np.testing.assert_array_equal(two, np.hstack([fs.block(2, rows), fs.block(0, rows)]))
+        kept = np.load(cache.paths[0], mmap_mode="r")
+        assert isinstance(kept, np.memmap) and kept.dtype == np.float16  # the shards' own values, half the bytes
         folder = cache.folder
     assert src.read == [2, 0, 1]
     assert not Path(folder).exists()
@@ -69,7 +76,7 @@ def test_a_job_waits_for_its_block_only(fs: FeatureSet, tmp_path: Path) -> None:
 
 
 def test_a_failed_read_reaches_the_waiting_job_with_its_cause(fs: FeatureSet, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where feature caches go
     rows = np.array([1, 2, 3])
     with pytest.raises(StudyError, match=r"reading the study's features failed: OSError: shard-00001\.h5: block 1 "
                                          r"is truncated; run `attrib cache verify`"):
@@ -82,7 +89,7 @@ def test_a_failed_read_reaches_the_waiting_job_with_its_cause(fs: FeatureSet, tm
 def test_an_unread_failure_is_still_reported_when_the_study_ends(fs: FeatureSet, tmp_path: Path,
                                                                  monkeypatch) -> None:
     """A block no job asked for failed: the study must not end as if all was well."""
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where feature caches go
     with pytest.raises(StudyError, match="truncated"):
         with feature_cache(Recording(fs, fail_on=2), np.array([1, 2]), [0, 2]) as cache:
             cache.take((0,), np.array([1]))
@@ -92,7 +99,7 @@ def test_an_unread_failure_is_still_reported_when_the_study_ends(fs: FeatureSet,
 
 def test_leaving_the_study_stops_the_reading_and_removes_the_folder(fs: FeatureSet, tmp_path: Path,
                                                                      monkeypatch) -> None:
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where feature caches go
     src = Recording(fs, delay=0.2)
     with pytest.raises(KeyboardInterrupt):
         with feature_cache(src, np.array([1, 2]), [0, 1, 2, 0, 1, 2]):
@@ -123,3 +130,23 @@ def test_other_devices_are_still_checked() -> None:
 
     with pytest.raises(ValueError, match="use 'cpu', 'cuda', 'cuda:N' or 'auto'"):
         HEADS["logreg"](device="gpu0").check_params()
+
+
+def test_a_cache_that_cannot_fit_is_refused_before_any_read(fs: FeatureSet, tmp_path: Path, monkeypatch) -> None:
+    """A full disk must not stop a study at its last block, hours in: the space is checked first."""
+    import attrib.probe.featcache as featcache
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where feature caches go
+    rows = np.arange(100)
+    need = 3 * 100 * fs.width * 2  # three float16 blocks
+    src = Recording(fs)
+    real = shutil.disk_usage
+    monkeypatch.setattr(featcache.shutil, "disk_usage", lambda p: real(p)._replace(free=need - 1))
+    with pytest.raises(StudyError, match=rf"needs {need / 1e9:.2f} GB in {re.escape(str(tmp_path))} \(3 blocks of "
+                                         r"float16 rows\) but only .* free there: point --scratch DIR"):
+        with feature_cache(src, rows, [0, 1, 2]):
+            pass
+    assert src.read == [] and not list(tmp_path.glob("attrib-features-*"))
+    monkeypatch.setattr(featcache.shutil, "disk_usage", lambda p: real(p)._replace(free=need))
+    with feature_cache(src, rows, [0, 1, 2]) as cache:
+        np.testing.assert_array_equal(cache.take((2,), rows[:3]), fs.block(2, rows[:3]))

@@ -295,18 +295,22 @@ def test_direct_reads_equal_hdf5_reads_for_any_rows(tmp_path: Path, monkeypatch)
     calls = []
     direct = shard_io.read_rows
     monkeypatch.setattr(shard_io, "read_rows", lambda path, *a: calls.append(path.name) or direct(path, *a))
+    reads = (lambda: fs.block(1), lambda: fs.block(2, rows), lambda: fs.embed(rows),
+             lambda: fs.block(2, rows, dtype="float16"))
     fast = []
-    for read in (lambda: fs.block(1), lambda: fs.block(2, rows), lambda: fs.embed(rows)):
+    for read in reads:
         calls.clear()
         fast.append(read())
         assert len(calls) >= 3 and set(calls) == {f"shard-0000{k}.h5" for k in range(3)}  # all direct, in pieces
     monkeypatch.setattr(shard_io, "TORCH_CAST", False)  # numpy's cast instead of torch's
-    numpy_cast = [fs.block(1), fs.block(2, rows), fs.embed(rows)]
+    numpy_cast = [read() for read in reads]
     monkeypatch.setattr(shard_io, "direct_region", lambda *a: None)
-    slow = [fs.block(1), fs.block(2, rows), fs.embed(rows)]
-    want = [ref[:, 1].astype(np.float32), ref[rows, 2].astype(np.float32), ref[rows, 0, :E].astype(np.float32)]
+    slow = [read() for read in reads]
+    want = [ref[:, 1].astype(np.float32), ref[rows, 2].astype(np.float32), ref[rows, 0, :E].astype(np.float32),
+            ref[rows, 2]]
     for got in (fast, numpy_cast, slow):
         for g, w in zip(got, want):
+            assert g.dtype == w.dtype
             np.testing.assert_array_equal(g, w)
 
 
@@ -323,8 +327,30 @@ def test_shards_with_another_layout_are_read_through_hdf5(tmp_path: Path) -> Non
             f.create_dataset(k, data=v, compression="gzip" if k in ("cls", "embed") else None)
         f.attrs.update(attrs)
     np.testing.assert_array_equal(fs.block(1), cls[:, 1].astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(fs.block(1, dtype="float16"), cls[:, 1].astype(np.float16))
     np.testing.assert_array_equal(fs.embed([3, 0]), emb[[3, 0]].astype(np.float16).astype(np.float32))
     assert fs.verify().ok
+
+
+def test_stored_values_are_never_rounded_to_float16(tmp_path: Path) -> None:
+    """A shard of another tool holding float32 reads as float32; asked for the stored float16, it is refused
+    rather than rounded."""
+    fs, cls, _ = _full(tmp_path)
+    with h5py.File(fs.shard_path(0), "r") as f:
+        arrays = {k: f[k][:] for k in ("row", "cls", "embed", "ok", "error")}
+        attrs = dict(f.attrs)
+    fs.shard_path(0).unlink()
+    wide = cls[:len(arrays["cls"])].astype(np.float32) + np.float32(1e-4)  # not a float16 value
+    with h5py.File(fs.shard_path(0), "w") as f:
+        for k, v in {**arrays, "cls": wide}.items():
+            f.create_dataset(k, data=v)
+        f.attrs.update(attrs)
+    np.testing.assert_array_equal(fs.block(1, [0, 2]), wide[[0, 2], 1])
+    with pytest.raises(StoreError, match=r"shard-00000\.h5: 'cls' holds float32 values, which float16 cannot hold "
+                                         r"exactly \(attrib writes float16\); read it as float32"):
+        fs.block(1, [0, 2], dtype="float16")
+    with pytest.raises(ValueError, match="read as float32 or as stored"):
+        fs.block(1, [0], dtype="float64")
 
 
 def test_half_to_float_is_exact_for_every_float16() -> None:

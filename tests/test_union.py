@@ -97,6 +97,8 @@ def test_union_reads_in_bounded_pieces_in_any_row_order(fs, halves, monkeypatch)
     rows = np.concatenate([rows, rows[:5]])
     assert np.array_equal(u.block(2, rows), fs.block(2, rows)) and np.array_equal(u.embed(rows), fs.embed(rows))
     assert np.array_equal(u.block(0), fs.block(0))
+    stored = u.block(2, rows, dtype="float16")  # as the shards hold them (a study's feature cache)
+    assert stored.dtype == np.float16 and np.array_equal(stored, fs.block(2, rows, dtype="float16"))
     assert u.block(1, []).shape == (0, fs.width)
     with pytest.raises(IndexError, match="out of range"):
         u.block(0, [fs.n_images])

@@ -80,8 +80,9 @@ from attrib.cli.common import main
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="With --backend dask: the scheduler's address, e.g. tcp://head-node:8786.")
 @click.option("--scratch", type=click.Path(file_okay=False), default=None, metavar="DIR",
-              help="Where the study's per-block feature arrays go while it runs (removed after). [default: "
-              "$TMPDIR; with --backend dask give a folder every worker can read]")
+              help="Where the study's per-block feature arrays go while it runs (removed after; rows x width x 2 "
+              "bytes per block, checked against the free space before any is read). [default: $TMPDIR; with "
+              "--backend dask give a folder every worker can read]")
 @click.option("--save-head", "save_head_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Also fit and save a head for later use (attrib predict): clean protocol, one split; the "
               "best layer/head/score on validation data unless one of each is given. .npz + JSON, no pickle. "

@@ -1,9 +1,10 @@
 """The per-block feature cache of a study: the blocks it needs, read from HDF5 once, shared by its jobs.
 
 Why: a study cuts its work into many (split, layer, shots, seed) jobs, each needing a few blocks of the
-same rows. Reading the HDF5 shards once into per-block float32 ``.npy`` files in a temporary folder, and
+same rows. Reading the HDF5 shards once into per-block ``.npy`` files in a temporary folder, and
 opening those memory-mapped, lets ``--jobs N`` processes share one copy in the page cache instead of
-each reading and holding its own.
+each reading and holding its own. The files keep the shards' float16, half the bytes to write and to hold
+of float32, and a job casts its own rows: float32 holds every float16 exactly, so the numbers are the same.
 
 The blocks are read by a thread of the study's process, in the order the jobs need them, while the jobs
 already run: a job waits only for its own blocks. (Read all first, the paper's protocol on a 2-core
@@ -37,10 +38,11 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from attrib import atomic
+from attrib import atomic, shard_io
+from attrib.manifest import DTYPE
 from attrib.probe.options import StudyError
 
-if TYPE_CHECKING:  # the cache only calls fs.block and fs.width (a FeatureUnion has both)
+if TYPE_CHECKING:  # the cache only calls fs.block and reads fs.width (a FeatureUnion has both)
     from attrib.store import FeatureSet
 
 
@@ -48,7 +50,7 @@ FAILED = "FAILED"  # in the cache's folder: why reading the features stopped
 
 
 class FeatureCache:
-    """The blocks a study needs, for the rows it needs, as float32 ``.npy`` files opened memory-mapped.
+    """The blocks a study needs, for the rows it needs, as float16 ``.npy`` files opened memory-mapped.
 
     Pickles as folder + row index (a few MB at most), so parallel jobs share the arrays through the page
     cache instead of receiving copies. A block's file may still be being read when a job asks for it
@@ -71,7 +73,7 @@ class FeatureCache:
         path = Path(self.paths[block])
         part = path.with_name(f".{path.name}.part")
         with open(part, "wb") as f:  # closing it is what makes it visible on a shared (NFS) scratch folder
-            np.lib.format.write_array(f, fs.block(block, self.rows), allow_pickle=False)
+            np.lib.format.write_array(f, fs.block(block, self.rows, dtype=DTYPE), allow_pickle=False)
         os.replace(part, path)
 
     def take(self, layer: Sequence[int], rows: np.ndarray) -> np.ndarray:
@@ -79,8 +81,17 @@ class FeatureCache:
         pos = np.searchsorted(self.rows, rows)
         if len(rows) and (pos.max() >= len(self.rows) or not np.array_equal(self.rows[pos], rows)):
             raise StudyError("internal: rows requested that were not read into the feature cache")
-        parts = [self._block(b)[pos] for b in layer]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+        blocks = [self._block(b) for b in layer]
+        n, width = len(rows), sum(b.shape[1] for b in blocks)
+        out = np.empty((n, width), dtype=np.float32)
+        col = 0
+        for b in blocks:
+            part = out if b.shape[1] == width else np.empty((n, b.shape[1]), dtype=np.float32)
+            shard_io.assign(part, slice(0, n), b[pos], None)  # float16 -> float32, exact (torch's cast if loaded)
+            if part is not out:
+                out[:, col:col + b.shape[1]] = part
+            col += b.shape[1]
+        return out
 
     def take_eval(self, layer: Sequence[int], rows: np.ndarray) -> np.ndarray:
         """Like :meth:`take`, for validation and test rows: rows of the evaluation features when the study
@@ -99,6 +110,20 @@ class FeatureCache:
             time.sleep(delay)
             delay = min(2 * delay, 0.25)
         return np.load(path, mmap_mode="r")
+
+
+def check_space(folder: Path, steps: Sequence[tuple[FeatureCache, "FeatureSet", int]]) -> int:
+    """Refuse a cache that cannot fit in ``folder``'s file system, before any block is read; its bytes.
+
+    Why up front: a full disk would otherwise stop the study at its last blocks, possibly hours in.
+    """
+    need = sum(len(cache.rows) * fs.width * np.dtype(DTYPE).itemsize for cache, fs, _ in steps)
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise StudyError(f"the study's feature cache needs {need / 1e9:.2f} GB in {folder.parent} ({len(steps)} "
+                         f"blocks of {DTYPE} rows) but only {free / 1e9:.2f} GB is free there: point --scratch DIR "
+                         f"(or $TMPDIR) at a larger disk, or study fewer layers or splits at a time")
+    return need
 
 
 def _read_failed(cause: str) -> StudyError:
@@ -207,6 +232,7 @@ def feature_cache(fs: FeatureSet, rows: np.ndarray, blocks: Iterable[int], progr
                 cache = FeatureCache.planned(tmp, rows, blocks)
                 cache.eval = FeatureCache.planned(tmp, eval_rows, blocks, prefix="eval")
                 steps = [(c, f, b) for b in blocks for c, f in ((cache, fs), (cache.eval, eval_fs))]
+            check_space(tmp, steps)
             reader = _Reader(steps, tmp, progress)
             reader.start()
             yield cache
