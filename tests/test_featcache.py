@@ -61,6 +61,27 @@ def test_blocks_are_read_in_the_order_given_and_equal_the_feature_set(fs: Featur
     assert not Path(folder).exists()
 
 
+def test_blocks_are_written_and_taken_in_pieces(fs: FeatureSet, tmp_path: Path, monkeypatch) -> None:
+    """A full-data block is read, written and cast a few rows at a time: the pieces add up to the block."""
+    import attrib.probe.featcache as featcache
+
+    monkeypatch.setattr(featcache, "WRITE_ROWS", 7)
+    monkeypatch.setattr(featcache, "TAKE_ROWS", 5)
+    src = Recording(fs)
+    rows = np.random.default_rng(0).permutation(fs.n_images)[:50]
+    cache = FeatureCache.planned(tmp_path, rows, [1, 2])
+    for b in (1, 2):
+        cache.write_block(src, b)
+    assert src.read == [1] * 8 + [2] * 8  # 50 rows, 7 at a time
+    np.testing.assert_array_equal(np.load(cache.paths[2]), fs.block(2, np.sort(rows), dtype="float16"))
+    np.testing.assert_array_equal(cache.take((2, 1), rows[::-1]),
+                                  np.hstack([fs.block(2, rows[::-1]), fs.block(1, rows[::-1])]))
+    empty = FeatureCache.planned(tmp_path / "empty", [], [0])
+    (tmp_path / "empty").mkdir()
+    empty.write_block(src, 0)
+    assert np.load(empty.paths[0]).shape == empty.take((0,), np.zeros(0, np.int64)).shape == (0, fs.width)
+
+
 def test_a_job_waits_for_its_block_only(fs: FeatureSet, tmp_path: Path) -> None:
     rows = np.array([3, 9, 12])
     cache = FeatureCache.planned(tmp_path, rows, [0, 1])

@@ -47,6 +47,11 @@ if TYPE_CHECKING:  # the cache only calls fs.block and reads fs.width (a Feature
 
 
 FAILED = "FAILED"  # in the cache's folder: why reading the features stopped
+# Rows read and written, or gathered and cast, at a time: a million-row block then never sits whole in a
+# process's memory on its way to or from the file (and on a VM, where fresh memory is slow to come by,
+# a full-data take ran twice as fast: 14-17 against 35 s for 1.3M rows)
+WRITE_ROWS = 65536
+TAKE_ROWS = 16384
 
 
 class FeatureCache:
@@ -72,8 +77,12 @@ class FeatureCache:
         """Read ``block`` of the cache's rows and publish its file, complete, under its final name."""
         path = Path(self.paths[block])
         part = path.with_name(f".{path.name}.part")
+        n = len(self.rows)
         with open(part, "wb") as f:  # closing it is what makes it visible on a shared (NFS) scratch folder
-            np.lib.format.write_array(f, fs.block(block, self.rows, dtype=DTYPE), allow_pickle=False)
+            np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(DTYPE)),
+                                                     "fortran_order": False, "shape": (n, fs.width)})
+            for a in range(0, n, WRITE_ROWS):
+                f.write(np.ascontiguousarray(fs.block(block, self.rows[a:a + WRITE_ROWS], dtype=DTYPE)).data)
         os.replace(part, path)
 
     def take(self, layer: Sequence[int], rows: np.ndarray) -> np.ndarray:
@@ -87,7 +96,8 @@ class FeatureCache:
         col = 0
         for b in blocks:
             part = out if b.shape[1] == width else np.empty((n, b.shape[1]), dtype=np.float32)
-            shard_io.assign(part, slice(0, n), b[pos], None)  # float16 -> float32, exact (torch's cast if loaded)
+            for a in range(0, n, TAKE_ROWS):  # float16 -> float32, exact (torch's cast if loaded)
+                shard_io.assign(part, slice(a, a + TAKE_ROWS), b[pos[a:a + TAKE_ROWS]], None)
             if part is not out:
                 out[:, col:col + b.shape[1]] = part
             col += b.shape[1]
