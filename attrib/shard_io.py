@@ -83,19 +83,20 @@ def half_to_float(src: np.ndarray, dst: np.ndarray) -> None:
 def assign(out: np.ndarray, pos: Any, data: np.ndarray, pick: np.ndarray | None) -> None:
     """``out[pos] = data[pick]`` with the fp16 -> float32 cast done fast: by torch's SIMD cast when the
     process has torch loaded anyway (importing it just for this would cost a probe process more than it
-    saves), else by :func:`half_to_float`."""
+    saves), else by :func:`half_to_float`. Straight into ``out`` where ``out[pos]`` is one contiguous
+    run; through a buffer of ``data``'s size otherwise (scattered rows, or a column slice of ``out``)."""
     src = np.ascontiguousarray(data if pick is None else data[pick])
     if src.dtype != np.float16 or out.dtype != np.float32:
         out[pos] = src
         return
-    contiguous = isinstance(pos, slice) and pos.step in (None, 1)
-    dst = out[pos] if contiguous else np.empty(src.shape, np.float32)
+    view = out[pos] if isinstance(pos, slice) and pos.step in (None, 1) else None
+    dst = view if view is not None and view.flags.c_contiguous else np.empty(src.shape, np.float32)
     torch = sys.modules.get("torch") if TORCH_CAST is not False else None
     if torch is not None and hasattr(torch, "from_numpy"):
         torch.from_numpy(dst).copy_(torch.from_numpy(src))
     else:
         half_to_float(src, dst)
-    if not contiguous:
+    if dst is not view:
         out[pos] = dst
 
 

@@ -74,8 +74,10 @@ def test_blocks_are_written_and_taken_in_pieces(fs: FeatureSet, tmp_path: Path, 
         cache.write_block(src, b)
     assert src.read == [1] * 8 + [2] * 8  # 50 rows, 7 at a time
     np.testing.assert_array_equal(np.load(cache.paths[2]), fs.block(2, np.sort(rows), dtype="float16"))
-    np.testing.assert_array_equal(cache.take((2, 1), rows[::-1]),
-                                  np.hstack([fs.block(2, rows[::-1]), fs.block(1, rows[::-1])]))
+    both = np.hstack([fs.block(2, rows[::-1]), fs.block(1, rows[::-1])])
+    np.testing.assert_array_equal(cache.take((2, 1), rows[::-1]), both)
+    monkeypatch.setattr(featcache.shard_io, "TORCH_CAST", False)  # numpy's cast, into the same column slices
+    np.testing.assert_array_equal(cache.take((2, 1), rows[::-1]), both)
     empty = FeatureCache.planned(tmp_path / "empty", [], [0])
     (tmp_path / "empty").mkdir()
     empty.write_block(src, 0)

@@ -91,15 +91,11 @@ class FeatureCache:
         if len(rows) and (pos.max() >= len(self.rows) or not np.array_equal(self.rows[pos], rows)):
             raise StudyError("internal: rows requested that were not read into the feature cache")
         blocks = [self._block(b) for b in layer]
-        n, width = len(rows), sum(b.shape[1] for b in blocks)
-        out = np.empty((n, width), dtype=np.float32)
+        out = np.empty((len(rows), sum(b.shape[1] for b in blocks)), dtype=np.float32)
         col = 0
-        for b in blocks:
-            part = out if b.shape[1] == width else np.empty((n, b.shape[1]), dtype=np.float32)
-            for a in range(0, n, TAKE_ROWS):  # float16 -> float32, exact (torch's cast if loaded)
-                shard_io.assign(part, slice(a, a + TAKE_ROWS), b[pos[a:a + TAKE_ROWS]], None)
-            if part is not out:
-                out[:, col:col + b.shape[1]] = part
+        for b in blocks:  # each into its columns of out, float16 -> float32 (exact; torch's cast if loaded)
+            for a in range(0, len(rows), TAKE_ROWS):
+                shard_io.assign(out[:, col:col + b.shape[1]], slice(a, a + TAKE_ROWS), b[pos[a:a + TAKE_ROWS]], None)
             col += b.shape[1]
         return out
 
@@ -122,8 +118,8 @@ class FeatureCache:
         return np.load(path, mmap_mode="r")
 
 
-def check_space(folder: Path, steps: Sequence[tuple[FeatureCache, "FeatureSet", int]]) -> int:
-    """Refuse a cache that cannot fit in ``folder``'s file system, before any block is read; its bytes.
+def check_space(folder: Path, steps: Sequence[tuple[FeatureCache, "FeatureSet", int]]) -> None:
+    """Refuse a cache that cannot fit in ``folder``'s file system, before any block is read.
 
     Why up front: a full disk would otherwise stop the study at its last blocks, possibly hours in.
     """
@@ -133,7 +129,6 @@ def check_space(folder: Path, steps: Sequence[tuple[FeatureCache, "FeatureSet", 
         raise StudyError(f"the study's feature cache needs {need / 1e9:.2f} GB in {folder.parent} ({len(steps)} "
                          f"blocks of {DTYPE} rows) but only {free / 1e9:.2f} GB is free there: point --scratch DIR "
                          f"(or $TMPDIR) at a larger disk, or study fewer layers or splits at a time")
-    return need
 
 
 def _read_failed(cause: str) -> StudyError:
