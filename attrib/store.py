@@ -21,28 +21,27 @@ do not compress, and gzip makes reads 10-20x slower. Each shard carries a sha256
 The manifest's fields, and the rules for when two feature sets match, are in :mod:`attrib.manifest`;
 the names of the files in a feature-set folder are known here only. A feature set whose dataset grew has
 parts and an index besides (:mod:`attrib.parts`); :meth:`FeatureSet.open` reads it as one image list.
+A shard's layout is written by :mod:`attrib.shard_write`, and rows are read back by :mod:`attrib.shard_read`.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import io
 import json
 import os
-from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from numpy.typing import DTypeLike
 
-from attrib import atomic, claims, shard_check, shard_io
+from attrib import atomic, claims, shard_check, shard_read, shard_write
 from attrib.data.catalog import ImageList
-from attrib.errors import AttribError
-from attrib.manifest import DTYPE, FORMAT_VERSION, SAME_FEATURE_SET, FeatureRequest, Manifest
+from attrib.manifest import FORMAT_VERSION, SAME_FEATURE_SET, FeatureRequest, Manifest
 from attrib.manifest import feature_set_name, identity_hash  # noqa: F401  (re-exported for callers)
+from attrib.store_errors import ManifestMismatch, ShardDamaged, StoreError  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
     from attrib.verify import VerifyReport
@@ -51,49 +50,6 @@ MANIFEST = "manifest.json"
 IMAGES = "images.tsv"
 SHARD_GLOB = "shard-*.h5"
 DEFAULT_SHARD_SIZE = 10_000
-CHUNK_BYTES = 1 << 20  # ~1 MiB chunks: large enough for sequential reads, small enough for row subsets
-
-
-class StoreError(AttribError, RuntimeError):
-    """The cache on disk is missing, incomplete, or not what the caller asked for."""
-
-
-def _read_dtype(dtype: DTypeLike) -> np.dtype:
-    """float32 (what the probes compute in) or the stored float16 (half the memory, the same values)."""
-    dt = np.dtype(dtype)
-    if dt not in (np.dtype(np.float32), np.dtype(DTYPE)):
-        raise ValueError(f"features are read as float32 or as stored ({DTYPE}), not {dt}")
-    return dt
-
-
-class ManifestMismatch(StoreError):
-    """An existing feature set was made with different settings; the message lists each field."""
-
-
-class ShardDamaged(StoreError):
-    """A shard file is truncated, empty, not HDF5, or holds rows it should not; the message names it and
-    the fix (rerun `attrib features`, which re-extracts damaged shards); ``why`` says what is wrong."""
-
-    def __init__(self, message: str, why: str = ""):
-        super().__init__(message)
-        self.why = why
-
-
-def _chunk_rows(n: int, width: int) -> int:
-    return max(1, min(n, CHUNK_BYTES // (2 * width)))
-
-
-def shard_checksum(row: np.ndarray, cls: np.ndarray, embed: np.ndarray, ok: np.ndarray,
-                   error: Sequence[str]) -> str:
-    """sha256 over a shard's arrays as stored (int64 rows, fp16 features, bool flags, utf-8 errors)."""
-    h = hashlib.sha256()
-    for arr, dtype in ((row, np.int64), (cls, np.float16), (embed, np.float16), (ok, np.bool_)):
-        a = np.ascontiguousarray(arr, dtype=np.dtype(dtype).newbyteorder("<"))
-        h.update(repr(a.shape).encode())
-        h.update(memoryview(a).cast("B"))
-    for e in error:
-        h.update(e.encode("utf-8") + b"\0")
-    return h.hexdigest()
 
 
 class FeatureSet:
@@ -314,18 +270,18 @@ class FeatureSet:
         """The error for these damaged shards (the first five named), with the fix."""
         return ShardDamaged(f"{self.path}: {len(damaged)} of {self.n_shards} shards damaged (" + "; ".join(
             f"{self.shard_path(k).name}: {why}" for k, why in damaged[:5]) + (" ..." if len(damaged) > 5 else "")
-            + f"). {self._fix}")
+            + f"). {self.fix_hint}")
 
     @property
-    def _fix(self) -> str:
+    def fix_hint(self) -> str:
         return ("Rerun `attrib features` with the same options to re-extract damaged shards (or remove them "
                 f"first with `attrib cache verify --repair {self.path}`).")
 
     def _damaged(self, k: int, why: str) -> ShardDamaged:
-        return ShardDamaged(f"{self.shard_path(k)} is damaged: {why}. {self._fix}", why)
+        return ShardDamaged(f"{self.shard_path(k)} is damaged: {why}. {self.fix_hint}", why)
 
     @contextmanager
-    def _open_shard(self, k: int, path: Path | None = None):
+    def open_shard(self, k: int, path: Path | None = None):
         """Shard ``k`` opened for reading once it is whole and holds rows shard_range(k) of this feature
         set (cheap checks: see :mod:`attrib.shard_check`); :class:`ShardDamaged` naming it otherwise."""
         import h5py
@@ -353,7 +309,7 @@ class FeatureSet:
     def shard_problem(self, k: int, path: Path | None = None) -> str:
         """'' when shard ``k`` (or the file ``path`` standing in for it) opens and holds its rows."""
         try:
-            with self._open_shard(k, path):
+            with self.open_shard(k, path):
                 return ""
         except ShardDamaged as exc:
             return exc.why
@@ -384,106 +340,11 @@ class FeatureSet:
     # -------------------------------------------------------------------------------------- write
     def write_shard(self, k: int, cls: np.ndarray, embed: np.ndarray, ok: np.ndarray,
                     error: Sequence[str]) -> Path | None:
-        """Write shard ``k`` atomically; its path, or None when another process had published it first
-        (that shard is left alone, and this call's work is not counted as written)."""
-        import h5py  # here, not at the top: `attrib cache ls` and `--help` need no HDF5
-
-        start, stop = self.shard_range(k)
-        n = stop - start
-        L, D, E = self.n_blocks, self.width, self.embed_dim
-        if cls.shape != (n, L, D) or embed.shape != (n, E) or len(ok) != n or len(error) != n:
-            raise StoreError(f"shard {k}: got cls {cls.shape}, embed {embed.shape}, {len(ok)} ok flags; "
-                             f"expected ({n}, {L}, {D}), ({n}, {E}), {n}")
-        final = self.shard_path(k)
-        if final.exists():
-            return None
-        row = np.arange(start, stop, dtype=np.int64)
-        cls = np.ascontiguousarray(cls, dtype=DTYPE)
-        embed = np.ascontiguousarray(embed, dtype=DTYPE)
-        ok = np.asarray(ok, dtype=bool)
-        error = [str(e) for e in error]
-        with atomic.temporary(final) as tmp:
-            with h5py.File(tmp, "w") as f:
-                f.create_dataset("row", data=row)
-                ds = f.create_dataset("cls", shape=(n, L, D), dtype=DTYPE, chunks=(_chunk_rows(n, D), 1, D))
-                for layer in range(L):  # block by block, flushed: each block's chunks (the partial
-                    ds[:, layer, :] = cls[:, layer, :]  # last one too) end up adjacent on disk
-                    f.flush()
-                f.create_dataset("embed", data=embed, chunks=(_chunk_rows(n, E), E))
-                f.create_dataset("ok", data=ok)
-                f.create_dataset("error", data=error, dtype=h5py.string_dtype("utf-8"))
-                f.attrs["sha256"] = shard_checksum(row, cls, embed, ok, error)
-                f.attrs["feature_set"] = self.id
-                f.attrs[shard_check.IDENTITY_ATTR] = self.manifest.identity_hash
-                f.attrs["complete"] = 1
-            published = atomic.publish(tmp, final, atomic.KEEP)  # never replaces a shard finished first
-        return final if published else None
+        """Write shard ``k`` atomically (:func:`attrib.shard_write.write_shard`); its path, or None when
+        another process had published it first."""
+        return shard_write.write_shard(self, k, cls, embed, ok, error)
 
     # --------------------------------------------------------------------------------------- read
-    def _select(self, rows: Sequence[int] | np.ndarray | None) -> tuple[np.ndarray | None, Iterator]:
-        """Group requested rows by shard: yields (k, local_index_or_None, output_positions)."""
-        if rows is None:
-            self.require_complete()
-            return None, ((k, None, slice(*self.shard_range(k))) for k in range(self.n_shards))
-        rows = np.asarray(rows, dtype=np.int64)
-        if rows.ndim != 1:
-            raise ValueError("rows must be a 1-d sequence of row indices")
-        if rows.size and (rows.min() < 0 or rows.max() >= self.n_images):
-            raise IndexError(f"row index out of range [0, {self.n_images})")
-        shard = rows // self.shard_size
-        order = np.argsort(shard, kind="stable")
-
-        def groups():
-            bounds = np.flatnonzero(np.diff(shard[order])) + 1
-            for pos in np.split(order, bounds):
-                if pos.size:
-                    k = int(shard[pos[0]])
-                    yield k, rows[pos] - k * self.shard_size, pos
-        return rows, groups()
-
-    def _read(self, dataset: str, width: int, rows, block: int | None = None,
-              dtype: DTypeLike = np.float32) -> np.ndarray:
-        """Read ``dataset`` (one block of it) for ``rows`` as float32 (or the stored ``DTYPE``), shard by shard.
-
-        Each shard's rows [lo, hi) are one contiguous byte range (see write_shard), read in pieces on a
-        thread pool, several shards at once (:mod:`attrib.shard_io`); other layouts go through h5py.
-        Each shard is checked as it is opened (whole, its own rows: see :meth:`_open_shard`).
-        """
-        sel, groups = self._select(rows)
-        n = self.n_images if sel is None else len(sel)
-        out = np.empty((n, width), dtype=_read_dtype(dtype))
-        pool = shard_io.pool()
-        pending: list[Future] = []
-        try:
-            for k, local, pos in groups:
-                path = self.shard_path(k)
-                start, stop = self.shard_range(k)
-                lo, hi = (0, stop - start) if local is None else (int(local.min()), int(local.max()) + 1)
-                pick = None if local is None else local - lo
-                with self._open_shard(k) as f:
-                    ds = f[dataset]
-                    region = shard_io.direct_region(ds, lo, hi, block)
-                    if region is None:  # any other layout: HDF5 reads it
-                        data = ds[lo:hi, block, :] if block is not None else ds[lo:hi]
-                        if not np.can_cast(data.dtype, out.dtype, casting="safe"):
-                            raise StoreError(f"{path}: {dataset!r} holds {data.dtype} values, which {out.dtype} "
-                                             f"cannot hold exactly (attrib writes {DTYPE}); read it as float32")
-                if region is not None:
-                    pending.extend(pool.submit(shard_io.read_rows, path, off, n_rows, width, out, p, pk)
-                                   for off, n_rows, p, pk in shard_io.direct_pieces(region, lo, hi, width, pos, pick))
-                elif data.size < shard_io.PIECE_ELEMENTS:
-                    shard_io.assign(out, pos, data, pick)
-                else:
-                    pending.append(pool.submit(shard_io.assign_pieces, out, pos, data, pick))
-            for fut in pending:
-                fut.result()
-        except shard_io.ShortFile as exc:
-            raise ShardDamaged(f"{exc}. {self._fix}", "truncated inside a chunk") from None
-        finally:
-            for fut in pending:
-                fut.cancel() or fut.exception()
-        return out
-
     def block(self, layer: int, rows: Sequence[int] | np.ndarray | None = None,
               dtype: DTypeLike = np.float32) -> np.ndarray:
         """CLS token after block ``layer`` (0-based) as float32 (n, D); reads only that block.
@@ -493,11 +354,11 @@ class FeatureSet:
         """
         if not -self.n_blocks <= layer < self.n_blocks:
             raise IndexError(f"block {layer} out of range: this feature set has blocks 0..{self.n_blocks - 1}")
-        return self._read("cls", self.width, rows, block=layer % self.n_blocks, dtype=dtype)
+        return shard_read.read(self, "cls", self.width, rows, block=layer % self.n_blocks, dtype=dtype)
 
     def embed(self, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """Final projected embedding as float32 (n, E)."""
-        return self._read("embed", self.embed_dim, rows)
+        return shard_read.read(self, "embed", self.embed_dim, rows)
 
     def status(self) -> tuple[np.ndarray, list[str]]:
         """(ok flags, error texts) for every row, read from all shards."""
@@ -506,7 +367,7 @@ class FeatureSet:
         errors = [""] * self.n_images
         for k in range(self.n_shards):
             start, stop = self.shard_range(k)
-            with self._open_shard(k) as f:
+            with self.open_shard(k) as f:
                 ok[start:stop] = f["ok"][:]
                 bad = np.flatnonzero(~ok[start:stop])
                 if bad.size:

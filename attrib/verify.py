@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from attrib import claims, shard_check
-from attrib.store import IMAGES, MANIFEST, SHARD_GLOB, StoreError, shard_checksum
+from attrib.shard_write import shard_checksum
+from attrib.store import IMAGES, MANIFEST, SHARD_GLOB, StoreError
 
 if TYPE_CHECKING:
     from attrib.store import FeatureSet

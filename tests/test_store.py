@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from attrib.data.catalog import ImageList
+from attrib.shard_write import shard_checksum
 from attrib.store import (IMAGES, MANIFEST, FeatureSet, ManifestMismatch, StoreError, feature_set_name,
-                          list_feature_sets, shard_checksum)
+                          list_feature_sets)
 
 L, D, E = 3, 8, 4
 
