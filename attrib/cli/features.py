@@ -192,12 +192,8 @@ def features(dataset, root, list_file, build_demo, model, pretrained, fallback_m
       torchrun --nproc-per-node 8 -m attrib features --dataset genimage --root /data/GenImage
       srun --ntasks 16 attrib features --dataset genimage --root /data/GenImage
     """
-    from attrib.data import open_dataset
-    from attrib.data.catalog import sample_per_source
-    from attrib.data.pose import restrict_to_pose
-    from attrib.extract.backbone import (DEFAULT_MODEL, DEFAULT_PRETRAINED, RANDOM_INIT, RANDOM_INIT_LABEL, TINY,
-                                         WeightsUnavailable, load_backbone)
-    from attrib.extract.runner import RunConfig, dist_from_env, even_subset, extract
+    from attrib.extract.backbone import RANDOM_INIT_LABEL
+    from attrib.extract.runner import RunConfig, dist_from_env, extract
 
     progress = not quiet
     if rows_requested(rows):
@@ -210,30 +206,9 @@ def features(dataset, root, list_file, build_demo, model, pretrained, fallback_m
         world_size = env_world if world_size is None else world_size
     if option_given("sample_seed") and not max_per_source:
         raise refuse_unused("--sample-seed", "with --max-per-source N (it seeds that sample)")
-    images, name = open_dataset(dataset, root, list_file, progress=progress, build_demo=build_demo)
-    extra = {"dataset_kind": dataset}
-    if only_splits_dir:
-        images = restrict_to_pose(images, only_splits_dir)
-        extra["splits_dir"] = str(Path(only_splits_dir).resolve())
-    if max_per_source:
-        images = sample_per_source(images, max_per_source, sample_seed)
-        extra.update(max_per_source=max_per_source, sample_seed=sample_seed)
-    if limit:
-        images = even_subset(images, limit)
-        extra["limit"] = limit
-    if not pretrained and model == DEFAULT_MODEL:
-        pretrained = DEFAULT_PRETRAINED
-    try:
-        backbone = load_backbone(model, pretrained or None, preprocess)
-    except WeightsUnavailable as exc:
-        if not fallback_model:
-            raise
-        banner(f"{exc}")
-        banner(f"FALLING BACK to {fallback_model} with random weights: {RANDOM_INIT_LABEL}")
-        backbone = load_backbone(fallback_model, None if fallback_model == TINY else RANDOM_INIT, preprocess)
-        extra["requested"] = {"model": model, "pretrained": pretrained, "reason": str(exc)}
-    if backbone.random_init:
-        banner(f"{backbone.spec['model']} has random weights: {RANDOM_INIT_LABEL}")
+    images, name, extra = _images(dataset, root, list_file, build_demo, only_splits_dir, max_per_source,
+                                  sample_seed, limit, progress)
+    backbone = _backbone(model, pretrained, fallback_model, preprocess, extra)
     click.echo(f"{len(images)} images from {name} ({images.root}); model {backbone.spec['model']} "
                f"weights {backbone.spec['weights']}; {backbone.n_blocks} blocks x {backbone.width} dims; "
                f"view {view.spec}", err=True)
@@ -248,6 +223,51 @@ def features(dataset, root, list_file, build_demo, model, pretrained, fallback_m
     if backbone.random_init:
         click.secho(f"note: {RANDOM_INIT_LABEL}", fg="red", err=True)
     click.echo(str(summary.feature_set.path))
+
+
+def _images(dataset, root, list_file, build_demo, only_splits_dir, max_per_source, sample_seed, limit,
+            progress: bool):
+    """The images `attrib features` extracts, their dataset's name, and the manifest fields that say how
+    they were chosen (so that a subset is never mistaken for the whole dataset)."""
+    from attrib.data import open_dataset
+    from attrib.data.catalog import sample_per_source
+    from attrib.data.pose import restrict_to_pose
+    from attrib.extract.runner import even_subset
+
+    images, name = open_dataset(dataset, root, list_file, progress=progress, build_demo=build_demo)
+    extra = {"dataset_kind": dataset}
+    if only_splits_dir:
+        images = restrict_to_pose(images, only_splits_dir)
+        extra["splits_dir"] = str(Path(only_splits_dir).resolve())
+    if max_per_source:
+        images = sample_per_source(images, max_per_source, sample_seed)
+        extra.update(max_per_source=max_per_source, sample_seed=sample_seed)
+    if limit:
+        images = even_subset(images, limit)
+        extra["limit"] = limit
+    return images, name, extra
+
+
+def _backbone(model, pretrained, fallback_model, preprocess, extra: dict):
+    """The model to extract with; with --fallback-model, a random-weights stand-in when the weights cannot be
+    had, said loudly and recorded in the manifest's fields (``extra``)."""
+    from attrib.extract.backbone import (DEFAULT_MODEL, DEFAULT_PRETRAINED, RANDOM_INIT, RANDOM_INIT_LABEL, TINY,
+                                         WeightsUnavailable, load_backbone)
+
+    if not pretrained and model == DEFAULT_MODEL:
+        pretrained = DEFAULT_PRETRAINED
+    try:
+        backbone = load_backbone(model, pretrained or None, preprocess)
+    except WeightsUnavailable as exc:
+        if not fallback_model:
+            raise
+        banner(f"{exc}")
+        banner(f"FALLING BACK to {fallback_model} with random weights: {RANDOM_INIT_LABEL}")
+        backbone = load_backbone(fallback_model, None if fallback_model == TINY else RANDOM_INIT, preprocess)
+        extra["requested"] = {"model": model, "pretrained": pretrained, "reason": str(exc)}
+    if backbone.random_init:
+        banner(f"{backbone.spec['model']} has random weights: {RANDOM_INIT_LABEL}")
+    return backbone
 
 
 def _features_outcome(summary, rank: int, world_size: int) -> str:

@@ -75,30 +75,13 @@ def robustness(features_path, perturb, intensities, train_view, preprocess, no_e
     from attrib.extract.runner import RunConfig
     from attrib.probe.robustness import conditions, parse_intensities, parse_perturbations, prepare, run_robustness
     from attrib.probe.robustness_report import write_robustness
-    from attrib.probe.study import StudyConfig
 
     conds = conditions(parse_perturbations(perturb), parse_intensities(intensities))
     clean = open_fs(features_path)
     if clean.label:
         banner(f"{clean.id}: {clean.label}")
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
-    caps = {k: opts[k] for k in ("train_per_class", "val_per_class", "test_per_class")}
-    refuse_split_file_options(opts["splits_dir"], opts["allow_missing"])
-    sources: dict = {}
-
-    def source_for(fs):
-        if fs.path not in sources:
-            sources[fs.path] = split_source(fs, opts["splits"], opts["splits_dir"], opts["split_file"], caps,
-                                             opts["known_test"], opts["allow_missing"])
-        return sources[fs.path]
-
-    def config_for(fs):
-        cfg = StudyConfig(splits=source_for(fs), layers=opts["layers"].resolve(fs.n_blocks), heads=opts["heads"],
-                          scores=opts["scores"], shots=opts["shots"], seeds=opts["seeds"], protocol=opts["protocol"],
-                          grid=dict(opts["grid"]), jobs=opts["jobs"])
-        cfg.validate()
-        return cfg
-
+    source_for, config_for = _study_configs(opts)
     config_for(clean)  # a bad option fails before anything is extracted
     for note in source_for(clean).notes():
         click.secho(f"note: {note}", fg="yellow", err=True)
@@ -120,3 +103,28 @@ def robustness(features_path, perturb, intensities, train_view, preprocess, no_e
     if run.errors:
         raise ProblemsFound(f"{len(run.errors)} result line(s) failed (listed above); rerun the same command to "
                             "retry them")
+
+
+def _study_configs(opts: dict):
+    """(source_for(fs), config_for(fs)): each feature set's splits (read once) and the study every
+    condition runs on it, from the command's split and study options."""
+    from attrib.probe.study import StudyConfig
+
+    caps = {k: opts[k] for k in ("train_per_class", "val_per_class", "test_per_class")}
+    refuse_split_file_options(opts["splits_dir"], opts["allow_missing"])
+    sources: dict = {}
+
+    def source_for(fs):
+        if fs.path not in sources:
+            sources[fs.path] = split_source(fs, opts["splits"], opts["splits_dir"], opts["split_file"], caps,
+                                             opts["known_test"], opts["allow_missing"])
+        return sources[fs.path]
+
+    def config_for(fs):
+        cfg = StudyConfig(splits=source_for(fs), layers=opts["layers"].resolve(fs.n_blocks), heads=opts["heads"],
+                          scores=opts["scores"], shots=opts["shots"], seeds=opts["seeds"], protocol=opts["protocol"],
+                          grid=dict(opts["grid"]), jobs=opts["jobs"])
+        cfg.validate()
+        return cfg
+
+    return source_for, config_for

@@ -9,6 +9,7 @@ plays the unknown (:func:`attrib.probe.protocol.pseudo_open_set_oscr`).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -69,57 +70,83 @@ def save_chosen_head(fs: FeatureSet, cfg: StudyConfig, folder: str | os.PathLike
     check_save_head(cfg, folder, force)
     if cfg.protocol != "clean":
         log("--save-head always chooses under the clean protocol (no unknown generator is looked at)")
+    known = _known_data(fs, cfg, eval_fs, log)
+    pairs, _ = cfg.pairs()
+    if not pairs:
+        raise StudyError("--save-head: no (head, score) pair is supported: choose other --heads / --scores")
+    n_cand = len(cfg.layers) * len(pairs)
+    folds = pseudo_folds(known.y_tr) if n_cand > 1 else []
+    if n_cand > 1 and not folds:
+        log("--save-head: fewer than two known generators, so no pseudo-unknown can be held out; choosing "
+            "by validation accuracy only (name one --scores to choose the score yourself)")
+    blocks = list(dict.fromkeys(b for layer in cfg.layers for b in layer))
+    ev, y_tr = known.ev, known.y_tr
+    evaluated = np.concatenate([ev.val, ev.val_unknown])
+    with feature_cache(fs, known.tr_rows, blocks, progress, eval_fs=eval_fs, eval_rows=evaluated,
+                       scratch=cfg.scratch) as cache:
+        table, fitted = _candidates(cache, cfg, pairs, known.tr_rows, y_tr, ev.val, known.rows.y_val, folds)
+        keys = [(e.get("pseudo_oscr", 0.0), e["val_accuracy"], -e["val_logloss"]) for e in table]
+        best = table[best_index(keys)]
+        layer = parse_layer_name(best["layer"])
+        sel = fitted[(layer, best["head"])]
+        X_tr, X_va = cache.take(layer, known.tr_rows), cache.take_eval(layer, ev.val)
+        score_params = cfg.estimator_params()[1].get(best["score"], {})  # --param
+        scorer = SCORERS[best["score"]](head=sel.head, **score_params).fit(X_tr, y_tr)
+        X_vu = cache.take_eval(layer, ev.val_unknown) if len(ev.val_unknown) else None
+        threshold, validation = _threshold(scorer, X_va, X_vu, cfg.tpr)
+        criterion = ("pseudo_open_set_oscr" if folds else "val_accuracy") if n_cand > 1 else "given"
+        summary = to_jsonable({
+            "protocol": "clean", "layer": best["layer"], "head": best["head"], "score": best["score"],
+            "hparams": sel.hparams, "selection": sel.summary(), "threshold": threshold, "tpr": cfg.tpr,
+            **known.describe(), "validation": {"accuracy": sel.val["val_accuracy"], **validation},
+            "features": feature_ids(fs), "eval_features": feature_ids(known.target),
+            "choice": {"criterion": criterion, "pseudo_unknown": [known.split.classes[g] for g in folds],
+                       "candidates": table},
+        })
+        save_head(folder, sel.head, scorer, head_name=best["head"], score_name=best["score"],
+                  classes=[known.split.classes[c] for c in np.asarray(sel.head.classes_).tolist()], layer=layer,
+                  threshold=threshold, feature_set=known.target.id, manifest=known.target.manifest,
+                  check_X=X_va[:8],
+                  info={k: v for k, v in summary.items() if k not in ("threshold", "layer", "head", "score")},
+                  force=force, training=enrolment_data(best["head"], best["score"], X_tr, y_tr, X_va,
+                                                       known.rows.y_val))
+    return summary
+
+
+@dataclass
+class _Known:
+    """The known-class images a saved head is chosen on: the study's single split, seed 0, its largest shots."""
+
+    split: Any            # the split (known and unknown generators)
+    rows: Any             # its rows (train / val / test, with labels)
+    ev: Any               # the validation rows in the features validation data is read from
+    target: FeatureSet    # those features: ``fs``, or the evaluation features
+    shots: int | None
+    seed: int
+    tr_rows: np.ndarray   # the training rows after the shots cap
+    y_tr: np.ndarray
+
+    def describe(self) -> dict[str, Any]:
+        """Its fields in ``head.json``."""
+        sp = self.split
+        return {"split": {"name": sp.name, "known": list(sp.known), "unknown": list(sp.unknown),
+                          "rows": rows_digest(self.rows)},
+                "shots": shots_name(self.shots), "seed": self.seed, "n_train": int(len(self.tr_rows))}
+
+
+def _known_data(fs: FeatureSet, cfg: StudyConfig, eval_fs: FeatureSet | None,
+                log: Callable[[str], None]) -> _Known:
     sp = cfg.splits.split(cfg.splits.names()[0])
     shots = None if None in cfg.shots else max(cfg.shots)
     seed = 0
     rows = cfg.splits.rows(sp.name, seed)
-    target = fs if eval_fs is None else eval_fs  # the features validation data is read from
     ev = rows if eval_fs is None else EvalRows(fs, eval_fs).map({0: rows})[0]
     if eval_fs is not None:
         log(f"--save-head: trained on {fs.id}; hyperparameter, choice and threshold from the validation images of "
             f"{eval_fs.id}, so the head is saved for features extracted like {eval_fs.id}")
     keep = shots_subset(rows.y_train, shots, seed)
-    y_tr, tr_rows = rows.y_train[keep], rows.train[keep]
-    pairs, _ = cfg.pairs()
-    if not pairs:
-        raise StudyError("--save-head: no (head, score) pair is supported: choose other --heads / --scores")
-    n_cand = len(cfg.layers) * len(pairs)
-    folds = pseudo_folds(y_tr) if n_cand > 1 else []
-    if n_cand > 1 and not folds:
-        log("--save-head: fewer than two known generators, so no pseudo-unknown can be held out; choosing "
-            "by validation accuracy only (name one --scores to choose the score yourself)")
-    blocks = list(dict.fromkeys(b for layer in cfg.layers for b in layer))
-    evaluated = np.concatenate([ev.val, ev.val_unknown])
-    with feature_cache(fs, tr_rows, blocks, progress, eval_fs=eval_fs, eval_rows=evaluated,
-                       scratch=cfg.scratch) as cache:
-        table, fitted = _candidates(cache, cfg, pairs, tr_rows, y_tr, ev.val, rows.y_val, folds)
-        keys = [(e.get("pseudo_oscr", 0.0), e["val_accuracy"], -e["val_logloss"]) for e in table]
-        best = table[best_index(keys)]
-        layer = parse_layer_name(best["layer"])
-        sel = fitted[(layer, best["head"])]
-        X_tr, X_va = cache.take(layer, tr_rows), cache.take_eval(layer, ev.val)
-        score_params = cfg.estimator_params()[1].get(best["score"], {})  # --param
-        scorer = SCORERS[best["score"]](head=sel.head, **score_params).fit(X_tr, y_tr)
-        X_vu = cache.take_eval(layer, ev.val_unknown) if len(ev.val_unknown) else None
-        threshold, validation = _threshold(scorer, X_va, X_vu, cfg.tpr)
-        validation = {"accuracy": sel.val["val_accuracy"], **validation}
-        criterion = ("pseudo_open_set_oscr" if folds else "val_accuracy") if n_cand > 1 else "given"
-        summary = to_jsonable({
-            "protocol": "clean", "layer": best["layer"], "head": best["head"], "score": best["score"],
-            "hparams": sel.hparams, "selection": sel.summary(), "threshold": threshold, "tpr": cfg.tpr,
-            "split": {"name": sp.name, "known": list(sp.known), "unknown": list(sp.unknown),
-                      "rows": rows_digest(rows)},
-            "shots": shots_name(shots), "seed": seed, "n_train": int(len(tr_rows)), "validation": validation,
-            "features": feature_ids(fs), "eval_features": feature_ids(target),
-            "choice": {"criterion": criterion, "pseudo_unknown": [sp.classes[g] for g in folds],
-                       "candidates": table},
-        })
-        save_head(folder, sel.head, scorer, head_name=best["head"], score_name=best["score"],
-                  classes=[sp.classes[c] for c in np.asarray(sel.head.classes_).tolist()], layer=layer,
-                  threshold=threshold, feature_set=target.id, manifest=target.manifest, check_X=X_va[:8],
-                  info={k: v for k, v in summary.items() if k not in ("threshold", "layer", "head", "score")},
-                  force=force, training=enrolment_data(best["head"], best["score"], X_tr, y_tr, X_va, rows.y_val))
-    return summary
+    return _Known(sp, rows, ev, fs if eval_fs is None else eval_fs, shots, seed, rows.train[keep],
+                  rows.y_train[keep])
 
 
 def _threshold(scorer: Any, X_val: np.ndarray, X_val_unknown: np.ndarray | None,

@@ -227,17 +227,23 @@ def enroll_features(saved: SavedHead, source: str, X: np.ndarray, out: str | os.
     }
     info = saved_info(saved)
     info["enrolments"] = [*info.get("enrolments", []), record]
-    new_training = None
-    if training is not None:
-        new_training = {"val.X": X_val, "val.y": np.append(y_old, [label] * len(val_rows))}
-        if "train.X" in training:
-            new_training.update({"train.X": np.vstack([training["train.X"], X[fit_rows]]),
-                                 "train.y": np.append(training["train.y"], [label] * len(fit_rows))})
+    new_training = None if training is None else _grown_training(training, X_val, label, X[fit_rows], len(val_rows))
     check_X = np.vstack([saved.check_X, X[fit_rows][:4]])
     save_head(out, head, scorer, head_name=saved.head_name, score_name=saved.score_name, classes=classes,
               layer=saved.layer, threshold=threshold, feature_set=saved.feature_set, manifest=saved.manifest,
               check_X=check_X, info=info, force=force, training=new_training, option=OUT_OPTION)
     return record
+
+
+def _grown_training(training: dict[str, np.ndarray], X_val: np.ndarray, label: Any, X_fit: np.ndarray,
+                    n_new_val: int) -> dict[str, np.ndarray]:
+    """The new head's train.npz: the old arrays with the new class's rows (``X_val`` already holds both), so
+    that the next enrolment starts from everything this one knew."""
+    out = {"val.X": X_val, "val.y": np.append(training["val.y"], [label] * n_new_val)}
+    if "train.X" in training:
+        out.update({"train.X": np.vstack([training["train.X"], X_fit]),
+                    "train.y": np.append(training["train.y"], [label] * len(X_fit))})
+    return out
 
 
 def check_source(saved: SavedHead, source: str) -> None:
