@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from attrib.data.splits import Split, SplitRows
 from attrib.jsonio import to_jsonable
 from attrib.probe.evalrows import EvalRows, feature_ids
 from attrib.probe.featcache import FeatureCache, feature_cache
@@ -117,9 +118,9 @@ def save_chosen_head(fs: FeatureSet, cfg: StudyConfig, folder: str | os.PathLike
 class _Known:
     """The known-class images a saved head is chosen on: the study's single split, seed 0, its largest shots."""
 
-    split: Any            # the split (known and unknown generators)
-    rows: Any             # its rows (train / val / test, with labels)
-    ev: Any               # the validation rows in the features validation data is read from
+    split: Split          # the known and unknown generators
+    rows: SplitRows       # its rows (train / val / test, with labels)
+    ev: SplitRows         # the same rows in the features validation data is read from
     target: FeatureSet    # those features: ``fs``, or the evaluation features
     shots: int | None
     seed: int
