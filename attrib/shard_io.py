@@ -1,7 +1,7 @@
-"""Fast raw reads of shard arrays: the machinery behind :meth:`attrib.store.FeatureSet.block`.
+"""Fast raw reads of shard arrays: the machinery behind :mod:`attrib.shard_read`.
 
 Why it exists: a probe reads one block of every shard, i.e. float16 bytes that attrib wrote as one
-contiguous run per block (see ``FeatureSet.write_shard``). Reading that run through HDF5's
+contiguous run per block (see :mod:`attrib.shard_write`). Reading that run through HDF5's
 chunk-by-chunk path, then casting with numpy's scalar fp16 loop, runs at a fraction of the disk's speed.
 Here a region checked against HDF5's own chunk index is memory-mapped and cast in pieces on a thread
 pool (numpy and torch release the GIL), several shards at once; anything else goes through h5py.
