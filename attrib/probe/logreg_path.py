@@ -75,7 +75,7 @@ import torch
 
 from attrib.probe.geometry import all_finite, column_mean_std
 from attrib.probe.lbfgs import batched_lbfgs
-from attrib.probe.logreg_args import check_Cs, torch_device  # noqa: F401 (torch_device re-exported)
+from attrib.probe.logreg_args import check_Cs, torch_device
 from attrib.probe.logreg_objective import Objective
 
 _SMALL_PROBLEM = 2 ** 24  # n * D * K * (C values per group) below which one thread is faster than several
