@@ -469,3 +469,43 @@ def test_registry_and_paths():
         assert HEADS[name].path_param is None
         (only,) = HEADS[name].fit_path(X, y)
         np.testing.assert_allclose(only.decision_function(X), HEADS[name]().fit(X, y).decision_function(X))
+
+
+def test_logreg_path_given_the_validation_set_solves_only_the_C_that_can_win_to_tol(monkeypatch):
+    """LogisticProbe's screen: the C whose validation accuracy is within screen_margin (at least 5 images)
+    of the best are solved to tol, the others only to screen_tol; the choice is the tight path's."""
+    from attrib.probe import protocol as P
+
+    X, y = clusters(n_per_class=500, dim=20, n_classes=4, seed=8, spread=2.5)
+    Xt, yt, Xv, yv = X[::2].astype(np.float32), y[::2], X[1::2].astype(np.float32), y[1::2]
+    Cs = np.logspace(-5, 3, 17)
+    screened = P.fit_candidates(LogisticProbe, Xt, yt, Xv, yv, Cs, by_accuracy=True)
+    tight = P.fit_candidates(LogisticProbe, Xt, yt, Xv, yv, Cs)
+    correct = np.array([round(c.val_accuracy * len(yv)) for c in screened])
+    near = correct >= correct.max() - 5                      # 0.002 x 1,000 images is less than 5
+    solved = np.array([c.head.solved_tol_ for c in screened])
+    # every C that is close is solved to tol (a C close at first may fall behind once refined), and many
+    # far ones only to screen_tol
+    assert (solved[near] == 1e-6).all() and (solved == 1e-4).sum() >= 5 and set(solved) == {1e-6, 1e-4}
+    assert all(c.head.solved_tol_ == 1e-6 for c in tight)
+    chosen, ref = P.select_clean(screened, "C"), P.select_clean(tight, "C")
+    assert chosen.index == ref.index
+    assert abs(chosen.val["val_accuracy"] - ref.val["val_accuracy"]) <= 2 / len(yv)
+    # screening off: every C to tol
+    # the screen counts the validation images a block of rows at a time: any block size, the same choice
+    import attrib.probe.heads as H
+
+    monkeypatch.setattr(H, "_SCREEN_ROWS", 37)
+    blocks = LogisticProbe.fit_path(Xt, yt, Cs, validation=(Xv, yv))
+    assert all(np.array_equal(h.coef_, c.head.coef_) and h.solved_tol_ == c.head.solved_tol_
+               for h, c in zip(blocks, screened))
+    off = LogisticProbe.fit_path(Xt, yt, Cs, validation=(Xv, yv), screen_tol=None)
+    assert all(h.solved_tol_ == 1e-6 and np.array_equal(h.coef_, c.head.coef_) for h, c in zip(off, tight))
+
+
+@pytest.mark.parametrize("params, match", [({"screen_tol": 0}, "screen_tol=0"), ({"screen_tol": "x"}, "screen_tol='x'"),
+                                           ({"screen_margin": 1.0}, "screen_margin=1.0"),
+                                           ({"screen_margin": -0.1}, "screen_margin=-0.1")])
+def test_logreg_screen_settings_are_checked(params, match):
+    with pytest.raises(ValueError, match=match):
+        LogisticProbe(**params).check_params()

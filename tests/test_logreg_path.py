@@ -172,3 +172,51 @@ def test_devices_are_checked_and_named():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="device 'cuda': torch sees no CUDA device on this machine"):
             fit_logreg_path(*clusters(), 4, [1.0], device="cuda")
+
+
+def test_a_screen_solves_only_the_chosen_C_to_tol_and_asks_again_after_each_refinement():
+    """The loose path, then the C the screen chooses to the full tolerance, from their loose solutions;
+    the screen sees each refinement (in the raw feature axes) and is asked until it wants nothing new."""
+    from attrib.probe.logreg_path import Screen
+
+    X, y = clusters(seed=5)
+    Cs = np.logspace(-3, 3, 9)
+    ref = fit_logreg_path(X, y, 4, Cs, dtype="float64", tol=1e-12)
+    seen: list[np.ndarray] = []
+
+    def choose(coef, intercept):
+        seen.append(coef.copy())
+        return [2] if len(seen) == 1 else [2, 6]   # a refinement "brings C[6] close to the best"
+
+    path = fit_logreg_path(X, y, 4, Cs, dtype="float64", tol=1e-12, screen=Screen(1e-3, choose))
+    assert len(seen) == 3   # [2], then [2, 6], then nothing new
+    assert path.solved_tol.tolist() == [1e-12 if j in (2, 6) else 1e-3 for j in range(len(Cs))]
+    scale = np.abs(ref.coef).max()
+    for j in (2, 6):  # solved to tol: the tight path's solution
+        np.testing.assert_allclose(path.coef[j], ref.coef[j], atol=1e-6 * scale)
+        np.testing.assert_allclose(probs(path, j, X), probs(ref, j, X), atol=1e-5)
+    loose = max(np.abs(path.coef[j] - ref.coef[j]).max() for j in (0, 4, 8))
+    assert loose > 1e-4 * scale   # the others were left at the screen's tolerance
+    # the screen was shown the raw-axis solutions, refined ones included
+    np.testing.assert_allclose(seen[1][2], ref.coef[2], atol=1e-6 * scale)
+    np.testing.assert_allclose(seen[2][6], ref.coef[6], atol=1e-6 * scale)
+    assert path.converged.all()
+
+
+def test_a_screen_no_looser_than_tol_changes_nothing():
+    from attrib.probe.logreg_path import Screen
+
+    X, y = clusters(seed=6)
+    Cs = np.logspace(-2, 2, 5)
+    asked = []
+    plain = fit_logreg_path(X, y, 4, Cs, tol=1e-5)
+    same = fit_logreg_path(X, y, 4, Cs, tol=1e-5, screen=Screen(1e-5, lambda c, b: asked.append(1) or [0]))
+    assert not asked and np.array_equal(same.coef, plain.coef) and (same.solved_tol == 1e-5).all()
+
+
+def test_a_screen_choosing_outside_the_path_is_an_error():
+    from attrib.probe.logreg_path import Screen
+
+    X, y = clusters(seed=7)
+    with pytest.raises(ValueError, match=r"chose C indices \[3\]; the path has 3"):
+        fit_logreg_path(X, y, 4, [0.1, 1.0, 10.0], screen=Screen(1e-3, lambda c, b: [3]))

@@ -537,3 +537,22 @@ def test_an_error_while_the_workers_warm_up_is_the_one_reported(fs: FeatureSet) 
             raise ZeroDivisionError("the feature set could not be read")
     with _workers(_cfg(fs, jobs=1), 2) as workers:
         assert workers is None  # --jobs 1: the jobs run in this process, lines written as they come
+
+
+@pytest.mark.parametrize("protocol, screened", [("clean", True), ("paper", False)])
+def test_only_a_choice_by_validation_accuracy_lets_logreg_screen_its_path(fs: FeatureSet, tmp_path: Path, monkeypatch,
+                                                                          protocol: str, screened: bool) -> None:
+    """The clean protocol chooses C by validation accuracy, so the solver may stop the C that cannot win
+    early; the paper protocol chooses by each head's AUROC, so every C must be solved to tol."""
+    given = []
+    real = LogisticProbe._screen
+
+    def spy(self, validation, classes, n_values):
+        given.append(validation is not None)
+        return real(self, validation, classes, n_values)
+
+    monkeypatch.setattr(LogisticProbe, "_screen", spy)
+    cfg = _cfg(fs, splits=_source(fs, ("1",)), layers=[(1,)], heads=["logreg"], scores=["msp"], shots=[None],
+               seeds=1, grid={"C": [0.001, 0.1, 10.0]}, protocol=protocol)
+    run = run_study(fs, cfg, tmp_path, progress=False)
+    assert run.written == 1 and not run.errors and given == [screened]

@@ -184,7 +184,8 @@ def _candidates(cache: FeatureCache, cfg: StudyConfig, pairs: list[tuple[str, st
             head_cls = HEADS[head_name]
             with counted_warnings() as caught:
                 sel = select_clean(fit_candidates(head_cls, X_tr, y_tr, X_va, y_va, path_values(head_cls, cfg.grid),
-                                                  **head_params.get(head_name, {})), head_cls.path_param)
+                                                  by_accuracy=True, **head_params.get(head_name, {})),
+                                   head_cls.path_param)
             fitted[(layer, head_name)] = sel
             score_names = [s for h, s in pairs if h == head_name]
             pseudo_oscr = {}

@@ -189,7 +189,7 @@ def run_job(job: Job, cache: FeatureCache,
         try:
             with counted_warnings() as fit_warnings:
                 cands = fit_candidates(head_cls, data.X["train"], data.y_train, data.X["val"], job.rows.y_val, values,
-                                       **job.head_params.get(head_name, {}))
+                                       by_accuracy=job.protocol == "clean", **job.head_params.get(head_name, {}))
         except Exception as exc:  # noqa: BLE001 - one failing head must not end a long study
             errors.append(f"{job.where()} head {head_name}: fitting failed: {type(exc).__name__}: {exc}")
             continue

@@ -135,8 +135,16 @@ def path_values(head_cls: type[ProbeHead], grid: dict[str, Sequence] | None = No
 
 
 def fit_candidates(head_cls: type[ProbeHead], X: np.ndarray, y: np.ndarray, X_val: np.ndarray,
-                   y_val: np.ndarray, values: Sequence | None = None, **params) -> list[Candidate]:
-    """Fit the whole path (one call: heads make it fast) and measure each head on known validation data."""
+                   y_val: np.ndarray, values: Sequence | None = None, *, by_accuracy: bool = False,
+                   **params) -> list[Candidate]:
+    """Fit the whole path (one call: heads make it fast) and measure each head on known validation data.
+
+    ``by_accuracy``: the caller chooses by validation accuracy (:func:`select_clean`), so the head may
+    solve the values that cannot win less precisely (``path_uses_validation``); a choice by another
+    criterion (:func:`select_paper`) needs every head as precise as the head's tolerance says.
+    """
+    if by_accuracy and head_cls.path_uses_validation:
+        params = {**params, "validation": (X_val, y_val)}
     heads = head_cls.fit_path(X, y, values, **params)
     out = []
     for head, (pred, proba) in zip(heads, head_cls.path_predict_with_proba(heads, X_val)):
