@@ -503,6 +503,14 @@ def test_logreg_path_given_the_validation_set_solves_only_the_C_that_can_win_to_
     assert all(h.solved_tol_ == 1e-6 and np.array_equal(h.coef_, c.head.coef_) for h, c in zip(off, tight))
 
 
+def test_logreg_screen_refuses_a_validation_set_that_does_not_fit():
+    X, y = clusters()
+    with pytest.raises(ValueError, match="validation features have 5 dimensions, the training features 12"):
+        LogisticProbe.fit_path(X, y, [0.1, 1.0], validation=(X[:, :5], y))
+    with pytest.raises(ValueError, match="one label per validation row: 180 rows"):
+        LogisticProbe.fit_path(X, y, [0.1, 1.0], validation=(X, y[:3]))
+
+
 @pytest.mark.parametrize("params, match", [({"screen_tol": 0}, "screen_tol=0"), ({"screen_tol": "x"}, "screen_tol='x'"),
                                            ({"screen_margin": 1.0}, "screen_margin=1.0"),
                                            ({"screen_margin": -0.1}, "screen_margin=-0.1")])

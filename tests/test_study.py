@@ -547,9 +547,9 @@ def test_only_a_choice_by_validation_accuracy_lets_logreg_screen_its_path(fs: Fe
     given = []
     real = LogisticProbe._screen
 
-    def spy(self, validation, classes, n_values):
+    def spy(self, validation, *args):
         given.append(validation is not None)
-        return real(self, validation, classes, n_values)
+        return real(self, validation, *args)
 
     monkeypatch.setattr(LogisticProbe, "_screen", spy)
     cfg = _cfg(fs, splits=_source(fs, ("1",)), layers=[(1,)], heads=["logreg"], scores=["msp"], shots=[None],

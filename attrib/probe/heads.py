@@ -217,7 +217,7 @@ class LogisticProbe(ProbeHead):
 
         path = fit_logreg_path(X, y_idx, K, Cs * (0.5 if K == 2 else 1.0), standardize=self.standardize,
                                tol=self.tol, max_iter=self.max_iter, dtype=self.dtype, device=self.device,
-                               screen=self._screen(validation, classes, len(Cs)))
+                               screen=self._screen(validation, classes, len(Cs), X.shape[1]))
         stalled = [float(C) for C, it, ok in zip(Cs, path.n_iter, path.converged) if not ok and it >= self.max_iter]
         if stalled:
             warnings.warn(f"logistic probe: max_iter={self.max_iter} reached before convergence for C in "
@@ -232,7 +232,8 @@ class LogisticProbe(ProbeHead):
             head.solved_tol_ = float(path.solved_tol[j])
         return heads
 
-    def _screen(self, validation: tuple[np.ndarray, np.ndarray] | None, classes: np.ndarray, n_values: int):
+    def _screen(self, validation: tuple[np.ndarray, np.ndarray] | None, classes: np.ndarray, n_values: int,
+                width: int):
         """The solver's :class:`~attrib.probe.logreg_path.Screen` for this validation set: the C whose
         validation accuracy is within ``screen_margin`` of the best (at least 5 images) are solved to
         ``tol``. None (every C to ``tol``) without a validation set, with one C, or with screening off."""
@@ -241,7 +242,12 @@ class LogisticProbe(ProbeHead):
         from attrib.probe.logreg_path import Screen
 
         X_val = as_features(validation[0], "validation features")
+        if X_val.shape[1] != width:
+            raise ValueError(f"validation features have {X_val.shape[1]} dimensions, the training features {width}: "
+                             "give the validation rows of the same block(s)")
         y_val = np.asarray(validation[1])
+        if y_val.shape != (len(X_val),):
+            raise ValueError(f"need one label per validation row: {len(X_val)} rows, labels of shape {y_val.shape}")
         col = np.clip(np.searchsorted(classes, y_val), 0, len(classes) - 1)
         truth = np.where(classes[col] == y_val, col, -1)  # a class the heads do not know is never right
         slack = max(self.screen_margin * len(y_val), _SCREEN_MIN_IMAGES)
