@@ -482,7 +482,7 @@ def test_logreg_path_given_the_validation_set_solves_only_the_C_that_can_win_to_
     screened = P.fit_candidates(LogisticProbe, Xt, yt, Xv, yv, Cs, by_accuracy=True)
     tight = P.fit_candidates(LogisticProbe, Xt, yt, Xv, yv, Cs)
     correct = np.array([round(c.val_accuracy * len(yv)) for c in screened])
-    near = correct >= correct.max() - 5                      # 0.002 x 1,000 images is less than 5
+    near = correct >= correct.max() - 5                      # 0.001 x 1,000 images is less than 5
     solved = np.array([c.head.solved_tol_ for c in screened])
     # every C that is close is solved to tol (a C close at first may fall behind once refined), and many
     # far ones only to screen_tol

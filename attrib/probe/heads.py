@@ -170,7 +170,7 @@ class LogisticProbe(ProbeHead):
 
     def __init__(self, C: float = 1.0, standardize: bool = False, tol: float = 1e-6, max_iter: int = 1000,
                  dtype: str = "float32", device: str = "cpu", screen_tol: float | None = 1e-4,
-                 screen_margin: float = 0.002):
+                 screen_margin: float = 0.001):
         self.C = C
         self.standardize = standardize
         self.tol = tol
