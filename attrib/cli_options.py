@@ -120,8 +120,8 @@ class ParamSetting(_Grammar):
 
     name = "NAME.KEY=VALUE"
     help = ("A head's or score's hyperparameter (an __init__ parameter of that registry entry), e.g. "
-            "mahalanobis.shrinkage=0, rmds.shrinkage=0, knn.k=20, gauss.shrinkage=0.1, logreg.screen_tol=none (every C of "
-            "the path solved to logreg.tol, not only those near the best) (repeatable; recorded in each "
+            "mahalanobis.shrinkage=0, rmds.shrinkage=0, knn.k=20, gauss.shrinkage=0.1, logreg.screen_tol=none "
+            "(every C of the path solved to logreg.tol, not only those near the best) (repeatable; recorded in each "
             "line's config.params and shown in the table). A head's path (C, k) is set with --grid.")
 
     def convert(self, value: Any, param, ctx) -> tuple[str, str, Any]:
