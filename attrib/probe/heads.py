@@ -31,8 +31,7 @@ from attrib.probe.logreg_args import check_Cs, check_device
 DEFAULT_CS = np.logspace(-6, 5, 45)
 _SCREEN_MIN_IMAGES = 5  # LogisticProbe's screen: C this close to the best (or screen_margin) are solved to tol
 # validation rows whose logits for every C the screen holds at once (45 C x 5 classes: 29 MB), for it runs
-# while the solver holds its copy of the training rows: a full-data probe's 300k validation rows whole
-# would add 0.5 GB to the peak
+# while the solver holds its copy of the training rows: 300k validation rows at once would add 0.5 GB
 _SCREEN_ROWS = 16384
 DEFAULT_KS = tuple(range(1, 21))
 PAPER_KS = (1, 3, 5, 7, 9, 11, 13, 15, 17, 20)  # the paper's k sweep: unique(linspace(1, 20, 10) as int)
