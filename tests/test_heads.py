@@ -491,7 +491,6 @@ def test_logreg_path_given_the_validation_set_solves_only_the_C_that_can_win_to_
     chosen, ref = P.select_clean(screened, "C"), P.select_clean(tight, "C")
     assert chosen.index == ref.index
     assert abs(chosen.val["val_accuracy"] - ref.val["val_accuracy"]) <= 2 / len(yv)
-    # screening off: every C to tol
     # the screen counts the validation images a block of rows at a time: any block size, the same choice
     import attrib.probe.heads as H
 
@@ -499,6 +498,7 @@ def test_logreg_path_given_the_validation_set_solves_only_the_C_that_can_win_to_
     blocks = LogisticProbe.fit_path(Xt, yt, Cs, validation=(Xv, yv))
     assert all(np.array_equal(h.coef_, c.head.coef_) and h.solved_tol_ == c.head.solved_tol_
                for h, c in zip(blocks, screened))
+    # screening off: every C to tol, the path without a validation set exactly
     off = LogisticProbe.fit_path(Xt, yt, Cs, validation=(Xv, yv), screen_tol=None)
     assert all(h.solved_tol_ == 1e-6 and np.array_equal(h.coef_, c.head.coef_) for h, c in zip(off, tight))
 

@@ -556,3 +556,10 @@ def test_only_a_choice_by_validation_accuracy_lets_logreg_screen_its_path(fs: Fe
                seeds=1, grid={"C": [0.001, 0.1, 10.0]}, protocol=protocol)
     run = run_study(fs, cfg, tmp_path, progress=False)
     assert run.written == 1 and not run.errors and given == [screened]
+    if protocol == "clean":  # --save-head chooses by validation accuracy too
+        from attrib.probe.choose import save_chosen_head
+        from attrib.probe.persist import load_head
+
+        given.clear()
+        save_chosen_head(fs, cfg, tmp_path / "head", log=lambda _: None)
+        assert given == [True] and load_head(tmp_path / "head").head.solved_tol_ == 1e-6
