@@ -512,6 +512,7 @@ def test_logreg_screen_refuses_a_validation_set_that_does_not_fit():
 
 
 @pytest.mark.parametrize("params, match", [({"screen_tol": 0}, "screen_tol=0"), ({"screen_tol": "x"}, "screen_tol='x'"),
+                                           ({"screen_tol": float("inf")}, "screen_tol=inf"),
                                            ({"screen_margin": 1.0}, "screen_margin=1.0"),
                                            ({"screen_margin": -0.1}, "screen_margin=-0.1")])
 def test_logreg_screen_settings_are_checked(params, match):

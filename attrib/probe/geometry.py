@@ -67,6 +67,14 @@ def label_indices(y: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
     return np.unique(y, return_inverse=True)
 
 
+def class_columns(classes: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Each label's column in a head's outputs (its index in the sorted ``classes``), -1 for a label that
+    is not one of them (model selection scores such a row as wrong, never as an error)."""
+    classes, y = np.asarray(classes), np.asarray(y)
+    col = np.clip(np.searchsorted(classes, y), 0, max(len(classes) - 1, 0))
+    return np.where(classes[col] == y, col, -1) if len(classes) else np.full(len(y), -1)
+
+
 def check_width(X: np.ndarray, width: int, who: str) -> None:
     if X.shape[1] != width:
         raise ValueError(f"{who} was fitted on {width}-dimensional features, got {X.shape[1]}; "

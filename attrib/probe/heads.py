@@ -24,9 +24,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
-from attrib.probe.geometry import (NeighbourCache, affine, as_features, check_width, cosine_class_means, l2_normalize,
-                                   label_indices, mahalanobis_sq, softmax, tied_gaussian, topk_cosine)
-from attrib.probe.logreg_args import check_Cs, check_device
+from attrib.probe.geometry import (NeighbourCache, affine, as_features, check_width, class_columns, cosine_class_means,
+                                   l2_normalize, label_indices, mahalanobis_sq, softmax, tied_gaussian, topk_cosine)
+from attrib.probe.logreg_args import check_Cs, check_device, check_screen
 
 DEFAULT_CS = np.logspace(-6, 5, 45)
 _SCREEN_MIN_IMAGES = 5  # LogisticProbe's screen: C this close to the best (or screen_margin) are solved to tol
@@ -184,10 +184,7 @@ class LogisticProbe(ProbeHead):
 
     def check_params(self) -> None:
         check_device(self.device)
-        if self.screen_tol is not None and not (isinstance(self.screen_tol, (int, float)) and self.screen_tol > 0):
-            raise ValueError(f"screen_tol={self.screen_tol!r}: use a positive number, or None to solve every C to tol")
-        if not (isinstance(self.screen_margin, (int, float)) and 0 <= self.screen_margin < 1):
-            raise ValueError(f"screen_margin={self.screen_margin!r}: use a share of the validation images in [0, 1)")
+        check_screen(self.screen_tol, self.screen_margin)
 
     @classmethod
     def check_path(cls, values: Sequence) -> None:
@@ -247,8 +244,7 @@ class LogisticProbe(ProbeHead):
         y_val = np.asarray(validation[1])
         if y_val.shape != (len(X_val),):
             raise ValueError(f"need one label per validation row: {len(X_val)} rows, labels of shape {y_val.shape}")
-        col = np.clip(np.searchsorted(classes, y_val), 0, len(classes) - 1)
-        truth = np.where(classes[col] == y_val, col, -1)  # a class the heads do not know is never right
+        truth = class_columns(classes, y_val)  # -1, a class the heads do not know, is never right
         slack = max(self.screen_margin * len(y_val), _SCREEN_MIN_IMAGES)
 
         def choose(coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:

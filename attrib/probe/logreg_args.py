@@ -1,4 +1,4 @@
-"""The logistic path's arguments (C values, device), checked without loading torch.
+"""The logistic path's arguments (C values, device, screen), checked without loading torch.
 
 Why apart from :mod:`attrib.probe.logreg_path`: ``attrib probe`` checks every option before a long study
 (a bad ``--grid`` value or ``--param logreg.device`` fails at once, not in every line), and with
@@ -35,6 +35,14 @@ def _positive_finite(v: object) -> bool:
     except (TypeError, ValueError):
         return False
     return bool(np.isfinite(f) and f > 0)
+
+
+def check_screen(screen_tol: object, screen_margin: object) -> None:
+    """Refuse a screen tolerance that is not None or a finite number > 0, and a margin outside [0, 1)."""
+    if screen_tol is not None and not _positive_finite(screen_tol):
+        raise ValueError(f"screen_tol={screen_tol!r}: use a positive number, or None to solve every C to tol")
+    if not (_positive_finite(screen_margin) or screen_margin == 0) or not float(screen_margin) < 1:
+        raise ValueError(f"screen_margin={screen_margin!r}: use a share of the validation images in [0, 1)")
 
 
 def check_device(device: str) -> None:

@@ -39,6 +39,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from attrib.errors import AttribError
+from attrib.probe.geometry import class_columns
 from attrib.probe.heads import ProbeHead
 from attrib.probe.metrics import accuracy, auroc, auroc_paper, oscr
 
@@ -94,10 +95,8 @@ def log_loss(proba: np.ndarray, classes: np.ndarray, y: np.ndarray) -> float:
     has one column per entry of the sorted ``classes`` (a head's ``predict_proba`` and ``classes_``)."""
     if not len(y):
         return float("nan")
-    classes = np.asarray(classes)
-    col = np.searchsorted(classes, y)
-    col = np.clip(col, 0, len(classes) - 1)
-    p = np.where(classes[col] == y, proba[np.arange(len(y)), col], 0.0)
+    col = class_columns(classes, y)
+    p = np.where(col >= 0, proba[np.arange(len(y)), col], 0.0)
     return float(-np.mean(np.log(np.clip(p, LOGLOSS_EPS, 1.0))))
 
 
