@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from attrib.bench import BENCHES, main
+from attrib.bench.machine import cpu, machine
 
 
 def test_unknown_benchmark_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
@@ -37,8 +38,39 @@ def test_make_bench_runs_the_protocol_but_not_the_full_data_probes(monkeypatch, 
     assert main([]) == 0
     assert [n for n, _ in ran] == [b for b in BENCHES if b != "fulldata"] and "protocol" in dict(ran)
     assert all(argv == [] for _, argv in ran)
+    out = capsys.readouterr().out  # each benchmark's figures follow the machine they were measured on
+    assert out.count("\nmachine: ") == len(ran) and f"machine: {machine()}" in out
     ran.clear()
     assert main(["fulldata", "--rows", "1000"]) == 0 and ran == [("fulldata", ["--rows", "1000"])]
+
+
+_X86 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC 9B45
+flags\t\t: fpu sse2 avx avx2 fma avx512f avx512bw
+bugs\t\t: sysret_ss_attrs
+
+processor\t: 1
+model name\t: AMD EPYC 9B45
+flags\t\t: fpu sse2 avx avx2 fma avx512f avx512bw
+"""
+
+
+@pytest.mark.parametrize("text, expected", [
+    (_X86, "AMD EPYC 9B45, AVX-512"),
+    (_X86.replace(" avx512f avx512bw", ""), "AMD EPYC 9B45, AVX2"),   # the widest extension is named
+    ("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2\n", "Some CPU"),  # none worth naming
+    ("processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd evtstrm\nCPU implementer\t: 0x41\n"
+     "\nHardware\t: Example SoC\n", "Example SoC, NEON"),  # ARM: other field names
+])
+def test_benchmarks_name_the_cpu_and_its_vector_units(tmp_path, text: str, expected: str) -> None:
+    """A timing without the machine cannot tell a faster solver from a faster CPU (the same solver took
+    203 s for the whole protocol on an AVX2 VM, 110-145 s on an AVX-512 one)."""
+    info = tmp_path / "cpuinfo"
+    info.write_text(text)
+    assert cpu(info) == expected
+    assert cpu(tmp_path / "missing")  # no /proc/cpuinfo (macOS, Windows): what platform knows, never an error
+    assert machine().startswith(cpu()) and machine().endswith("CPUs usable")
 
 
 # ------------------------------------------------------------------ the protocol benchmark's parts

@@ -1,13 +1,16 @@
 """Benchmarks behind `make bench`: speed goals are measured here, never asserted in tests.
 
 Each submodule listed in BENCHES exposes ``main(argv)``; `python -m attrib.bench` runs those in DEFAULT in order
-and prints their measurements, `python -m attrib.bench NAME [OPTIONS...]` runs one with options.
+and prints their measurements, each after the machine it ran on; `python -m attrib.bench NAME [OPTIONS...]` runs
+one with options.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+
+from attrib.bench.machine import machine
 
 BENCHES = ("listing", "extract", "probe", "study", "grow", "protocol", "fulldata")
 # what `make bench` (no name) runs: fulldata builds a 1.3M-row synthetic set (minutes, ~3 GB of disk) and
@@ -26,6 +29,6 @@ def main(argv: list[str] | None = None) -> int:
     runs = [(argv[0], argv[1:])] if argv else [(name, []) for name in DEFAULT]
     for name, args in runs:
         mod = importlib.import_module(f"attrib.bench.{name}")
-        print(f"== bench: {name} ==", flush=True)
+        print(f"== bench: {name} ==\nmachine: {machine()}", flush=True)
         mod.main(args)
     return 0

@@ -23,7 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-from attrib.bench.protocol import BENCH_DIR, device_args, load, run_probe
+from attrib.bench.machine import load, machine
+from attrib.bench.protocol import BENCH_DIR, device_args, run_probe
 
 ROWS = (100_000, 300_000, 1_300_000)
 VAL_FRACTION = 0.2   # GenImage layout: validation is the first 20% of a class's train/ images
@@ -64,14 +65,15 @@ def main(argv: list[str] | None = None) -> None:
     fs = full_data_set(a.cache, set_rows)
     print(f"features: {fs.path} (SYNTHETIC, {fs.n_images:,} images x {fs.n_blocks} block x {fs.width}; ready in "
           f"{time.perf_counter() - t0:.1f} s)", flush=True)
+    here = machine()
     results = []
     for rows in sizes:
         cap = "all" if rows == set_rows else str(rows // 5)
         r = run_probe(fs.path, SPLIT, "0", 1, ["--train-per-class", cap, *device_args(a.device)])
         (line,) = r["lines"]
         n_train = line["n"]["train"]
-        res = {"rows": n_train, "train_per_class": cap, "device": a.device, "wall_s": round(r["wall_s"], 1),
-               "cpu_s": round(r["cpu_s"], 1),
+        res = {"rows": n_train, "train_per_class": cap, "machine": here, "device": a.device,
+               "wall_s": round(r["wall_s"], 1), "cpu_s": round(r["cpu_s"], 1),
                "fit_path_s": line["seconds"]["fit_path"], "peak_rss_gb": round(r["peak_rss_gb"], 2),
                "accuracy": line["accuracy"], "C": line["hparams"].get("C"), "load_before": r["load_before"],
                "load_after": r["load_after"]}
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{a1['peak_rss_gb'] / a0['peak_rss_gb']:.1f}x; now {load()}")
     if a.save:
         a.save.write_text(json.dumps(results, indent=1))
-    print(json.dumps({"bench": "fulldata", "results": results}), flush=True)
+    print(json.dumps({"bench": "fulldata", "machine": here, "results": results}), flush=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

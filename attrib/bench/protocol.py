@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -35,14 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
+from attrib.bench.machine import load, machine
+
 BENCH_DIR = Path(".bench")
 PHASES = ("read", "fit_path", "select", "score", "metrics")
 ACCURACY_PP = 0.1  # goal: test accuracy within 0.1 percentage point of the reference run
-
-
-def load() -> str:
-    """The 1-minute load average and the number of CPUs: timings on a shared machine need both."""
-    return f"load {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
 
 
 # Runs `attrib probe` as its child and reports the child's resource usage: RUSAGE_CHILDREN of a fresh
@@ -151,7 +147,8 @@ def main(argv: list[str] | None = None) -> None:
           + f"; fit_path per line {phases['fit_path'] / max(1, len(r['lines'])):.2f} s")
     print(f"  best block {s['best_layer']}: mean test accuracy {100 * s['best_layer_accuracy']:.2f} % "
           f"(by block: {', '.join(f'{k}: {100 * v:.1f}' for k, v in s['accuracy_by_layer'].items())})")
-    summary = {"bench": "protocol", "splits": a.splits, "layers": a.layers, "jobs": a.jobs, "device": a.device,
+    summary = {"bench": "protocol", "machine": machine(), "splits": a.splits, "layers": a.layers, "jobs": a.jobs,
+               "device": a.device,
                **{k: r[k] for k in ("command", "wall_s", "study_s", "cpu_s", "peak_rss_gb", "load_before",
                                     "load_after")}, **s}
     if a.compare:
