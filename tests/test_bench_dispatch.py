@@ -118,6 +118,12 @@ def test_protocol_comparison_checks_chosen_C_and_accuracy() -> None:
     assert not far["pass"] and far["other_C"] == ["1/7"]
     worse = compare(run(("1/7", 19, 0.9740), ("1/8", 18, 0.9650)), ref)
     assert not worse["pass"] and worse["worst_line"] == "1/7" and abs(worse["max_abs_accuracy_pp"] - 0.2) < 1e-9
+    # choices compare across machines, times do not: a reference from another CPU is named
+    assert ok["other_machine"] is None  # summaries saved before the field: nothing to say
+    here = {**ref, "machine": "AMD EPYC, AVX-512; 2 CPUs usable"}
+    there = {**ref, "machine": "AMD EPYC, AVX2; 2 CPUs usable"}
+    assert compare(here, there)["other_machine"] == "AMD EPYC, AVX2; 2 CPUs usable"
+    assert compare(here, {**here})["other_machine"] is None and compare(here, here)["pass"]
 
 
 def test_the_protocol_bench_puts_the_C_path_on_a_device_only_when_asked() -> None:

@@ -109,7 +109,15 @@ def compare(now: dict, ref: dict) -> dict:
             "other_C": [common[i] for i, s in enumerate(steps) if s > 1],
             "max_abs_accuracy_pp": round(abs(dacc[worst]), 4), "worst_line": common[worst],
             "mean_accuracy_pp": round(float(np.mean(dacc)), 4),
-            "pass": all(s <= 1 for s in steps) and abs(dacc[worst]) <= ACCURACY_PP}
+            "pass": all(s <= 1 for s in steps) and abs(dacc[worst]) <= ACCURACY_PP,
+            "other_machine": other_machine(now, ref)}
+
+
+def other_machine(now: dict, ref: dict) -> str | None:
+    """The reference's machine when it is not this run's (None when they match or a summary predates
+    the field): its choices still compare, its times do not."""
+    theirs = ref.get("machine")
+    return theirs if theirs and theirs != now.get("machine") else None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -158,6 +166,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{len(c['other_C'])} other {c['other_C'][:5]}; test accuracy differs by at most "
               f"{c['max_abs_accuracy_pp']:.2f} pp ({c['worst_line']}), mean {c['mean_accuracy_pp']:+.3f} pp "
               f"(goal: same or neighbouring C, within {ACCURACY_PP} pp): {'PASS' if c['pass'] else 'FAIL'}")
+        if c["other_machine"]:
+            print(f"  the reference ran on another machine ({c['other_machine']}): compare its times with care")
     if a.save:
         a.save.write_text(json.dumps(summary, indent=1))
     print(json.dumps({k: v for k, v in summary.items() if k != "lines"}), flush=True)
