@@ -102,6 +102,16 @@ class LogregPath:
     #                         over a working set counts as its share of the rows)
     solved_tol: np.ndarray | None = None  # (m,) the tolerance each C was solved to (tol, or a Screen's)
 
+    def record(self, idx: np.ndarray, W: torch.Tensor, b: torch.Tensor, n_iter: np.ndarray, converged: np.ndarray,
+               tol: float) -> None:
+        """Keep a group's solutions (torch, (g, D, K) and (g, K)) as the C at ``idx``: the path's own
+        solve of those C and a screen's refinement of them alike (iterations add up)."""
+        self.coef[idx] = W.transpose(1, 2).double().cpu().numpy()
+        self.intercept[idx] = b.double().cpu().numpy()
+        self.n_iter[idx] += n_iter
+        self.converged[idx] = converged
+        self.solved_tol[idx] = tol
+
 
 @dataclass(frozen=True)
 class Screen:
@@ -180,7 +190,6 @@ def fit_logreg_path(X: np.ndarray, y_idx: np.ndarray, n_classes: int, Cs: Sequen
         loose = screen is not None and screen.tol > tol
         path = _solve_groups(objective, curv, Cs, group, tdt, tol=screen.tol if loose else tol,
                              max_iter=max_iter, memory=memory)
-        path.solved_tol = np.full(len(Cs), screen.tol if loose else tol)
         if loose:
             _refine(path, objective, curv, data, screen.choose, group, tdt, tol=tol, max_iter=max_iter, memory=memory)
     path.coef, path.intercept = data.to_raw(path.coef, path.intercept)
@@ -205,13 +214,8 @@ def _refine(path: LogregPath, objective: Objective, curv: _Curvature, data: _Pre
             idx = todo[start:start + group]
             warm = (torch.from_numpy(path.coef[idx].transpose(0, 2, 1)).to(device=dev, dtype=tdt),
                     torch.from_numpy(path.intercept[idx]).to(device=dev, dtype=tdt))
-            Wt, bt, it, conv = _PathProblem(objective, curv, path.Cs[idx], tdt).solve(warm, tol=tol, max_iter=max_iter,
-                                                                                     memory=memory)
-            path.coef[idx] = Wt.transpose(1, 2).double().cpu().numpy()
-            path.intercept[idx] = bt.double().cpu().numpy()
-            path.n_iter[idx] += it
-            path.converged[idx] = conv
-            path.solved_tol[idx] = tol
+            problem = _PathProblem(objective, curv, path.Cs[idx], tdt)
+            path.record(idx, *problem.solve(warm, tol=tol, max_iter=max_iter, memory=memory), tol)
         path.n_products = objective.products
 
 
@@ -324,12 +328,10 @@ def _solve_groups(objective: Objective, curv: _Curvature, Cs: np.ndarray, group:
                   tol: float, max_iter: int, memory: int) -> LogregPath:
     """Solve C values in ascending groups (all at once when ``group >= len(Cs)``); coefficients returned
     in the coordinates of ``objective.Z``."""
-    D, K = objective.D, objective.K
+    m, D, K = len(Cs), objective.D, objective.K
     order = np.argsort(Cs, kind="stable")
-    coef = np.empty((len(Cs), K, D))
-    intercept = np.empty((len(Cs), K))
-    n_iter = np.zeros(len(Cs), dtype=np.int64)
-    converged = np.zeros(len(Cs), dtype=bool)
+    path = LogregPath(Cs=Cs, coef=np.empty((m, K, D)), intercept=np.empty((m, K)), n_iter=np.zeros(m, dtype=np.int64),
+                      converged=np.zeros(m, dtype=bool), solved_tol=np.full(m, np.nan))
     done: list[tuple[float, torch.Tensor, torch.Tensor]] = []  # (log C, W, b) of the last two solved
     for start in range(0, len(order), group):
         idx = order[start:start + group]
@@ -337,11 +339,9 @@ def _solve_groups(objective: Objective, curv: _Curvature, Cs: np.ndarray, group:
         Wt, bt, it, conv = problem.solve(_warm_start(done, np.log(Cs[idx]), tdt), tol=tol,
                                          max_iter=max_iter, memory=memory)
         done = (done + [(float(np.log(Cs[i])), Wt[j], bt[j]) for j, i in enumerate(idx)])[-2:]
-        coef[idx] = Wt.transpose(1, 2).double().cpu().numpy()
-        intercept[idx] = bt.double().cpu().numpy()
-        n_iter[idx], converged[idx] = it, conv
-    return LogregPath(Cs=Cs, coef=coef, intercept=intercept, n_iter=n_iter, converged=converged,
-                      n_products=objective.products)
+        path.record(idx, Wt, bt, it, conv, tol)
+    path.n_products = objective.products
+    return path
 
 
 def _warm_start(done, log_cs: np.ndarray, dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
