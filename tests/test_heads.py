@@ -514,7 +514,8 @@ def test_logreg_screen_refuses_a_validation_set_that_does_not_fit():
 @pytest.mark.parametrize("params, match", [({"screen_tol": 0}, "screen_tol=0"), ({"screen_tol": "x"}, "screen_tol='x'"),
                                            ({"screen_tol": float("inf")}, "screen_tol=inf"),
                                            ({"screen_margin": 1.0}, "screen_margin=1.0"),
-                                           ({"screen_margin": -0.1}, "screen_margin=-0.1")])
+                                           ({"screen_margin": -0.1}, "screen_margin=-0.1"),
+                                           ({"products": "mkl"}, "products='mkl': use 'auto'")])
 def test_logreg_screen_settings_are_checked(params, match):
     with pytest.raises(ValueError, match=match):
         LogisticProbe(**params).check_params()

@@ -26,7 +26,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from attrib.probe.geometry import (NeighbourCache, affine, as_features, check_width, class_columns, cosine_class_means,
                                    l2_normalize, label_indices, mahalanobis_sq, softmax, tied_gaussian, topk_cosine)
-from attrib.probe.logreg_args import check_Cs, check_device, check_screen
+from attrib.probe.logreg_args import check_Cs, check_device, check_products, check_screen
 
 DEFAULT_CS = np.logspace(-6, 5, 45)
 _SCREEN_MIN_IMAGES = 5  # LogisticProbe's screen: C this close to the best (or screen_margin) are solved to tol
@@ -159,7 +159,9 @@ class LogisticProbe(ProbeHead):
     quarter less work for the path (``screen_tol=None`` solves every C to ``tol``; ``solved_tol_`` says
     which tolerance a head got). ``device`` where it runs (``"cuda"``, or ``"auto"`` for
     CUDA when torch sees it; from the command line ``--param logreg.device=cuda``). The fitted head is
-    numpy either way, and a saved head loads and predicts on any machine.
+    numpy either way, and a saved head loads and predicts on any machine. ``products="blas"`` runs the
+    CPU's products on torch's BLAS instead of oneDNN (:mod:`attrib.probe.onednn`): slower, and the
+    numbers attrib gave before it used oneDNN.
     """
 
     path_param = "C"
@@ -169,7 +171,7 @@ class LogisticProbe(ProbeHead):
 
     def __init__(self, C: float = 1.0, standardize: bool = False, tol: float = 1e-6, max_iter: int = 1000,
                  dtype: str = "float32", device: str = "cpu", screen_tol: float | None = 1e-4,
-                 screen_margin: float = 0.001):
+                 screen_margin: float = 0.001, products: str = "auto"):
         self.C = C
         self.standardize = standardize
         self.tol = tol
@@ -178,6 +180,7 @@ class LogisticProbe(ProbeHead):
         self.device = device
         self.screen_tol = screen_tol
         self.screen_margin = screen_margin
+        self.products = products
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> "LogisticProbe":
         return self._fit_many(X, y, [self.C], [self])[0]
@@ -185,6 +188,7 @@ class LogisticProbe(ProbeHead):
     def check_params(self) -> None:
         check_device(self.device)
         check_screen(self.screen_tol, self.screen_margin)
+        check_products(self.products)
 
     @classmethod
     def check_path(cls, values: Sequence) -> None:
@@ -213,7 +217,7 @@ class LogisticProbe(ProbeHead):
 
         path = fit_logreg_path(X, y_idx, K, Cs * (0.5 if K == 2 else 1.0), standardize=self.standardize,
                                tol=self.tol, max_iter=self.max_iter, dtype=self.dtype, device=self.device,
-                               screen=self._screen(validation, classes, len(Cs), X.shape[1]))
+                               screen=self._screen(validation, classes, len(Cs), X.shape[1]), products=self.products)
         stalled = [float(C) for C, it, ok in zip(Cs, path.n_iter, path.converged) if not ok and it >= self.max_iter]
         if stalled:
             warnings.warn(f"logistic probe: max_iter={self.max_iter} reached before convergence for C in "

@@ -45,6 +45,16 @@ def check_screen(screen_tol: object, screen_margin: object) -> None:
         raise ValueError(f"screen_margin={screen_margin!r}: use a share of the validation images in [0, 1)")
 
 
+PRODUCTS = ("auto", "blas")  # where a logistic path's CPU products run: attrib.probe.onednn
+
+
+def check_products(products: str) -> None:
+    """Refuse a ``products`` setting other than "auto" (oneDNN where it checks out) or "blas"."""
+    if products not in PRODUCTS:
+        raise ValueError(f"products={products!r}: use 'auto' (oneDNN's CPU products where torch has them) "
+                         "or 'blas' (torch's BLAS, attrib's numbers before oneDNN)")
+
+
 def check_device(device: str) -> None:
     """Refuse a device :func:`torch_device` would refuse; the CPU is accepted without loading torch."""
     if str(device).strip().lower() != "cpu":

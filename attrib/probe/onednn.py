@@ -1,0 +1,81 @@
+"""The C path's float32 products on the CPU by oneDNN, where this torch has it; torch's BLAS otherwise.
+
+Why: most of a path's time is two skinny products per pass, the logits ``W^T Z^T`` ((g K) x D by
+D x rows) and the gradient ``G Z`` back, plus one rotation of the rows ``Z U``. torch's own CPU matmul
+calls MKL, which on the AMD EPYC measured (AVX-512, one thread) copies the whole row block into its
+packed layout before every product: 22 ms forward and 16 ms back for 20,000 x 768 rows and 25 columns.
+oneDNN's inner-product kernels, compiled at run time for the CPU's vector width, read the rows where
+they lie: 9 and 6 ms, and 2-3x faster at every size the solver uses (2,000 to 20,000 rows, one or two
+threads); the rotation takes 0.14 against 0.24 s with numpy's OpenBLAS.
+
+torch reaches oneDNN with plain (strided) float32 tensors only through an operator of its own compiler
+(``torch.ops.mkldnn._linear_pointwise``, what ``torch.compile`` emits for a linear layer on the CPU),
+which is not a public API: it may be missing from a build or change in a later torch. So it is checked
+once per process against ``torch.mm`` (on strided operands, as the solver passes them), and any
+absence, error or disagreement falls back to ``torch.mm`` for the whole process. The two differ only in
+the float32 rounding of sums (a few 1e-7 relative), which the solver's tolerances are far above; the
+chosen C may still move on lines whose validation accuracy ties (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from attrib.probe.logreg_args import check_products
+
+_CHECKED: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None] = {}
+
+
+def onednn_for(products: str, like: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+    """oneDNN's ``f(a, b) = a @ b.T`` for tensors like ``like`` when ``products`` is "auto", they are
+    float32 on the CPU and the operator passed its check in this process; else None (use torch's BLAS,
+    as before this module: ``products="blas"`` gives those numbers bit for bit).
+
+    ``a`` must be contiguous; ``b`` may be any 2-D view (a row slice, or the transpose of one).
+    """
+    check_products(products)
+    if products == "auto" and like.device.type == "cpu" and like.dtype == torch.float32:
+        return onednn_nt()
+    return None
+
+
+def onednn_nt() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+    """oneDNN's ``a @ b.T`` if this torch has the operator and it agrees with ``torch.mm``; else None."""
+    if "nt" not in _CHECKED:
+        _CHECKED["nt"] = _checked(_onednn_nt)
+    return _CHECKED["nt"]
+
+
+def available() -> bool:
+    """Whether the solver's CPU products run on oneDNN in this process (for benchmark reports)."""
+    return onednn_nt() is not None
+
+
+def _onednn_nt(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+
+
+def _checked(f: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+             ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+    """``f`` if it gives ``a @ b.T`` on the operand layouts the solver uses, to float32 precision."""
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
+        return None
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.randn(300, 70, generator=gen)
+    a = torch.randn(11, 70, generator=gen)
+    g = torch.randn(11, 250, generator=gen)
+    cases = [(a, rows[20:270]),      # logits: weights by a row slice of the data
+             (g, rows[20:270].T),    # gradient: by the transposed slice (a strided view)
+             (rows[:40], a)]         # rotation: a row block by a small matrix
+    try:
+        for x, y in cases:
+            got, want = f(x, y), x.double() @ y.double().T
+            if got.shape != want.shape or got.dtype != torch.float32:
+                return None
+            if not torch.allclose(got.double(), want, rtol=1e-5, atol=1e-5 * float(want.abs().max())):
+                return None
+    except (RuntimeError, TypeError, ValueError, AttributeError, NotImplementedError):
+        return None
+    return f
