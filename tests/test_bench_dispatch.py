@@ -133,3 +133,13 @@ def test_the_protocol_bench_puts_the_C_path_on_a_device_only_when_asked() -> Non
     assert device_args("cpu") == []
     assert device_args("cuda") == ["--param", "logreg.device=cuda"]
     assert parse_param(device_args("cuda:1")[1]) == ("logreg", "device", "cuda:1")
+
+
+def test_the_protocol_bench_says_what_computes_the_C_path_products() -> None:
+    """A faster library is not a faster solver: each run names the products it used."""
+    from attrib.bench.protocol import products_used
+    from attrib.probe.onednn import available
+
+    assert products_used("cuda:0", []) == "torch on cuda:0"
+    assert products_used("cpu", ["logreg.products=blas"]).startswith("torch's BLAS (--param logreg.products=blas")
+    assert products_used("cpu", ["logreg.screen_tol=none"]).startswith("oneDNN" if available() else "torch's BLAS")

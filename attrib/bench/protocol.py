@@ -81,6 +81,22 @@ def device_args(device: str) -> list[str]:
     return [] if device == "cpu" else ["--param", f"logreg.device={device}"]
 
 
+def products_used(device: str, params: list[str]) -> str:
+    """What computes the C path's products in this run, as the benchmark reports it: a faster solver and
+    a faster library are different findings."""
+    if device != "cpu":
+        return f"torch on {device}"
+    import torch
+
+    from attrib.probe.onednn import available
+
+    if any(p.replace(" ", "") == "logreg.products=blas" for p in params):
+        return f"torch's BLAS (--param logreg.products=blas; torch {torch.__version__})"
+    if available():
+        return f"oneDNN (torch {torch.__version__})"
+    return f"torch's BLAS (this torch, {torch.__version__}, has no working oneDNN operator)"
+
+
 def summarise(lines: list[dict]) -> dict:
     """Per (split, layer): chosen C and metrics; the phases summed; the best block by mean accuracy."""
     per = {f"{d['split']}/{d['layer']}": {"C": (d["hparams"] or {}).get("C"), "index": d["selection"]["index"],
@@ -133,6 +149,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--compare", type=Path, default=None, help="check against a summary saved with --save")
     ap.add_argument("--device", default="cpu",
                     help="where the C path runs: cpu, cuda, cuda:N or auto (adds --param logreg.device=...)")
+    ap.add_argument("--param", action="append", default=[], metavar="NAME.KEY=VALUE",
+                    help="passed on to attrib probe, repeatable: e.g. logreg.products=blas (torch's BLAS "
+                         "for the C path's products instead of oneDNN) or logreg.screen_tol=none")
     a = ap.parse_args(argv)
 
     from attrib.bench.synthetic import genimage_like
@@ -144,7 +163,10 @@ def main(argv: list[str] | None = None) -> None:
                        {s: a.val_dir for s in (REAL,) + GENERATORS})
     print(f"features: {fs.path} (SYNTHETIC, {fs.n_images:,} images x {fs.n_blocks} blocks x {fs.width}; "
           f"ready in {time.perf_counter() - t0:.1f} s)", flush=True)
-    r = run_probe(fs.path, a.splits, a.layers, a.jobs, device_args(a.device))
+    products = products_used(a.device, a.param)
+    print(f"C-path products: {products}", flush=True)
+    extra = device_args(a.device) + [x for p in a.param for x in ("--param", p)]
+    r = run_probe(fs.path, a.splits, a.layers, a.jobs, extra)
     s = summarise(r["lines"])
     phases = s["phases_summed_s"]
     print(f"$ {r['command']}")
@@ -156,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  best block {s['best_layer']}: mean test accuracy {100 * s['best_layer_accuracy']:.2f} % "
           f"(by block: {', '.join(f'{k}: {100 * v:.1f}' for k, v in s['accuracy_by_layer'].items())})")
     summary = {"bench": "protocol", "machine": machine(), "splits": a.splits, "layers": a.layers, "jobs": a.jobs,
-               "device": a.device,
+               "device": a.device, "params": a.param, "products": products,
                **{k: r[k] for k in ("command", "wall_s", "study_s", "cpu_s", "peak_rss_gb", "load_before",
                                     "load_after")}, **s}
     if a.compare:

@@ -160,8 +160,8 @@ class LogisticProbe(ProbeHead):
     which tolerance a head got). ``device`` where it runs (``"cuda"``, or ``"auto"`` for
     CUDA when torch sees it; from the command line ``--param logreg.device=cuda``). The fitted head is
     numpy either way, and a saved head loads and predicts on any machine. ``products="blas"`` runs the
-    CPU's products on torch's BLAS instead of oneDNN (:mod:`attrib.probe.onednn`): slower, and the
-    numbers attrib gave before it used oneDNN.
+    CPU's products on torch's BLAS instead of oneDNN (:mod:`attrib.probe.onednn`): slower, computed as
+    attrib did before it used oneDNN.
     """
 
     path_param = "C"

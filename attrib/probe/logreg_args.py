@@ -52,7 +52,7 @@ def check_products(products: str) -> None:
     """Refuse a ``products`` setting other than "auto" (oneDNN where it checks out) or "blas"."""
     if products not in PRODUCTS:
         raise ValueError(f"products={products!r}: use 'auto' (oneDNN's CPU products where torch has them) "
-                         "or 'blas' (torch's BLAS, attrib's numbers before oneDNN)")
+                         "or 'blas' (torch's BLAS, as attrib computed before it used oneDNN)")
 
 
 def check_device(device: str) -> None:

@@ -168,7 +168,7 @@ def fit_logreg_path(X: np.ndarray, y_idx: np.ndarray, n_classes: int, Cs: Sequen
     ``screen`` (:class:`Screen`, used when its ``tol`` is looser than ``tol``): the whole path to the
     screen's tolerance, then to ``tol`` only the C values it chooses (``solved_tol`` says which).
     ``products``: "auto" runs the CPU's float32 products on oneDNN where torch has it (2-3x faster than
-    its BLAS; :mod:`attrib.probe.onednn`), "blas" on torch's BLAS (the numbers of attrib before that).
+    its BLAS; :mod:`attrib.probe.onednn`), "blas" on torch's BLAS (as attrib computed before).
     """
     X = np.asarray(X)
     if X.ndim != 2:

@@ -2,19 +2,20 @@
 
 Why: most of a path's time is two skinny products per pass, the logits ``W^T Z^T`` ((g K) x D by
 D x rows) and the gradient ``G Z`` back, plus one rotation of the rows ``Z U``. torch's own CPU matmul
-calls MKL, which on the AMD EPYC measured (AVX-512, one thread) copies the whole row block into its
-packed layout before every product: 22 ms forward and 16 ms back for 20,000 x 768 rows and 25 columns.
-oneDNN's inner-product kernels, compiled at run time for the CPU's vector width, read the rows where
-they lie: 9 and 6 ms, and 2-3x faster at every size the solver uses (2,000 to 20,000 rows, one or two
-threads); the rotation takes 0.14 against 0.24 s with numpy's OpenBLAS.
+calls MKL, which on the AMD EPYC measured (AVX-512, one thread) spends a third of these products
+copying operands into its packed layout (a profile: 13 % of all samples against 26 % in the kernel):
+22 ms forward and 16 ms back for 20,000 x 768 rows and 25 columns. oneDNN's kernels, compiled at run
+time for the CPU's vector width, take 9 and 6 ms, 2-3x less at every size the solver uses (2,000 to
+20,000 rows, one or two threads, no extra memory); the rotation takes 0.14 s against 0.24 s with
+numpy's OpenBLAS. (Measured on that CPU only: on others the gain may be smaller.)
 
 torch reaches oneDNN with plain (strided) float32 tensors only through an operator of its own compiler
 (``torch.ops.mkldnn._linear_pointwise``, what ``torch.compile`` emits for a linear layer on the CPU),
 which is not a public API: it may be missing from a build or change in a later torch. So it is checked
 once per process against ``torch.mm`` (on strided operands, as the solver passes them), and any
 absence, error or disagreement falls back to ``torch.mm`` for the whole process. The two differ only in
-the float32 rounding of sums (a few 1e-7 relative), which the solver's tolerances are far above; the
-chosen C may still move on lines whose validation accuracy ties (docs/benchmarks.md).
+the float32 rounding of sums (a few 1e-7 relative), far below the solver's tolerances; the chosen C
+may still move on lines whose validation accuracy ties (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ _CHECKED: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None]
 
 def onednn_for(products: str, like: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
     """oneDNN's ``f(a, b) = a @ b.T`` for tensors like ``like`` when ``products`` is "auto", they are
-    float32 on the CPU and the operator passed its check in this process; else None (use torch's BLAS,
-    as before this module: ``products="blas"`` gives those numbers bit for bit).
+    float32 on the CPU and the operator passed its check in this process; else None: torch's BLAS, as
+    before this module (``products="blas"``: on the benchmark's lines, the same results to every saved
+    digit as the code before it).
 
     ``a`` must be contiguous; ``b`` may be any 2-D view (a row slice, or the transpose of one).
     """
