@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from attrib.bench.machine import load, machine
-from attrib.bench.protocol import BENCH_DIR, device_args, run_probe
+from attrib.bench.protocol import BENCH_DIR, add_probe_options, probe_options, run_probe
 
 ROWS = (100_000, 300_000, 1_300_000)
 VAL_FRACTION = 0.2   # GenImage layout: validation is the first 20% of a class's train/ images
@@ -53,8 +53,7 @@ def main(argv: list[str] | None = None) -> None:
                          "uses --train-per-class all, smaller ones a cap. Lets a smaller run reuse the 1.3M set")
     ap.add_argument("--cache", type=Path, default=BENCH_DIR / "cache", help="where the synthetic set is kept")
     ap.add_argument("--save", type=Path, default=None, help="write the measurements (JSON)")
-    ap.add_argument("--device", default="cpu",
-                    help="where the C path runs: cpu, cuda, cuda:N or auto (adds --param logreg.device=...)")
+    add_probe_options(ap)
     a = ap.parse_args(argv)
     sizes = sorted(int(r) for r in a.rows.split(","))
     set_rows = a.set_rows or sizes[-1]
@@ -66,13 +65,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"features: {fs.path} (SYNTHETIC, {fs.n_images:,} images x {fs.n_blocks} block x {fs.width}; ready in "
           f"{time.perf_counter() - t0:.1f} s)", flush=True)
     here = machine()
+    extra, products = probe_options(a)
     results = []
     for rows in sizes:
         cap = "all" if rows == set_rows else str(rows // 5)
-        r = run_probe(fs.path, SPLIT, "0", 1, ["--train-per-class", cap, *device_args(a.device)])
+        r = run_probe(fs.path, SPLIT, "0", 1, ["--train-per-class", cap, *extra])
         (line,) = r["lines"]
         n_train = line["n"]["train"]
-        res = {"rows": n_train, "train_per_class": cap, "machine": here, "device": a.device,
+        res = {"rows": n_train, "train_per_class": cap, "machine": here, "device": a.device, "params": a.param,
+               "products": products,
                "wall_s": round(r["wall_s"], 1), "cpu_s": round(r["cpu_s"], 1),
                "fit_path_s": line["seconds"]["fit_path"], "peak_rss_gb": round(r["peak_rss_gb"], 2),
                "accuracy": line["accuracy"], "C": line["hparams"].get("C"), "load_before": r["load_before"],

@@ -81,6 +81,23 @@ def device_args(device: str) -> list[str]:
     return [] if device == "cpu" else ["--param", f"logreg.device={device}"]
 
 
+def add_probe_options(ap: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--param``, which the probe benchmarks pass on to ``attrib probe``."""
+    ap.add_argument("--device", default="cpu",
+                    help="where the C path runs: cpu, cuda, cuda:N or auto (adds --param logreg.device=...)")
+    ap.add_argument("--param", action="append", default=[], metavar="NAME.KEY=VALUE",
+                    help="passed on to attrib probe, repeatable: e.g. logreg.products=blas (torch's BLAS "
+                         "for the C path's products instead of oneDNN) or logreg.screen_tol=none")
+
+
+def probe_options(a: argparse.Namespace) -> tuple[list[str], str]:
+    """(the options :func:`add_probe_options` gave, for ``attrib probe``; what computes the C path's
+    products), the latter printed."""
+    products = products_used(a.device, a.param)
+    print(f"C-path products: {products}", flush=True)
+    return device_args(a.device) + [x for p in a.param for x in ("--param", p)], products
+
+
 def products_used(device: str, params: list[str]) -> str:
     """What computes the C path's products in this run, as the benchmark reports it: a faster solver and
     a faster library are different findings."""
@@ -147,11 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache", type=Path, default=BENCH_DIR / "cache", help="where the synthetic set is kept")
     ap.add_argument("--save", type=Path, default=None, help="write this run's summary (JSON)")
     ap.add_argument("--compare", type=Path, default=None, help="check against a summary saved with --save")
-    ap.add_argument("--device", default="cpu",
-                    help="where the C path runs: cpu, cuda, cuda:N or auto (adds --param logreg.device=...)")
-    ap.add_argument("--param", action="append", default=[], metavar="NAME.KEY=VALUE",
-                    help="passed on to attrib probe, repeatable: e.g. logreg.products=blas (torch's BLAS "
-                         "for the C path's products instead of oneDNN) or logreg.screen_tol=none")
+    add_probe_options(ap)
     a = ap.parse_args(argv)
 
     from attrib.bench.synthetic import genimage_like
@@ -163,9 +176,7 @@ def main(argv: list[str] | None = None) -> None:
                        {s: a.val_dir for s in (REAL,) + GENERATORS})
     print(f"features: {fs.path} (SYNTHETIC, {fs.n_images:,} images x {fs.n_blocks} blocks x {fs.width}; "
           f"ready in {time.perf_counter() - t0:.1f} s)", flush=True)
-    products = products_used(a.device, a.param)
-    print(f"C-path products: {products}", flush=True)
-    extra = device_args(a.device) + [x for p in a.param for x in ("--param", p)]
+    extra, products = probe_options(a)
     r = run_probe(fs.path, a.splits, a.layers, a.jobs, extra)
     s = summarise(r["lines"])
     phases = s["phases_summed_s"]
