@@ -2,9 +2,10 @@
 in one pass over the rows, exactly or on a working set.
 
 Why apart from :mod:`attrib.probe.logreg_path`: this is where the time goes (two products per pass,
-about 60 % of a path on one CPU core), so its layout choices (the transposed product, chunks of rows,
-a loss without cancellation, the working set) are measured and kept here, while the path module
-decides the variables, the groups of C and the warm starts.
+about 60 % of a path on one CPU core with MKL, about 40 % with oneDNN), so its layout choices (the
+transposed product, the library, chunks of rows, a loss without cancellation, the working set) are
+measured and kept here, while the path module decides the variables, the groups of C and the warm
+starts.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ class Objective:
 
     The logits are computed transposed, ``W^T Z^T`` as a (g K, rows) array: one thread solves 1.2x
     (25 columns) to 1.5x (5 columns) faster that way round than with ``Z W`` (measured with MKL, the
-    library torch ships, on an AMD EPYC), the softmax then running along contiguous rows.
+    library torch ships, on an AMD EPYC), the softmax then running along contiguous rows. On the CPU
+    in float32 both products run on oneDNN where it checks out (:mod:`attrib.probe.onednn`: 2-3x
+    faster than MKL there), still transposed, on any number of threads; ``products="blas"`` keeps MKL.
 
     Working set (see :mod:`attrib.probe.lbfgs` for the protocol): after an exact pass, the rows that
     carry ``working_set_mass`` of the total gradient weight ``1 - p_y`` (the largest over the g
@@ -126,8 +129,8 @@ def _repeating(size: int) -> int:
     """``size`` rounded up to five significant bits (16 values per doubling, at most 6 % more rows).
 
     Why: oneDNN (through torch) compiles a kernel for each product shape it meets and keeps the last
-    1,024 (measured: a process grew by 0.5 GB over 1,200 shapes, then stayed there); on this coarse
-    scale the sizes of one path and the next repeat, so few are compiled or kept.
+    1,024 (measured: a process grew by 0.5-0.8 GB over the first thousand or so, then stayed there);
+    on this coarse scale the sizes of one path and the next repeat, so few are compiled or kept.
     """
     step = 1 << max(0, size.bit_length() - 5)
     return -(-size // step) * step

@@ -32,6 +32,10 @@ and optionally standardised, which changes the penalty and is the caller's choic
   shape, even after some of its C have converged, so each C sees one deterministic float32 objective.
   Each group starts from the previous group's two largest C extrapolated linearly in log C, which is
   how the weights grow along the path.
+- Products: on the CPU in float32, the passes' two products, the rotation and the curvature estimate
+  run on oneDNN where this torch has it (:mod:`attrib.probe.onednn`; 2-3x faster than MKL per product
+  on the AMD EPYC measured; the paper's whole protocol there: 82-87 s against 114-117 s on MKL),
+  and on torch's BLAS otherwise or with ``products="blas"``.
 - What else was measured (5 classes x 4000 x 768 CLIP-like features, ``python -m attrib.bench probe``;
   products for the 45 C with groups of 5: 160-180): groups of 1 / 2 / 3 / 8 took 303 / 230 / 189 / 146
   products, within 10% of groups of 5 in time; a sliding window (the next C enters as soon as one
