@@ -11,11 +11,11 @@ starts.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from attrib.probe.lbfgs import batch_dot
-from attrib.probe.onednn import onednn_for
 
 _WORKING_SET_MAX_SHARE = 0.5  # a larger working set does not pay for its copy and its extra exact passes
 
@@ -40,7 +40,7 @@ class Objective:
     """
 
     def __init__(self, Z: torch.Tensor, labels: torch.Tensor, K: int, chunk: int, working_set_mass: float,
-                 products: str = "auto"):
+                 onednn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None):
         self.Z, self.labels, self.K, self.chunk = Z, labels, K, chunk
         self.n, self.D = Z.shape
         self.products = 0.0
@@ -49,9 +49,9 @@ class Objective:
         # solver, 100k x 768 rows, 25 columns, 2 threads: 69 ms against 92 ms per product; alone, 97 ms
         # against 125 ms, which is what ``W^T Z^T`` takes on one thread).
         self.rows_first = Z.device.type == "cpu" and torch.get_num_threads() > 1
-        # on the CPU both products by oneDNN where it checks out (2-3x faster than MKL: attrib.probe.onednn),
-        # the logits transposed on any number of threads
-        self.onednn = onednn_for(products, Z)
+        # oneDNN's a @ b.T (attrib.probe.onednn: 2-3x faster than MKL on the CPU) for both products, the
+        # logits transposed on any number of threads; None: torch's own products, as above
+        self.onednn = onednn
         self.working_set_mass = working_set_mass
         self.working_set: WorkingSet | None = None
 

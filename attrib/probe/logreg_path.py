@@ -91,6 +91,7 @@ from attrib.probe.logreg_args import check_Cs, check_products, torch_device
 from attrib.probe.logreg_objective import Objective
 from attrib.probe.onednn import onednn_for
 
+_Product = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # f(a, b) = a @ b.T (attrib.probe.onednn)
 _SMALL_PROBLEM = 2 ** 24  # n * D * K * (C values per group) below which one thread is faster than several
 
 
@@ -191,11 +192,12 @@ def fit_logreg_path(X: np.ndarray, y_idx: np.ndarray, n_classes: int, Cs: Sequen
     check_products(products)
     group = max(1, min(int(group_size), len(Cs)))
     with _threads(1 if n * min(D, n) * K * group < _SMALL_PROBLEM else None):
-        data = _Prepared(X, standardize, tdt, curvature_rows, max_rotation_dim, seed, tdev, products)
+        fast = onednn_for(products, torch.empty(0, dtype=tdt, device=tdev))  # None: torch's own products
+        data = _Prepared(X, standardize, tdt, curvature_rows, max_rotation_dim, seed, tdev, fast)
         labels = torch.from_numpy(y_idx.astype(np.int64)).to(tdev)
         chunk = max(1, min(n, int(max_batch_elems) // max(group * K, 1)))
-        objective = Objective(data.Z, labels, K, chunk, _check_mass(working_set_mass), products)
-        curv = _Curvature(data.Zs, K, objective.onednn)
+        objective = Objective(data.Z, labels, K, chunk, _check_mass(working_set_mass), fast)
+        curv = _Curvature(data.Zs, K, fast)
         loose = screen is not None and screen.tol > tol
         path = _solve_groups(objective, curv, Cs, group, tdt, tol=screen.tol if loose else tol,
                              max_iter=max_iter, memory=memory)
@@ -240,7 +242,7 @@ class _Prepared:
     """
 
     def __init__(self, X: np.ndarray, standardize: bool, tdt: torch.dtype, curvature_rows: int,
-                 max_rotation_dim: int, seed: int, device: torch.device, products: str = "auto"):
+                 max_rotation_dim: int, seed: int, device: torch.device, onednn: _Product | None = None):
         n, D = X.shape
         np_dtype = np.float32 if tdt == torch.float32 else np.float64
         mean, std = column_mean_std(X) if standardize else (X.mean(axis=0, dtype=np.float64), None)
@@ -264,11 +266,10 @@ class _Prepared:
             rotation = self.U.astype(np_dtype)
         on_device = _rotate_on_device(device)
         if rotation is not None and not on_device:
-            fast = onednn_for(products, torch.from_numpy(rotation))
-            if fast is None:
+            if onednn is None:
                 _rotate_in_place(Zn, rotation)
             else:  # the same product by oneDNN, on torch views of the same memory
-                _rotate_in_place(torch.from_numpy(Zn), torch.from_numpy(rotation), product=fast)
+                _rotate_in_place(torch.from_numpy(Zn), torch.from_numpy(rotation), product=onednn)
         self.Z = torch.from_numpy(Zn).to(device)   # on the CPU the same array, no copy
         if rotation is not None and on_device:     # most of the preparation's work: on a GPU, run it there
             _rotate_in_place(self.Z, torch.from_numpy(rotation).to(device))
@@ -292,7 +293,7 @@ def _rotate_on_device(device: torch.device) -> bool:
 
 
 def _rotate_in_place(Z: np.ndarray | torch.Tensor, U: np.ndarray | torch.Tensor, chunk: int = 8192,
-                     product: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> None:
+                     product: _Product | None = None) -> None:
     """``Z <- Z @ U`` a chunk of rows at a time, so that no second copy of the data is ever held (numpy
     arrays or torch tensors alike); ``product(a, b) = a @ b.T`` (torch tensors) in place of ``@``."""
     for a in range(0, len(Z), chunk):
@@ -326,10 +327,9 @@ class _Curvature:
     L-BFGS's own scaling already absorbs the change, and restarts cost more than they saved.)
     """
 
-    def __init__(self, Zs: torch.Tensor, K: int,
-                 onednn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None):
+    def __init__(self, Zs: torch.Tensor, K: int, onednn: _Product | None = None):
         self.Zs, self.Zs2, self.K = Zs, Zs ** 2, K  # rows already in the eigenbasis
-        self.onednn = onednn  # the objective's products (attrib.probe.onednn), or None for torch's
+        self.onednn = onednn  # oneDNN's a @ b.T (attrib.probe.onednn), or None for torch's products
 
     def diag(self, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """(g, D + 1, 1) at weights W (g, D, K), b (g, K): rows 0..D-1 for the weights, row D for the

@@ -35,7 +35,7 @@ def onednn_for(products: str, like: torch.Tensor) -> Callable[[torch.Tensor, tor
     before this module (``products="blas"``: on the benchmark's lines, the same results to every saved
     digit as the code before it).
 
-    ``a`` must be contiguous; ``b`` may be any 2-D view (a row slice, or the transpose of one).
+    ``a`` and ``b`` may be any 2-D views (the solver passes row slices and transposes of them).
     """
     check_products(products)
     if products == "auto" and like.device.type == "cpu" and like.dtype == torch.float32:
@@ -64,14 +64,12 @@ def _checked(f: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     """``f`` if it gives ``a @ b.T`` on the operand layouts the solver uses, to float32 precision."""
     if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
         return None
-    gen = torch.Generator().manual_seed(0)
-    rows = torch.randn(300, 70, generator=gen)
-    a = torch.randn(11, 70, generator=gen)
-    g = torch.randn(11, 250, generator=gen)
-    cases = [(a, rows[20:270]),      # logits: weights by a row slice of the data
-             (g, rows[20:270].T),    # gradient: by the transposed slice (a strided view)
-             (rows[:40], a)]         # rotation: a row block by a small matrix
     try:
+        gen = torch.Generator().manual_seed(0)
+        rows, a, g = (torch.randn(*shape, generator=gen, device="cpu") for shape in ((300, 70), (11, 70), (11, 250)))
+        cases = [(a, rows[20:270]),      # logits: weights by a row slice of the data
+                 (g, rows[20:270].T),    # gradient: by the transposed slice (a strided view)
+                 (rows[:40], rows[200:270].T)]  # rotation: a row block by a transposed square matrix
         for x, y in cases:
             got, want = f(x, y), x.double() @ y.double().T
             if got.shape != want.shape or got.dtype != torch.float32:
