@@ -13,11 +13,15 @@ from attrib.probe.logreg_path import fit_logreg_path
 
 from test_logreg_path import clusters, probs
 
+REAL_AVX512 = onednn._avx512
+
 
 @pytest.fixture
 def fresh_check(monkeypatch):
-    """Each test checks the operator itself (the module checks it once per process)."""
+    """Each test checks the operator itself (the module checks it once per process), as on a CPU with
+    AVX-512 (the operator works without it, only not faster: the tests run it on any x86 machine)."""
     monkeypatch.setattr(onednn, "_CHECKED", {})
+    monkeypatch.setattr(onednn, "_avx512", lambda: True)
 
 
 @pytest.fixture
@@ -34,12 +38,12 @@ def counted(monkeypatch, fresh_check):
     return calls
 
 
-def test_this_torch_has_the_operator_and_it_multiplies_the_solvers_layouts(fresh_check):
+def test_this_torch_has_the_operator_and_it_multiplies_the_solvers_layouts():
     """torch's x86 builds carry oneDNN; a torch whose operator went missing or changed must show up here,
     not only as a slower benchmark."""
     assert torch.backends.mkldnn.is_available()
-    f = onednn.onednn_nt()
-    assert f is not None and onednn.available()
+    f = onednn._checked(onednn._onednn_nt)
+    assert f is not None
     gen = torch.Generator().manual_seed(1)
     Z = torch.randn(3000, 96, generator=gen)
     W = torch.randn(25, 96, generator=gen)
@@ -90,6 +94,16 @@ def test_float64_and_other_devices_keep_torchs_own_products(counted):
     assert onednn.onednn_for("auto", torch.zeros(2, 2)) is not None
     with pytest.raises(ValueError, match="products='fast': use 'auto'"):
         onednn.onednn_for("fast", torch.zeros(2, 2))
+
+
+def test_onednn_only_where_torch_runs_avx512_kernels(monkeypatch, fresh_check):
+    """Held to AVX2, oneDNN's products were no faster than MKL's (the module docstring): torch's BLAS."""
+    monkeypatch.setattr(onednn, "_avx512", REAL_AVX512)      # the fixture's stand-in undone
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert not onednn._avx512() and onednn.onednn_nt() is None and not onednn.available()
+    monkeypatch.setattr(onednn, "_CHECKED", {})
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert onednn._avx512() and onednn.onednn_nt() is not None
 
 
 def test_working_set_sizes_are_rounded_up_to_few_repeating_values():

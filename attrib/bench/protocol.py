@@ -111,7 +111,8 @@ def products_used(device: str, params: list[str]) -> str:
         return f"torch's BLAS (--param logreg.products=blas; torch {torch.__version__})"
     if available():
         return f"oneDNN (torch {torch.__version__})"
-    return f"torch's BLAS (this torch, {torch.__version__}, has no working oneDNN operator)"
+    return (f"torch's BLAS (oneDNN only with AVX-512 and a working operator; torch {torch.__version__}, CPU "
+            f"capability {torch.backends.cpu.get_cpu_capability()})")
 
 
 def summarise(lines: list[dict]) -> dict:

@@ -49,7 +49,7 @@ class Objective:
         # solver, 100k x 768 rows, 25 columns, 2 threads: 69 ms against 92 ms per product; alone, 97 ms
         # against 125 ms, which is what ``W^T Z^T`` takes on one thread).
         self.rows_first = Z.device.type == "cpu" and torch.get_num_threads() > 1
-        # oneDNN's a @ b.T (attrib.probe.onednn: 2-3x faster than MKL on the CPU) for both products, the
+        # oneDNN's a @ b.T (attrib.probe.onednn: 2-3x faster than MKL with AVX-512) for both products, the
         # logits transposed on any number of threads; None: torch's own products, as above
         self.onednn = onednn
         self.working_set_mass = working_set_mass

@@ -33,9 +33,9 @@ and optionally standardised, which changes the penalty and is the caller's choic
   Each group starts from the previous group's two largest C extrapolated linearly in log C, which is
   how the weights grow along the path.
 - Products: on the CPU in float32, the passes' two products, the rotation and the curvature estimate
-  run on oneDNN where this torch has it (:mod:`attrib.probe.onednn`; 2-3x faster than MKL per product
-  on the AMD EPYC measured; the paper's whole protocol there: 82-87 s against 114-117 s on MKL),
-  and on torch's BLAS otherwise or with ``products="blas"``.
+  run on oneDNN where torch runs AVX-512 kernels and has the operator (:mod:`attrib.probe.onednn`;
+  2-3x faster than MKL per product on the AMD EPYC measured; the paper's whole protocol there: 80-87 s
+  against 114-117 s on MKL), and on torch's BLAS otherwise or with ``products="blas"``.
 - What else was measured (5 classes x 4000 x 768 CLIP-like features, ``python -m attrib.bench probe``;
   products for the 45 C with groups of 5: 160-180): groups of 1 / 2 / 3 / 8 took 303 / 230 / 189 / 146
   products, within 10% of groups of 5 in time; a sliding window (the next C enters as soon as one
@@ -172,7 +172,7 @@ def fit_logreg_path(X: np.ndarray, y_idx: np.ndarray, n_classes: int, Cs: Sequen
     runs; they are centred on the CPU, copied there once and rotated into the eigenbasis there.
     ``screen`` (:class:`Screen`, used when its ``tol`` is looser than ``tol``): the whole path to the
     screen's tolerance, then to ``tol`` only the C values it chooses (``solved_tol`` says which).
-    ``products``: "auto" runs the CPU's float32 products on oneDNN where torch has it (2-3x faster than
+    ``products``: "auto" runs the CPU's float32 products on oneDNN with AVX-512 (2-3x faster than
     its BLAS; :mod:`attrib.probe.onednn`), "blas" on torch's BLAS (as attrib computed before).
     """
     X = np.asarray(X)
