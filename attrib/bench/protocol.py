@@ -106,8 +106,9 @@ def products_used(device: str, params: list[str]) -> str:
     import torch
 
     from attrib.probe.onednn import available
+    from attrib.probe.params import parse_param
 
-    if any(p.replace(" ", "") == "logreg.products=blas" for p in params):
+    if any(parse_param(p) == ("logreg", "products", "blas") for p in params):
         return f"torch's BLAS (--param logreg.products=blas; torch {torch.__version__})"
     if available():
         return f"oneDNN (torch {torch.__version__})"

@@ -11,11 +11,11 @@ starts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
 from attrib.probe.lbfgs import batch_dot
+from attrib.probe.onednn import Product
 
 _WORKING_SET_MAX_SHARE = 0.5  # a larger working set does not pay for its copy and its extra exact passes
 
@@ -40,7 +40,7 @@ class Objective:
     """
 
     def __init__(self, Z: torch.Tensor, labels: torch.Tensor, K: int, chunk: int, working_set_mass: float,
-                 onednn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None):
+                 onednn: Product | None = None):
         self.Z, self.labels, self.K, self.chunk = Z, labels, K, chunk
         self.n, self.D = Z.shape
         self.products = 0.0

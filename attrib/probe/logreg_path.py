@@ -87,11 +87,10 @@ import torch
 
 from attrib.probe.geometry import all_finite, column_mean_std
 from attrib.probe.lbfgs import batched_lbfgs
-from attrib.probe.logreg_args import check_Cs, check_products, torch_device
+from attrib.probe.logreg_args import check_Cs, torch_device
 from attrib.probe.logreg_objective import Objective
-from attrib.probe.onednn import onednn_for
+from attrib.probe.onednn import Product, onednn_for
 
-_Product = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # f(a, b) = a @ b.T (attrib.probe.onednn)
 _SMALL_PROBLEM = 2 ** 24  # n * D * K * (C values per group) below which one thread is faster than several
 
 
@@ -189,7 +188,6 @@ def fit_logreg_path(X: np.ndarray, y_idx: np.ndarray, n_classes: int, Cs: Sequen
         raise ValueError("features contain NaN or inf; check the feature cache (`attrib cache verify`)")
     tdt = _torch_dtype(dtype)
     tdev = torch_device(device)
-    check_products(products)
     group = max(1, min(int(group_size), len(Cs)))
     with _threads(1 if n * min(D, n) * K * group < _SMALL_PROBLEM else None):
         fast = onednn_for(products, torch.empty(0, dtype=tdt, device=tdev))  # None: torch's own products
@@ -242,7 +240,7 @@ class _Prepared:
     """
 
     def __init__(self, X: np.ndarray, standardize: bool, tdt: torch.dtype, curvature_rows: int,
-                 max_rotation_dim: int, seed: int, device: torch.device, onednn: _Product | None = None):
+                 max_rotation_dim: int, seed: int, device: torch.device, onednn: Product | None = None):
         n, D = X.shape
         np_dtype = np.float32 if tdt == torch.float32 else np.float64
         mean, std = column_mean_std(X) if standardize else (X.mean(axis=0, dtype=np.float64), None)
@@ -293,7 +291,7 @@ def _rotate_on_device(device: torch.device) -> bool:
 
 
 def _rotate_in_place(Z: np.ndarray | torch.Tensor, U: np.ndarray | torch.Tensor, chunk: int = 8192,
-                     product: _Product | None = None) -> None:
+                     product: Product | None = None) -> None:
     """``Z <- Z @ U`` a chunk of rows at a time, so that no second copy of the data is ever held (numpy
     arrays or torch tensors alike); ``product(a, b) = a @ b.T`` (torch tensors) in place of ``@``."""
     for a in range(0, len(Z), chunk):
@@ -327,7 +325,7 @@ class _Curvature:
     L-BFGS's own scaling already absorbs the change, and restarts cost more than they saved.)
     """
 
-    def __init__(self, Zs: torch.Tensor, K: int, onednn: _Product | None = None):
+    def __init__(self, Zs: torch.Tensor, K: int, onednn: Product | None = None):
         self.Zs, self.Zs2, self.K = Zs, Zs ** 2, K  # rows already in the eigenbasis
         self.onednn = onednn  # oneDNN's a @ b.T (attrib.probe.onednn), or None for torch's products
 

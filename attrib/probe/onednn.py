@@ -30,10 +30,12 @@ import torch
 
 from attrib.probe.logreg_args import check_products
 
-_CHECKED: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None] = {}
+Product = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # f(a, b) = a @ b.T
+
+_CHECKED: dict[str, Product | None] = {}
 
 
-def onednn_for(products: str, like: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+def onednn_for(products: str, like: torch.Tensor) -> Product | None:
     """oneDNN's ``f(a, b) = a @ b.T`` for tensors like ``like`` when ``products`` is "auto", they are
     float32 on the CPU and the operator passed its check in this process; else None: torch's BLAS, as
     before this module (``products="blas"``: on the benchmark's lines, the same results to every saved
@@ -47,7 +49,7 @@ def onednn_for(products: str, like: torch.Tensor) -> Callable[[torch.Tensor, tor
     return None
 
 
-def onednn_nt() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+def onednn_nt() -> Product | None:
     """oneDNN's ``a @ b.T`` on a CPU with AVX-512 if this torch has the operator and it agrees with plain
     arithmetic; else None."""
     if "nt" not in _CHECKED:
@@ -69,8 +71,7 @@ def _onednn_nt(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
 
 
-def _checked(f: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-             ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+def _checked(f: Product) -> Product | None:
     """``f`` if it gives ``a @ b.T`` on the operand layouts the solver uses, to float32 precision."""
     if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
         return None
